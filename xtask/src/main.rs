@@ -1,1 +1,38 @@
-fn main() {}
+//! Project automation: every CI lane is a subcommand, so a newcomer runs what CI runs.
+//!
+//! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
+
+mod steps;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test    format check, clippy -D warnings, every test, no_std builds (what CI runs)
+  bench   the benchmarks, with their figures printed
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => steps::test(),
+        Some("bench") => steps::bench(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprint!("unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
