@@ -141,7 +141,9 @@ impl<'o> BodyWriter<'o> {
                 max: self.max,
             });
         }
-        let available = self.out.len();
+        // The writer holds the body part of the frame buffer; report both sizes as whole
+        // frames, header included, like the header check of `encode_frame` does.
+        let available = self.out.len() + super::HEADER_LEN;
         let target = self
             .out
             .get_mut(self.len..end)

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::strategies::{FRAME_BUFFER, Sizes, frame_of, message};
 
 /// Encoding is cheap; 512 cases of full-size messages cover every variant many times.
-const ROUND_TRIP_CASES: u32 = 512;
+const ROUND_TRIP_CASES: u32 = 2048;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(ROUND_TRIP_CASES))]

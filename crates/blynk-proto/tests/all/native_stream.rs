@@ -9,9 +9,9 @@ use proptest::test_runner::TestCaseError;
 use crate::strategies::{FRAME_BUFFER, OwnedMessage, Sizes, frame_of, message};
 
 /// Each case splits a stream of small frames at every byte: a few hundred decodes per case.
-const EVERY_SPLIT_CASES: u32 = 128;
+const EVERY_SPLIT_CASES: u32 = 512;
 /// Each case feeds up to six full-size frames in random pieces.
-const RANDOM_CHUNK_CASES: u32 = 256;
+const RANDOM_CHUNK_CASES: u32 = 1024;
 
 /// How the bytes reach the decoder.
 #[derive(Debug, Clone, Copy)]
