@@ -15,6 +15,7 @@ use blynk_proto::{BoundedStr, Pin, Scalar, Token, Value};
 use crate::strategies::frame_of;
 
 const TOKEN: &str = "Abcdefghijklmnopqrstuvwxyz012345";
+const HEADER: usize = native::HEADER_LEN;
 
 /// Checks that `message` encodes to exactly `golden` and that `golden` decodes to `message`.
 fn assert_golden(message: &Message<'_>, golden: &[u8]) {
@@ -209,5 +210,3 @@ fn golden_varints_at_their_boundaries() {
         &[0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00]
     );
 }
-
-const HEADER: usize = native::HEADER_LEN;
