@@ -11,7 +11,10 @@ const NO_STD_TARGETS: &[&str] = &["thumbv6m-none-eabi"];
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo() -> Command {
@@ -24,8 +27,14 @@ fn cargo() -> Command {
 fn run(label: &str, command: &mut Command) -> Result<bool> {
     println!("\n==> {label}");
     let started = Instant::now();
-    let status = command.status().with_context(|| format!("could not start `{label}`"))?;
-    println!("<== {label}: {} in {:.1} s", if status.success() { "ok" } else { "FAILED" }, started.elapsed().as_secs_f64());
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{label}`"))?;
+    println!(
+        "<== {label}: {} in {:.1} s",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
     Ok(status.success())
 }
 
@@ -41,10 +50,15 @@ pub struct TestCounts {
 impl TestCounts {
     /// Adds the counts of one `test result: ok. 12 passed; 0 failed; ...` line.
     fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
         for field in rest.split([';', '.']) {
             let mut words = field.split_whitespace();
-            match (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+            match (
+                words.next().and_then(|n| n.parse::<u64>().ok()),
+                words.next(),
+            ) {
                 (Some(n), Some("passed")) => self.passed += n,
                 (Some(n), Some("failed")) => self.failed += n,
                 _ => {}
@@ -81,14 +95,20 @@ fn run_counting_tests(label: &str, command: &mut Command) -> Result<(bool, TestC
 
 /// Adds a rustup target when it is not installed yet.
 pub fn ensure_target(target: &str) -> Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     if let Ok(output) = installed
-        && String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == target)
+        && String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .any(|line| line.trim() == target)
     {
         return Ok(());
     }
     println!("adding rustup target {target}");
-    let status = Command::new("rustup").args(["target", "add", target]).status()?;
+    let status = Command::new("rustup")
+        .args(["target", "add", target])
+        .status()?;
     if !status.success() {
         bail!("`rustup target add {target}` failed");
     }
@@ -100,21 +120,53 @@ pub fn test() -> Result<()> {
     let mut steps: Vec<(String, bool)> = Vec::new();
     let mut record = |label: &str, ok: bool| steps.push((label.to_string(), ok));
 
-    record("cargo fmt --check", run("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?);
+    record(
+        "cargo fmt --check",
+        run(
+            "cargo fmt --check",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )?,
+    );
     record(
         "cargo clippy -D warnings",
-        run("cargo clippy -D warnings", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?,
+        run(
+            "cargo clippy -D warnings",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?,
     );
-    let (tests_ok, counts) = run_counting_tests("cargo test", cargo().args(["test", "--workspace"]))?;
+    let (tests_ok, counts) =
+        run_counting_tests("cargo test", cargo().args(["test", "--workspace"]))?;
     record("cargo test", tests_ok);
     for target in NO_STD_TARGETS {
         ensure_target(target)?;
         let label = format!("blynk-proto for {target} (no_std, no alloc)");
-        record(&label, run(&label, cargo().args(["build", "-p", "blynk-proto", "--target", target]))?);
+        record(
+            &label,
+            run(
+                &label,
+                cargo().args(["build", "-p", "blynk-proto", "--target", target]),
+            )?,
+        );
     }
 
-    let failed: Vec<&str> = steps.iter().filter(|(_, ok)| !ok).map(|(label, _)| label.as_str()).collect();
-    println!("\nsteps: {} ok, {} failed {:?}", steps.len() - failed.len(), failed.len(), failed);
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(label, _)| label.as_str())
+        .collect();
+    println!(
+        "\nsteps: {} ok, {} failed {:?}",
+        steps.len() - failed.len(),
+        failed.len(),
+        failed
+    );
     println!("tests: {} passed, {} failed", counts.passed, counts.failed);
     if failed.is_empty() {
         Ok(())
@@ -126,7 +178,9 @@ pub fn test() -> Result<()> {
 /// The criterion benchmarks; extra arguments go to criterion (e.g. a filter).
 pub fn bench(extra: &[String]) -> Result<()> {
     let mut command = cargo();
-    command.args(["bench", "-p", "blynk-proto", "--bench", "codecs", "--"]).args(extra);
+    command
+        .args(["bench", "-p", "blynk-proto", "--bench", "codecs", "--"])
+        .args(extra);
     if !run("blynk-proto codec benchmarks", &mut command)? {
         bail!("benchmarks failed");
     }

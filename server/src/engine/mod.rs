@@ -1,0 +1,483 @@
+//! The state-sync engine: the cache of every device's state in front of the durable store, the
+//! registry of live device sessions, and the rules of SPEC section 3.
+//!
+//! Every change goes the same way: validate against the datastream, take a new per-device
+//! version under the device's lock, queue it to the store (in version order), wait until it is
+//! durable, then tell the other side (the device session, the watching apps). Sessions and the
+//! HTTP/app APIs only call this module; none of them touches the store.
+
+pub mod events;
+mod sessions;
+mod sync;
+mod writes;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use blynk_proto::Pin;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use sessions::{Attached, Outbound, Protocol};
+pub use sync::{SyncItem, SyncSelection};
+pub use writes::{AppWrite, Delivery, DeviceWriteOutcome, WriteError};
+
+use crate::model::{
+    Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
+    TemplateId, now_ms,
+};
+use crate::store::{Store, StoreError, settle};
+use events::AppEvent;
+
+/// Capacity of each watcher channel; a watcher that falls further behind is disconnected.
+pub const WATCH_CHANNEL: usize = 4096;
+/// Most app writes per device waiting to be reported delivered.
+const MAX_WAITERS: usize = 1024;
+
+/// One device: its fixed description, its template, and its mutable state.
+pub struct DeviceSlot {
+    /// The device record.
+    pub device: Device,
+    /// Its template.
+    pub template: Arc<Template>,
+    state: Mutex<DeviceState>,
+    watchers: broadcast::Sender<AppEvent>,
+}
+
+/// The mutable state of one device, guarded by its slot's lock (never held across an await).
+#[derive(Default)]
+struct DeviceState {
+    values: HashMap<Pin, StoredValue>,
+    properties: Vec<PropertyRecord>,
+    version: u64,
+    session: Option<sessions::SessionLink>,
+    last_seen: Option<i64>,
+    /// The highest version of each pin sent to the current session.
+    forwarded: HashMap<Pin, u64>,
+    pending_commands: Vec<PendingCommand>,
+    waiters: Vec<writes::DeliveryWaiter>,
+    deleted: bool,
+}
+
+impl DeviceSlot {
+    fn new(device: Device, template: Arc<Template>) -> Self {
+        let (watchers, _) = broadcast::channel(WATCH_CHANNEL);
+        DeviceSlot {
+            device,
+            template,
+            state: Mutex::new(DeviceState::default()),
+            watchers,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DeviceState> {
+        // A panic while holding the lock cannot leave the state half-written in a way that
+        // matters more than losing the device, so a poisoned lock is taken over.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a session is attached.
+    pub fn is_online(&self) -> bool {
+        self.lock().session.is_some()
+    }
+
+    /// The protocol of the connected session, if any.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.lock().session.as_ref().map(|session| session.protocol)
+    }
+
+    /// When the device was last connected (now, when it is).
+    pub fn last_seen(&self) -> Option<i64> {
+        let state = self.lock();
+        if state.session.is_some() {
+            Some(now_ms())
+        } else {
+            state.last_seen
+        }
+    }
+
+    /// The latest value of every pin.
+    pub fn values(&self) -> Vec<(Pin, StoredValue)> {
+        let mut values: Vec<_> = self
+            .lock()
+            .values
+            .iter()
+            .map(|(pin, stored)| (*pin, stored.clone()))
+            .collect();
+        values.sort_by_key(|(pin, _)| *pin);
+        values
+    }
+
+    /// The latest value of one pin.
+    pub fn value(&self, pin: Pin) -> Option<StoredValue> {
+        self.lock().values.get(&pin).cloned()
+    }
+
+    /// Every property set by the device.
+    pub fn properties(&self) -> Vec<PropertyRecord> {
+        self.lock().properties.clone()
+    }
+
+    /// The highest value version of the device.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// Subscribes to this device's app events.
+    pub fn watch(&self) -> broadcast::Receiver<AppEvent> {
+        self.watchers.subscribe()
+    }
+
+    fn publish(&self, event: AppEvent) {
+        // No watcher is not an error.
+        let _ = self.watchers.send(event);
+    }
+}
+
+/// The engine; share it as `Arc<Engine>`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    templates: RwLock<HashMap<TemplateId, Arc<Template>>>,
+    devices: RwLock<HashMap<DeviceId, Arc<DeviceSlot>>>,
+    by_token: RwLock<HashMap<u64, Vec<Arc<DeviceSlot>>>>,
+    token_hasher: RandomState,
+    global: broadcast::Sender<AppEvent>,
+    next_session: AtomicU64,
+    with_pending_commands: Mutex<HashSet<DeviceId>>,
+}
+
+impl Engine {
+    /// Loads the store's state into a new engine.
+    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let snapshot = settle(store.load()).await?;
+        let (global, _) = broadcast::channel(WATCH_CHANNEL);
+        let engine = Engine {
+            store,
+            templates: RwLock::default(),
+            devices: RwLock::default(),
+            by_token: RwLock::default(),
+            token_hasher: RandomState::new(),
+            global,
+            next_session: AtomicU64::new(1),
+            with_pending_commands: Mutex::default(),
+        };
+        for template in snapshot.templates {
+            write_lock(&engine.templates).insert(template.id, Arc::new(template));
+        }
+        for device in snapshot.devices {
+            let Some(template) = read_lock(&engine.templates)
+                .get(&device.template_id)
+                .cloned()
+            else {
+                tracing::error!(device = device.id, "device of an unknown template skipped");
+                continue;
+            };
+            let last_seen = device.last_seen;
+            let slot = Arc::new(DeviceSlot::new(device, template));
+            slot.lock().last_seen = last_seen;
+            engine.index(slot);
+        }
+        let devices = read_lock(&engine.devices).clone();
+        for (device_id, pin, stored) in snapshot.values {
+            if let Some(slot) = devices.get(&device_id) {
+                slot.lock().values.insert(pin, stored);
+            }
+        }
+        for (device_id, property) in snapshot.properties {
+            if let Some(slot) = devices.get(&device_id) {
+                slot.lock().properties.push(property);
+            }
+        }
+        for (device_id, version) in snapshot.versions {
+            if let Some(slot) = devices.get(&device_id) {
+                slot.lock().version = version;
+            }
+        }
+        for command in snapshot.pending_commands {
+            if let Some(slot) = devices.get(&command.device_id) {
+                lock(&engine.with_pending_commands).insert(command.device_id);
+                slot.lock().pending_commands.push(command);
+            }
+        }
+        Ok(Arc::new(engine))
+    }
+
+    /// The store behind the engine.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn token_key(&self, token: &str) -> u64 {
+        self.token_hasher.hash_one(token)
+    }
+
+    fn index(&self, slot: Arc<DeviceSlot>) {
+        let key = self.token_key(&slot.device.token);
+        write_lock(&self.by_token)
+            .entry(key)
+            .or_default()
+            .push(slot.clone());
+        write_lock(&self.devices).insert(slot.device.id, slot);
+    }
+
+    /// The device whose token is `token`. The lookup goes through a keyed hash and the final
+    /// comparison takes the same time whatever the bytes, so response times leak nothing of
+    /// other devices' tokens.
+    pub fn authenticate(&self, token: &str) -> Option<Arc<DeviceSlot>> {
+        let candidates = read_lock(&self.by_token)
+            .get(&self.token_key(token))
+            .cloned()?;
+        candidates
+            .into_iter()
+            .find(|slot| constant_time_eq(slot.device.token.as_bytes(), token.as_bytes()))
+    }
+
+    /// A device by id.
+    pub fn device(&self, id: DeviceId) -> Option<Arc<DeviceSlot>> {
+        read_lock(&self.devices).get(&id).cloned()
+    }
+
+    /// A device by id or by name.
+    pub fn find_device(&self, key: &str) -> Option<Arc<DeviceSlot>> {
+        if let Ok(id) = key.parse::<DeviceId>()
+            && let Some(slot) = self.device(id)
+        {
+            return Some(slot);
+        }
+        read_lock(&self.devices)
+            .values()
+            .find(|slot| slot.device.name == key)
+            .cloned()
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> Vec<Arc<DeviceSlot>> {
+        let mut devices: Vec<_> = read_lock(&self.devices).values().cloned().collect();
+        devices.sort_by_key(|slot| slot.device.id);
+        devices
+    }
+
+    /// Every template, by id.
+    pub fn templates(&self) -> Vec<Arc<Template>> {
+        let mut templates: Vec<_> = read_lock(&self.templates).values().cloned().collect();
+        templates.sort_by_key(|template| template.id);
+        templates
+    }
+
+    /// A template by id or name.
+    pub fn find_template(&self, key: &str) -> Option<Arc<Template>> {
+        let templates = read_lock(&self.templates);
+        if let Ok(id) = key.parse::<TemplateId>()
+            && let Some(template) = templates.get(&id)
+        {
+            return Some(template.clone());
+        }
+        templates
+            .values()
+            .find(|template| template.name == key)
+            .cloned()
+    }
+
+    /// Stores a new template.
+    pub async fn create_template(&self, template: Template) -> Result<Arc<Template>, StoreError> {
+        template.check().map_err(StoreError::Database)?;
+        let stored = Arc::new(settle(self.store.create_template(template)).await?);
+        write_lock(&self.templates).insert(stored.id, stored.clone());
+        Ok(stored)
+    }
+
+    /// Stores a new device of `template` with a fresh token.
+    pub async fn create_device(
+        &self,
+        name: &str,
+        template: &Template,
+    ) -> Result<Arc<DeviceSlot>, StoreError> {
+        if name.trim().is_empty() || name.len() > blynk_proto::MAX_NAME_LEN {
+            return Err(StoreError::Database(format!(
+                "a device name is 1 to {} bytes",
+                blynk_proto::MAX_NAME_LEN
+            )));
+        }
+        let template = self
+            .find_template(&template.id.to_string())
+            .ok_or_else(|| StoreError::NotFound(template.name.clone()))?;
+        let token = crate::token::new_token();
+        let device = settle(self.store.create_device(name, template.id, &token)).await?;
+        let slot = Arc::new(DeviceSlot::new(device, template));
+        self.index(slot.clone());
+        let _ = self
+            .global
+            .send(events::device_changed(slot.device.id, true));
+        Ok(slot)
+    }
+
+    /// Deletes a device, closing its session.
+    pub async fn delete_device(&self, id: DeviceId) -> Result<(), StoreError> {
+        let slot = write_lock(&self.devices)
+            .remove(&id)
+            .ok_or_else(|| StoreError::NotFound(format!("device {id}")))?;
+        let key = self.token_key(&slot.device.token);
+        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
+            candidates.retain(|candidate| candidate.device.id != id);
+        }
+        {
+            let mut state = slot.lock();
+            state.deleted = true;
+            if let Some(session) = state.session.take() {
+                let _ = session.outbound.try_send(Outbound::Close("device deleted"));
+            }
+        }
+        settle(self.store.delete_device(id)).await?;
+        let _ = self.global.send(events::device_changed(id, false));
+        Ok(())
+    }
+
+    /// Subscribes to events about every device (presence, devices added and removed).
+    pub fn watch_all(&self) -> broadcast::Receiver<AppEvent> {
+        self.global.subscribe()
+    }
+
+    /// Stores a property set by a device and shows it to apps; never synced to hardware.
+    pub async fn set_property(
+        &self,
+        slot: &DeviceSlot,
+        property: PropertyRecord,
+    ) -> Result<(), StoreError> {
+        let ticket = {
+            let mut state = slot.lock();
+            match state
+                .properties
+                .iter_mut()
+                .find(|p| p.pin == property.pin && p.name == property.name)
+            {
+                Some(existing) => existing.value = property.value.clone(),
+                None => state.properties.push(property.clone()),
+            }
+            self.store.put_property(slot.device.id, property.clone())
+        };
+        settle(ticket).await?;
+        slot.publish(events::property(
+            slot.device.id,
+            property.pin,
+            &property.name,
+            &property.value,
+        ));
+        Ok(())
+    }
+
+    /// Stores an event logged by a device and shows it to apps.
+    pub async fn log_event(
+        &self,
+        slot: &DeviceSlot,
+        code: &str,
+        description: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let event = EventRecord {
+            code: code.to_owned(),
+            description: description.map(str::to_owned),
+            at: now_ms(),
+        };
+        settle(self.store.append_event(slot.device.id, event.clone())).await?;
+        slot.publish(events::logged(slot.device.id, &event));
+        Ok(())
+    }
+
+    /// Picks up templates and devices that another process (the `device add` command) created
+    /// in the store, every two seconds until `shutdown` fires.
+    pub async fn run_refresh(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let newest_template = read_lock(&self.templates)
+                .keys()
+                .copied()
+                .max()
+                .unwrap_or(0);
+            let newest_device = read_lock(&self.devices).keys().copied().max().unwrap_or(0);
+            let Ok((templates, devices)) =
+                settle(self.store.created_since(newest_template, newest_device)).await
+            else {
+                continue;
+            };
+            for template in templates {
+                write_lock(&self.templates)
+                    .entry(template.id)
+                    .or_insert_with(|| Arc::new(template));
+            }
+            for device in devices {
+                let template = read_lock(&self.templates).get(&device.template_id).cloned();
+                if let Some(template) = template
+                    && self.device(device.id).is_none()
+                {
+                    tracing::info!(device = device.id, name = %device.name, "device added from the command line");
+                    let id = device.id;
+                    self.index(Arc::new(DeviceSlot::new(device, template)));
+                    let _ = self.global.send(events::device_changed(id, true));
+                }
+            }
+        }
+    }
+
+    fn session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    let difference = left
+        .iter()
+        .zip(right)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A one-shot delivery report for an app write.
+pub type DeliveryReport = oneshot::Receiver<Delivery>;
+
+/// The channel a session reads its outbound messages from.
+pub type OutboundQueue = mpsc::Receiver<Outbound>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn owned_value_survives_the_store_text() {
+        use crate::model::OwnedValue;
+        let value = OwnedValue::from_text_parts(["1", "2.5", "abc"]).unwrap();
+        assert_eq!(
+            OwnedValue::from_store_text(&value.to_store_text()),
+            Some(value)
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The registry of live device sessions: attach (newest connection wins), detach, presence, and
+//! the delivery bookkeeping that turns "stored" app writes into "delivered" ones.
+
+use std::sync::Arc;
+
+use blynk_proto::Pin;
+use tokio::sync::mpsc;
+
+use super::sync::{SyncItem, SyncSelection};
+use super::writes::Delivery;
+use super::{DeviceSlot, Engine, events, lock};
+use crate::model::{OwnedValue, now_ms};
+use crate::store::settle;
+
+/// Which protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The native blynk-proto protocol.
+    Native,
+    /// The classic Blynk protocol (TCP or WebSocket).
+    Classic,
+}
+
+/// A message for a session to send to its device.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A value written by an app, or a command.
+    Value {
+        /// The pin.
+        pin: Pin,
+        /// The value.
+        value: Arc<OwnedValue>,
+        /// Its version.
+        version: u64,
+        /// For a command: its pending id, to be claimed before sending.
+        command: Option<i64>,
+    },
+    /// Close the connection, for this reason.
+    Close(&'static str),
+}
+
+/// The engine's side of a live session.
+pub(super) struct SessionLink {
+    pub id: u64,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub protocol: Protocol,
+}
+
+/// A session's side of its registration.
+#[derive(Debug)]
+pub struct Attached {
+    /// The session's id, for [`Engine::detach`].
+    pub session_id: u64,
+    /// What the engine sends this session.
+    pub outbound: mpsc::Receiver<Outbound>,
+    /// The values to send right away (the automatic sync), possibly empty.
+    pub sync: Vec<SyncItem>,
+    /// Whether an older connection of the same device was closed.
+    pub replaced_previous: bool,
+}
+
+impl Engine {
+    /// Registers a new session for `slot`, closing any older one (the newer connection wins),
+    /// and computes `sync` under the same lock so no write falls between the two.
+    ///
+    /// Returns `None` when the device was deleted meanwhile.
+    pub fn attach(
+        &self,
+        slot: &Arc<DeviceSlot>,
+        protocol: Protocol,
+        queue: usize,
+        sync: Option<SyncSelection>,
+    ) -> Option<Attached> {
+        let (sender, outbound) = mpsc::channel(queue.max(1));
+        let session_id = self.session_id();
+        let (replaced_previous, came_online, items) = {
+            let mut state = slot.lock();
+            if state.deleted {
+                return None;
+            }
+            let link = SessionLink {
+                id: session_id,
+                outbound: sender.clone(),
+                protocol,
+            };
+            let previous = state.session.replace(link);
+            if let Some(previous) = &previous {
+                let _ = previous
+                    .outbound
+                    .try_send(Outbound::Close("replaced by a newer connection"));
+            }
+            state.forwarded.clear();
+            let now = now_ms();
+            for command in state
+                .pending_commands
+                .iter()
+                .filter(|command| command.expires_at > now)
+            {
+                let _ = sender.try_send(Outbound::Value {
+                    pin: command.pin,
+                    value: command.value.clone(),
+                    version: command.version,
+                    command: Some(command.id),
+                });
+            }
+            let items = sync
+                .map(|selection| super::sync::select(slot, &state, &selection))
+                .unwrap_or_default();
+            (previous.is_some(), previous.is_none(), items)
+        };
+        if came_online {
+            let event = events::presence(slot.device.id, true, now_ms());
+            slot.publish(event.clone());
+            let _ = self.global.send(event);
+        }
+        tracing::debug!(
+            device = slot.device.id,
+            session_id,
+            ?protocol,
+            replaced_previous,
+            "session attached"
+        );
+        Some(Attached {
+            session_id,
+            outbound,
+            sync: items,
+            replaced_previous,
+        })
+    }
+
+    /// Unregisters a session. Presence turns offline only if it was still the device's current
+    /// session (a replaced session leaving changes nothing).
+    pub fn detach(&self, slot: &DeviceSlot, session_id: u64) {
+        let now = now_ms();
+        let went_offline = {
+            let mut state = slot.lock();
+            if state
+                .session
+                .as_ref()
+                .is_some_and(|session| session.id == session_id)
+            {
+                state.session = None;
+                state.last_seen = Some(now);
+                state.forwarded.clear();
+                true
+            } else {
+                false
+            }
+        };
+        if went_offline {
+            let event = events::presence(slot.device.id, false, now);
+            slot.publish(event.clone());
+            let _ = self.global.send(event);
+            // Last-seen is informational: its write is not waited for.
+            drop(self.store.set_last_seen(slot.device.id, now));
+        }
+    }
+
+    /// Records that the session sent `pin` at `version` to the device, and reports the app
+    /// writes it satisfies as delivered.
+    pub fn delivered(&self, slot: &DeviceSlot, pin: Pin, version: u64) {
+        let mut state = slot.lock();
+        let forwarded = state.forwarded.entry(pin).or_default();
+        *forwarded = (*forwarded).max(version);
+        let waiters = std::mem::take(&mut state.waiters);
+        for waiter in waiters {
+            if waiter.pin == pin && waiter.version <= version {
+                let _ = waiter.report.send(Delivery::Delivered);
+            } else {
+                state.waiters.push(waiter);
+            }
+        }
+    }
+
+    /// Takes a pending command out of the store before a session sends it, so that it is
+    /// delivered at most once even across a crash. `false`: it expired or another session took it.
+    pub async fn claim_command(&self, slot: &DeviceSlot, command_id: i64) -> bool {
+        let claimed = {
+            let mut state = slot.lock();
+            let now = now_ms();
+            match state
+                .pending_commands
+                .iter()
+                .position(|c| c.id == command_id && c.expires_at > now)
+            {
+                Some(index) => {
+                    state.pending_commands.remove(index);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !claimed {
+            return false;
+        }
+        if let Err(error) = settle(self.store.remove_pending_command(command_id)).await {
+            tracing::error!(%error, command_id, "could not remove a delivered command from the store");
+        }
+        if slot.lock().pending_commands.is_empty() {
+            lock(&self.with_pending_commands).remove(&slot.device.id);
+        }
+        true
+    }
+}

@@ -1,0 +1,62 @@
+//! Classic hardware over WebSocket (`/websockets`): each binary message carries classic frames,
+//! as Node-RED's Blynk nodes and other WebSocket clients send them.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use futures_util::StreamExt;
+
+use super::{AppState, PeerAddr};
+use crate::session::classic::{self, FrameIo};
+
+/// `GET /websockets`: upgrades and runs a classic session.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    socket: WebSocketUpgrade,
+) -> Response {
+    socket.on_upgrade(move |socket| {
+        classic::serve(
+            WsIo {
+                socket,
+                leftover: Vec::new(),
+            },
+            peer,
+            state.context,
+        )
+    })
+}
+
+/// [`FrameIo`] over binary WebSocket messages.
+struct WsIo {
+    socket: WebSocket,
+    leftover: Vec<u8>,
+}
+
+impl FrameIo for WsIo {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.leftover.is_empty() {
+            match self.socket.next().await {
+                Some(Ok(Message::Binary(bytes))) => self.leftover.extend_from_slice(&bytes),
+                Some(Ok(Message::Close(_))) | None => return Ok(0),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(std::io::Error::other(error)),
+            }
+        }
+        let count = buf.len().min(self.leftover.len());
+        buf[..count].copy_from_slice(&self.leftover[..count]);
+        self.leftover.drain(..count);
+        Ok(count)
+    }
+
+    async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.socket
+            .send(Message::Binary(frame.to_vec().into()))
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.socket.send(Message::Close(None)).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! The HTTP side of the shared port: the Blynk-compatible device API, the app API (REST and a
+//! WebSocket per client), and classic hardware over WebSocket at `/websockets`.
+
+mod app_api;
+mod app_ws;
+mod classic_ws;
+mod device_api;
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, put};
+
+pub use error::ApiError;
+
+use crate::engine::Engine;
+use crate::net::listener::HttpIncoming;
+use crate::session::Context;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The session context (limits, login limiter), for classic WebSocket sessions.
+    pub context: Arc<Context>,
+    /// The key apps authenticate with.
+    pub admin_key: Arc<str>,
+}
+
+/// The address of an HTTP client, as handlers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpIncoming>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpIncoming>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// Every route of the shared port.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/external/api/update", get(device_api::update))
+        .route("/external/api/batch/update", get(device_api::batch_update))
+        .route("/external/api/get", get(device_api::get))
+        .route(
+            "/external/api/isHardwareConnected",
+            get(device_api::is_connected),
+        )
+        .route(
+            "/external/api/update/property",
+            get(device_api::update_property),
+        )
+        .route(
+            "/{token}/update/{pin}",
+            get(device_api::classic_update).put(device_api::classic_put),
+        )
+        .route("/{token}/get/{pin}", get(device_api::classic_get))
+        .route(
+            "/{token}/isHardwareConnected",
+            get(device_api::classic_is_connected),
+        )
+        .route(
+            "/api/templates",
+            get(app_api::list_templates).post(app_api::create_template),
+        )
+        .route(
+            "/api/devices",
+            get(app_api::list_devices).post(app_api::create_device),
+        )
+        .route(
+            "/api/devices/{device}",
+            get(app_api::device_details).delete(app_api::delete_device),
+        )
+        .route("/api/devices/{device}/values", get(app_api::values))
+        .route(
+            "/api/devices/{device}/values/{pin}",
+            put(app_api::write_value).get(app_api::value),
+        )
+        .route("/api/devices/{device}/history/{pin}", get(app_api::history))
+        .route("/api/devices/{device}/events", get(app_api::events))
+        .route("/api/devices/{device}/properties", get(app_api::properties))
+        .route("/api/ws", get(app_ws::upgrade))
+        .route("/websockets", get(classic_ws::upgrade))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}

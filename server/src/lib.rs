@@ -1,0 +1,204 @@
+//! `blynk-server`: the self-hosted, Blynk-compatible state-sync server.
+//!
+//! [`start`] opens the store, loads the engine, binds the ports and returns a [`Server`] handle;
+//! tests start one on `127.0.0.1:0`. The binary (`main.rs`) adds the command line.
+
+pub mod bootstrap;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod limits;
+pub mod model;
+pub mod net;
+pub mod session;
+pub mod store;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use config::{Config, DurabilitySetting};
+use engine::Engine;
+use session::Context;
+use store::Store;
+use store::sqlite::{Durability, SqliteStore};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "blynk.sqlite3";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A port could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS files are wrong.
+    #[error(transparent)]
+    Tls(#[from] net::tls::TlsError),
+}
+
+/// A running server.
+pub struct Server {
+    /// Where HTTP, WebSockets and classic hardware connect.
+    pub http_address: SocketAddr,
+    /// Where native devices connect.
+    pub native_address: SocketAddr,
+    /// The admin key of the app API.
+    pub admin_key: String,
+    /// The demo device's token, if it exists.
+    pub demo_token: Option<String>,
+    /// Whether this start created the admin key and the demo.
+    pub first_start: bool,
+    engine: Arc<Engine>,
+    context: Arc<Context>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Opens the store in `config.data_dir`, binds the ports and starts serving.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    start_with_admin_key(config, None).await
+}
+
+/// Like [`start`], with a fixed admin key instead of the stored one.
+pub async fn start_with_admin_key(
+    config: Config,
+    admin_key: Option<&str>,
+) -> Result<Server, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let durability = match config.durability {
+        DurabilitySetting::Full => Durability::Full,
+        DurabilitySetting::Process => Durability::Process,
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        &config.data_dir.join(DATABASE_FILE),
+        durability,
+    )?);
+    let engine = Engine::open(store).await?;
+    let boot = bootstrap::run(&engine, admin_key).await?;
+    let tls = match &config.tls {
+        Some(files) => Some(net::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let bind = |port: u16| SocketAddr::new(config.bind, port);
+    let shared = TcpListener::bind(bind(config.http_port))
+        .await
+        .map_err(|source| StartError::Bind {
+            address: bind(config.http_port),
+            source,
+        })?;
+    let native = TcpListener::bind(bind(config.native_port))
+        .await
+        .map_err(|source| StartError::Bind {
+            address: bind(config.native_port),
+            source,
+        })?;
+    let http_address = shared.local_addr().map_err(|source| StartError::Bind {
+        address: bind(config.http_port),
+        source,
+    })?;
+    let native_address = native.local_addr().map_err(|source| StartError::Bind {
+        address: bind(config.native_port),
+        source,
+    })?;
+
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    let context = Arc::new(Context::new(
+        engine.clone(),
+        config.limits.clone(),
+        shutdown_signal.clone(),
+        tls,
+    ));
+    let state = http::AppState {
+        engine: engine.clone(),
+        context: context.clone(),
+        admin_key: Arc::from(boot.admin_key.as_str()),
+    };
+    let (http_connections, incoming) = mpsc::channel(1024);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(net::listener::run_native(native, context.clone()));
+    tasks.spawn(net::listener::run_shared(
+        shared,
+        context.clone(),
+        http_connections,
+    ));
+    tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
+    tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
+    let mut http_shutdown = shutdown_signal.clone();
+    tasks.spawn(async move {
+        let incoming = net::listener::HttpIncoming::new(incoming, http_address);
+        let serving = axum::serve(incoming, router).with_graceful_shutdown(async move {
+            let _ = http_shutdown.changed().await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_address, %native_address, "server listening");
+    Ok(Server {
+        http_address,
+        native_address,
+        admin_key: boot.admin_key,
+        demo_token: boot.demo_token,
+        first_start: boot.first_start,
+        engine,
+        context,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Server {
+    /// The engine, for tests and tools in the same process.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting, closes every session, and waits until everything acknowledged is durable.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        // Sessions hold a slot of the connection cap each: once all slots are back, all are gone.
+        let all = u32::try_from(self.context.limits.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.context.connections.acquire_many(all),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if let Err(error) = store::settle(self.engine.store().flush()).await {
+            tracing::error!(%error, "final store flush failed");
+        }
+        tracing::info!("server stopped");
+    }
+}

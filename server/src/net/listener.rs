@@ -1,0 +1,167 @@
+//! Accept loops: the native port, and the shared port where classic Blynk hardware and HTTP are
+//! told apart by their first byte (a classic login starts with command 29 or 2, HTTP with a
+//! letter), as the classic server did.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::io::{MaybeTls, Prefixed};
+use crate::session::{Context, classic, native};
+
+/// Time a TLS handshake or the first byte may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP connection handed to the HTTP server.
+pub type HttpConnection = (Prefixed<MaybeTls>, SocketAddr);
+
+/// Takes a slot under the connection cap, or logs the refusal.
+fn take_slot(context: &Context, peer: SocketAddr, port: &str) -> Option<OwnedSemaphorePermit> {
+    match context.connections.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(_) => {
+            tracing::warn!(%peer, port, "connection refused: the server is at its connection limit");
+            None
+        }
+    }
+}
+
+async fn wrap(context: &Context, stream: TcpStream, peer: SocketAddr) -> Option<MaybeTls> {
+    let _ = stream.set_nodelay(true);
+    match &context.tls {
+        None => Some(MaybeTls::Plain(stream)),
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Some(MaybeTls::Tls(Box::new(stream))),
+                Ok(Err(error)) => {
+                    tracing::info!(%peer, %error, "connection closed: TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "connection closed: TLS handshake timed out");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Accepts native device connections until shutdown.
+pub async fn run_native(listener: TcpListener, context: Arc<Context>) {
+    let mut shutdown = context.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed on the native port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Some(slot) = take_slot(&context, peer, "native") else {
+            continue;
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Some(stream) = wrap(&context, stream, peer).await {
+                native::serve(stream, peer, context).await;
+            }
+        });
+    }
+}
+
+/// Accepts connections on the shared port until shutdown: classic hardware sessions run here,
+/// HTTP connections go to `http`.
+pub async fn run_shared(
+    listener: TcpListener,
+    context: Arc<Context>,
+    http: mpsc::Sender<HttpConnection>,
+) {
+    let mut shutdown = context.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed on the shared port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Some(slot) = take_slot(&context, peer, "shared") else {
+            continue;
+        };
+        let context = context.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let Some(mut stream) = wrap(&context, stream, peer).await else {
+                return;
+            };
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+                Ok(Ok(1)) => {}
+                Ok(Ok(_)) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "connection closed before its first byte");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "connection closed: nothing sent within {HANDSHAKE_TIMEOUT:?}");
+                    return;
+                }
+            }
+            let stream = Prefixed::new(first.to_vec(), stream).holding(slot);
+            if is_classic_login(first[0]) {
+                classic::serve(classic::StreamIo::new(stream), peer, context).await;
+            } else if http.send((stream, peer)).await.is_err() {
+                tracing::debug!(%peer, "HTTP server is shutting down; connection dropped");
+            }
+        });
+    }
+}
+
+/// Whether a first byte starts a classic hardware login (HW_LOGIN 29 or LOGIN 2).
+pub fn is_classic_login(byte: u8) -> bool {
+    byte == blynk_proto::classic::Command::HwLogin.code()
+        || byte == blynk_proto::classic::Command::Login.code()
+}
+
+/// The HTTP server's view of the connections `run_shared` hands over.
+pub struct HttpIncoming {
+    connections: mpsc::Receiver<HttpConnection>,
+    local: SocketAddr,
+}
+
+impl HttpIncoming {
+    /// Connections arriving on `connections`, accepted on `local`.
+    pub fn new(connections: mpsc::Receiver<HttpConnection>, local: SocketAddr) -> Self {
+        HttpIncoming { connections, local }
+    }
+}
+
+impl axum::serve::Listener for HttpIncoming {
+    type Io = Prefixed<MaybeTls>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept loop stopped (shutdown): wait for the graceful shutdown to finish.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -1,0 +1,6 @@
+//! Networking: listeners with a connection cap, TLS, and the sniffing that tells classic Blynk
+//! hardware from HTTP on the shared port.
+
+pub mod io;
+pub mod listener;
+pub mod tls;
