@@ -1,1 +1,6 @@
-//! tests
+//! Integration tests of blynk-server: one binary, real TCP on 127.0.0.1:0, real database files
+//! in temporary directories. Tests named `spec_*` prove the SPEC rule their name gives.
+
+mod support;
+
+mod smoke;

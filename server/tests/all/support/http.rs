@@ -1,0 +1,153 @@
+//! A minimal HTTP/1.1 client and an app WebSocket client for tests.
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{ADMIN_KEY, PATIENCE};
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+}
+
+/// Sends one request (connection closed after) and reads the response.
+pub async fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        text.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    text.push_str("\r\n");
+    if let Some(body) = body {
+        text.push_str(body);
+    }
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response timed out")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Response { status, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        body.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    body
+}
+
+pub async fn get(address: SocketAddr, path: &str) -> Response {
+    request(address, "GET", path, &[], None).await
+}
+
+/// A request to the app API with the admin key.
+pub async fn app(address: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Response {
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let body = body.map(|body| body.to_string());
+    request(
+        address,
+        method,
+        path,
+        &[("Authorization", &auth)],
+        body.as_deref(),
+    )
+    .await
+}
+
+/// An app WebSocket client.
+pub struct AppSocket {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl AppSocket {
+    pub async fn connect(address: SocketAddr) -> Self {
+        let url = format!("ws://{address}/api/ws?key={ADMIN_KEY}");
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        AppSocket { socket }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Watches devices and returns the snapshot.
+    pub async fn watch(&mut self, devices: Value) -> Value {
+        self.send(serde_json::json!({ "type": "watch", "devices": devices }))
+            .await;
+        self.expect(|message| message["type"] == "snapshot").await
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("timed out waiting for an app message")
+                .expect("app socket closed")
+                .unwrap();
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    }
+
+    /// Receives until a message matches.
+    pub async fn expect(&mut self, mut matches: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let message = self.recv().await;
+            if matches(&message) {
+                return message;
+            }
+        }
+    }
+}
