@@ -326,8 +326,8 @@ impl Engine {
         {
             let mut state = slot.lock();
             state.deleted = true;
-            if let Some(session) = state.session.take() {
-                let _ = session.outbound.try_send(Outbound::Close("device deleted"));
+            if let Some(session) = &state.session {
+                session.close();
             }
         }
         settle(self.store.delete_device(id)).await?;

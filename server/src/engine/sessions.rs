@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use blynk_proto::Pin;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::sync::{SyncItem, SyncSelection};
 use super::writes::Delivery;
@@ -44,6 +44,15 @@ pub(super) struct SessionLink {
     pub id: u64,
     pub outbound: mpsc::Sender<Outbound>,
     pub protocol: Protocol,
+    /// Ends the session even when its queue is full.
+    pub kill: Arc<Notify>,
+}
+
+impl SessionLink {
+    /// Asks the session to end; it detaches itself, which updates presence.
+    pub fn close(&self) {
+        self.kill.notify_one();
+    }
 }
 
 /// A session's side of its registration.
@@ -57,6 +66,8 @@ pub struct Attached {
     pub sync: Vec<SyncItem>,
     /// Whether an older connection of the same device was closed.
     pub replaced_previous: bool,
+    /// Notified when the engine wants the session closed (replaced, too slow, deleted).
+    pub kill: Arc<Notify>,
 }
 
 impl Engine {
@@ -73,6 +84,7 @@ impl Engine {
     ) -> Option<Attached> {
         let (sender, outbound) = mpsc::channel(queue.max(1));
         let session_id = self.session_id();
+        let kill = Arc::new(Notify::new());
         let (replaced_previous, came_online, items) = {
             let mut state = slot.lock();
             if state.deleted {
@@ -82,12 +94,11 @@ impl Engine {
                 id: session_id,
                 outbound: sender.clone(),
                 protocol,
+                kill: kill.clone(),
             };
             let previous = state.session.replace(link);
             if let Some(previous) = &previous {
-                let _ = previous
-                    .outbound
-                    .try_send(Outbound::Close("replaced by a newer connection"));
+                previous.close();
             }
             state.forwarded.clear();
             let now = now_ms();
@@ -109,9 +120,11 @@ impl Engine {
             (previous.is_some(), previous.is_none(), items)
         };
         if came_online {
-            let event = events::presence(slot.device.id, true, now_ms());
-            slot.publish(event.clone());
-            let _ = self.global.send(event);
+            // Presence goes to every app on the global channel (not also the device's channel,
+            // which would show it twice to a client watching the device).
+            let _ = self
+                .global
+                .send(events::presence(slot.device.id, true, now_ms()));
         }
         tracing::debug!(
             device = slot.device.id,
@@ -125,6 +138,7 @@ impl Engine {
             outbound,
             sync: items,
             replaced_previous,
+            kill,
         })
     }
 
@@ -148,9 +162,9 @@ impl Engine {
             }
         };
         if went_offline {
-            let event = events::presence(slot.device.id, false, now);
-            slot.publish(event.clone());
-            let _ = self.global.send(event);
+            let _ = self
+                .global
+                .send(events::presence(slot.device.id, false, now));
             // Last-seen is informational: its write is not waited for.
             drop(self.store.set_last_seen(slot.device.id, now));
         }

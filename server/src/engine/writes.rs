@@ -104,7 +104,7 @@ impl DeviceState {
     }
 
     /// Sends a value to the current session. A session whose queue is full reads too slowly:
-    /// its link is dropped, which closes it, and the device gets the value at its next sync.
+    /// it is closed, and the device gets the value at its next sync.
     fn forward(&mut self, outbound: Outbound) -> bool {
         let Some(session) = &self.session else {
             return false;
@@ -112,9 +112,11 @@ impl DeviceState {
         match session.outbound.try_send(outbound) {
             Ok(()) => true,
             Err(_) => {
-                tracing::warn!("device session reads too slowly; closing it");
-                self.session = None;
-                self.forwarded.clear();
+                tracing::warn!(
+                    session = session.id,
+                    "device session reads too slowly; closing it"
+                );
+                session.close();
                 false
             }
         }

@@ -116,6 +116,7 @@ async fn forward(
 fn device_ids(state: &AppState, devices: &Json_) -> Vec<Arc<DeviceSlot>> {
     match devices {
         Json_::String(all) if all == "all" => state.engine.devices(),
+        Json_::String(key) => state.engine.find_device(key).into_iter().collect(),
         Json_::Array(items) => items
             .iter()
             .filter_map(|item| match item {

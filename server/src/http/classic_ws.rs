@@ -15,38 +15,27 @@ pub async fn upgrade(
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     socket: WebSocketUpgrade,
 ) -> Response {
-    socket.on_upgrade(move |socket| {
-        classic::serve(
-            WsIo {
-                socket,
-                leftover: Vec::new(),
-            },
-            peer,
-            state.context,
-        )
-    })
+    socket.on_upgrade(move |socket| classic::serve(WsIo { socket }, peer, state.context))
 }
 
 /// [`FrameIo`] over binary WebSocket messages.
 struct WsIo {
     socket: WebSocket,
-    leftover: Vec<u8>,
 }
 
 impl FrameIo for WsIo {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.leftover.is_empty() {
+    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        loop {
             match self.socket.next().await {
-                Some(Ok(Message::Binary(bytes))) => self.leftover.extend_from_slice(&bytes),
+                Some(Ok(Message::Binary(bytes))) if !bytes.is_empty() => {
+                    buf.extend_from_slice(&bytes);
+                    return Ok(bytes.len());
+                }
                 Some(Ok(Message::Close(_))) | None => return Ok(0),
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => return Err(std::io::Error::other(error)),
             }
         }
-        let count = buf.len().min(self.leftover.len());
-        buf[..count].copy_from_slice(&self.leftover[..count]);
-        self.leftover.drain(..count);
-        Ok(count)
     }
 
     async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {

@@ -28,8 +28,9 @@ const DEFAULT_BUFF_IN: usize = 256;
 
 /// A byte stream that sends whole frames: TCP, or binary WebSocket messages.
 pub trait FrameIo: Send {
-    /// Reads some bytes; 0 at the end of the stream.
-    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+    /// Appends some bytes to `buf`; 0 at the end of the stream. Must be cancel-safe: bytes are
+    /// appended only when the read completes.
+    fn read(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = std::io::Result<usize>> + Send;
     /// Sends one whole frame in one socket write.
     fn send_frame(&mut self, frame: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
     /// Closes the stream.
@@ -47,8 +48,9 @@ impl<S> StreamIo<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameIo for StreamIo<S> {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf).await
+    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        buf.reserve(512);
+        self.0.read_buf(buf).await
     }
 
     async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
@@ -111,11 +113,7 @@ impl Inbox {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
-        let filled = self.bytes.len();
-        self.bytes.resize(filled + 1024, 0);
-        let read = io.read(&mut self.bytes[filled..]).await;
-        self.bytes.truncate(filled + *read.as_ref().unwrap_or(&0));
-        read
+        io.read(&mut self.bytes).await
     }
 }
 
@@ -170,7 +168,9 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
             context.limits.message_burst,
         ),
     };
-    let ending = session.run(&mut io, &mut inbox, attached.outbound).await;
+    let ending = session
+        .run(&mut io, &mut inbox, attached.outbound, attached.kill)
+        .await;
     context.engine.detach(&slot, attached.session_id);
     io.close().await;
     tracing::info!(%peer, device = slot.device.id, dropped = session.rate.dropped(), reason = %ending, "device disconnected (classic)");
@@ -254,6 +254,7 @@ impl Session {
         io: &mut I,
         inbox: &mut Inbox,
         mut outbound: crate::engine::OutboundQueue,
+        kill: Arc<tokio::sync::Notify>,
     ) -> Ending {
         let mut silence = Limits::silence_timeout(self.heartbeat);
         let mut deadline = Instant::now() + silence;
@@ -305,6 +306,7 @@ impl Session {
                     Some(Outbound::Close(reason)) => return Ending::Engine(reason),
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
+                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
                 () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
                 _ = shutdown.changed() => return Ending::Shutdown,
             }

@@ -77,18 +77,15 @@ impl ReadBuffer {
         }
     }
 
+    /// Reads more bytes. Cancel-safe: bytes land in the buffer only when the read completes,
+    /// so the session loop may drop this future when another branch wins.
     async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> std::io::Result<usize> {
         if self.start > 0 {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
-        let filled = self.bytes.len();
-        let room = (HEADER_LEN + MAX_FRAME).saturating_sub(filled).max(256);
-        self.bytes.resize(filled + room.min(2048), 0);
-        let read = stream.read(&mut self.bytes[filled..]).await;
-        let count = *read.as_ref().unwrap_or(&0);
-        self.bytes.truncate(filled + count);
-        read
+        self.bytes.reserve(512);
+        stream.read_buf(&mut self.bytes).await
     }
 }
 
@@ -180,7 +177,13 @@ where
         Some(ending) => ending,
         None => {
             session
-                .run(&mut stream, &mut buffer, attached.outbound, heartbeat)
+                .run(
+                    &mut stream,
+                    &mut buffer,
+                    attached.outbound,
+                    attached.kill,
+                    heartbeat,
+                )
                 .await
         }
     };
@@ -370,6 +373,7 @@ impl Session {
         stream: &mut S,
         buffer: &mut ReadBuffer,
         mut outbound: crate::engine::OutboundQueue,
+        kill: Arc<tokio::sync::Notify>,
         heartbeat: u16,
     ) -> Ending
     where
@@ -420,6 +424,7 @@ impl Session {
                     Some(Outbound::Close(reason)) => return Ending::Engine(reason),
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
+                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
                 () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
                 _ = shutdown.changed() => return Ending::Shutdown,
             }

@@ -63,6 +63,7 @@ impl TestServer {
 
     /// A server over an existing data directory (a restart).
     pub async fn start_in(data: &Path, config: Config) -> Self {
+        init_logs();
         let server = blynk_server::start_with_admin_key(config, Some(ADMIN_KEY))
             .await
             .unwrap();
@@ -132,6 +133,19 @@ impl TestServer {
             .unwrap();
         self.server = Some(server);
     }
+}
+
+/// Shows the server's logs in test output when `BLYNK_LOG` is set (e.g. `BLYNK_LOG=debug`).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("BLYNK_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 /// Waits until `check` holds, polling; panics with `what` after [`PATIENCE`].
