@@ -150,6 +150,19 @@ fn main() -> Result<()> {
     })
 }
 
+/// Prints a line of the start banner; a closed stdout (a supervisor that stopped reading) must
+/// not take the server down, so write errors are ignored.
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn serve(config: Config) -> Result<()> {
     let tls = config.tls.is_some();
     let data = config.data_dir.clone();
@@ -159,8 +172,8 @@ async fn serve(config: Config) -> Result<()> {
         ip if ip.is_unspecified() => "localhost".to_string(),
         ip => ip.to_string(),
     };
-    println!();
-    println!(
+    say!();
+    say!(
         "  blynk-server is running ({})",
         if server.first_start {
             "first start: created the admin key and a demo"
@@ -168,21 +181,21 @@ async fn serve(config: Config) -> Result<()> {
             "data reused"
         }
     );
-    println!("  data directory   {}", data.display());
-    println!(
+    say!("  data directory   {}", data.display());
+    say!(
         "  HTTP API         {scheme}://{host}:{}/api",
         server.http_address.port()
     );
-    println!(
+    say!(
         "  classic devices  {host}:{} (Blynk libraries: BLYNK_SERVER / port)",
         server.http_address.port()
     );
-    println!("  native devices   {host}:{}", server.native_address.port());
-    println!("  admin key        {}", server.admin_key);
+    say!("  native devices   {host}:{}", server.native_address.port());
+    say!("  admin key        {}", server.admin_key);
     if let Some(token) = &server.demo_token {
-        println!("  demo device      token {token}");
+        say!("  demo device      token {token}");
     }
-    println!();
+    say!();
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -3,5 +3,9 @@
 
 mod support;
 
+mod bad_input;
+mod durability;
+mod http_api;
 mod smoke;
+mod sync_classic;
 mod sync_native;

@@ -1,0 +1,146 @@
+//! SPEC 3.10: what the server acknowledged survives `kill -9` and a restart. The server runs as
+//! its own process (the real binary) so that it can be killed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use blynk_proto::Pin;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::native::{LoginOptions, NativeClient, Received};
+use crate::support::{PATIENCE, http};
+
+struct Process {
+    child: Child,
+    http: SocketAddr,
+    native: SocketAddr,
+    token: String,
+}
+
+/// Starts the binary on `data` with ephemeral ports and reads its start banner.
+async fn start(data: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--native-port",
+            "0",
+            "--data",
+        ])
+        .arg(data)
+        .env("BLYNK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut http, mut native, mut token) = (None, None, None);
+    let read_banner = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["HTTP", "API", url] => {
+                    http = url
+                        .trim_start_matches("http://")
+                        .trim_end_matches("/api")
+                        .parse()
+                        .ok();
+                }
+                ["native", "devices", address] => native = address.parse().ok(),
+                ["demo", "device", "token", value] => token = Some(value.to_string()),
+                _ => {}
+            }
+            if http.is_some() && native.is_some() && token.is_some() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_banner)
+        .await
+        .expect("the server printed no banner");
+    // Keep reading, so the server never writes into a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Process {
+        child,
+        http: http.unwrap(),
+        native: native.unwrap(),
+        token: token.unwrap(),
+    }
+}
+
+async fn admin_key(data: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+        .arg("--data")
+        .arg(data)
+        .arg("key")
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path()).await;
+    let options = LoginOptions {
+        sync_on_connect: false,
+        ..LoginOptions::default()
+    };
+    let (mut device, _) = NativeClient::login(server.native, &server.token, options).await;
+    // Pipelined writes: all in flight at once, so they share group commits.
+    let mut ids = Vec::new();
+    for value in 0..200 {
+        ids.push(device.write_int(Pin::Virtual(1), value % 256).await);
+    }
+    let mut acked = 0;
+    while acked < ids.len() {
+        device
+            .expect("ack", |m| matches!(m, Received::Ack { .. }).then_some(()))
+            .await;
+        acked += 1;
+    }
+    let update = http::get(
+        server.http,
+        &format!("/external/api/update?token={}&v0=1", server.token),
+    )
+    .await;
+    assert_eq!(update.status, 200);
+
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let restarted = start(dir.path()).await;
+    let key = admin_key(dir.path()).await;
+    let auth = format!("Bearer {key}");
+    let values = http::request(
+        restarted.http,
+        "GET",
+        "/api/devices/demo/values",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(values["V1"]["value"], json!(199));
+    assert_eq!(values["V0"]["value"], json!(1));
+    let history = http::request(
+        restarted.http,
+        "GET",
+        "/api/devices/demo/history/V1?limit=1000",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        200,
+        "every acknowledged write is in the history"
+    );
+}
