@@ -9,3 +9,4 @@ mod http_api;
 mod smoke;
 mod sync_classic;
 mod sync_native;
+mod tls;
