@@ -144,3 +144,42 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
         "every acknowledged write is in the history"
     );
 }
+
+#[tokio::test]
+async fn a_device_added_from_the_command_line_logs_in_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["device", "add", "--template", "light", "--name", "kitchen"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        blynk_proto::text::is_token(&token),
+        "prints the token: {token}"
+    );
+    // The running server picks the device up within two seconds.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = http::get(server.http, &format!("/{token}/isHardwareConnected")).await;
+        if reply.status == 200 {
+            assert_eq!(reply.body, "false");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new device was never picked up: {}",
+            reply.body
+        );
+        // Slowly: each miss counts as a failed login for this address.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
