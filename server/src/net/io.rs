@@ -3,9 +3,11 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// A TCP connection, in the clear or inside TLS.
 pub enum MaybeTls {
@@ -63,6 +65,27 @@ pub struct Prefixed<S> {
     position: usize,
     inner: S,
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    idle: Option<Idle>,
+}
+
+/// An idle deadline, pushed back by every byte read or written.
+struct Idle {
+    limit: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn touch(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.limit);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
 }
 
 impl<S> Prefixed<S> {
@@ -73,7 +96,17 @@ impl<S> Prefixed<S> {
             position: 0,
             inner,
             _slot: None,
+            idle: None,
         }
+    }
+
+    /// Fails reads and writes once nothing was read or written for `limit`.
+    pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle = Some(Idle {
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        });
+        self
     }
 
     /// Keeps `slot` until the stream is dropped.
@@ -102,7 +135,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if let Some(idle) = &mut this.idle
+                    && buf.filled().len() > before
+                {
+                    idle.touch();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                if this.idle.as_mut().is_some_and(|idle| idle.expired(cx)) {
+                    Poll::Ready(Err(idle_error()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
     }
 }
 

@@ -123,7 +123,14 @@ pub async fn run_shared(
             let stream = Prefixed::new(first.to_vec(), stream).holding(slot);
             if is_classic_login(first[0]) {
                 classic::serve(classic::StreamIo::new(stream), peer, context).await;
-            } else if http.send((stream, peer)).await.is_err() {
+            } else if http
+                .send((
+                    stream.with_idle_timeout(Duration::from_secs(context.limits.http_idle_seconds)),
+                    peer,
+                ))
+                .await
+                .is_err()
+            {
                 tracing::debug!(%peer, "HTTP server is shutting down; connection dropped");
             }
         });

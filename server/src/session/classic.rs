@@ -26,6 +26,12 @@ use crate::model::{OwnedValue, PropertyRecord};
 /// The receive buffer assumed until the device announces its `buff-in` (the smallest boards').
 const DEFAULT_BUFF_IN: usize = 256;
 
+/// The least time between two frames to a device that logged in with the legacy LOGIN (2):
+/// the Python `blynklib` (and its MicroPython twin) does, and parses only the first frame of
+/// each socket read, so frames written back to back (the replies to a sync) merge in its
+/// receive buffer and all but the first are lost. One frame per write is not enough.
+const LEGACY_FRAME_GAP: Duration = Duration::from_millis(20);
+
 /// A byte stream that sends whole frames: TCP, or binary WebSocket messages.
 pub trait FrameIo: Send {
     /// Appends some bytes to `buf`; 0 at the end of the stream. Must be cancel-safe: bytes are
@@ -60,6 +66,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameIo for StreamIo<S> {
 
     async fn close(&mut self) {
         let _ = self.0.shutdown().await;
+    }
+}
+
+/// [`FrameIo`] that spaces the frames it sends by at least `gap` (none when zero).
+struct Paced<I> {
+    io: I,
+    gap: Duration,
+    last_sent: Option<Instant>,
+}
+
+impl<I: FrameIo> FrameIo for Paced<I> {
+    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        self.io.read(buf).await
+    }
+
+    async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        if let Some(last_sent) = self.last_sent {
+            tokio::time::sleep_until(last_sent + self.gap).await;
+        }
+        let sent = self.io.send_frame(frame).await;
+        if !self.gap.is_zero() {
+            self.last_sent = Some(Instant::now());
+        }
+        sent
+    }
+
+    async fn close(&mut self) {
+        self.io.close().await;
     }
 }
 
@@ -131,10 +165,20 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
         start: 0,
     };
     let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let slot = match tokio::time::timeout(login_timeout, login(&mut io, &mut inbox, peer, &context))
-        .await
+    let (slot, gap) = match tokio::time::timeout(
+        login_timeout,
+        login(&mut io, &mut inbox, peer, &context),
+    )
+    .await
     {
-        Ok(Some(slot)) => slot,
+        Ok(Some((slot, legacy_login))) => {
+            let gap = if legacy_login {
+                LEGACY_FRAME_GAP
+            } else {
+                Duration::ZERO
+            };
+            (slot, gap)
+        }
         Ok(None) => {
             io.close().await;
             return;
@@ -168,6 +212,11 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
             context.limits.message_burst,
         ),
     };
+    let mut io = Paced {
+        io,
+        gap,
+        last_sent: None,
+    };
     let ending = session
         .run(&mut io, &mut inbox, attached.outbound, attached.kill)
         .await;
@@ -177,12 +226,13 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
 }
 
 /// Reads the login frame and answers it: 200, or 9 for a bad token (clients stop retrying).
+/// Returns the device and whether it used the legacy LOGIN (2).
 async fn login<I: FrameIo>(
     io: &mut I,
     inbox: &mut Inbox,
     peer: SocketAddr,
     context: &Context,
-) -> Option<Arc<DeviceSlot>> {
+) -> Option<(Arc<DeviceSlot>, bool)> {
     loop {
         let (frame, consumed) = match classic::decode(inbox.pending(), MAX_BODY) {
             Ok(Decoded::NeedMore) => match inbox.fill(io).await {
@@ -221,11 +271,12 @@ async fn login<I: FrameIo>(
             }
             return None;
         };
+        let legacy = frame.command == Command::Login;
         inbox.consume(consumed);
         if let Some(reply) = response(id, Status::Ok) {
             io.send_frame(&reply).await.ok()?;
         }
-        return Some(slot);
+        return Some((slot, legacy));
     }
 }
 
@@ -260,6 +311,13 @@ impl Session {
         let mut deadline = Instant::now() + silence;
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut shutdown = self.context.shutdown.clone();
+        // Nothing is pushed to the device before it has sent its first frame after login
+        // (normally the INTERNAL info frame with its buff-in): the libraries wait for the
+        // answer to that frame and would misread anything else. A device that sends nothing
+        // gets its pushes after a short grace period.
+        let mut ready = false;
+        let grace = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(grace);
         loop {
             while in_flight.len() < MAX_IN_FLIGHT {
                 let (frame, consumed) = match classic::decode(inbox.pending(), MAX_BODY) {
@@ -273,6 +331,7 @@ impl Session {
                     return Ending::Io(error);
                 }
                 silence = Limits::silence_timeout(self.heartbeat);
+                ready = true;
             }
             let can_read = in_flight.len() < MAX_IN_FLIGHT;
             tokio::select! {
@@ -288,7 +347,8 @@ impl Session {
                         return Ending::Io(error);
                     }
                 }
-                message = outbound.recv() => match message {
+                () = &mut grace, if !ready => ready = true,
+                message = outbound.recv(), if ready => match message {
                     Some(Outbound::Value { pin, value, version, command }) => {
                         if let Some(command_id) = command
                             && !self.context.engine.claim_command(&self.slot, command_id).await

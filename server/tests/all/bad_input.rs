@@ -209,3 +209,16 @@ async fn spec_6_random_bytes_never_take_the_server_down() {
     }
     still_served(&mut good, 4).await;
 }
+
+#[tokio::test]
+async fn spec_6_an_idle_http_connection_is_closed() {
+    let server = TestServer::start_with(|config| config.limits.http_idle_seconds = 1).await;
+    let mut slow = TcpStream::connect(server.http()).await.unwrap();
+    slow.write_all(b"GET /api/devices HT").await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(
+        closed_by_server(&mut slow).await,
+        "a half-sent request is not kept forever"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}

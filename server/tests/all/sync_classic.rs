@@ -349,3 +349,25 @@ async fn spec_3_9_classic_presence_follows_the_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn spec_3_12_command_for_an_offline_classic_device_arrives_after_login_once_and_is_never_synced()
+ {
+    let server = TestServer::start().await;
+    let reply = app_write(&server, "V4", json!(1)).await;
+    assert_eq!(reply["status"], "pending");
+    let mut client = ClassicClient::login(server.http(), &server.demo_token()).await;
+    let command = client.recv().await.unwrap();
+    assert_eq!(
+        (command.command, command.parts()),
+        (20, vec!["vw".to_string(), "4".into(), "1".into()])
+    );
+    let id = client.sync(Some(&[4])).await;
+    assert!(
+        client.collect_sync(id, SHORT).await.is_empty(),
+        "sync_virtual never replays a command"
+    );
+    drop(client);
+    let mut again = ClassicClient::login(server.http(), &server.demo_token()).await;
+    again.expect_silence(SHORT).await;
+}
