@@ -1,0 +1,47 @@
+"""A device on `blynk-library-python` 0.2.0 (PyPI, module BlynkLib), driven by
+server/tests/all/python_clients.rs.
+
+Usage: blynk_library_python_device.py HOST PORT TOKEN. Prints one JSON line per event
+({"event": "connected"}, {"event": "write", "pin": "V0", "value": ["1"]}) and takes one JSON
+command per stdin line: virtual_write {pin, value: [..]}, sync_virtual {pins: [..]}, sync_all,
+quit. BlynkLib has no sync_all: it sends an empty HARDWARE_SYNC frame through the library's
+own `_send`. The library connects and sends its login in the constructor.
+"""
+
+import driver  # first: keeps the library's prints (its logo at import) off stdout
+import BlynkLib
+
+host, port, token = driver.arguments()
+blynk = BlynkLib.Blynk(token, server=host, port=port, heartbeat=10, log=driver.log)
+
+
+@blynk.ON("connected")
+def connected(**_timing):
+    driver.emit(event="connected")
+
+
+@blynk.ON("disconnected")
+def disconnected():
+    driver.emit(event="disconnected")
+
+
+@blynk.ON("V*")
+def written(pin, values):
+    driver.emit(event="write", pin="V" + pin, value=values)
+
+
+inbox = driver.commands()
+while True:
+    blynk.run()
+    for command in driver.pending(inbox):
+        name = command["cmd"]
+        if name == "virtual_write":
+            blynk.virtual_write(command["pin"], *command["value"])
+        elif name == "sync_virtual":
+            blynk.sync_virtual(*command["pins"])
+        elif name == "sync_all":
+            blynk._send(BlynkLib.MSG_HW_SYNC)
+        elif name == "quit":
+            raise SystemExit(0)
+        else:
+            driver.emit(event="error", message="unknown command %r" % name)
