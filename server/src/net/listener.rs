@@ -50,24 +50,38 @@ async fn wrap(context: &Context, stream: TcpStream, peer: SocketAddr) -> Option<
     }
 }
 
-/// Accepts native device connections until shutdown.
-pub async fn run_native(listener: TcpListener, context: Arc<Context>) {
-    let mut shutdown = context.shutdown.clone();
+/// The next connection with its slot under the cap, or `None` at shutdown. Accept errors (such
+/// as running out of file descriptors) are logged and retried after a pause.
+async fn accept_next(
+    listener: &TcpListener,
+    context: &Context,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    port: &str,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed on the native port");
+                    tracing::warn!(%error, port, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return None,
         };
-        let Some(slot) = take_slot(&context, peer, "native") else {
-            continue;
-        };
+        if let Some(slot) = take_slot(context, peer, port) {
+            return Some((stream, peer, slot));
+        }
+    }
+}
+
+/// Accepts native device connections until shutdown.
+pub async fn run_native(listener: TcpListener, context: Arc<Context>) {
+    let mut shutdown = context.shutdown.clone();
+    while let Some((stream, peer, slot)) =
+        accept_next(&listener, &context, &mut shutdown, "native").await
+    {
         let context = context.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -86,21 +100,9 @@ pub async fn run_shared(
     http: mpsc::Sender<HttpConnection>,
 ) {
     let mut shutdown = context.shutdown.clone();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed on the shared port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let Some(slot) = take_slot(&context, peer, "shared") else {
-            continue;
-        };
+    while let Some((stream, peer, slot)) =
+        accept_next(&listener, &context, &mut shutdown, "shared").await
+    {
         let context = context.clone();
         let http = http.clone();
         tokio::spawn(async move {

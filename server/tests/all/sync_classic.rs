@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::classic::{ClassicClient, Frame, body, frame};
+use crate::support::http::{app_write, stored};
 use crate::support::{TestServer, http};
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -28,25 +29,6 @@ fn status(id: u16, code: u16) -> Frame {
         length: code,
         body: vec![],
     }
-}
-
-async fn app_write(server: &TestServer, pin: &str, value: serde_json::Value) -> serde_json::Value {
-    let response = http::app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/demo/values/{pin}"),
-        Some(json!({ "value": value, "wait_ms": 500 })),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
-}
-
-async fn stored(server: &TestServer, pin: &str) -> Option<serde_json::Value> {
-    let values = http::app(server.http(), "GET", "/api/devices/demo/values", None)
-        .await
-        .json();
-    values.get(pin).map(|entry| entry["value"].clone())
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use blynk_proto::native::{ErrorCode, LoginResult};
 use blynk_proto::{Pin, Value};
 use serde_json::json;
 
+use crate::support::http::{app_write, stored};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::{TestServer, http};
 
@@ -20,25 +21,6 @@ fn quiet() -> LoginOptions {
         sync_on_connect: false,
         ..LoginOptions::default()
     }
-}
-
-async fn app_write(server: &TestServer, pin: &str, value: serde_json::Value) -> serde_json::Value {
-    let response = http::app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/demo/values/{pin}"),
-        Some(json!({ "value": value, "wait_ms": 500 })),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
-}
-
-async fn stored(server: &TestServer, pin: &str) -> Option<serde_json::Value> {
-    let values = http::app(server.http(), "GET", "/api/devices/demo/values", None)
-        .await
-        .json();
-    values.get(pin).map(|entry| entry["value"].clone())
 }
 
 #[tokio::test]

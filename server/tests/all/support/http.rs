@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{ADMIN_KEY, PATIENCE};
+use super::{ADMIN_KEY, PATIENCE, TestServer};
 
 /// A response: status and body.
 #[derive(Debug)]
@@ -150,4 +150,27 @@ impl AppSocket {
             }
         }
     }
+}
+
+/// An app write to a pin of the demo device, through the REST app API; returns its answer
+/// (`status` is `delivered` when the device got it within half a second, else `pending`).
+pub async fn app_write(server: &TestServer, pin: &str, value: Value) -> Value {
+    let body = serde_json::json!({ "value": value, "wait_ms": 500 });
+    let response = app(
+        server.http(),
+        "PUT",
+        &format!("/api/devices/demo/values/{pin}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
+/// The latest stored value of a pin of the demo device, through the app API.
+pub async fn stored(server: &TestServer, pin: &str) -> Option<Value> {
+    let values = app(server.http(), "GET", "/api/devices/demo/values", None)
+        .await
+        .json();
+    values.get(pin).map(|entry| entry["value"].clone())
 }
