@@ -308,7 +308,7 @@ impl Session {
         kill: Arc<tokio::sync::Notify>,
     ) -> Ending {
         let mut silence = Limits::silence_timeout(self.heartbeat);
-        let mut deadline = Instant::now() + silence;
+        let mut last_read = Instant::now();
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut shutdown = self.context.shutdown.clone();
         // Nothing is pushed to the device before it has sent its first frame after login
@@ -333,11 +333,13 @@ impl Session {
                 silence = Limits::silence_timeout(self.heartbeat);
                 ready = true;
             }
+            // From the last read, with the heartbeat the frames read since may have announced.
+            let deadline = last_read + silence;
             let can_read = in_flight.len() < MAX_IN_FLIGHT;
             tokio::select! {
                 read = inbox.fill(io), if can_read => match read {
                     Ok(0) => return Ending::Closed,
-                    Ok(_) => deadline = Instant::now() + silence,
+                    Ok(_) => last_read = Instant::now(),
                     Err(error) => return Ending::Io(error),
                 },
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -158,12 +159,23 @@ struct Device {
 impl Device {
     /// Starts the driver and waits until the library says it is connected.
     async fn connect(library: Library, server: SocketAddr, token: &str) -> Device {
+        Device::connect_with_heartbeat(library, server, token, 10).await
+    }
+
+    /// [`Device::connect`] with the library's heartbeat set (seconds).
+    async fn connect_with_heartbeat(
+        library: Library,
+        server: SocketAddr,
+        token: &str,
+        heartbeat: u32,
+    ) -> Device {
         let mut child = Command::new(venv_python())
             .arg("-B")
             .arg(python_dir().join(library.script()))
             .arg(server.ip().to_string())
             .arg(server.port().to_string())
             .arg(token)
+            .arg(heartbeat.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -289,10 +301,21 @@ impl Device {
     }
 }
 
-/// An app write through the app API; returns its delivery status.
+/// An app write through the app API; returns its delivery status, `delivered` once the device
+/// got it (the server waits up to a second for that).
 async fn app_write(server: &TestServer, pin: &str, value: Value) -> String {
+    app_write_waiting(server, pin, value, 1000).await
+}
+
+/// An app write to the offline device: the server answers `pending` without waiting.
+async fn app_write_offline(server: &TestServer, pin: &str, value: Value) -> String {
+    app_write_waiting(server, pin, value, 0).await
+}
+
+async fn app_write_waiting(server: &TestServer, pin: &str, value: Value, wait_ms: u64) -> String {
     let path = format!("/api/devices/demo/values/{pin}");
-    let response = http::app(server.http(), "PUT", &path, Some(json!({ "value": value }))).await;
+    let body = json!({ "value": value, "wait_ms": wait_ms });
+    let response = http::app(server.http(), "PUT", &path, Some(body)).await;
     assert_eq!(response.status, 200, "app write {pin}: {}", response.body);
     response.json()["status"].as_str().unwrap().to_owned()
 }
@@ -346,7 +369,10 @@ fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
 async fn sync_virtual_any_pin_and_sync_all_only_sync_pins(library: Library) {
     let server = TestServer::start().await;
     for (pin, value) in [("V0", 1), ("V1", 255), ("V2", 7)] {
-        assert_eq!(app_write(&server, pin, json!(value)).await, "pending");
+        assert_eq!(
+            app_write_offline(&server, pin, json!(value)).await,
+            "pending"
+        );
     }
     let mut device = Device::connect(library, server.http(), &server.demo_token()).await;
     device
@@ -390,6 +416,29 @@ async fn gets_its_state_back_after_a_server_restart(library: Library) {
     device.quit().await;
 }
 
+/// SPEC 3.9 and 4: with a 1 s heartbeat the library pings the server after 1 s without
+/// traffic and gives up after 1.5 s without an answer; the server answers its pings and never
+/// pings it (`blynk-library-python` 0.2.0 crashes answering one), so the device stays online
+/// past the server's own 2.3 x heartbeat limit and still gets writes.
+async fn stays_online_past_its_heartbeat(library: Library) {
+    let server = TestServer::start().await;
+    let mut app = AppSocket::connect(server.http()).await;
+    app.watch(json!(["demo"])).await;
+    let mut device =
+        Device::connect_with_heartbeat(library, server.http(), &server.demo_token(), 1).await;
+    app.expect(|message| message["type"] == "presence" && message["online"] == true)
+        .await;
+    let offline = tokio::time::timeout(
+        Duration::from_millis(3500),
+        app.expect(|message| message["type"] == "presence"),
+    )
+    .await;
+    assert!(offline.is_err(), "{library:?} went offline: {offline:?}");
+    assert_eq!(app_write(&server, "V0", json!(1)).await, "delivered");
+    device.expect_write("V0", "1").await;
+    device.quit().await;
+}
+
 macro_rules! for_both_libraries {
     ($scenario:ident: $blynklib:ident, $blynk_library_python:ident) => {
         #[tokio::test]
@@ -416,3 +465,6 @@ for_both_libraries!(sync_virtual_any_pin_and_sync_all_only_sync_pins:
 for_both_libraries!(gets_its_state_back_after_a_server_restart:
     spec_3_10_blynklib_gets_its_state_back_after_a_server_restart,
     spec_3_10_blynk_library_python_gets_its_state_back_after_a_server_restart);
+for_both_libraries!(stays_online_past_its_heartbeat:
+    spec_3_9_blynklib_stays_online_past_its_heartbeat,
+    spec_3_9_blynk_library_python_stays_online_past_its_heartbeat);

@@ -1,18 +1,18 @@
 """A device on `blynk-library-python` 0.2.0 (PyPI, module BlynkLib), driven by
 server/tests/all/python_clients.rs.
 
-Usage: blynk_library_python_device.py HOST PORT TOKEN. Prints one JSON line per event
-({"event": "connected"}, {"event": "write", "pin": "V0", "value": ["1"]}) and takes one JSON
-command per stdin line: virtual_write {pin, value: [..]}, sync_virtual {pins: [..]}, sync_all,
-quit. BlynkLib has no sync_all: it sends an empty HARDWARE_SYNC frame through the library's
-own `_send`. The library connects and sends its login in the constructor.
+Usage: blynk_library_python_device.py HOST PORT TOKEN [HEARTBEAT]. Prints one JSON line per
+event ({"event": "connected"}, {"event": "write", "pin": "V0", "value": ["1"]}) and takes one
+JSON command per stdin line: virtual_write {pin, value: [..]}, sync_virtual {pins: [..]},
+sync_all, quit. BlynkLib has no sync_all: it sends an empty HARDWARE_SYNC frame through the
+library's own `_send`. The library connects and sends its login in the constructor.
 """
 
 import driver  # first: keeps the library's prints (its logo at import) off stdout
 import BlynkLib
 
-host, port, token = driver.arguments()
-blynk = BlynkLib.Blynk(token, server=host, port=port, heartbeat=10, log=driver.log)
+host, port, token, heartbeat = driver.arguments()
+blynk = BlynkLib.Blynk(token, server=host, port=port, heartbeat=heartbeat, log=driver.log)
 
 
 @blynk.ON("connected")

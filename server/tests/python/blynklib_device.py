@@ -1,6 +1,6 @@
 """A device on `blynklib` 0.2.6 (PyPI), driven by server/tests/all/python_clients.rs.
 
-Usage: blynklib_device.py HOST PORT TOKEN. Prints one JSON line per event
+Usage: blynklib_device.py HOST PORT TOKEN [HEARTBEAT]. Prints one JSON line per event
 ({"event": "connected"}, {"event": "write", "pin": "V0", "value": ["1"]}) and takes one JSON
 command per stdin line: virtual_write {pin, value: [..]}, sync_virtual {pins: [..]}, sync_all,
 quit. blynklib has no sync_all: `virtual_sync()` without pins sends "vr" alone, so sync_all
@@ -10,8 +10,8 @@ sends an empty HARDWARE_SYNC frame through the library's own `send` and `_pack_m
 import driver  # first: keeps the library's prints off stdout
 import blynklib
 
-host, port, token = driver.arguments()
-blynk = blynklib.Blynk(token, server=host, port=port, heartbeat=10, log=driver.log)
+host, port, token, heartbeat = driver.arguments()
+blynk = blynklib.Blynk(token, server=host, port=port, heartbeat=heartbeat, log=driver.log)
 
 
 @blynk.handle_event("connect")

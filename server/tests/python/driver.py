@@ -27,10 +27,11 @@ def log(*parts):
 
 
 def arguments():
-    """host, port, token from the command line."""
-    if len(sys.argv) != 4:
-        sys.exit("usage: %s HOST PORT TOKEN" % sys.argv[0])
-    return sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    """host, port, token and heartbeat (seconds, 10 unless given) from the command line."""
+    if len(sys.argv) not in (4, 5):
+        sys.exit("usage: %s HOST PORT TOKEN [HEARTBEAT]" % sys.argv[0])
+    heartbeat = int(sys.argv[4]) if len(sys.argv) == 5 else 10
+    return sys.argv[1], int(sys.argv[2]), sys.argv[3], heartbeat
 
 
 def commands():
