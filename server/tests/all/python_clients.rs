@@ -3,10 +3,11 @@
 //! libraries must work unchanged).
 //!
 //! Each test runs a driver script from `server/tests/python/` in a virtualenv at
-//! `<workspace>/target/python-venv`, created on first use from `server/tests/python/requirements.txt`
-//! (exact versions and hashes). The driver prints one JSON line per library event and takes one
-//! JSON command per stdin line. Neither library has `sync_all`: the drivers send the empty
-//! HARDWARE_SYNC frame through each library's own low-level send.
+//! `<workspace>/target/python-venv`, created on first use from
+//! `server/tests/python/requirements.txt` (exact versions and hashes). The driver prints one JSON
+//! line per library event and takes one JSON command per stdin line. Neither library has
+//! `sync_all`: the drivers send the empty HARDWARE_SYNC frame through each library's own
+//! low-level send.
 //!
 //! Python 3 with `venv` and pip reaching PyPI is required: without it these tests fail and say so.
 
