@@ -181,6 +181,10 @@ async fn serve(config: Config) -> Result<()> {
             "data reused"
         }
     );
+    say!(
+        "  dashboard        {scheme}://{host}:{}/",
+        server.http_address.port()
+    );
     say!("  data directory   {}", data.display());
     say!(
         "  HTTP API         {scheme}://{host}:{}/api",

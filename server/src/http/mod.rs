@@ -1,9 +1,10 @@
-//! The HTTP side of the shared port: the Blynk-compatible device API, the app API (REST and a
-//! WebSocket per client), and classic hardware over WebSocket at `/websockets`.
+//! The HTTP side of the shared port: the web dashboard, the Blynk-compatible device API, the app
+//! API (REST and a WebSocket per client), and classic hardware over WebSocket at `/websockets`.
 
 mod app_api;
 mod app_ws;
 mod classic_ws;
+mod dashboard;
 mod device_api;
 mod error;
 
@@ -45,6 +46,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Http
 /// Every route of the shared port.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
         .route("/external/api/update", get(device_api::update))
         .route("/external/api/batch/update", get(device_api::batch_update))
         .route("/external/api/get", get(device_api::get))

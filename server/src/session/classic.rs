@@ -401,11 +401,8 @@ impl Session {
         in_flight: &mut FuturesOrdered<InFlight>,
     ) -> Reply {
         let id = frame.id;
-        let counted = !matches!(
-            frame.command,
-            Command::Ping | Command::Response | Command::Internal
-        );
-        if counted && !self.rate.allow() {
+        // Every frame counts, pings included, as on the classic server: a ping flood is a flood.
+        if !self.rate.allow() {
             if self.rate.should_warn() {
                 tracing::warn!(
                     device = self.slot.device.id,
