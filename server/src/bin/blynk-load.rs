@@ -1259,9 +1259,23 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
                 let _ = reader.drain(|frame| {
                     match frame {
                         WsFrame::Text(text) if find(text, b"\"type\":\"value\"").is_some() => {
+                            if std::env::var_os("BLYNK_LOAD_DEBUG").is_some() {
+                                eprintln!(
+                                    "value: {}",
+                                    String::from_utf8_lossy(&text[..text.len().min(34)])
+                                );
+                            }
                             values += 1
                         }
                         WsFrame::Close => closed = true,
+                        WsFrame::Text(text) => {
+                            if std::env::var_os("BLYNK_LOAD_DEBUG").is_some() {
+                                eprintln!(
+                                    "other: {}",
+                                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                                );
+                            }
+                        }
                         _ => {}
                     }
                     true
@@ -1291,9 +1305,10 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
     let classics = join_all_ok(&mut classic_logins, "classic logins").await?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
     for (index, mut conn) in natives.into_iter().enumerate() {
         let (counters, stop, window) = (counters.clone(), stop.clone(), args.window.max(1));
-        running.spawn(async move {
+        writers.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(window * 16);
             let (mut outstanding, mut id, mut value) = (0usize, 0u16, index as i64 * 1_000_000);
             let result: Result<()> = async {
@@ -1337,14 +1352,14 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
             if result.is_err() {
                 counters.devices_closed.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }));
     }
     // Classic devices have no write acks: a PING after every batch of writes is answered once
     // the server has read the batch, so "accepted" means read and handed to the engine.
     const BATCH: u64 = 32;
     for (index, mut stream) in classics.into_iter().enumerate() {
         let (counters, stop) = (counters.clone(), stop.clone());
-        running.spawn(async move {
+        writers.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(2048);
             let mut buffer = Vec::with_capacity(4096);
             let (mut id, mut value, mut batches_out) = (10u16, index as i64 * 1_000_000, 0);
@@ -1387,7 +1402,7 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
             if result.is_err() {
                 counters.devices_closed.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }));
     }
 
     let progress = args.progress.then(|| {
@@ -1417,6 +1432,21 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
         progress.abort();
     }
     stop.store(true, Ordering::Relaxed);
+    for writer in writers.drain(..) {
+        writer.abort();
+    }
+    // How far behind the watchers were: let them catch up (up to 10 s) with the writes acked.
+    let drain_started = Instant::now();
+    let mut behind = counters.snapshot();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = counters.snapshot();
+        if now.watched == behind.watched || drain_started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        behind = now;
+    }
+    let caught_up = counters.snapshot();
     running.abort_all();
     while running.join_next().await.is_some() {}
 
@@ -1436,8 +1466,9 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
     Ok(format!(
         "throughput: {} native devices (window {}){}, {} watchers of every device, {} durability, \
          {} over {:.1} s after {:.1} s warm-up: device writes acked {:.0}/s{}; watcher value \
-         messages received {:.0}/s in total ({:.0}/s per watcher); errors {}, watchers dropped \
-         {}, devices dropped {} [target >= 200,000 msgs/s]",
+         messages received {:.0}/s in total ({:.0}/s per watcher); after the writers stopped \
+         the watchers took {:.1} s more to reach {:.1}% of all writes; errors {}, watchers \
+         dropped {}, devices dropped {} [target >= 200,000 msgs/s]",
         args.devices,
         args.window,
         classic,
@@ -1454,6 +1485,14 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
         },
         watched_rate,
         watched_rate / args.watchers.max(1) as f64,
+        caught_up.at.duration_since(last.at).as_secs_f64(),
+        if args.watchers == 0 {
+            0.0
+        } else {
+            100.0 * caught_up.watched as f64
+                / args.watchers as f64
+                / (caught_up.acked + caught_up.classic).max(1) as f64
+        },
         counters.errors.load(Ordering::Relaxed),
         counters.watchers_closed.load(Ordering::Relaxed),
         counters.devices_closed.load(Ordering::Relaxed),

@@ -214,13 +214,23 @@ impl Engine {
         self.token_hasher.hash_one(token)
     }
 
-    fn index(&self, slot: Arc<DeviceSlot>) {
+    /// Indexes a device's slot, unless the device is indexed already: a device created here can
+    /// also be picked up by [`Engine::run_refresh`] between its commit and this call, and two
+    /// slots of one device would split its sessions from its watchers. Returns the one slot of
+    /// the device, and whether it is the one given.
+    fn index(&self, slot: Arc<DeviceSlot>) -> (Arc<DeviceSlot>, bool) {
+        // Lock order: `devices`, then `by_token`.
+        let mut devices = write_lock(&self.devices);
+        if let Some(existing) = devices.get(&slot.device.id) {
+            return (existing.clone(), false);
+        }
+        devices.insert(slot.device.id, slot.clone());
         let key = self.token_key(&slot.device.token);
         write_lock(&self.by_token)
             .entry(key)
             .or_default()
             .push(slot.clone());
-        write_lock(&self.devices).insert(slot.device.id, slot);
+        (slot, true)
     }
 
     /// The device whose token is `token`. The lookup goes through a keyed hash and the final
@@ -306,11 +316,12 @@ impl Engine {
             .ok_or_else(|| StoreError::NotFound(template.name.clone()))?;
         let token = crate::token::new_token();
         let device = settle(self.store.create_device(name, template.id, &token)).await?;
-        let slot = Arc::new(DeviceSlot::new(device, template));
-        self.index(slot.clone());
-        let _ = self
-            .global
-            .send(events::device_changed(slot.device.id, true));
+        let (slot, new) = self.index(Arc::new(DeviceSlot::new(device, template)));
+        if new {
+            let _ = self
+                .global
+                .send(events::device_changed(slot.device.id, true));
+        }
         Ok(slot)
     }
 
@@ -415,10 +426,11 @@ impl Engine {
                 if let Some(template) = template
                     && self.device(device.id).is_none()
                 {
-                    tracing::info!(device = device.id, name = %device.name, "device added from the command line");
-                    let id = device.id;
-                    self.index(Arc::new(DeviceSlot::new(device, template)));
-                    let _ = self.global.send(events::device_changed(id, true));
+                    let (id, name) = (device.id, device.name.clone());
+                    if self.index(Arc::new(DeviceSlot::new(device, template))).1 {
+                        tracing::info!(device = id, %name, "device added from the command line");
+                        let _ = self.global.send(events::device_changed(id, true));
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use blynk_proto::native::{
@@ -406,7 +407,15 @@ impl Session {
                     Err(error) => return Ending::Io(error),
                 },
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Err(error) = self.send(stream, reply).await {
+                    // The replies that are ready as well go out in the same socket write: a
+                    // pipelining device gets its acks in one syscall per batch, not one each.
+                    let mut bytes = reply.unwrap_or_default();
+                    while let Poll::Ready(Some(more)) =
+                        std::future::poll_fn(|cx| Poll::Ready(in_flight.poll_next_unpin(cx))).await
+                    {
+                        bytes.extend(more.unwrap_or_default());
+                    }
+                    if let Err(error) = self.send(stream, Some(bytes)).await {
                         return Ending::Io(error);
                     }
                 }
