@@ -253,12 +253,13 @@ fn range(stream: &Value) -> String {
     match (&stream["min"], &stream["max"]) {
         (Value::Null, Value::Null) => String::new(),
         (min, max) => {
-            let bound = |v: &Value| {
-                if v.is_null() {
-                    String::new()
-                } else {
-                    v.to_string()
+            // Bounds are doubles on the wire; whole ones read better without ".0".
+            let bound = |v: &Value| match v.as_f64() {
+                Some(number) if number.fract() == 0.0 && number.abs() < 1e15 => {
+                    format!("{}", number as i64)
                 }
+                Some(_) => v.to_string(),
+                None => String::new(),
             };
             format!("{}..{}", bound(min), bound(max))
         }

@@ -406,6 +406,28 @@ async fn set_to_an_offline_device_is_pending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_command_exits_with_3() {
+    let setup = Setup::start().await;
+    let template: blynk_server::model::Template = toml::from_str(
+        "name = \"door\"\n[[datastream]]\npin = \"V0\"\nname = \"Open\"\n\
+         type = \"integer\"\nkind = \"command\"\nttl = 1\n",
+    )
+    .unwrap();
+    let engine = setup.server.engine();
+    let template = engine.create_template(template).await.unwrap();
+    engine.create_device("garage", &template).await.unwrap();
+    let run = setup
+        .run(&["set", "--wait", "5000", "garage", "V0", "1"])
+        .await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        run.stdout.contains("V0 = 1: expired") && run.stdout.contains("not delivered"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_writes_exit_non_zero_with_the_server_message() {
     let setup = Setup::start().await;
     let run = setup.run(&["set", "demo", "V1", "bright"]).await.failure();
@@ -435,7 +457,7 @@ async fn watch_prints_the_snapshot_then_live_changes() {
         .await;
 
     // JSON: the snapshot line, then one line per event.
-    let mut watch = Watch::start(setup.blynk(&["--json", "watch", "demo", "--count", "2"]));
+    let mut watch = Watch::start(setup.blynk(&["--json", "watch", "demo", "--count", "4"]));
     let snapshot: Value = serde_json::from_str(&watch.next_line().await).unwrap();
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["devices"][0]["name"], "demo");
@@ -449,12 +471,53 @@ async fn watch_prints_the_snapshot_then_live_changes() {
     assert_eq!(value["pin"], "V1");
     assert_eq!(value["value"], 5);
     assert_eq!(value["origin"], "http");
-    let device = ClassicDevice::connect(setup.server.http_address, &token).await;
+    let mut device = ClassicDevice::connect(setup.server.http_address, &token).await;
     let presence: Value = serde_json::from_str(&watch.next_line().await).unwrap();
     assert_eq!(presence["type"], "presence");
     assert_eq!(presence["online"], true);
-    assert_eq!(watch.exit_code().await, Some(0), "--count 2 ends it");
+    // setProperty(V1, "color", "#FF0000") and logEvent("overheat", "too hot").
+    device
+        .stream
+        .write_all(&frame(19, 3, b"1\x00color\x00#FF0000"))
+        .await
+        .unwrap();
+    let property: Value = serde_json::from_str(&watch.next_line().await).unwrap();
+    assert_eq!(property["type"], "property");
+    assert_eq!(
+        (&property["name"], &property["value"]),
+        (&"color".into(), &"#FF0000".into())
+    );
+    device
+        .stream
+        .write_all(&frame(64, 4, b"overheat\x00too hot"))
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(&watch.next_line().await).unwrap();
+    assert_eq!(event["type"], "event");
+    assert_eq!(event["code"], "overheat");
+    assert_eq!(watch.exit_code().await, Some(0), "--count 4 ends it");
+
+    // Human lines for presence, properties and events.
+    let mut watch = Watch::start(setup.blynk(&["watch", "1", "--count", "3"]));
+    while !watch.next_line().await.starts_with("  V1") {}
+    device
+        .stream
+        .write_all(&frame(19, 5, b"1\x00label\x00Kitchen light"))
+        .await
+        .unwrap();
+    assert_eq!(
+        watch.next_line().await,
+        "demo: V1 property label = \"Kitchen light\""
+    );
+    device
+        .stream
+        .write_all(&frame(64, 6, b"overheat\x00too hot"))
+        .await
+        .unwrap();
+    assert_eq!(watch.next_line().await, "demo: event overheat: too hot");
     drop(device);
+    assert_eq!(watch.next_line().await, "demo is offline");
+    assert_eq!(watch.exit_code().await, Some(0));
 
     // Human: the snapshot's values, then a line per change.
     let mut watch = Watch::start(setup.blynk(&["watch", "demo", "--count", "1"]));
