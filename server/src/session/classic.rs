@@ -97,28 +97,7 @@ impl<I: FrameIo> FrameIo for Paced<I> {
     }
 }
 
-#[derive(Debug)]
-enum Ending {
-    Closed,
-    Io(std::io::Error),
-    Frame(ClassicError),
-    Silent(Duration),
-    Engine(&'static str),
-    Shutdown,
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ending::Closed => f.write_str("closed by the device"),
-            Ending::Io(error) => write!(f, "I/O error: {error}"),
-            Ending::Frame(error) => write!(f, "bad frame: {error}"),
-            Ending::Silent(after) => write!(f, "silent for {after:?} (2.3 x heartbeat)"),
-            Ending::Engine(reason) => f.write_str(reason),
-            Ending::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
+type Ending = super::Ending<ClassicError>;
 
 /// Bytes received and not yet parsed.
 struct Inbox {

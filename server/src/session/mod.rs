@@ -50,3 +50,33 @@ impl Context {
 
 /// The most in-flight (not yet durable) writes per session before it stops reading.
 pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Why a session ended, for its log line; `E` is the protocol's frame error.
+#[derive(Debug)]
+pub(crate) enum Ending<E> {
+    /// The device closed the connection.
+    Closed,
+    /// The socket failed.
+    Io(std::io::Error),
+    /// The device sent a frame that cannot be read; the stream is out of step.
+    Frame(E),
+    /// Nothing arrived for 2.3 heartbeats.
+    Silent(std::time::Duration),
+    /// The engine closed the session (replaced, too slow, deleted).
+    Engine(&'static str),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Ending<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Closed => f.write_str("closed by the device"),
+            Ending::Io(error) => write!(f, "I/O error: {error}"),
+            Ending::Frame(error) => write!(f, "bad frame: {error}"),
+            Ending::Silent(after) => write!(f, "silent for {after:?} (2.3 x heartbeat)"),
+            Ending::Engine(reason) => f.write_str(reason),
+            Ending::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}

@@ -25,29 +25,7 @@ use crate::engine::{
 use crate::limits::RateLimiter;
 use crate::model::{OwnedValue, PropertyRecord};
 
-/// Why a session ended, for the log line.
-#[derive(Debug)]
-enum Ending {
-    Closed,
-    Io(std::io::Error),
-    Frame(FrameError),
-    Silent(Duration),
-    Engine(&'static str),
-    Shutdown,
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ending::Closed => f.write_str("closed by the device"),
-            Ending::Io(error) => write!(f, "I/O error: {error}"),
-            Ending::Frame(error) => write!(f, "bad frame: {error}"),
-            Ending::Silent(after) => write!(f, "silent for {after:?} (2.3 x heartbeat)"),
-            Ending::Engine(reason) => f.write_str(reason),
-            Ending::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
+type Ending = super::Ending<FrameError>;
 
 /// A growable read buffer, never larger than one frame plus what one read brings.
 struct ReadBuffer {
@@ -448,7 +426,13 @@ impl Session {
     ) -> Option<Vec<u8>> {
         let engine = &self.context.engine;
         match message {
-            Message::Ping(ping) => frame(&Message::Pong(Pong { id: ping.id })),
+            Message::Ping(ping) => {
+                // Pings count toward the rate limit too: a ping flood is a flood.
+                if !self.rate.allow() {
+                    return self.rate_limited(ping.id);
+                }
+                frame(&Message::Pong(Pong { id: ping.id }))
+            }
             Message::Pong(_) => None,
             Message::Write(write) => {
                 if !self.rate.allow() {
