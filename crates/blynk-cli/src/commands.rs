@@ -41,8 +41,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// Prints a JSON document (pretty, one per command).
 fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(_) => println!("{value}"),
+        Ok(text) => outln!("{text}"),
+        Err(_) => outln!("{value}"),
     }
 }
 
@@ -77,7 +77,7 @@ async fn devices(client: &Client, json: bool) -> Result<ExitCode> {
     }
     let devices = list.as_array().cloned().unwrap_or_default();
     if devices.is_empty() {
-        println!("no devices (`blynk device add --template T --name N` creates one)");
+        outln!("no devices (`blynk device add --template T --name N` creates one)");
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = devices
@@ -92,7 +92,7 @@ async fn devices(client: &Client, json: bool) -> Result<ExitCode> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(&["ID", "NAME", "TEMPLATE", "STATUS", "LAST SEEN"], &rows)
     );
@@ -125,7 +125,7 @@ async fn get(client: &Client, device: &str, pin: Option<&str>, json: bool) -> Re
     if json {
         print_json(&stored);
     } else {
-        println!(
+        outln!(
             "{} = {}  ({})",
             pin.to_ascii_uppercase(),
             output::value(&stored["value"]),
@@ -167,9 +167,9 @@ fn print_values(details: &Value) {
         }
     }
     if rows.is_empty() {
-        println!("no datastreams");
+        outln!("no datastreams");
     } else {
-        println!("{}", table(&["PIN", "NAME", "VALUE", "UPDATED"], &rows));
+        outln!("{}", table(&["PIN", "NAME", "VALUE", "UPDATED"], &rows));
     }
 }
 
@@ -244,7 +244,7 @@ async fn set(client: &Client, args: &SetArgs, json: bool) -> Result<ExitCode> {
         ),
         other => format!("{pin} = {shown}: {other} (version {version})"),
     };
-    println!("{text}");
+    outln!("{text}");
     Ok(code)
 }
 
@@ -319,21 +319,21 @@ async fn templates(client: &Client, json: bool) -> Result<ExitCode> {
     }
     let templates = list.as_array().cloned().unwrap_or_default();
     if templates.is_empty() {
-        println!("no templates");
+        outln!("no templates");
     }
     for (index, template) in templates.iter().enumerate() {
         if index > 0 {
-            println!();
+            outln!();
         }
-        println!("{} (id {})", cell(&template["name"]), cell(&template["id"]));
+        outln!("{} (id {})", cell(&template["name"]), cell(&template["id"]));
         let streams = template["datastreams"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         if streams.is_empty() {
-            println!("  no datastreams");
+            outln!("  no datastreams");
         } else {
-            println!(
+            outln!(
                 "{}",
                 indent(&table(&DATASTREAM_HEADER, &datastream_rows(&streams)))
             );
@@ -355,13 +355,13 @@ async fn device_add(client: &Client, template: &str, name: &str, json: bool) -> 
     if json {
         print_json(&device);
     } else {
-        println!(
+        outln!(
             "created {} (id {}, template {})",
             cell(&device["name"]),
             cell(&device["id"]),
             cell(&device["template"])
         );
-        println!("token: {}", cell(&device["token"]));
+        outln!("token: {}", cell(&device["token"]));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -372,32 +372,32 @@ async fn device_show(client: &Client, device: &str, json: bool) -> Result<ExitCo
         print_json(&details);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{} (id {}, template {})",
         cell(&details["name"]),
         cell(&details["id"]),
         cell(&details["template"])
     );
-    println!("status:    {}", presence(&details));
-    println!("last seen: {}", last_seen(&details));
-    println!("token:     {}", cell(&details["token"]));
-    println!("version:   {}", cell(&details["version"]));
+    outln!("status:    {}", presence(&details));
+    outln!("last seen: {}", last_seen(&details));
+    outln!("token:     {}", cell(&details["token"]));
+    outln!("version:   {}", cell(&details["version"]));
     let streams = details["datastreams"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    println!();
+    outln!();
     if streams.is_empty() {
-        println!("no datastreams");
+        outln!("no datastreams");
     } else {
-        println!("datastreams:");
-        println!(
+        outln!("datastreams:");
+        outln!(
             "{}",
             indent(&table(&DATASTREAM_HEADER, &datastream_rows(&streams)))
         );
     }
-    println!();
-    println!("values:");
+    outln!();
+    outln!("values:");
     let mut values = String::new();
     {
         use std::fmt::Write;
@@ -411,15 +411,15 @@ async fn device_show(client: &Client, device: &str, json: bool) -> Result<ExitCo
         }
     }
     if values.is_empty() {
-        println!("  none yet");
+        outln!("  none yet");
     } else {
-        println!("{}", indent(values.trim_end()));
+        outln!("{}", indent(values.trim_end()));
     }
     if let Some(properties) = details["properties"].as_array().filter(|p| !p.is_empty()) {
-        println!();
-        println!("properties:");
+        outln!();
+        outln!("properties:");
         for property in properties {
-            println!(
+            outln!(
                 "  {} {} = {}",
                 cell(&property["pin"]),
                 cell(&property["name"]),
@@ -435,7 +435,7 @@ async fn device_delete(client: &Client, device: &str, json: bool) -> Result<Exit
     if json {
         print_json(&json!({ "deleted": device }));
     } else {
-        println!("deleted {device}");
+        outln!("deleted {device}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,12 +7,13 @@
 //! Exit codes: 0 success (a write delivered, pending or superseded), 1 any error (the message
 //! goes to standard error), 2 a usage error, 3 a command write that expired undelivered.
 
+#[macro_use]
+mod output;
 mod cli;
 mod client;
 mod commands;
 mod config;
 mod net;
-mod output;
 mod watch;
 
 use std::process::ExitCode;

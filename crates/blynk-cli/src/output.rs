@@ -1,6 +1,32 @@
 //! Human output: values, relative times and aligned tables.
 
+use std::io::Write;
+
 use serde_json::Value;
+
+/// Prints a line on standard output; see [`line`].
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to standard output. When the reader went away (`blynk watch | head -1`) the
+/// process ends quietly instead of panicking as `println!` does; other write errors end it with
+/// a message and exit code 1.
+pub fn line(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("blynk: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

@@ -145,7 +145,7 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
                     }
                 }
                 if json {
-                    println!("{text}");
+                    outln!("{text}");
                 } else {
                     for device in &devices {
                         print_snapshot(device);
@@ -233,9 +233,9 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
             _ => continue,
         };
         if json {
-            println!("{text}");
+            outln!("{text}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
         count += 1;
         if args.count.is_some_and(|limit| count >= limit) {
@@ -301,7 +301,7 @@ fn print_snapshot(device: &Value) {
     } else {
         "offline"
     };
-    println!(
+    outln!(
         "{} (id {}, template {}): {state}",
         cell(&device["name"]),
         cell(&device["id"]),
@@ -313,7 +313,7 @@ fn print_snapshot(device: &Value) {
             Some(name) => format!("{pin} {name}"),
             None => pin.clone(),
         };
-        println!(
+        outln!(
             "  {label} = {}  ({})",
             output::value(&stored["value"]),
             provenance(stored)

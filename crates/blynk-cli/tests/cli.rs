@@ -552,6 +552,29 @@ async fn watch_prints_the_snapshot_then_live_changes() {
     assert_eq!(watch.exit_code().await, Some(0));
     assert!(started.elapsed() >= Duration::from_millis(500));
 
+    // A reader that goes away (`blynk watch demo | head -1`) ends it quietly, without a panic.
+    let mut watch = Watch::start(setup.blynk(&["--json", "watch", "demo"]));
+    watch.next_line().await;
+    let Watch { mut child, lines } = watch;
+    drop(lines);
+    setup
+        .device_api(&format!("/external/api/update?token={token}&v1=10"))
+        .await;
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     // An unknown device is an error.
     let run = setup.run(&["watch", "nope", "--for", "5"]).await.failure();
     assert!(
