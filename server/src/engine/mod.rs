@@ -14,7 +14,7 @@ mod writes;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use blynk_proto::Pin;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -42,7 +42,9 @@ pub struct DeviceSlot {
     /// Its template.
     pub template: Arc<Template>,
     state: Mutex<DeviceState>,
-    watchers: broadcast::Sender<AppEvent>,
+    /// Made on the first watch: a channel holds [`WATCH_CHANNEL`] slots (about 160 KiB), too
+    /// much to keep for every device of a large fleet that no app watches.
+    watchers: OnceLock<broadcast::Sender<AppEvent>>,
 }
 
 /// The mutable state of one device, guarded by its slot's lock (never held across an await).
@@ -62,12 +64,11 @@ struct DeviceState {
 
 impl DeviceSlot {
     fn new(device: Device, template: Arc<Template>) -> Self {
-        let (watchers, _) = broadcast::channel(WATCH_CHANNEL);
         DeviceSlot {
             device,
             template,
             state: Mutex::new(DeviceState::default()),
-            watchers,
+            watchers: OnceLock::new(),
         }
     }
 
@@ -128,12 +129,16 @@ impl DeviceSlot {
 
     /// Subscribes to this device's app events.
     pub fn watch(&self) -> broadcast::Receiver<AppEvent> {
-        self.watchers.subscribe()
+        self.watchers
+            .get_or_init(|| broadcast::channel(WATCH_CHANNEL).0)
+            .subscribe()
     }
 
     fn publish(&self, event: AppEvent) {
         // No watcher is not an error.
-        let _ = self.watchers.send(event);
+        if let Some(watchers) = self.watchers.get() {
+            let _ = watchers.send(event);
+        }
     }
 }
 
@@ -310,6 +315,19 @@ impl Engine {
                 "a device name is 1 to {} bytes",
                 blynk_proto::MAX_NAME_LEN
             )));
+        }
+        // Names identify devices in the API and the command line, so they are unique; a name
+        // made only of digits would be read as an id.
+        if read_lock(&self.devices)
+            .values()
+            .any(|slot| slot.device.name == name)
+        {
+            return Err(StoreError::Conflict(format!("device `{name}`")));
+        }
+        if name.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(StoreError::Database(
+                "a device name needs a character other than a digit".into(),
+            ));
         }
         let template = self
             .find_template(&template.id.to_string())

@@ -236,6 +236,14 @@ async fn app_api_creates_templates_and_devices_with_tokens() {
     .await;
     assert_eq!(device.status, 201, "{}", device.body);
     let token = device.json()["token"].as_str().unwrap().to_owned();
+    let taken = http::app(
+        server.http(),
+        "POST",
+        "/api/devices",
+        Some(json!({ "name": "hall", "template": "thermostat" })),
+    )
+    .await;
+    assert_eq!(taken.status, 409, "device names are unique: {}", taken.body);
     assert!(blynk_proto::text::is_token(&token));
     let write = http::app(
         server.http(),
