@@ -76,6 +76,24 @@ pub struct Server {
     tasks: JoinSet<()>,
 }
 
+/// Connections waiting to be accepted per port. Tokio's `TcpListener::bind` asks for 1024; a
+/// fleet reconnecting at once after an outage overflows that, and every refused SYN costs its
+/// device a 1, 3, 7 s retransmission. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 16_384;
+
+/// Binds a listening socket with [`LISTEN_BACKLOG`].
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart may rebind while old connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Opens the store in `config.data_dir`, binds the ports and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_admin_key(config, None).await
@@ -105,18 +123,14 @@ pub async fn start_with_admin_key(
         None => None,
     };
     let bind = |port: u16| SocketAddr::new(config.bind, port);
-    let shared = TcpListener::bind(bind(config.http_port))
-        .await
-        .map_err(|source| StartError::Bind {
-            address: bind(config.http_port),
-            source,
-        })?;
-    let native = TcpListener::bind(bind(config.native_port))
-        .await
-        .map_err(|source| StartError::Bind {
-            address: bind(config.native_port),
-            source,
-        })?;
+    let shared = listen(bind(config.http_port)).map_err(|source| StartError::Bind {
+        address: bind(config.http_port),
+        source,
+    })?;
+    let native = listen(bind(config.native_port)).map_err(|source| StartError::Bind {
+        address: bind(config.native_port),
+        source,
+    })?;
     let http_address = shared.local_addr().map_err(|source| StartError::Bind {
         address: bind(config.http_port),
         source,

@@ -11,7 +11,9 @@ usage: cargo xtask <command>
 
 commands:
   test    format check, clippy -D warnings, every test, no_std builds (what CI runs)
-  bench   the benchmarks, with their figures printed
+  bench   the codec benchmarks, then the server load scenarios (blynk-load: throughput,
+          latency, idle memory, reconnect storm), with their figures printed;
+          `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
 ";
 
 fn main() -> ExitCode {

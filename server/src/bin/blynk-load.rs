@@ -305,6 +305,15 @@ fn run_scenario(
             line
         }
         Scenario::IdleRss(args) => {
+            if let Some(limit) = open_file_limit()
+                && limit < args.connections as u64 + 500
+            {
+                bail!(
+                    "idle-rss: {} connections need as many sockets here, and the open-file limit \
+                     is {limit}: raise it (ulimit -n) or pass fewer --connections",
+                    args.connections
+                );
+            }
             let target = prepare(
                 target_args,
                 ServerMode::Child,
@@ -321,6 +330,15 @@ fn run_scenario(
                 bail!(
                     "reconnect-storm: {} devices need as many client and server sockets, over the \
                      20,000 descriptors of one process; use --server child or fewer --devices",
+                    args.devices
+                );
+            }
+            if let Some(limit) = open_file_limit()
+                && limit < args.devices as u64 + 500
+            {
+                bail!(
+                    "reconnect-storm: {} devices need as many sockets here, and the open-file \
+                     limit is {limit}: raise it (ulimit -n) or pass fewer --devices",
                     args.devices
                 );
             }
@@ -1259,23 +1277,9 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
                 let _ = reader.drain(|frame| {
                     match frame {
                         WsFrame::Text(text) if find(text, b"\"type\":\"value\"").is_some() => {
-                            if std::env::var_os("BLYNK_LOAD_DEBUG").is_some() {
-                                eprintln!(
-                                    "value: {}",
-                                    String::from_utf8_lossy(&text[..text.len().min(34)])
-                                );
-                            }
                             values += 1
                         }
                         WsFrame::Close => closed = true,
-                        WsFrame::Text(text) => {
-                            if std::env::var_os("BLYNK_LOAD_DEBUG").is_some() {
-                                eprintln!(
-                                    "other: {}",
-                                    String::from_utf8_lossy(&text[..text.len().min(300)])
-                                );
-                            }
-                        }
                         _ => {}
                     }
                     true
@@ -1698,6 +1702,18 @@ async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
         total,
         errors.load(Ordering::Relaxed) + sender_failures.len() as u64,
     ))
+}
+
+/// This process's soft limit of open files, from /proc.
+fn open_file_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 /// VmRSS of a process, in KiB.

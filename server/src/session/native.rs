@@ -290,22 +290,27 @@ impl Session {
         id: u16,
         items: &[SyncItem],
     ) -> std::io::Result<()> {
-        let mut sent: u16 = 0;
+        // One socket write for the whole sync: a fleet reconnecting at once costs one syscall
+        // per device, not one per value.
+        let mut bytes = Vec::new();
+        let mut sent = Vec::with_capacity(items.len());
         for item in items {
-            if self
-                .send_value(stream, item.pin, &item.value, item.version, Some(id))
-                .await?
+            if let Some(encoded) = self.encode_value(item.pin, &item.value, item.version, Some(id))
             {
-                sent = sent.saturating_add(1);
+                bytes.extend(encoded);
+                sent.push((item.pin, item.version));
             }
         }
         let complete = SyncComplete {
             id,
-            count: sent,
+            count: u16::try_from(sent.len()).unwrap_or(u16::MAX),
             version: self.slot.version(),
         };
-        self.send(stream, frame(&Message::SyncComplete(complete)))
-            .await?;
+        bytes.extend(frame(&Message::SyncComplete(complete)).unwrap_or_default());
+        stream.write_all(&bytes).await?;
+        for (pin, version) in sent {
+            self.context.engine.delivered(&self.slot, pin, version);
+        }
         stream.flush().await
     }
 
@@ -319,8 +324,25 @@ impl Session {
         version: u64,
         sync_id: Option<u16>,
     ) -> std::io::Result<bool> {
-        let Ok(value_ref) = value.as_value() else {
+        let Some(bytes) = self.encode_value(pin, value, version, sync_id) else {
             return Ok(false);
+        };
+        stream.write_all(&bytes).await?;
+        self.context.engine.delivered(&self.slot, pin, version);
+        Ok(true)
+    }
+
+    /// Encodes one value as a synced value (with the sync's id) or an update; `None` when it
+    /// does not fit a frame or the device's receive buffer.
+    fn encode_value(
+        &self,
+        pin: Pin,
+        value: &OwnedValue,
+        version: u64,
+        sync_id: Option<u16>,
+    ) -> Option<Vec<u8>> {
+        let Ok(value_ref) = value.as_value() else {
+            return None;
         };
         let message = match sync_id {
             Some(id) => Message::SyncedValue(SyncedValue {
@@ -335,16 +357,12 @@ impl Session {
                 version,
             }),
         };
-        let Some(bytes) = frame(&message) else {
-            return Ok(false);
-        };
+        let bytes = frame(&message)?;
         if bytes.len() > self.rx_buffer {
             tracing::warn!(device = self.slot.device.id, %pin, len = bytes.len(), rx_buffer = self.rx_buffer, "value not sent: larger than the device's receive buffer");
-            return Ok(false);
+            return None;
         }
-        stream.write_all(&bytes).await?;
-        self.context.engine.delivered(&self.slot, pin, version);
-        Ok(true)
+        Some(bytes)
     }
 
     async fn run<S>(
