@@ -6,8 +6,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-/// Embedded targets that `blynk-proto` must build for without std or alloc.
-const NO_STD_TARGETS: &[&str] = &["thumbv6m-none-eabi"];
+/// Embedded targets that `blynk-proto` and `blynk-device` must build for without std or alloc:
+/// Cortex-M0+ (no atomics), Cortex-M4F/M7 (the Nucleo-F767ZI) and RISC-V (the ESP32-C3).
+const NO_STD_TARGETS: &[&str] = &[
+    "thumbv6m-none-eabi",
+    "thumbv7em-none-eabihf",
+    "riscv32imc-unknown-none-elf",
+];
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
@@ -146,14 +151,30 @@ pub fn test() -> Result<()> {
     record("cargo test", tests_ok);
     for target in NO_STD_TARGETS {
         ensure_target(target)?;
-        let label = format!("blynk-proto for {target} (no_std, no alloc)");
-        record(
-            &label,
-            run(
+        let builds: [(&str, &[&str]); 3] = [
+            ("blynk-proto", &[]),
+            ("blynk-device", &[]),
+            ("blynk-device", &["--features", "embassy-net"]),
+        ];
+        for (package, features) in builds {
+            let label = format!(
+                "{package}{} for {target} (no_std, no alloc)",
+                if features.is_empty() {
+                    ""
+                } else {
+                    " +embassy-net"
+                }
+            );
+            record(
                 &label,
-                cargo().args(["build", "-p", "blynk-proto", "--target", target]),
-            )?,
-        );
+                run(
+                    &label,
+                    cargo()
+                        .args(["build", "-p", package, "--target", target])
+                        .args(features),
+                )?,
+            );
+        }
     }
 
     let failed: Vec<&str> = steps
