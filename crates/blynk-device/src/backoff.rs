@@ -68,13 +68,20 @@ impl Backoff {
     /// successful login, from `min` up to `max`, and the delay is drawn between half the ceiling
     /// and the ceiling.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = u64::from(self.min_ms)
-            .saturating_mul(1u64 << self.failures.min(20))
-            .min(u64::from(self.max_ms));
+        // In u32 milliseconds: a 64-bit division would cost a Cortex-M0 a library routine.
+        let doubled = self
+            .min_ms
+            .checked_shl(self.failures.min(20))
+            .unwrap_or(u32::MAX);
+        let ceiling = if doubled >> self.failures.min(20) != self.min_ms {
+            self.max_ms
+        } else {
+            doubled.min(self.max_ms)
+        };
         self.failures = self.failures.saturating_add(1);
         let half = ceiling / 2;
-        let jitter = u64::from(self.random.next_u32()) % (ceiling - half + 1);
-        Duration::from_millis(half + jitter)
+        let jitter = self.random.next_u32() % (ceiling - half + 1);
+        Duration::from_millis(u64::from(half + jitter))
     }
 
     /// A login succeeded: start again from the shortest delay.

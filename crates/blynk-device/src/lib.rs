@@ -107,10 +107,12 @@ mod blynk;
 mod connector;
 mod error;
 mod handlers;
+mod inbound;
 mod outbox;
 mod runner;
 pub mod session;
 mod value;
+mod wire;
 
 #[cfg(feature = "embassy-net")]
 pub mod net;
@@ -121,5 +123,7 @@ pub use blynk_proto::{Pin, Scalar, Value};
 pub use connector::Connector;
 pub use error::{ConnectError, Error, QueueError};
 pub use handlers::{DefaultHandler, Firmware, Handlers, SyncDone, WriteHandler};
+#[doc(hidden)]
+pub use inbound::decode_for_tests;
 pub use runner::{Config, Runner};
 pub use value::{IntoScalar, IntoValue, ValueExt};

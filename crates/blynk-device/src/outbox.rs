@@ -18,23 +18,22 @@
 //! Sync requests are kept here too, as bit sets of virtual pins, so that repeated calls merge
 //! and a request cut off by a disconnection is sent again.
 
-use blynk_proto::native::{self, EncodeError, Message, Property, SyncPins, SyncRequest, Write};
 use blynk_proto::text::BoundedStr;
 use blynk_proto::{MAX_SYNC_PINS, Pin, Value};
 use embassy_time::Instant;
-use serde::Serialize;
 
 use crate::error::QueueError;
 use crate::log::pin_letter;
+use crate::wire::{self, Full, Writer, code};
 
 /// What an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A pin value: `postcard(Value)` in the arena.
+    /// A pin value: the value's wire bytes in the arena.
     Write,
-    /// A widget property: `postcard((name, Value))`.
+    /// A widget property: the name's and the value's wire bytes.
     Property,
-    /// An event: `postcard((code, Option<description>))`.
+    /// An event: the code's and the optional description's wire bytes.
     Event,
 }
 
@@ -106,7 +105,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         value: &Value<'_>,
         now: Instant,
     ) -> Result<(), QueueError> {
-        self.push(Kind::Write, pin, None, value, now)
+        self.push(Kind::Write, pin, None, now, |w| w.value(value))
     }
 
     /// Queues a property, replacing a waiting one of the same pin and name.
@@ -118,7 +117,10 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         now: Instant,
     ) -> Result<(), QueueError> {
         BoundedStr::<{ blynk_proto::MAX_NAME_LEN }>::new(name).map_err(|_| QueueError::TooLong)?;
-        self.push(Kind::Property, pin, Some(name), &(name, value), now)
+        self.push(Kind::Property, pin, Some(name), now, |w| {
+            w.str(name)?;
+            w.value(value)
+        })
     }
 
     /// Queues an event.
@@ -133,24 +135,29 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
             BoundedStr::<{ blynk_proto::MAX_TEXT_LEN }>::new(text)
                 .map_err(|_| QueueError::TooLong)?;
         }
-        self.push(
-            Kind::Event,
-            Pin::Virtual(0),
-            None,
-            &(code, description),
-            now,
-        )
+        self.push(Kind::Event, Pin::Virtual(0), None, now, |w| {
+            w.str(code)?;
+            match description {
+                Some(text) => {
+                    w.byte(1)?;
+                    w.str(text)
+                }
+                None => w.byte(0),
+            }
+        })
     }
 
-    fn push<T: Serialize + ?Sized>(
+    fn push(
         &mut self,
         kind: Kind,
         pin: Pin,
         name: Option<&str>,
-        body: &T,
         now: Instant,
+        body: impl Fn(&mut Writer<'_>) -> Result<(), Full>,
     ) -> Result<(), QueueError> {
-        let size = postcard::experimental::serialized_size(body).unwrap_or(usize::MAX);
+        let mut counter = Writer::counting();
+        body(&mut counter).map_err(|_| QueueError::Full)?;
+        let size = counter.len();
         let existing = self.find(kind, pin, name);
         let replaced = existing.and_then(|index| self.entries.get(index));
         let free_bytes = BYTES - self.used + replaced.map_or(0, |entry| usize::from(entry.len));
@@ -169,10 +176,9 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
             .and_then(|index| self.remove(index))
             .and_then(|entry| entry.skipped_version);
         let start = self.used;
-        let free = self.arena.get_mut(start..).unwrap_or_default();
-        let len = postcard::to_slice(body, free)
-            .map(|written| written.len())
-            .map_err(|_| QueueError::Full)?;
+        let mut writer = Writer::new(self.arena.get_mut(start..).unwrap_or_default());
+        body(&mut writer).map_err(|_| QueueError::Full)?;
+        let len = writer.len();
         let entry = Entry {
             kind,
             pin,
@@ -211,9 +217,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
     }
 
     fn property_name(&self, entry: &Entry) -> Option<&str> {
-        postcard::take_from_bytes::<&str>(self.body(entry))
-            .ok()
-            .map(|(name, _)| name)
+        wire::read_str(self.body(entry)).map(|(name, _)| name)
     }
 
     /// Takes an entry out and closes the gap its body left in the arena.
@@ -267,10 +271,8 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
                     }
                     index += 1;
                 }
-                Err(Unsendable::Encode(EncodeError::BufferTooSmall { .. })) if pos > 0 => {
-                    return pos;
-                }
-                Err(_) => {
+                Err(Full) if pos > 0 => return pos,
+                Err(Full) => {
                     warn!(
                         "message for {}{} does not fit the transmit buffer: dropped",
                         pin_letter(entry.pin),
@@ -288,13 +290,14 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         let mut pos = 0;
         if self.sync.all && self.sync.all_sent_id == 0 {
             let id = self.next_id;
-            let request = Message::SyncRequest(SyncRequest {
-                id,
-                pins: SyncPins::All,
+            let all = wire::frame(out, |w| {
+                w.byte(code::SYNC_REQUEST)?;
+                w.varint(u64::from(id))?;
+                w.byte(0)
             });
-            match native::encode(&request, out) {
-                Ok(frame) => pos += frame.len(),
-                Err(_) => return 0,
+            match all {
+                Ok(len) => pos += len,
+                Err(Full) => return 0,
             }
             self.take_id();
             self.sync.all = false;
@@ -316,13 +319,16 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
                 }
             }
             let id = self.next_id;
-            let request = Message::SyncRequest(SyncRequest {
-                id,
-                pins: SyncPins::Only(pins),
-            });
             let room = out.get_mut(pos..).unwrap_or_default();
-            if let Ok(frame) = native::encode(&request, room) {
-                pos += frame.len();
+            let only = wire::frame(room, |w| {
+                w.byte(code::SYNC_REQUEST)?;
+                w.varint(u64::from(id))?;
+                w.byte(1)?;
+                w.varint(pins.len() as u64)?;
+                pins.iter().try_for_each(|pin| w.pin(*pin))
+            });
+            if let Ok(len) = only {
+                pos += len;
                 self.take_id();
                 for (bits, sent) in self.sync.pins.iter_mut().zip(taken) {
                     *bits &= !sent;
@@ -480,53 +486,31 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
     }
 }
 
-/// Why an entry could not be encoded.
-enum Unsendable {
-    Encode(EncodeError),
-    Corrupt,
-}
-
+/// Builds the frame of one entry from its stored wire bytes.
 fn encode_entry(
     entry: &Entry,
     body: &[u8],
     id: u16,
     age_ms: Option<u32>,
     out: &mut [u8],
-) -> Result<usize, Unsendable> {
-    let message = match entry.kind {
-        Kind::Write => Message::Write(Write {
-            id,
-            pin: entry.pin,
-            value: postcard::from_bytes(body).map_err(|_| Unsendable::Corrupt)?,
-            age_ms,
-        }),
-        Kind::Property => {
-            let (name, value): (&str, Value<'_>) =
-                postcard::from_bytes(body).map_err(|_| Unsendable::Corrupt)?;
-            Message::Property(Property {
-                id,
-                pin: entry.pin,
-                name: BoundedStr::new(name).map_err(|_| Unsendable::Corrupt)?,
-                value,
-            })
+) -> Result<usize, Full> {
+    wire::frame(out, |w| {
+        let code = match entry.kind {
+            Kind::Write => code::WRITE,
+            Kind::Property => code::PROPERTY,
+            Kind::Event => code::EVENT,
+        };
+        w.byte(code)?;
+        w.varint(u64::from(id))?;
+        if entry.kind != Kind::Event {
+            w.pin(entry.pin)?;
         }
-        Kind::Event => {
-            let (code, description): (&str, Option<&str>) =
-                postcard::from_bytes(body).map_err(|_| Unsendable::Corrupt)?;
-            let description = match description {
-                Some(text) => Some(BoundedStr::new(text).map_err(|_| Unsendable::Corrupt)?),
-                None => None,
-            };
-            Message::Event(native::Event {
-                id,
-                code: BoundedStr::new(code).map_err(|_| Unsendable::Corrupt)?,
-                description,
-            })
+        w.bytes(body)?;
+        if entry.kind == Kind::Write {
+            w.option_u64(age_ms.map(u64::from))?;
         }
-    };
-    native::encode(&message, out)
-        .map(|frame| frame.len())
-        .map_err(Unsendable::Encode)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -535,7 +519,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use blynk_proto::native::{Decoded, decode};
+    use blynk_proto::native::{Decoded, Message, SyncPins, decode};
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms)

@@ -16,7 +16,7 @@
 //!    `Ping` goes out after a heartbeat without sending; 2.3 heartbeats without a byte from the
 //!    server end the connection ([`Error::HeartbeatTimeout`]).
 
-use blynk_proto::native::{self, LoginRejection, Message, Ping};
+use blynk_proto::native::LoginRejection;
 use blynk_proto::text::Token;
 use embassy_futures::select::{Either3, select3};
 use embassy_sync::blocking_mutex::raw::RawMutex;
@@ -188,15 +188,15 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
         let connected_at = Instant::now();
         let mut session = Session::new(rx, *known_version);
         let mut heartbeat = Duration::from_secs(u64::from(config.heartbeat_seconds.max(1)));
-        let mut silence = heartbeat * 23 / 10;
+        let mut silence = silence_after(config.heartbeat_seconds);
         let mut logged_in = false;
         let mut last_received = connected_at;
         let mut last_sent = connected_at;
 
         let error = 'connection: {
-            let login = match session.login(token, config.firmware, config.heartbeat_seconds, tx) {
-                Ok(frame) => frame.len(),
-                Err(_) => break 'connection Error::BufferTooSmall,
+            let Some(login) = session.login(token, config.firmware, config.heartbeat_seconds, tx)
+            else {
+                break 'connection Error::BufferTooSmall;
             };
             if let Err(error) = send(connection, tx.get(..login).unwrap_or_default(), silence).await
             {
@@ -213,7 +213,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                     logged_in = true;
                     backoff.reset();
                     heartbeat = Duration::from_secs(u64::from(u16::max(seconds, 1)));
-                    silence = heartbeat * 23 / 10;
+                    silence = silence_after(seconds);
                 }
                 if let Err(error) = processed {
                     break 'connection error;
@@ -223,9 +223,9 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                 let now = Instant::now();
                 let mut len = 0;
                 if let Some(id) = session.take_pong()
-                    && let Ok(frame) = Session::pong(id, tx)
+                    && let Some(pong) = Session::pong(id, tx)
                 {
-                    len = frame.len();
+                    len = pong;
                 }
                 if logged_in {
                     let room = tx.get_mut(len..).unwrap_or_default();
@@ -279,8 +279,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                             break 'connection Error::HeartbeatTimeout;
                         }
                         let id = blynk.with(|shared| shared.outbox.take_id());
-                        if let Ok(frame) = native::encode(&Message::Ping(Ping { id }), tx) {
-                            let len = frame.len();
+                        if let Some(len) = Session::ping(id, tx) {
                             if let Err(error) =
                                 send(connection, tx.get(..len).unwrap_or_default(), silence).await
                             {
@@ -307,6 +306,11 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
         }
         error
     }
+}
+
+/// How long the server may stay silent: 2.3 heartbeats (SPEC 3.9).
+fn silence_after(heartbeat_seconds: u16) -> Duration {
+    Duration::from_millis(u64::from(heartbeat_seconds.max(1)) * 2300)
 }
 
 /// Writes `bytes` and flushes, within `limit`.

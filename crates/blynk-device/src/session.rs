@@ -7,14 +7,14 @@
 //! payload is a typed [`Error`], after which the connection is closed.
 
 use blynk_proto::native::{
-    self, Decoded, DeviceInfo, EncodeError, ErrorCode, FrameError, HEADER_LEN, Login, LoginResult,
-    Message, PROTOCOL_VERSION, Pong,
+    Decoded, ErrorCode, FrameError, HEADER_LEN, LoginResult, Message, PROTOCOL_VERSION,
 };
-use blynk_proto::text::{BoundedStr, Token};
+use blynk_proto::text::Token;
 use blynk_proto::{MAX_NAME_LEN, Pin, Value};
 
 use crate::error::Error;
 use crate::log::pin_letter;
+use crate::{inbound, wire};
 
 /// Something the server told the device.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,29 +106,27 @@ impl<'b> Session<'b> {
         }
     }
 
-    /// Encodes the login frame into `out`.
-    pub fn login<'o>(
+    /// Encodes the login frame into `out`; returns its length, or `None` when `out` is too
+    /// small. A firmware version over 64 bytes is cut.
+    pub fn login(
         &self,
         token: Token<'_>,
         firmware: &str,
         heartbeat_seconds: u16,
-        out: &'o mut [u8],
-    ) -> Result<&'o [u8], EncodeError> {
-        // `truncate` keeps it within the bound, so this cannot fail.
-        let firmware = BoundedStr::<MAX_NAME_LEN>::new(truncate(firmware, MAX_NAME_LEN))
-            .map_err(|_| EncodeError::BufferTooSmall { available: 0 })?;
-        let login = Message::Login(Login {
-            protocol: PROTOCOL_VERSION,
-            token,
-            info: DeviceInfo {
-                firmware,
-                rx_buffer: u16::try_from(self.rx.len()).unwrap_or(u16::MAX),
-                heartbeat_seconds,
-                sync_on_connect: true,
-                known_version: self.state.known_version,
-            },
-        });
-        native::encode(&login, out)
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let rx_buffer = u16::try_from(self.rx.len()).unwrap_or(u16::MAX);
+        wire::frame(out, |w| {
+            w.byte(wire::code::LOGIN)?;
+            w.byte(PROTOCOL_VERSION)?;
+            w.str(token.as_str())?;
+            w.str(truncate(firmware, MAX_NAME_LEN))?;
+            w.varint(u64::from(rx_buffer))?;
+            w.varint(u64::from(heartbeat_seconds))?;
+            w.bool(true)?;
+            w.option_u64(self.state.known_version)
+        })
+        .ok()
     }
 
     /// Whether the server accepted the login.
@@ -151,9 +149,22 @@ impl<'b> Session<'b> {
         self.state.pong_due.take()
     }
 
-    /// Encodes the pong for a ping `id` into `out`.
-    pub fn pong(id: u16, out: &mut [u8]) -> Result<&[u8], EncodeError> {
-        native::encode(&Message::Pong(Pong { id }), out)
+    /// Encodes the pong for a ping `id` into `out`; returns its length.
+    pub fn pong(id: u16, out: &mut [u8]) -> Option<usize> {
+        wire::frame(out, |w| {
+            w.byte(wire::code::PONG)?;
+            w.varint(u64::from(id))
+        })
+        .ok()
+    }
+
+    /// Encodes a ping with `id` into `out`; returns its length.
+    pub fn ping(id: u16, out: &mut [u8]) -> Option<usize> {
+        wire::frame(out, |w| {
+            w.byte(wire::code::PING)?;
+            w.varint(u64::from(id))
+        })
+        .ok()
     }
 
     /// The free part of the receive buffer, to read into; report the count with
@@ -205,7 +216,7 @@ impl<'b> Session<'b> {
                     return Err(self.fail(Error::Frame(FrameError::FrameTooLong { len, max })));
                 }
             }
-            let outcome = match native::decode(buffered) {
+            let outcome = match inbound::decode(buffered) {
                 // A full buffer that still needs more can never make progress (a buffer
                 // smaller than a frame header).
                 Ok(Decoded::NeedMore) if self.filled >= self.rx.len() => Err(Error::BufferTooSmall),
@@ -364,7 +375,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use blynk_proto::native::{Ack, LoginRejection, SyncComplete, SyncedValue, Update};
+    use blynk_proto::native::{self, Ack, LoginRejection, SyncComplete, SyncedValue, Update};
 
     const TOKEN: &str = "abcdEFGH0123456789_-abcdefghijkl";
 
@@ -392,13 +403,13 @@ mod tests {
         let mut rx = [0u8; 300];
         let session = Session::new(&mut rx, Some(41));
         let mut out = [0u8; 128];
-        let bytes = session
+        let len = session
             .login(Token::new(TOKEN).unwrap(), "1.2.3", 10, &mut out)
             .unwrap();
         let Ok(Decoded::Frame {
             message: Message::Login(login),
             ..
-        }) = native::decode(bytes)
+        }) = native::decode(&out[..len])
         else {
             panic!("not a login");
         };

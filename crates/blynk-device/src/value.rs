@@ -103,18 +103,20 @@ tuple_value!(A, B, C, D);
 
 /// Reading a received value the way Blynk's `param.asInt()`, `asFloat()` and `asStr()` do:
 /// from its first part.
+///
+/// Texts are read as decimal integers only: parsing decimal fractions from text would add some
+/// 16 KiB of float-parsing tables to every firmware, and the server already sends numbers as
+/// numbers.
 pub trait ValueExt {
-    /// The first part as an integer: an integer as is, a double truncated, a text parsed as a
-    /// decimal integer; `None` for text that is not one.
+    /// The first part as an integer: an integer as is, a double truncated, a text holding a
+    /// decimal integer parsed; `None` for any other text.
     fn as_int(&self) -> Option<i64>;
-    /// The first part as a number; a text is parsed as a decimal number.
+    /// The first part as a number; a text holding a decimal integer is parsed.
     fn as_float(&self) -> Option<f64>;
     /// The first part when it is a text.
     fn as_text(&self) -> Option<&str>;
     /// The first part as a switch: a non-zero number is `true`, anything else `false`.
-    fn as_bool(&self) -> bool {
-        self.as_float().is_some_and(|number| number != 0.0)
-    }
+    fn as_bool(&self) -> bool;
 }
 
 impl ValueExt for Value<'_> {
@@ -122,20 +124,14 @@ impl ValueExt for Value<'_> {
         match self.first()? {
             Scalar::Int(int) => Some(*int),
             Scalar::Double(double) => Some(*double as i64),
-            Scalar::Text(text) => text.as_str().trim().parse().ok(),
+            Scalar::Text(text) => text.as_str().parse().ok(),
         }
     }
 
     fn as_float(&self) -> Option<f64> {
         match self.first()? {
-            Scalar::Int(int) => Some(*int as f64),
             Scalar::Double(double) => Some(*double),
-            Scalar::Text(text) => text
-                .as_str()
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite()),
+            _ => self.as_int().map(|int| int as f64),
         }
     }
 
@@ -143,6 +139,13 @@ impl ValueExt for Value<'_> {
         match self.first()? {
             Scalar::Text(text) => Some(text.as_str()),
             _ => None,
+        }
+    }
+
+    fn as_bool(&self) -> bool {
+        match self.first() {
+            Some(Scalar::Double(double)) => *double != 0.0,
+            _ => self.as_int().is_some_and(|int| int != 0),
         }
     }
 }

@@ -103,3 +103,49 @@ proptest! {
         prop_assert_eq!(seen, messages.len() - pings + 1);
     }
 }
+
+/// Bytes that look like the start of a frame more often than chance would have them.
+fn frame_like() -> impl Strategy<Value = Vec<u8>> {
+    (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(code, body)| {
+        let mut bytes = vec![1, 0, (body.len() + 1) as u8, code % 14];
+        bytes.extend(body);
+        bytes
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The device's own decoder agrees with blynk-proto's on every message a server sends,
+    /// and refuses the rest.
+    #[test]
+    fn the_device_decoder_agrees_with_blynk_proto(bytes in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        frame_like(),
+    ]) {
+        let ours = blynk_device::decode_for_tests(&bytes);
+        // Codes of messages only devices send: the device refuses them as malformed.
+        let device_only = bytes.len() > 3 && [0, 4, 6, 9, 10].contains(&bytes[3]);
+        match native::decode(&bytes) {
+            Ok(native::Decoded::Frame { .. })
+            | Err(native::FrameError::TrailingBytes { .. } | native::FrameError::Malformed { .. })
+                if device_only =>
+            {
+                prop_assert!(
+                    matches!(ours, Err(native::FrameError::Malformed { .. })),
+                    "{:?}", ours
+                );
+            }
+            reference => prop_assert_eq!(ours, reference),
+        }
+    }
+
+    #[test]
+    fn the_device_decoder_reads_every_server_message(
+        kind in any::<u8>(), id in any::<u16>(), pin in any::<u8>(), int in any::<i64>(), version in any::<u64>(),
+    ) {
+        let bytes = server_message(kind, id, pin, int, version);
+        let ours = blynk_device::decode_for_tests(&bytes);
+        prop_assert_eq!(ours, native::decode(&bytes));
+    }
+}
