@@ -5,6 +5,7 @@
 
 mod support;
 
+mod footprint;
 mod lifecycle;
 mod offline;
 mod session_props;
