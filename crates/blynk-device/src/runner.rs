@@ -219,19 +219,25 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                     break 'connection error;
                 }
 
-                // Everything there is to send: a pong, then what the firmware queued.
-                let now = Instant::now();
-                let mut len = 0;
+                // Everything there is to send: a pong, then what the firmware queued (in a
+                // write of its own, so that a message the whole buffer can hold is never
+                // refused for the room a pong took).
                 if let Some(id) = session.take_pong()
                     && let Some(pong) = Session::pong(id, tx)
                 {
-                    len = pong;
+                    if let Err(error) =
+                        send(connection, tx.get(..pong).unwrap_or_default(), silence).await
+                    {
+                        break 'connection error;
+                    }
+                    last_sent = Instant::now();
                 }
+                let now = Instant::now();
+                let mut len = 0;
                 if logged_in {
-                    let room = tx.get_mut(len..).unwrap_or_default();
-                    len += blynk.with(|shared| {
+                    len = blynk.with(|shared| {
                         shared.outbox.retry_unacked(now, silence);
-                        shared.outbox.fill(room, connected_at, now)
+                        shared.outbox.fill(tx, connected_at, now)
                     });
                 }
                 if len > 0 {
