@@ -306,11 +306,15 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         if self.sync.pins_sent_id == 0 && self.sync.pins.iter().any(|bits| *bits != 0) {
             let mut pins = heapless::Vec::<Pin, MAX_SYNC_PINS>::new();
             let mut taken = [0u8; 32];
+            // As many pins as fit the room left (header, code, id, variant, count: 9 bytes at
+            // most; 2 bytes a pin); the rest go in the next request.
+            let room_left = out.len().saturating_sub(pos);
+            let fit = (room_left.saturating_sub(9) / 2).min(MAX_SYNC_PINS);
             for number in 0..=u8::MAX {
                 let (byte, bit) = (usize::from(number / 8), 1u8 << (number % 8));
                 let wanted = self.sync.pins.get(byte).is_some_and(|bits| bits & bit != 0);
                 if wanted {
-                    if pins.push(Pin::Virtual(number)).is_err() {
+                    if pins.len() >= fit || pins.push(Pin::Virtual(number)).is_err() {
                         break;
                     }
                     if let Some(bits) = taken.get_mut(byte) {
@@ -320,13 +324,17 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
             }
             let id = self.next_id;
             let room = out.get_mut(pos..).unwrap_or_default();
-            let only = wire::frame(room, |w| {
-                w.byte(code::SYNC_REQUEST)?;
-                w.varint(u64::from(id))?;
-                w.byte(1)?;
-                w.varint(pins.len() as u64)?;
-                pins.iter().try_for_each(|pin| w.pin(*pin))
-            });
+            let only = if pins.is_empty() {
+                Err(Full)
+            } else {
+                wire::frame(room, |w| {
+                    w.byte(code::SYNC_REQUEST)?;
+                    w.varint(u64::from(id))?;
+                    w.byte(1)?;
+                    w.varint(pins.len() as u64)?;
+                    pins.iter().try_for_each(|pin| w.pin(*pin))
+                })
+            };
             if let Ok(len) = only {
                 pos += len;
                 self.take_id();
@@ -706,6 +714,30 @@ mod tests {
             outbox.event(&"x".repeat(65), None, at(0)),
             Err(QueueError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_sync_of_many_pins_is_split_to_fit_a_small_buffer() {
+        let mut outbox = Outbox::<2, 32>::new();
+        for pin in 0..40 {
+            outbox.request_pin(Pin::Virtual(pin));
+        }
+        let mut asked = Vec::new();
+        let mut out = [0u8; 40];
+        for _ in 0..10 {
+            let len = outbox.fill(&mut out, at(0), at(0));
+            frames(&out[..len], |message| {
+                if let Message::SyncRequest(request) = message {
+                    let SyncPins::Only(pins) = request.pins else {
+                        panic!("not Only");
+                    };
+                    asked.extend(pins.iter().map(|pin| pin.number()));
+                    outbox.sync_complete(request.id);
+                }
+            });
+        }
+        assert_eq!(asked, (0..40).collect::<Vec<u8>>());
+        assert!(!outbox.has_unsent());
     }
 
     #[test]
