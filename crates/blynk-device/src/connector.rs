@@ -1,7 +1,7 @@
 //! The one thing the library asks of the network: open a connection to the server.
 //!
 //! A [`Connector`] turns into any `embedded_io_async::{Read, Write}`: an embassy-net
-//! `TcpSocket` on a board (see [`net`](crate::net) with the `embassy-net` feature), a tokio
+//! `TcpSocket` on a board (`net::TcpConnector` with the `embassy-net` feature), a tokio
 //! `TcpStream` wrapped in `embedded_io_adapters::tokio_1::FromTokio` on the host. It is called
 //! again for every connection, so it can resolve the server's name afresh each time.
 

@@ -21,6 +21,10 @@ pub type DefaultHandler<C> = fn(&mut C, u8, &Value<'_>);
 
 /// Write handlers of up to `N` virtual pins, over a firmware context `C`.
 ///
+/// Handlers are `fn` items or closures without captures; a closure names the context's type
+/// on its first parameter (`|lamp: &mut Lamp, value| ...`), since a `static` table is built
+/// before its type is read.
+///
 /// ```
 /// use blynk_device::{Handlers, Value, ValueExt};
 ///

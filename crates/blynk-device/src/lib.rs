@@ -16,7 +16,7 @@
 //!   firmware's context `C`; [`Firmware`]: connected, disconnected and sync-complete callbacks
 //!   and digital/analog pins, all optional.
 //! - [`Connector`]: how to open a connection: any `embedded_io_async::{Read, Write}`. With the
-//!   `embassy-net` feature, [`net::TcpConnector`] connects an embassy-net `Stack` by name or
+//!   `embassy-net` feature, `net::TcpConnector` connects an embassy-net `Stack` by name or
 //!   address; on the host, wrap a tokio `TcpStream` in `embedded_io_adapters::tokio_1::FromTokio`.
 //! - [`session::Session`]: the protocol state machine without I/O, driven by the runner and by
 //!   tests.
@@ -86,7 +86,7 @@
 //!
 //! # Features
 //!
-//! - `embassy-net`: [`net::TcpConnector`].
+//! - `embassy-net`: `net::TcpConnector`.
 //! - `defmt`, `log`: log lines through either; without them, logging compiles to nothing.
 #![no_std]
 #![cfg_attr(
