@@ -386,7 +386,7 @@ impl Drop for TempData {
 enum Running {
     InProcess {
         runtime: tokio::runtime::Runtime,
-        server: blynk_server::Server,
+        server: Box<blynk_server::Server>,
         _data: TempData,
     },
     Child {
@@ -432,7 +432,7 @@ impl Target {
                 server,
                 _data,
             } => {
-                runtime.block_on(server.shutdown());
+                runtime.block_on((*server).shutdown());
                 runtime.shutdown_timeout(Duration::from_secs(2));
             }
             Running::Child { mut child, _data } => {
@@ -559,7 +559,7 @@ fn prepare(
                     devices,
                     running: Running::InProcess {
                         runtime,
-                        server,
+                        server: Box::new(server),
                         _data: data,
                     },
                     durability: args.durability.name(),
@@ -1582,27 +1582,50 @@ async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
             match via {
                 Via::Ws => {
                     let (mut reader, mut writer) = ws_connect(http, &key).await?;
-                    let drain_errors = errors.clone();
-                    // Replies ("stored", then "delivered") are read and only errors counted.
+                    let (drain_errors, replies_sent_at) = (errors.clone(), sent_at.clone());
+                    let expected = mine.len();
+                    let replies_deadline = tokio::time::Instant::from_std(started)
+                        + Duration::from_secs_f64(mine.len() as f64 / rate_each)
+                        + Duration::from_secs(3);
+                    // Replies: "stored" (or "pending") once durable, timed; then "delivered".
                     let replies = tokio::spawn(async move {
-                        while let Ok(count) = reader.fill().await {
-                            if count == 0 {
-                                break;
+                        let mut stored: Vec<u64> = Vec::with_capacity(expected);
+                        let mut answered = 0;
+                        while answered < expected {
+                            match tokio::time::timeout_at(replies_deadline, reader.fill()).await {
+                                Ok(Ok(count)) if count > 0 => {}
+                                _ => break,
                             }
+                            let now = nanos_since(epoch);
                             let _ = reader.drain(|frame| {
-                                if let WsFrame::Text(text) = frame
-                                    && find(text, b"\"error\"").is_some()
-                                {
+                                let WsFrame::Text(text) = frame else {
+                                    return true;
+                                };
+                                if find(text, b"\"error\"").is_some() {
                                     drain_errors.fetch_add(1, Ordering::Relaxed);
+                                    answered += 1;
+                                } else if find(text, b"\"stored\"").is_some()
+                                    || find(text, b"\"pending\"").is_some()
+                                {
+                                    answered += 1;
+                                    let reply: serde_json::Value =
+                                        serde_json::from_slice(text).unwrap_or_default();
+                                    if let Some(seq) = reply["id"].as_u64()
+                                        && seq as usize >= warmup_count
+                                        && let Some(at) = replies_sent_at.get(seq as usize)
+                                    {
+                                        stored.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                                    }
                                 }
                                 true
                             });
                         }
+                        stored
                     });
                     let mut out = Vec::with_capacity(4096);
                     let mut next = 0;
                     while next < mine.len() {
-                        let due = ((started.elapsed().as_secs_f64() * rate_each) as usize)
+                        let due = ((started.elapsed().as_secs_f64() * rate_each) as usize + 1)
                             .min(mine.len());
                         let batch = next..due.max(next);
                         for &seq in &mine[batch.clone()] {
@@ -1621,41 +1644,53 @@ async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
                             out.clear();
                         }
                         next = batch.end;
-                        tokio::time::sleep(Duration::from_micros(500)).await;
+                        // Until the next write of this sender is due.
+                        let at = started + Duration::from_secs_f64(next as f64 / rate_each);
+                        tokio::time::sleep_until(at.into()).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    replies.abort();
+                    let finished = started.elapsed();
+                    let stored = replies.await.unwrap_or_default();
+                    Ok::<_, anyhow::Error>((stored, finished))
                 }
                 Via::Rest => {
                     let mut client = HttpClient::connect(http, &key).await?;
+                    let mut stored = Vec::with_capacity(mine.len());
                     for (k, &seq) in mine.iter().enumerate() {
                         let due = started + Duration::from_secs_f64(k as f64 / rate_each);
                         tokio::time::sleep_until(due.into()).await;
                         let (device, pin) = write_of(seq);
                         let body = format!(r#"{{"value":{seq},"wait_ms":0}}"#);
-                        sent_at[seq].store(nanos_since(epoch), Ordering::Relaxed);
+                        let sent = nanos_since(epoch);
+                        sent_at[seq].store(sent, Ordering::Relaxed);
                         let (status, _) = client
                             .request("PUT", &format!("/api/devices/{device}/values/V{pin}"), Some(&body))
                             .await?;
                         if status != 200 {
                             errors.fetch_add(1, Ordering::Relaxed);
+                        } else if seq >= warmup_count {
+                            stored.push(nanos_since(epoch).saturating_sub(sent));
                         }
                     }
+                    Ok((stored, started.elapsed()))
                 }
             }
-            Ok::<_, anyhow::Error>(())
         });
     }
     let mut sender_failures = Vec::new();
+    let mut stored_latencies: Vec<u64> = Vec::with_capacity(total);
+    let mut finished = Duration::ZERO;
     let send_deadline = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
     while let Ok(Some(done)) = tokio::time::timeout(send_deadline, senders.join_next()).await {
         match done {
-            Ok(Ok(())) => {}
+            Ok(Ok((stored, sender_finished))) => {
+                stored_latencies.extend(stored);
+                finished = finished.max(sender_finished);
+            }
             Ok(Err(error)) => sender_failures.push(error.to_string()),
             Err(error) => sender_failures.push(error.to_string()),
         }
     }
-    let sending = started.elapsed().as_secs_f64();
+    let sending = finished.as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop.send(true);
     let mut latencies = Vec::with_capacity(total);
@@ -1666,21 +1701,24 @@ async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
         received += count;
     }
     latencies.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
+    stored_latencies.sort_unstable();
+    let percentile_of = |values: &[u64], p: f64| -> f64 {
+        if values.is_empty() {
             return f64::NAN;
         }
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index] as f64 / 1e6
+        let index = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
+        values[index] as f64 / 1e6
     };
+    let percentile = |p: f64| percentile_of(&latencies, p);
     if !sender_failures.is_empty() {
         eprintln!("  latency senders failed: {sender_failures:?}");
     }
     Ok(format!(
         "latency: {} app writes/s via {} over {} connections to {} native devices (16 pins), {} \
          durability, {}; {} measured over {:.1} s after {:.1} s warm-up (sending took {:.1} s): \
-         send -> device Update p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; received \
-         {}/{} sent, {} errors [target p99 <= 1 ms at 10k msg/s]",
+         send -> device Update p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; send -> \
+         \"stored\" reply p50 {:.3} ms, p99 {:.3} ms; received {}/{} sent (an older value is not \
+         sent once a newer one of its pin was), {} errors [target p99 <= 1 ms at 10k msg/s]",
         args.rate,
         match args.via {
             Via::Ws => "app WebSocket",
@@ -1698,6 +1736,8 @@ async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
         percentile(0.99),
         percentile(0.999),
         latencies.last().map_or(f64::NAN, |max| *max as f64 / 1e6),
+        percentile_of(&stored_latencies, 0.50),
+        percentile_of(&stored_latencies, 0.99),
         received,
         total,
         errors.load(Ordering::Relaxed) + sender_failures.len() as u64,
