@@ -2,6 +2,7 @@
 //!
 //! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
 
+mod browser;
 mod steps;
 
 use std::process::ExitCode;

@@ -149,6 +149,11 @@ pub fn test() -> Result<()> {
     let (tests_ok, counts) =
         run_counting_tests("cargo test", cargo().args(["test", "--workspace"]))?;
     record("cargo test", tests_ok);
+    let (browser_ok, browser_counts) = crate::browser::run().unwrap_or_else(|error| {
+        eprintln!("browser tests could not run: {error:#}");
+        (false, TestCounts::default())
+    });
+    record("browser tests", browser_ok);
     for target in NO_STD_TARGETS {
         ensure_target(target)?;
         let builds: [(&str, &[&str]); 3] = [
@@ -188,7 +193,11 @@ pub fn test() -> Result<()> {
         failed.len(),
         failed
     );
-    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
+    println!(
+        "tests: {} passed, {} failed",
+        counts.passed + browser_counts.passed,
+        counts.failed + browser_counts.failed
+    );
     if failed.is_empty() {
         Ok(())
     } else {
