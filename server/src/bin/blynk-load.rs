@@ -76,7 +76,9 @@ struct TargetArgs {
     /// External server: native device port.
     #[arg(long, global = true)]
     native: Option<SocketAddr>,
-    /// External server: admin key of the app API.
+    /// External server: admin key of the app API. Its per-connection rate limit
+    /// (`limits.messages_per_second`, `message_burst`) must be raised for `throughput`: writes
+    /// over it are dropped without a reply and stall the writers' windows.
     #[arg(long, global = true)]
     admin_key: Option<String>,
     /// External server: its process id, for idle-rss.
@@ -134,7 +136,7 @@ struct ThroughputArgs {
     #[arg(long, default_value_t = 0)]
     classic: usize,
     /// App WebSocket clients each watching every device.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     watchers: usize,
     /// Unacknowledged writes per native connection.
     #[arg(long, default_value_t = 32)]
@@ -581,7 +583,7 @@ fn prepare(
         }
     };
     eprintln!(
-        "  prepared a {} with {} devices{} in {:.1} s",
+        "  prepared the {} with {} devices{} in {:.1} s",
         target.mode(),
         target.devices.len(),
         if preset { " and 16 values each" } else { "" },
@@ -1814,7 +1816,7 @@ async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
     let second_half = (args.connections - half) as f64;
     drop(held);
     Ok(format!(
-        "idle-rss: {} idle native connections (logged in, no sync) to a {} (pid {pid}): server \
+        "idle-rss: {} idle native connections (logged in, no sync) to the {} (pid {pid}): server \
          VmRSS {} KiB before, {} KiB at {}, {} KiB at {}: {:.2} KiB per connection overall, {:.2} \
          KiB per connection over the second half; {} closed [target <= 4 KiB]",
         args.connections,
