@@ -1,0 +1,160 @@
+//! The light bulb on an ESP32-C3 over Wi-Fi: the LED on GPIO8, the BOOT button on GPIO9.
+//!
+//! Wi-Fi (esp-radio) and the network stack (embassy-net, DHCP) run as embassy tasks on
+//! esp-rtos; the light itself is the shared `light` crate. The Wi-Fi network, the server and
+//! the device token come from the environment or `config.local.toml` at build time.
+#![no_std]
+#![no_main]
+
+use blynk_device::net::{Host, TcpConnector};
+use core::net::Ipv4Addr;
+use embassy_executor::Spawner;
+use embassy_net::{Runner, StackResources};
+use embassy_time::{Duration, Timer};
+use esp_backtrace as _;
+use esp_hal::clock::CpuClock;
+use esp_hal::gpio::{Input, InputConfig, Level, Output, OutputConfig, Pull};
+use esp_hal::rng::Rng;
+use esp_hal::timer::timg::TimerGroup;
+use esp_radio::wifi::sta::StationConfig;
+use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
+use static_cell::StaticCell;
+
+esp_bootloader_esp_idf::esp_app_desc!();
+
+const WIFI_SSID: &str = env!(
+    "WIFI_SSID",
+    "set WIFI_SSID (or write firmware/esp32c3/config.local.toml, see config.local.toml.example)"
+);
+const WIFI_PASSWORD: &str = env!(
+    "WIFI_PASSWORD",
+    "set WIFI_PASSWORD (or write firmware/esp32c3/config.local.toml); empty for an open network"
+);
+const BLYNK_SERVER: &str = env!(
+    "BLYNK_SERVER",
+    "set BLYNK_SERVER to the server's address as the board sees it, e.g. 192.168.1.20:8441"
+);
+const BLYNK_TOKEN: &str = env!(
+    "BLYNK_TOKEN",
+    "set BLYNK_TOKEN to the device token from the dashboard (or the server's demo token)"
+);
+
+/// The LED on GPIO8 (the blue LED of ESP32-C3 SuperMini boards is active low).
+const LED_ACTIVE_LOW: bool = false;
+
+struct Led(Output<'static>);
+
+impl light::Led for Led {
+    fn set(&mut self, on: bool) {
+        self.0.set_level(Level::from(on != LED_ACTIVE_LOW));
+    }
+}
+
+/// The BOOT button: pulls GPIO9 low when pressed.
+struct BootButton(Input<'static>);
+
+impl light::Button for BootButton {
+    fn is_pressed(&mut self) -> bool {
+        self.0.is_low()
+    }
+
+    async fn wait_for_edge(&mut self) {
+        self.0.wait_for_any_edge().await;
+    }
+}
+
+/// Keeps the station connected to the access point, reconnecting after every drop.
+#[embassy_executor::task]
+async fn wifi(mut controller: WifiController<'static>) {
+    let station = StationConfig::default()
+        .with_ssid(WIFI_SSID.try_into().expect("WIFI_SSID is at most 32 bytes"))
+        .with_authentication(if WIFI_PASSWORD.is_empty() {
+            AuthenticationMethodConfig::Open
+        } else {
+            AuthenticationMethodConfig::Wpa2Personal(
+                WIFI_PASSWORD
+                    .try_into()
+                    .expect("WIFI_PASSWORD is at most 64 bytes"),
+            )
+        });
+    if let Err(error) = controller.set_config(&Config::Station(station)) {
+        log::error!("Wi-Fi configuration refused: {error:?}");
+        return;
+    }
+    loop {
+        match controller.connect_async().await {
+            Ok(_) => {
+                log::info!("Wi-Fi connected to {WIFI_SSID}");
+                let _ = controller.wait_for_disconnect_async().await;
+                log::warn!("Wi-Fi disconnected");
+            }
+            Err(error) => log::warn!("Wi-Fi connect failed: {error:?}"),
+        }
+        Timer::after(Duration::from_secs(5)).await;
+    }
+}
+
+/// Runs the network stack (DHCP, TCP, DNS).
+#[embassy_executor::task]
+async fn network(mut runner: Runner<'static, Interface>) -> ! {
+    runner.run().await
+}
+
+#[esp_rtos::main]
+async fn main(spawner: Spawner) -> ! {
+    esp_println::logger::init_logger_from_env();
+    let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+    // The Wi-Fi driver allocates; part of the heap is RAM the bootloader no longer needs.
+    esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
+    esp_alloc::heap_allocator!(size: 36 * 1024);
+
+    let timers = TimerGroup::new(peripherals.TIMG0);
+    esp_rtos::start(timers.timer0, peripherals.FROM_CPU_INTR0);
+
+    let led = Led(Output::new(
+        peripherals.GPIO8,
+        Level::from(LED_ACTIVE_LOW),
+        OutputConfig::default(),
+    ));
+    let button = BootButton(Input::new(
+        peripherals.GPIO9,
+        InputConfig::default().with_pull(Pull::Up),
+    ));
+
+    let controller =
+        WifiController::new(peripherals.WIFI, Default::default()).expect("the Wi-Fi driver starts");
+    let rng = Rng::new();
+    let seed = (u64::from(rng.random()) << 32) | u64::from(rng.random());
+    static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
+    let (stack, runner) = embassy_net::new(
+        Interface::station(),
+        embassy_net::Config::dhcpv4(Default::default()),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
+    spawner.spawn(wifi(controller).expect("one Wi-Fi task"));
+    spawner.spawn(network(runner).expect("one network task"));
+
+    log::info!("light on ESP32-C3: waiting for an address from DHCP");
+    stack.wait_config_up().await;
+    if let Some(config) = stack.config_v4() {
+        log::info!("address {}", config.address);
+    }
+
+    let (host, port) = light::split_server(BLYNK_SERVER);
+    let host = match host.parse::<Ipv4Addr>() {
+        Ok(address) => Host::Address(address.into()),
+        Err(_) => Host::Name(host),
+    };
+    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+    let connector = TcpConnector::new(stack, host, port, &mut rx, &mut tx);
+    let settings = light::Settings::new(BLYNK_TOKEN)
+        .with_firmware(concat!("light-esp32c3-", env!("CARGO_PKG_VERSION")))
+        .with_seed(rng.random());
+    log::info!("connecting to {BLYNK_SERVER}");
+    let error = light::run(led, button, connector, settings).await;
+    log::error!("the server refused the device for good: {error}; check BLYNK_TOKEN");
+    loop {
+        Timer::after(Duration::from_secs(3600)).await;
+    }
+}

@@ -1,0 +1,232 @@
+//! The light bulb of the state-syncing reference text, written once for every board.
+//!
+//! - The app switches the light on virtual pin `V0` (`BLYNK_WRITE(V0)`).
+//! - The light is mirrored on the app's LED widget on `V1`: `virtual_write(1, 255)` when on,
+//!   `0` when off.
+//! - A physical button toggles the light and reports it with `virtual_write` on `V0` and `V1`,
+//!   so the app shows what the hardware did even when nobody looked.
+//! - On every connect the automatic sync restores `V0`, so after a network drop or a reset the
+//!   light is exactly as the server holds it, app changes made meanwhile included.
+//!
+//! The button is read by interrupt (an edge wakes the task) or, with the `polling` feature, by
+//! polling every 50 ms: the two variants of the reference text.
+//!
+//! A board plugs in its pins through two small traits, [`Led`] and [`Button`], and its network
+//! through a [`Connector`], then runs [`run`]:
+//!
+//! ```ignore
+//! let error = light::run(led, button, connector, light::Settings::new(TOKEN)).await;
+//! ```
+#![no_std]
+#![deny(missing_docs)]
+
+use core::cell::RefCell;
+
+use blynk_device::{
+    Blynk, Config, Connector, Error, Firmware, Handlers, SyncDone, Value, ValueExt,
+};
+use embassy_futures::select::{Either, select};
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_time::{Duration, Ticker, Timer};
+
+#[macro_use]
+mod log {
+    //! Log lines through `defmt` or `log`, whichever feature is on; nothing without either.
+    macro_rules! info {
+        ($s:literal $(, $x:expr)* $(,)?) => {{
+            #[cfg(feature = "log")]
+            ::log::info!($s $(, $x)*);
+            #[cfg(feature = "defmt")]
+            ::defmt::info!($s $(, $x)*);
+            #[cfg(not(any(feature = "log", feature = "defmt")))]
+            let _ = ($(&$x),*);
+        }};
+    }
+}
+
+/// The virtual pin the app switches the light with.
+pub const POWER_PIN: u8 = 0;
+/// The virtual pin of the app's LED widget that mirrors the light.
+pub const LED_WIDGET_PIN: u8 = 1;
+/// How often the polling variant reads the button.
+pub const POLL_PERIOD: Duration = Duration::from_millis(50);
+/// How long a button must stay pressed after an edge to count (contact bounce).
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Splits a server address `host:port` (`192.168.1.20:8441`, `blynk.lan:8441`) into host and
+/// port; without a port, the native device port 8441.
+pub fn split_server(address: &str) -> (&str, u16) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().unwrap_or(NATIVE_PORT)),
+        None => (address, NATIVE_PORT),
+    }
+}
+
+/// The server's native device port.
+pub const NATIVE_PORT: u16 = 8441;
+
+/// The light: an LED, a relay, anything that is on or off.
+pub trait Led {
+    /// Switches it on or off.
+    fn set(&mut self, on: bool);
+}
+
+/// The physical button.
+pub trait Button {
+    /// Whether the button is held down now.
+    fn is_pressed(&mut self) -> bool;
+
+    /// Waits for the button's next edge (any direction), by interrupt.
+    #[allow(async_fn_in_trait)]
+    async fn wait_for_edge(&mut self);
+}
+
+/// The device's connection to the server, shared by the runner and the button.
+static BLYNK: Blynk<CriticalSectionRawMutex, 8, 128> = Blynk::new();
+
+/// What differs between devices: the token and the firmware's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// The device's auth token, from the dashboard.
+    pub token: &'a str,
+    /// The firmware's name and version, shown in the dashboard.
+    pub firmware: &'a str,
+    /// A seed for the reconnect jitter (a hardware random number, ideally).
+    pub seed: u32,
+}
+
+impl<'a> Settings<'a> {
+    /// Settings with `token`, firmware name `light-0.1.0` and seed 0.
+    pub const fn new(token: &'a str) -> Self {
+        Settings {
+            token,
+            firmware: concat!("light-", env!("CARGO_PKG_VERSION")),
+            seed: 0,
+        }
+    }
+
+    /// The same with another firmware name (the board's, say).
+    pub const fn with_firmware(mut self, firmware: &'a str) -> Self {
+        self.firmware = firmware;
+        self
+    }
+
+    /// The same with a seed for the reconnect jitter.
+    pub const fn with_seed(mut self, seed: u32) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+/// The light's state and its LED.
+struct Lamp<L> {
+    led: L,
+    on: bool,
+}
+
+impl<L: Led> Lamp<L> {
+    /// Sets the LED and mirrors it on the app's LED widget.
+    fn set(&mut self, on: bool) {
+        self.on = on;
+        self.led.set(on);
+        info!("light {}", if on { "on" } else { "off" });
+        // Queued, never blocking: while offline it goes out after the next login.
+        let _ = BLYNK.virtual_write(LED_WIDGET_PIN, if on { 255 } else { 0 });
+    }
+}
+
+/// The firmware context the runner hands to the handlers: the lamp, shared with the button.
+struct Light<'a, L> {
+    lamp: &'a RefCell<Lamp<L>>,
+}
+
+impl<L: Led> Firmware for Light<'_, L> {
+    fn connected(&mut self) {
+        info!("connected");
+    }
+
+    fn disconnected(&mut self, reason: Error) {
+        info!("disconnected: {}", reason);
+    }
+
+    fn sync_complete(&mut self, sync: SyncDone) {
+        if sync.automatic {
+            info!("restored by state sync ({} values)", sync.count);
+        }
+    }
+}
+
+/// `BLYNK_WRITE(V0)`: the app's power switch (and the synced value on connect).
+fn power<L: Led>(light: &mut Light<'_, L>, value: &Value<'_>) {
+    light.lamp.borrow_mut().set(value.as_bool());
+}
+
+/// The button toggles the light and tells the app: `V0` (the switch) and `V1` (the LED widget).
+fn toggle<L: Led>(lamp: &RefCell<Lamp<L>>) {
+    let mut lamp = lamp.borrow_mut();
+    let on = !lamp.on;
+    lamp.set(on);
+    let _ = BLYNK.virtual_write(POWER_PIN, i64::from(on));
+}
+
+/// The interrupt variant: sleeps until the button's edge, then checks it is still held.
+async fn button_by_interrupt<L: Led, B: Button>(lamp: &RefCell<Lamp<L>>, mut button: B) -> ! {
+    loop {
+        button.wait_for_edge().await;
+        Timer::after(DEBOUNCE).await;
+        if button.is_pressed() {
+            toggle(lamp);
+            // One press, one toggle: wait for the release before the next.
+            while button.is_pressed() {
+                button.wait_for_edge().await;
+                Timer::after(DEBOUNCE).await;
+            }
+        }
+    }
+}
+
+/// The polling variant: reads the button every [`POLL_PERIOD`] and toggles on each press.
+async fn button_by_polling<L: Led, B: Button>(lamp: &RefCell<Lamp<L>>, mut button: B) -> ! {
+    let mut ticker = Ticker::every(POLL_PERIOD);
+    let mut was_pressed = button.is_pressed();
+    loop {
+        ticker.next().await;
+        let pressed = button.is_pressed();
+        if pressed && !was_pressed {
+            toggle(lamp);
+        }
+        was_pressed = pressed;
+    }
+}
+
+/// Runs the light until the server refuses the device for good (a wrong token), and returns
+/// that error. Network errors are retried with backoff and never end it.
+pub async fn run<L: Led, B: Button, K: Connector>(
+    led: L,
+    button: B,
+    mut connector: K,
+    settings: Settings<'_>,
+) -> Error {
+    let lamp = RefCell::new(Lamp { led, on: false });
+    // Off until the automatic sync says otherwise; not reported, the server's value wins.
+    lamp.borrow_mut().led.set(false);
+    let handlers = Handlers::<Light<'_, L>, 1>::new().on_write(POWER_PIN, power::<L>);
+    let config = Config::new(settings.token)
+        .with_firmware(settings.firmware)
+        .with_seed(settings.seed);
+    let (mut rx, mut tx) = ([0u8; 256], [0u8; 128]);
+    let mut runner = BLYNK.runner(config, &mut rx, &mut tx);
+    let mut light = Light { lamp: &lamp };
+    let connection = runner.run(&mut connector, &mut light, &handlers);
+    let button = async {
+        if cfg!(feature = "polling") {
+            button_by_polling(&lamp, button).await
+        } else {
+            button_by_interrupt(&lamp, button).await
+        }
+    };
+    match select(connection, button).await {
+        Either::First(error) => error,
+        Either::Second(never) => never,
+    }
+}
