@@ -3,6 +3,7 @@
 //! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
 
 mod browser;
+mod conformance;
 mod steps;
 
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ commands:
   bench   the codec benchmarks, then the server load scenarios (blynk-load: throughput,
           latency, idle memory, reconnect storm), with their figures printed;
           `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
+  conformance [names]  the state-sync scenarios of conformance/scenarios/ against the real
+          server, for every device kind, as a table (names filter the scenarios)
 ";
 
 fn main() -> ExitCode {
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => steps::test(),
         Some("bench") => steps::bench(&args[1..]),
+        Some("conformance") => conformance::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,564 @@
+//! `cargo xtask conformance`: the state-sync scenarios of `conformance/scenarios/*.scn`, run by
+//! one runner against the real `blynk-server` on loopback, for every device kind where the
+//! scenario applies, then a table of scenario x device kind.
+//!
+//! Why in xtask, with std and anyhow only: the runner only starts processes, reads their output
+//! lines, relays bytes (the link proxy) and makes a handful of HTTP requests; threads and std's
+//! `TcpStream` do all of that without bringing tokio into xtask, and `cargo xtask conformance`
+//! stays a plain step of `cargo xtask test`.
+//!
+//! Each (scenario, kind) case runs on its own server and data directory (under the system's
+//! temporary directory, removed afterwards) with one [`proxy::Proxy`] per device on a fixed
+//! loopback port: devices connect to the proxy, so the link can be cut and restored and the
+//! server restarted on new ports without the device noticing more than a dropped connection.
+//! Cases run in parallel (`CONFORMANCE_JOBS`, 6 by default). Everything binds 127.0.0.1; every
+//! wait has a deadline; child processes are killed when their owner is dropped, failure included.
+//!
+//! `packet loss P% for D` is done by the proxy, not by dropping bytes (TCP would retransmit them
+//! and dropping chunks corrupts the stream): for D, in 500 ms slots, the link is cut with
+//! probability P, so connections die at random short intervals and reconnects are refused about
+//! P of the time. Real packet loss (netem in a network namespace) needs the simulated
+//! embassy-net device, which is not built yet.
+
+mod device;
+mod proxy;
+mod scenario;
+mod server;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::steps::workspace_root;
+use device::{Device, KINDS, Kind, Launch};
+use proxy::Proxy;
+use scenario::{Expect, Scenario, Step};
+use server::{Server, json_field, same_value};
+
+/// The outcome of one case.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pass(Duration),
+    Fail(Duration, String),
+    NotApplicable(String),
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Runs the suite; `args` are optional filters on scenario names.
+pub fn run(args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let root = workspace_root();
+    let scenarios = scenario::load_all(&root.join("conformance/scenarios"))?;
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .filter(|s| args.is_empty() || args.iter().any(|filter| s.name.contains(filter)))
+        .collect();
+    if scenarios.is_empty() {
+        bail!("no scenario matches {args:?}");
+    }
+    println!("\n==> conformance: building blynk-server and host_light");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for build in [
+        &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
+        &["build", "-p", "blynk-device", "--example", "host_light"][..],
+    ] {
+        let status = Command::new(&cargo)
+            .args(build)
+            .current_dir(&root)
+            .status()?;
+        if !status.success() {
+            bail!("cargo {} failed", build.join(" "));
+        }
+    }
+    let python = device::ensure_venv(&root)?;
+    let debug = target_dir().join("debug");
+    let server_binary = debug.join("blynk-server");
+    let scratch = std::env::temp_dir().join(format!("blynk-conformance-{}", std::process::id()));
+    let launch = Launch {
+        kind: Kind::BlynkDevice,
+        host_light: debug.join("examples/host_light"),
+        python,
+        drivers: root.join("server/tests/python"),
+        stderr: PathBuf::new(),
+    };
+
+    let mut queue = VecDeque::new();
+    let mut results: BTreeMap<(usize, usize), Outcome> = BTreeMap::new();
+    for (s, scenario) in scenarios.iter().enumerate() {
+        for (k, kind) in KINDS.iter().enumerate() {
+            if let Some(reason) = kind.unavailable() {
+                results.insert((s, k), Outcome::NotApplicable(reason.into()));
+            } else if let Some(reason) = scenario.needs.iter().find_map(|need| kind.lacks(need)) {
+                results.insert((s, k), Outcome::NotApplicable(reason.into()));
+            } else {
+                queue.push_back((s, k));
+            }
+        }
+    }
+    let jobs: usize = std::env::var("CONFORMANCE_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse().ok())
+        .unwrap_or(6)
+        .max(1);
+    println!(
+        "==> conformance: {} scenarios x {} device kinds, {} cases to run, {jobs} at a time",
+        scenarios.len(),
+        KINDS.len(),
+        queue.len()
+    );
+    let queue = Arc::new(Mutex::new(queue));
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let scenarios = Arc::new(scenarios);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (queue, finished, scenarios) = (&queue, &finished, &scenarios);
+            let (launch, server_binary, scratch) = (&launch, &server_binary, &scratch);
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((s, k)) = next else { break };
+                    let scenario = &scenarios[s];
+                    let kind = KINDS[k];
+                    let dir = scratch.join(format!("{}-{}", scenario.name, kind.name()));
+                    let mut launch = launch.clone();
+                    launch.kind = kind;
+                    launch.stderr = dir.join("device.log");
+                    let outcome = run_case(scenario, &launch, server_binary, &dir);
+                    match &outcome {
+                        Outcome::Pass(time) => println!(
+                            "  pass  {} x {} ({:.1} s)",
+                            scenario.name,
+                            kind.name(),
+                            time.as_secs_f64()
+                        ),
+                        Outcome::Fail(time, why) => println!(
+                            "  FAIL  {} x {} ({:.1} s): {why}",
+                            scenario.name,
+                            kind.name(),
+                            time.as_secs_f64()
+                        ),
+                        Outcome::NotApplicable(_) => {}
+                    }
+                    if matches!(outcome, Outcome::Pass(_)) {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    finished
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(((s, k), outcome));
+                }
+            });
+        }
+    });
+    for (key, outcome) in finished.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        results.insert(key, outcome);
+    }
+    let failures = print_table(&scenarios, &results);
+    let elapsed = started.elapsed().as_secs_f64();
+    if failures == 0 {
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!("<== conformance: ok in {elapsed:.1} s");
+        Ok(())
+    } else {
+        println!(
+            "<== conformance: {failures} FAILED in {elapsed:.1} s (logs under {})",
+            scratch.display()
+        );
+        bail!("{failures} conformance cases failed")
+    }
+}
+
+fn print_table(scenarios: &[Scenario], results: &BTreeMap<(usize, usize), Outcome>) -> usize {
+    let mut reasons: Vec<String> = Vec::new();
+    let mut failures = 0;
+    let width = scenarios
+        .iter()
+        .map(|s| s.name.len() + s.spec.len() + 3)
+        .max()
+        .unwrap_or(10);
+    let mut header = format!("\n{:width$}", "scenario (SPEC)");
+    for kind in KINDS {
+        header.push_str(&format!(" | {:20}", kind.name()));
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    for (s, scenario) in scenarios.iter().enumerate() {
+        let label = if scenario.spec.is_empty() {
+            scenario.name.clone()
+        } else {
+            format!("{} ({})", scenario.name, scenario.spec)
+        };
+        let mut row = format!("{label:width$}");
+        for k in 0..KINDS.len() {
+            let cell = match results.get(&(s, k)) {
+                Some(Outcome::Pass(time)) => format!("pass {:.1} s", time.as_secs_f64()),
+                Some(Outcome::Fail(..)) => {
+                    failures += 1;
+                    "FAIL".to_string()
+                }
+                Some(Outcome::NotApplicable(reason)) => {
+                    let index = match reasons.iter().position(|r| r == reason) {
+                        Some(index) => index,
+                        None => {
+                            reasons.push(reason.clone());
+                            reasons.len() - 1
+                        }
+                    };
+                    format!("n/a [{}]", index + 1)
+                }
+                None => "-".to_string(),
+            };
+            row.push_str(&format!(" | {cell:20}"));
+        }
+        println!("{row}");
+    }
+    for (index, reason) in reasons.iter().enumerate() {
+        println!("  n/a [{}]: {reason}", index + 1);
+    }
+    for (s, scenario) in scenarios.iter().enumerate() {
+        for (k, kind) in KINDS.iter().enumerate() {
+            if let Some(Outcome::Fail(_, why)) = results.get(&(s, k)) {
+                println!("\nFAILED {} x {}: {why}", scenario.name, kind.name());
+            }
+        }
+    }
+    failures
+}
+
+/// One device of a case: its proxy, its token and name on the server, its process once started.
+struct Slot {
+    proxy: Arc<Proxy>,
+    name: String,
+    token: String,
+    device: Option<Device>,
+}
+
+/// Everything one case runs; dropping it kills the processes.
+struct Case<'a> {
+    launch: &'a Launch,
+    slots: BTreeMap<String, Slot>,
+    flapper: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    // Last, so the devices go before the server.
+    server: Server,
+}
+
+impl Drop for Case<'_> {
+    fn drop(&mut self) {
+        if let Some((stop, flapper)) = self.flapper.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = flapper.join();
+        }
+        self.slots.clear();
+    }
+}
+
+fn run_case(scenario: &Scenario, launch: &Launch, binary: &Path, dir: &Path) -> Outcome {
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(dir);
+    let mut case = match start_case(launch, binary, dir) {
+        Ok(case) => case,
+        Err(error) => return Outcome::Fail(started.elapsed(), format!("setup: {error:#}")),
+    };
+    for (line, text, step) in &scenario.steps {
+        if let Err(error) = case.step(step) {
+            let mut why = format!("line {line} `{text}`: {error:#}");
+            for (name, slot) in &case.slots {
+                if let Some(device) = &slot.device {
+                    why.push_str(&format!(
+                        "\n    device {name} showed: {}{}",
+                        device.tail(12),
+                        if device.exited() { " (exited)" } else { "" }
+                    ));
+                }
+            }
+            why.push_str(&format!(
+                "\n    logs: {}\n    server log tail:\n{}",
+                dir.display(),
+                case.server.log_tail(8)
+            ));
+            return Outcome::Fail(started.elapsed(), why);
+        }
+    }
+    Outcome::Pass(started.elapsed())
+}
+
+fn start_case<'a>(launch: &'a Launch, binary: &Path, dir: &Path) -> Result<Case<'a>> {
+    let server = Server::start(binary, dir)?;
+    let mut case = Case {
+        launch,
+        slots: BTreeMap::new(),
+        flapper: None,
+        server,
+    };
+    let proxy = Arc::new(Proxy::start(case.upstream())?);
+    let token = case.server.token.clone();
+    case.slots.insert(
+        "A".into(),
+        Slot {
+            proxy,
+            name: "demo".into(),
+            token,
+            device: None,
+        },
+    );
+    Ok(case)
+}
+
+impl Case<'_> {
+    /// Where this kind's devices connect on the server.
+    fn upstream(&self) -> std::net::SocketAddr {
+        match self.launch.kind {
+            Kind::BlynkDevice => self.server.native,
+            _ => self.server.http,
+        }
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot> {
+        self.slots
+            .get(name)
+            .with_context(|| format!("no device {name} (create it first)"))
+    }
+
+    fn device(&self, name: &str) -> Result<&Device> {
+        self.slot(name)?
+            .device
+            .as_ref()
+            .with_context(|| format!("device {name} is not started"))
+    }
+
+    fn mark_all(&self) {
+        for slot in self.slots.values() {
+            if let Some(device) = &slot.device {
+                device.mark();
+            }
+        }
+    }
+
+    fn server_moved(&self) {
+        let upstream = self.upstream();
+        for slot in self.slots.values() {
+            slot.proxy.set_upstream(upstream);
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::StartDevice(name) => {
+                let slot = self.slot(name)?;
+                let device = Device::start(self.launch, slot.proxy.address(), &slot.token)?;
+                if let Some(slot) = self.slots.get_mut(name) {
+                    slot.device = Some(device);
+                }
+            }
+            Step::RestartDevice(name) => {
+                let device = self
+                    .slots
+                    .get_mut(name)
+                    .and_then(|slot| slot.device.as_mut())
+                    .with_context(|| format!("device {name} is not started"))?;
+                device.restart()?;
+            }
+            Step::CreateDevice(name) => {
+                let api_name = name.to_lowercase();
+                let body = format!(r#"{{"name": "{api_name}", "template": "light"}}"#);
+                let (status, body) = self.server.app("POST", "/api/devices", Some(&body))?;
+                if status != 200 && status != 201 {
+                    bail!("creating device {name}: {status} {body}");
+                }
+                let token = json_field(&body, "token").context("no token")?;
+                let proxy = Arc::new(Proxy::start(self.upstream())?);
+                self.slots.insert(
+                    name.clone(),
+                    Slot {
+                        proxy,
+                        name: api_name,
+                        token,
+                        device: None,
+                    },
+                );
+            }
+            Step::AppWrites { device, pin, value } => {
+                let name = &self.slot(device)?.name;
+                let json_value = if value.parse::<f64>().is_ok() {
+                    value.clone()
+                } else {
+                    format!("\"{value}\"")
+                };
+                let body = format!(r#"{{"value": {json_value}, "wait_ms": 0}}"#);
+                let path = format!("/api/devices/{name}/values/{pin}");
+                let (status, body) = self.server.app("PUT", &path, Some(&body))?;
+                if status != 200 {
+                    bail!("app write refused: {status} {body}");
+                }
+            }
+            Step::PressButton(name) => self.device(name)?.press()?,
+            Step::DeviceWrites { device, pin, value } => self.device(device)?.write(pin, value)?,
+            Step::DeviceSyncs { device, pins } => self.device(device)?.sync(pins)?,
+            Step::CutLink(name) => {
+                self.mark_all();
+                self.slot(name)?.proxy.cut();
+            }
+            Step::RestoreLink(name) => {
+                self.mark_all();
+                self.slot(name)?.proxy.restore();
+            }
+            Step::RestartServer => {
+                self.mark_all();
+                self.server.restart()?;
+                self.server_moved();
+            }
+            Step::KillServer => {
+                self.mark_all();
+                self.server.kill();
+            }
+            Step::StartServer => {
+                self.mark_all();
+                self.server.start_again()?;
+                self.server_moved();
+            }
+            Step::PacketLoss { percent, duration } => {
+                self.mark_all();
+                let proxies: Vec<Arc<Proxy>> =
+                    self.slots.values().map(|slot| slot.proxy.clone()).collect();
+                let stop = Arc::new(AtomicBool::new(false));
+                let (percent, duration, flag) = (*percent, *duration, stop.clone());
+                let handle = std::thread::spawn(move || flap(&proxies, percent, duration, &flag));
+                self.flapper = Some((stop, handle));
+            }
+            Step::EndPacketLoss => {
+                if let Some((_, handle)) = self.flapper.take() {
+                    let _ = handle.join();
+                }
+                self.mark_all();
+            }
+            Step::Wait(time) => std::thread::sleep(*time),
+            Step::ExpectWithin {
+                device,
+                what,
+                within,
+            } => {
+                if !self.wait_for(device, what, *within)? {
+                    bail!("not seen within {within:?}{}", self.app_view(device, what));
+                }
+            }
+            Step::ExpectFor {
+                device,
+                what,
+                during,
+            } => {
+                let deadline = Instant::now() + *during;
+                loop {
+                    if !self.holds(device, what)? {
+                        bail!("stopped holding{}", self.app_view(device, what));
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the app reads, for failure messages of app expectations.
+    fn app_view(&self, device: &str, what: &Expect) -> String {
+        let Ok(slot) = self.slot(device) else {
+            return String::new();
+        };
+        let path = match what {
+            Expect::AppValue(pin, _) => format!("/api/devices/{}/values/{pin}", slot.name),
+            Expect::AppOnline(_) => format!("/api/devices/{}", slot.name),
+            _ => return String::new(),
+        };
+        match self.server.app("GET", &path, None) {
+            Ok((status, body)) => {
+                let body: String = body.chars().take(200).collect();
+                format!("; the app reads {status} {body}")
+            }
+            Err(error) => format!("; the app read failed: {error:#}"),
+        }
+    }
+
+    fn holds(&self, device: &str, what: &Expect) -> Result<bool> {
+        let slot = self.slot(device)?;
+        Ok(match what {
+            Expect::AppValue(pin, value) => {
+                let path = format!("/api/devices/{}/values/{pin}", slot.name);
+                match self.server.app("GET", &path, None) {
+                    Ok((200, body)) => {
+                        json_field(&body, "value").is_some_and(|got| same_value(&got, value))
+                    }
+                    _ => false,
+                }
+            }
+            Expect::AppOnline(online) => {
+                let path = format!("/api/devices/{}", slot.name);
+                match self.server.app("GET", &path, None) {
+                    Ok((200, body)) => {
+                        json_field(&body, "online").as_deref()
+                            == Some(if *online { "true" } else { "false" })
+                    }
+                    _ => false,
+                }
+            }
+            _ => self.device(device)?.check(what),
+        })
+    }
+
+    fn wait_for(&self, device: &str, what: &Expect, within: Duration) -> Result<bool> {
+        if !matches!(what, Expect::AppValue(..) | Expect::AppOnline(_)) {
+            return Ok(device::wait_until(self.device(device)?, what, within));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if self.holds(device, what)? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The proxy-made packet loss: in 500 ms slots, the links are cut with probability `percent`.
+fn flap(proxies: &[Arc<Proxy>], percent: u32, duration: Duration, stop: &AtomicBool) {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let slots = (duration.as_millis() / 500).max(1);
+    let mut down = false;
+    for _ in 0..slots {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        // xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let cut = seed % 100 < u64::from(percent);
+        if cut && !down {
+            proxies.iter().for_each(|proxy| proxy.cut());
+        } else if !cut && down {
+            proxies.iter().for_each(|proxy| proxy.restore());
+        }
+        down = cut;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    proxies.iter().for_each(|proxy| proxy.restore());
+}

@@ -1,0 +1,155 @@
+//! A TCP proxy between one device and the server, on a fixed loopback port for the whole
+//! scenario: the device always connects to it, the proxy connects to the server's current port
+//! (which changes when the server restarts). Cutting the link shuts down every connection
+//! through it (both directions) and closes new ones at once, as a dead link would; no root needed.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+
+#[derive(Default)]
+struct Shared {
+    upstream: Mutex<Option<SocketAddr>>,
+    cut: AtomicBool,
+    stop: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn drop_connections(&self) {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in connections.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The proxy; stops (and drops every connection) when dropped.
+pub struct Proxy {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on 127.0.0.1 (a free port), forwarding to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        *shared.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+        let accept_shared = shared.clone();
+        let accept = std::thread::spawn(move || accept_loop(&listener, &accept_shared));
+        Ok(Proxy {
+            address,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// Where devices connect.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Where the proxy connects from now on.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+    }
+
+    /// Drops every connection and refuses new ones (accepted, then closed at once).
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.drop_connections();
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.drop_connections();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                if !shared.cut.load(Ordering::SeqCst) {
+                    connect(client, shared);
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn connect(client: TcpStream, shared: &Arc<Shared>) {
+    let Some(upstream) = *shared.upstream.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return;
+    };
+    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1)) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let clones = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    );
+    let (Ok(client_read), Ok(server_write), Ok(client_keep), Ok(server_keep)) = clones else {
+        return;
+    };
+    {
+        let mut connections = shared.connections.lock().unwrap_or_else(|e| e.into_inner());
+        // A cut may have happened while connecting.
+        if shared.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        connections.push(client_keep);
+        connections.push(server_keep);
+    }
+    std::thread::spawn(move || pump(client_read, server_write));
+    std::thread::spawn(move || pump(server, client));
+}
+
+/// Copies until either side ends, then shuts both down.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buffer = [0u8; 4096];
+    loop {
+        match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
