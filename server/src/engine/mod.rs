@@ -488,7 +488,7 @@ fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 pub type DeliveryReport = oneshot::Receiver<Delivery>;
 
 /// The channel a session reads its outbound messages from.
-pub type OutboundQueue = mpsc::Receiver<Outbound>;
+pub type OutboundQueue = mpsc::Receiver<Box<Outbound>>;
 
 #[cfg(test)]
 mod tests {

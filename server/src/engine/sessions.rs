@@ -21,28 +21,25 @@ pub enum Protocol {
     Classic,
 }
 
-/// A message for a session to send to its device.
+/// A value for a session to send to its device: an app write, or a command. Sessions are
+/// closed through their kill signal, so this is the only message; it travels boxed, which keeps
+/// each idle session's queue small (one pointer a slot).
 #[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A value written by an app, or a command.
-    Value {
-        /// The pin.
-        pin: Pin,
-        /// The value.
-        value: Arc<OwnedValue>,
-        /// Its version.
-        version: u64,
-        /// For a command: its pending id, to be claimed before sending.
-        command: Option<i64>,
-    },
-    /// Close the connection, for this reason.
-    Close(&'static str),
+pub struct Outbound {
+    /// The pin.
+    pub pin: Pin,
+    /// The value.
+    pub value: Arc<OwnedValue>,
+    /// Its version.
+    pub version: u64,
+    /// For a command: its pending id, to be claimed before sending.
+    pub command: Option<i64>,
 }
 
 /// The engine's side of a live session.
 pub(super) struct SessionLink {
     pub id: u64,
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: mpsc::Sender<Box<Outbound>>,
     pub protocol: Protocol,
     /// Ends the session even when its queue is full.
     pub kill: Arc<Notify>,
@@ -61,7 +58,7 @@ pub struct Attached {
     /// The session's id, for [`Engine::detach`].
     pub session_id: u64,
     /// What the engine sends this session.
-    pub outbound: mpsc::Receiver<Outbound>,
+    pub outbound: mpsc::Receiver<Box<Outbound>>,
     /// The values to send right away (the automatic sync), possibly empty.
     pub sync: Vec<SyncItem>,
     /// Whether an older connection of the same device was closed.
@@ -107,12 +104,12 @@ impl Engine {
                 .iter()
                 .filter(|command| command.expires_at > now)
             {
-                let _ = sender.try_send(Outbound::Value {
+                let _ = sender.try_send(Box::new(Outbound {
                     pin: command.pin,
                     value: command.value.clone(),
                     version: command.version,
                     command: Some(command.id),
-                });
+                }));
             }
             let items = sync
                 .map(|selection| super::sync::select(slot, &state, &selection))

@@ -109,7 +109,7 @@ impl DeviceState {
         let Some(session) = &self.session else {
             return false;
         };
-        match session.outbound.try_send(outbound) {
+        match session.outbound.try_send(Box::new(outbound)) {
             Ok(()) => true,
             Err(_) => {
                 tracing::warn!(
@@ -250,7 +250,7 @@ impl Engine {
             slot.publish(events::value(slot.device.id, pin, &stored));
         }
         let version = stored.version;
-        let outbound = Outbound::Value {
+        let outbound = Outbound {
             pin,
             value: stored.value.clone(),
             version,
@@ -304,7 +304,7 @@ impl Engine {
         let mut state = slot.lock();
         if state.session.is_some() {
             // The device connected while the command was being stored.
-            state.forward(Outbound::Value {
+            state.forward(Outbound {
                 pin,
                 value: command.value.clone(),
                 version: command.version,

@@ -330,7 +330,8 @@ impl Session {
                 }
                 () = &mut grace, if !ready => ready = true,
                 message = outbound.recv(), if ready => match message {
-                    Some(Outbound::Value { pin, value, version, command }) => {
+                    Some(outbound) => {
+                        let Outbound { pin, value, version, command } = *outbound;
                         if let Some(command_id) = command
                             && !self.context.engine.claim_command(&self.slot, command_id).await
                         {
@@ -344,7 +345,6 @@ impl Session {
                             self.context.engine.delivered(&self.slot, pin, version);
                         }
                     }
-                    Some(Outbound::Close(reason)) => return Ending::Engine(reason),
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
                 () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),

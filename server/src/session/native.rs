@@ -416,7 +416,8 @@ impl Session {
                     }
                 }
                 message = outbound.recv() => match message {
-                    Some(Outbound::Value { pin, value, version, command }) => {
+                    Some(outbound) => {
+                        let Outbound { pin, value, version, command } = *outbound;
                         if let Some(command_id) = command
                             && !self.context.engine.claim_command(&self.slot, command_id).await
                         {
@@ -426,7 +427,6 @@ impl Session {
                             return Ending::Io(error);
                         }
                     }
-                    Some(Outbound::Close(reason)) => return Ending::Engine(reason),
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
                 () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
