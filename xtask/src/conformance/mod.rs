@@ -409,6 +409,10 @@ impl Case<'_> {
                 self.mark_all();
                 self.slot(name)?.proxy.cut();
             }
+            Step::StallLink(name) => {
+                self.mark_all();
+                self.slot(name)?.proxy.stall();
+            }
             Step::RestoreLink(name) => {
                 self.mark_all();
                 self.slot(name)?.proxy.restore();

@@ -16,6 +16,7 @@ use anyhow::Result;
 struct Shared {
     upstream: Mutex<Option<SocketAddr>>,
     cut: AtomicBool,
+    stalled: AtomicBool,
     stop: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
 }
@@ -73,9 +74,16 @@ impl Proxy {
         self.shared.drop_connections();
     }
 
-    /// Lets connections through again.
+    /// Stops forwarding bytes but keeps every connection open: a silent link, which only
+    /// heartbeats can notice.
+    pub fn stall(&self) {
+        self.shared.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets connections and bytes through again.
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.stalled.store(false, Ordering::SeqCst);
     }
 }
 
@@ -133,23 +141,40 @@ fn connect(client: TcpStream, shared: &Arc<Shared>) {
         connections.push(client_keep);
         connections.push(server_keep);
     }
-    std::thread::spawn(move || pump(client_read, server_write));
-    std::thread::spawn(move || pump(server, client));
+    let (up, down) = (shared.clone(), shared.clone());
+    std::thread::spawn(move || pump(client_read, server_write, &up));
+    std::thread::spawn(move || pump(server, client, &down));
 }
 
-/// Copies until either side ends, then shuts both down.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copies until either side ends, then shuts both down; holds bytes back while stalled.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
     let mut buffer = [0u8; 4096];
     loop {
         match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                wait_while_stalled(shared);
                 if to.write_all(&buffer[..n]).is_err() {
                     break;
                 }
             }
         }
     }
+    // A silent link carries no FIN either: the other side learns of the end only later.
+    wait_while_stalled(shared);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Returns when the stall is lifted, the link is cut, the proxy stops, or after 10 minutes.
+fn wait_while_stalled(shared: &Shared) {
+    for _ in 0..30_000 {
+        if !shared.stalled.load(Ordering::SeqCst)
+            || shared.cut.load(Ordering::SeqCst)
+            || shared.stop.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

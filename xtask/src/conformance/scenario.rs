@@ -80,7 +80,9 @@ pub enum Step {
     DeviceSyncs { device: String, pins: Vec<String> },
     /// Drops the device's connections through the proxy and refuses new ones.
     CutLink(String),
-    /// Lets the device connect again.
+    /// Stops forwarding the device's bytes, connections kept open (a silent link).
+    StallLink(String),
+    /// Lets the device connect again (ends a cut or a stall).
     RestoreLink(String),
     /// Stops the server (SIGTERM) and starts it again on the same data.
     RestartServer,
@@ -226,6 +228,8 @@ fn parse_step(line: &str) -> Result<Step> {
         ["create", "device", name] => Step::CreateDevice(name.to_string()),
         ["cut", "the", "device's", "link"] => Step::CutLink("A".into()),
         ["cut", "device", name, "link"] => Step::CutLink(name.trim_end_matches("'s").into()),
+        ["stall", "the", "device's", "link"] => Step::StallLink("A".into()),
+        ["stall", "device", name, "link"] => Step::StallLink(name.trim_end_matches("'s").into()),
         ["restore", "the", "device's", "link"] => Step::RestoreLink("A".into()),
         ["restore", "device", name, "link"] => {
             Step::RestoreLink(name.trim_end_matches("'s").into())
