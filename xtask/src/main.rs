@@ -2,6 +2,7 @@
 //!
 //! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
 
+mod boards;
 mod browser;
 mod conformance;
 mod steps;
@@ -18,12 +19,17 @@ commands:
           `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
   conformance [names]  the state-sync scenarios of conformance/scenarios/ against the real
           server, for every device kind, as a table (names filter the scenarios)
+  build [--board B] [--polling]  cross-builds the board firmware under firmware/ (every
+          board, or one: esp32c3 | nucleo-f767zi) and prints its flash and RAM use
+  flash --board B [--polling]  builds, then flashes and runs it with probe-rs
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => steps::test(),
+        Some("build") => boards::build(&args[1..]),
+        Some("flash") => boards::flash(&args[1..]),
         Some("bench") => steps::bench(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
