@@ -226,6 +226,10 @@ fn print_table(scenarios: &[Scenario], results: &BTreeMap<(usize, usize), Outcom
     for (index, reason) in reasons.iter().enumerate() {
         println!("  n/a [{}]: {reason}", index + 1);
     }
+    println!(
+        "  blynklib and blynk-library-python run the light's logic in the runner over their \
+         drivers and call sync_all when connected, as a classic sketch's BLYNK_CONNECTED does"
+    );
     for (s, scenario) in scenarios.iter().enumerate() {
         for (k, kind) in KINDS.iter().enumerate() {
             if let Some(Outcome::Fail(_, why)) = results.get(&(s, k)) {
@@ -388,18 +392,33 @@ impl Case<'_> {
                     },
                 );
             }
-            Step::AppWrites { device, pin, value } => {
+            Step::AppWrites {
+                device,
+                pin,
+                value,
+                status,
+            } => {
                 let name = &self.slot(device)?.name;
                 let json_value = if value.parse::<f64>().is_ok() {
                     value.clone()
                 } else {
                     format!("\"{value}\"")
                 };
-                let body = format!(r#"{{"value": {json_value}, "wait_ms": 0}}"#);
+                let wait_ms = if status.as_deref() == Some("delivered") {
+                    1000
+                } else {
+                    0
+                };
+                let body = format!(r#"{{"value": {json_value}, "wait_ms": {wait_ms}}}"#);
                 let path = format!("/api/devices/{name}/values/{pin}");
-                let (status, body) = self.server.app("PUT", &path, Some(&body))?;
-                if status != 200 {
-                    bail!("app write refused: {status} {body}");
+                let (code, body) = self.server.app("PUT", &path, Some(&body))?;
+                if code != 200 {
+                    bail!("app write refused: {code} {body}");
+                }
+                if let Some(status) = status
+                    && json_field(&body, "status").as_deref() != Some(status)
+                {
+                    bail!("the app write was answered {body}, not `{status}`");
                 }
             }
             Step::PressButton(name) => self.device(name)?.press()?,

@@ -63,10 +63,13 @@ pub enum Step {
     /// Creates another device on the demo's template.
     CreateDevice(String),
     /// An app write through the app API (`PUT /api/devices/D/values/PIN`).
+    /// The status the answer must carry if given (`, expecting delivered`: the server then
+    /// waits up to 1 s for the device to get it; otherwise it answers at once).
     AppWrites {
         device: String,
         pin: String,
         value: String,
+        status: Option<String>,
     },
     /// The device's button: toggles the light and reports V0 (and V1).
     PressButton(String),
@@ -244,9 +247,19 @@ fn parse_step(line: &str) -> Result<Step> {
         ["end", "of", "packet", "loss"] => Step::EndPacketLoss,
         ["wait", time] => Step::Wait(duration(time)?),
         ["app", "writes", ..] => {
-            let (device, rest) = on_device(line.trim_start_matches("app writes"));
+            let rest = line.trim_start_matches("app writes");
+            let (rest, status) = match rest.split_once(", expecting ") {
+                Some((rest, status)) => (rest, Some(status.trim().to_string())),
+                None => (rest, None),
+            };
+            let (device, rest) = on_device(rest);
             let (pin, value) = assignment(rest)?;
-            Step::AppWrites { device, pin, value }
+            Step::AppWrites {
+                device,
+                pin,
+                value,
+                status,
+            }
         }
         ["expect", ..] => parse_expect(line.trim_start_matches("expect").trim())?,
         _ => {
@@ -340,7 +353,7 @@ mod tests {
     fn parses_the_steps() {
         let scenario = parse(
             "x",
-            "title: t\nspec: 3.2\nneeds: reconnect\nstart the device\napp writes V0=1 on device B\n\
+            "title: t\nspec: 3.2\nneeds: reconnect\nstart the device\napp writes V0=1 on device B, expecting pending\n\
              device B presses button\ndevice writes V2=42\nexpect device LED on within 2s\n\
              expect app V0=1 for 500ms\nexpect device B sync complete with 0 values within 3s\n\
              cut the device's link\npacket loss 20% for 30s\n",
@@ -354,7 +367,8 @@ mod tests {
             Step::AppWrites {
                 device: "B".into(),
                 pin: "V0".into(),
-                value: "1".into()
+                value: "1".into(),
+                status: Some("pending".into())
             }
         );
         assert_eq!(steps[2], Step::PressButton("B".into()));
