@@ -154,6 +154,12 @@ pub fn test() -> Result<()> {
         (false, TestCounts::default())
     });
     record("browser tests", browser_ok);
+    // The state-sync conformance scenarios, every device kind (prints its own table).
+    let conformance = crate::conformance::run(&[]);
+    if let Err(error) = &conformance {
+        eprintln!("conformance suite: {error:#}");
+    }
+    record("conformance suite", conformance.is_ok());
     for target in NO_STD_TARGETS {
         ensure_target(target)?;
         let builds: [(&str, &[&str]); 3] = [
