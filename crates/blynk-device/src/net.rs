@@ -51,7 +51,8 @@ impl<'a, 'n> TcpConnector<'a, 'n> {
         }
     }
 
-    /// How long a DNS lookup plus a TCP connect may take (10 s by default).
+    /// How long a DNS lookup plus a TCP connect may take, and how long the server may stay
+    /// silent (keep-alive probes included) before the connection is dropped (10 s by default).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -88,6 +89,10 @@ impl<'n> Connector for TcpConnector<'_, 'n> {
             .map_err(|_| ConnectError::Timeout)??;
         let mut socket = TcpSocket::new(self.stack, self.rx, self.tx);
         socket.set_timeout(Some(timeout));
+        // smoltcp aborts a connection whose peer has sent nothing for the timeout, idle or not:
+        // keep-alive probes (answered by the peer's TCP) keep a quiet but live link open
+        // between heartbeats, and a dead one is still dropped after the timeout.
+        socket.set_keep_alive(Some(timeout / 2));
         match with_timeout(timeout, socket.connect((address, self.port))).await {
             Ok(Ok(())) => Ok(socket),
             Ok(Err(tcp::ConnectError::ConnectionReset)) => Err(ConnectError::Refused),
