@@ -5,6 +5,7 @@
 mod boards;
 mod browser;
 mod conformance;
+mod sim;
 mod steps;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ commands:
   build [--board B] [--polling]  cross-builds the board firmware under firmware/ (every
           board, or one: esp32c3 | nucleo-f767zi) and prints its flash and RAM use
   flash --board B [--polling]  builds, then flashes and runs it with probe-rs
+  sim --token T [--server IP:PORT]  (as root) the simulated device, the light app over a
+          real embassy-net stack, on a TAP device made for it (192.168.69.2 behind the host's
+          192.168.69.100; the server default 192.168.69.100:8441), removed at the end
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some("test") => steps::test(),
         Some("build") => boards::build(&args[1..]),
         Some("flash") => boards::flash(&args[1..]),
+        Some("sim") => sim::run(&args[1..]),
         Some("bench") => steps::bench(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {

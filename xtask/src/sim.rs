@@ -1,0 +1,295 @@
+//! `cargo xtask sim --token T [--server ADDR]`: the simulated device (`firmware/sim`, the light
+//! app over a real embassy-net stack) on a TAP device made for it, as root.
+//!
+//! The TAP device gets the host's side of a private network (`192.168.69.100/24`), the device
+//! is `192.168.69.2/24` behind it; a server listening on all interfaces (blynk-server's default)
+//! is reached at `192.168.69.100:8441`. The TAP device is removed at the end by a small watchdog
+//! shell in its own process group that waits for this process to go away, so it goes also on
+//! Ctrl-C, on failure, even on `kill -9`.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::steps::workspace_root;
+
+/// The TAP device's default name.
+pub const TAP: &str = "blynk-tap0";
+/// The host's side of the TAP network.
+pub const HOST_ADDRESS: &str = "192.168.69.100/24";
+/// The simulated device's address.
+pub const DEVICE_ADDRESS: &str = "192.168.69.2/24";
+/// Where the device finds the server by default: the host's TAP address, the native port.
+pub const DEFAULT_SERVER: &str = "192.168.69.100:8441";
+
+const USAGE: &str = "usage: cargo xtask sim --token TOKEN [--server IP:PORT] [--tap NAME] \
+[--polling] [--control SOCKET-PATH]";
+
+struct Options {
+    token: String,
+    server: SocketAddr,
+    tap: String,
+    polling: bool,
+    control: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut token = None;
+    let mut server = DEFAULT_SERVER.to_string();
+    let mut tap = TAP.to_string();
+    let mut polling = false;
+    let mut control = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--token" => token = Some(value()?),
+            "--server" => server = value()?,
+            "--tap" => tap = value()?,
+            "--control" => control = Some(value()?),
+            "--polling" => polling = true,
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    let token = token.with_context(|| {
+        format!("--token is needed (the device token from the dashboard, or the server's demo token)\n{USAGE}")
+    })?;
+    let server = server.parse().with_context(|| {
+        format!("--server must be an IPv4 address and port as the device sees it, such as {DEFAULT_SERVER}, not `{server}`")
+    })?;
+    if tap.is_empty()
+        || tap.len() > 15
+        || !tap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!(
+            "--tap: `{tap}` is not a valid interface name (letters, digits, - and _, at most 15)"
+        );
+    }
+    Ok(Options {
+        token,
+        server,
+        tap,
+        polling,
+        control,
+    })
+}
+
+/// Runs `cargo xtask sim`.
+pub fn run(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    if !is_root() {
+        bail!(
+            "cargo xtask sim needs root: it creates the TAP device `{}` the simulated device's \
+             network runs on (ip tuntap add). Run it as root, e.g. `sudo -E env \
+             PATH=\"$PATH\" cargo xtask sim --token ...`",
+            options.tap
+        );
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        bail!(
+            "the `ip` command (iproute2) is needed to create the TAP device: apt install iproute2"
+        );
+    }
+    if Path::new("/sys/class/net").join(&options.tap).exists() {
+        bail!(
+            "a network interface `{0}` exists already; choose another with --tap, or remove it \
+             if it is a leftover: ip tuntap del name {0} mode tap",
+            options.tap
+        );
+    }
+    let binary = build_sim(options.polling)?;
+    let tap = Tap::create(&options.tap, HOST_ADDRESS)?;
+    check_server(options.server);
+    let mut command = Command::new(&binary);
+    command
+        .args(["--tap", &options.tap, "--token", &options.token])
+        .args([
+            "--server",
+            &options.server.to_string(),
+            "--ip",
+            DEVICE_ADDRESS,
+        ]);
+    if let Some(control) = &options.control {
+        command.args(["--control", control]);
+    }
+    println!(
+        "running the simulated device ({DEVICE_ADDRESS} on {}, server {}): type `press` and \
+         Enter for the button, Ctrl-C to stop",
+        options.tap, options.server
+    );
+    let mut child = command.spawn().context("starting the simulated device")?;
+    tap.watch(child.id());
+    let status = child.wait()?;
+    drop(tap);
+    if !status.success() {
+        bail!("the simulated device stopped ({status})");
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root (effective user id 0).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|line| line.starts_with("Uid:")) {
+        // Real, effective, saved, filesystem.
+        return line.split_whitespace().nth(2) == Some("0");
+    }
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// Where the simulated device is built: `CARGO_TARGET_DIR` when set, else `target/firmware`
+/// (as `cargo xtask build` does), apart from the workspace's own builds.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target").join("firmware"),
+    }
+}
+
+/// Builds `firmware/sim` and returns the binary.
+pub fn build_sim(polling: bool) -> Result<PathBuf> {
+    let manifest = workspace_root().join("firmware/sim/Cargo.toml");
+    println!(
+        "cargo build{} --manifest-path firmware/sim/Cargo.toml (a clean build takes a minute)",
+        if polling { " --features polling" } else { "" }
+    );
+    let started = Instant::now();
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir());
+    if polling {
+        command.args(["--features", "polling"]);
+    }
+    let status = command
+        .status()
+        .context("could not start cargo for firmware/sim")?;
+    if !status.success() {
+        bail!("firmware/sim did not build ({status})");
+    }
+    println!("built in {:.0} s", started.elapsed().as_secs_f64());
+    let binary = target_dir().join("debug/light-sim");
+    if !binary.is_file() {
+        bail!("the build left no binary at {}", binary.display());
+    }
+    Ok(binary)
+}
+
+/// Says whether something listens at the server's address (from the host), without failing:
+/// the device retries until it does.
+fn check_server(server: SocketAddr) {
+    match TcpStream::connect_timeout(&server, Duration::from_secs(1)) {
+        Ok(_) => println!("the server answers at {server}"),
+        Err(error) => println!(
+            "note: nothing answers at {server} yet ({error}); start the server (`cargo run -p \
+             blynk-server` listens on all interfaces), the device keeps retrying"
+        ),
+    }
+}
+
+/// A TAP device this process made, removed (with whatever process it was given to watch) when
+/// the value is dropped or this process ends in any way.
+pub struct Tap {
+    watchdog: Child,
+    pipe: Option<ChildStdin>,
+}
+
+impl Tap {
+    /// `ip tuntap add name NAME mode tap`, up, with `host_address` (CIDR) on the host's side.
+    pub fn create(name: &str, host_address: &str) -> Result<Tap> {
+        ip(&["tuntap", "add", "name", name, "mode", "tap"])?;
+        // From here on the watchdog removes it, whatever happens to this process: it waits for
+        // its standard input (a pipe from here) to close, which the kernel does when this
+        // process ends, then kills the pids it was given and removes the TAP device. Its own
+        // process group keeps it out of the terminal's Ctrl-C.
+        let script = r#"pids=""
+while read -r pid; do pids="$pids $pid"; done
+for pid in $pids; do kill "$pid" 2>/dev/null; done
+ip tuntap del name "$1" mode tap && echo "removed the TAP device $1""#;
+        let mut watchdog = match Command::new("sh")
+            .args(["-c", script, "sh", name])
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .spawn()
+        {
+            Ok(watchdog) => watchdog,
+            Err(error) => {
+                let _ = ip(&["tuntap", "del", "name", name, "mode", "tap"]);
+                bail!("could not start the TAP watchdog (sh): {error}");
+            }
+        };
+        let pipe = watchdog.stdin.take();
+        let tap = Tap { watchdog, pipe };
+        println!("created the TAP device {name} ({host_address} on the host's side)");
+        ip(&["link", "set", name, "up"])?;
+        ip(&["addr", "add", host_address, "dev", name]).with_context(|| {
+            format!("is {host_address} already on another interface? (`ip -br addr`)")
+        })?;
+        Ok(tap)
+    }
+
+    /// Kills `pid` too when the TAP device goes.
+    pub fn watch(&self, pid: u32) {
+        if let Some(mut pipe) = self.pipe.as_ref() {
+            let _ = writeln!(pipe, "{pid}");
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // Closing the pipe sets the watchdog off; wait for it, so the device is gone on return.
+        self.pipe = None;
+        let _ = self.watchdog.wait();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip`")?;
+    if !output.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    #[test]
+    fn the_server_defaults_to_the_taps_host_address() {
+        let options = parse(&strings(&["--token", "T"])).unwrap();
+        assert_eq!(options.server.to_string(), DEFAULT_SERVER);
+        assert_eq!(options.tap, TAP);
+        assert!(parse(&strings(&[])).is_err());
+        assert!(parse(&strings(&["--token", "T", "--tap", "a b"])).is_err());
+        assert!(parse(&strings(&["--token", "T", "--server", "blynk.lan"])).is_err());
+    }
+}
