@@ -26,6 +26,8 @@ commands:
   sim --token T [--server IP:PORT]  (as root) the simulated device, the light app over a
           real embassy-net stack, on a TAP device made for it (192.168.69.2 behind the host's
           192.168.69.100; the server default 192.168.69.100:8441), removed at the end
+          `sim check`: it against a real server on a TAP device of its own (LED by app write,
+          button reported back), every wait bounded, everything torn down
 ";
 
 fn main() -> ExitCode {

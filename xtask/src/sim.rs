@@ -7,11 +7,12 @@
 //! shell in its own process group that waits for this process to go away, so it goes also on
 //! Ctrl-C, on failure, even on `kill -9`.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -28,7 +29,8 @@ pub const DEVICE_ADDRESS: &str = "192.168.69.2/24";
 pub const DEFAULT_SERVER: &str = "192.168.69.100:8441";
 
 const USAGE: &str = "usage: cargo xtask sim --token TOKEN [--server IP:PORT] [--tap NAME] \
-[--polling] [--control SOCKET-PATH]";
+[--polling] [--control SOCKET-PATH]
+       cargo xtask sim check   (the simulated device against a real server on a TAP device)";
 
 struct Options {
     token: String,
@@ -87,6 +89,9 @@ fn parse(args: &[String]) -> Result<Options> {
 
 /// Runs `cargo xtask sim`.
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("check") {
+        return check();
+    }
     let options = parse(args)?;
     if !is_root() {
         bail!(
@@ -273,6 +278,235 @@ fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The check's TAP device: the host's side, the device's address (a subnet of its own, so it
+/// runs next to `cargo xtask sim`).
+const CHECK_HOST: &str = "192.168.70.100";
+const CHECK_DEVICE: &str = "192.168.70.2/24";
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines of a child's standard output, read on a thread.
+fn lines(stdout: impl Read + Send + 'static, echo: &'static str) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !echo.is_empty() {
+                println!("  {echo}: {line}");
+            }
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits (at most `within`) for a line `wanted` says yes to.
+fn expect_line(
+    lines: &mpsc::Receiver<String>,
+    within: Duration,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(line.trim()) => return Ok(()),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("no `{what}` within {} s", within.as_secs())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("it ended before `{what}`"),
+        }
+    }
+}
+
+/// What the server's banner says: HTTP address, native address, admin key, demo token.
+fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut http, mut native, mut key) = (None, None, None);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .context("the server printed no banner within 20 s")?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["dashboard", url] => {
+                http = url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .parse()
+                    .ok()
+            }
+            ["native", "devices", address] => native = address.parse().ok(),
+            ["admin", "key", value] => key = Some(value.to_string()),
+            ["demo", "device", "token", token] => {
+                let (Some(http), Some(native), Some(key)) = (http, native, key) else {
+                    bail!("the server's banner lacks an address or the admin key");
+                };
+                return Ok((http, native, key, token.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One HTTP/1.1 request with the admin key: (status, body).
+fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .with_context(|| format!("{method} {path}: no status in `{head}`"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `cargo xtask sim check`: the simulated device over a TAP device made for it, against the real
+/// server bound to the TAP's host address only. The device connects and syncs, an app write of
+/// V0 = 1 lights its LED, its button turns it off and reports V0 = 0. Every wait has a
+/// deadline; the TAP device, the server and the device go on every path.
+pub fn check() -> Result<()> {
+    if !is_root() {
+        bail!("cargo xtask sim check needs root: it creates a TAP device (ip tuntap add)");
+    }
+    let started = Instant::now();
+    let tap_name = format!("blynk-chk{}", std::process::id() % 100_000);
+    if Path::new("/sys/class/net").join(&tap_name).exists() {
+        bail!("a network interface {tap_name} exists already");
+    }
+    let root = workspace_root();
+    println!("==> sim check: building blynk-server and firmware/sim");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-p", "blynk-server", "--bin", "blynk-server"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("blynk-server did not build");
+    }
+    let server_binary = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("debug/blynk-server");
+    let sim_binary = build_sim(false)?;
+    let scratch = std::env::temp_dir().join(format!("blynk-sim-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let result = (|| -> Result<()> {
+        let tap = Tap::create(&tap_name, &format!("{CHECK_HOST}/24"))?;
+        let mut server = Command::new(&server_binary)
+            .args([
+                "--bind",
+                CHECK_HOST,
+                "--http-port",
+                "0",
+                "--native-port",
+                "0",
+            ])
+            .arg("--data")
+            .arg(scratch.join("data"))
+            .env("BLYNK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(scratch.join("server.log"))?)
+            .spawn()
+            .context("starting blynk-server")?;
+        tap.watch(server.id());
+        let server_lines = lines(server.stdout.take().context("no stdout")?, "");
+        let _server = Killed(server);
+        let (http_address, native, key, token) = banner(&server_lines)?;
+        println!("server on {native} (native) and {http_address} (HTTP), on {tap_name} only");
+        let mut device = Command::new(&sim_binary)
+            .args(["--tap", &tap_name, "--token", &token])
+            .args(["--server", &native.to_string(), "--ip", CHECK_DEVICE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(scratch.join("device.log"))?)
+            .spawn()
+            .context("starting the simulated device")?;
+        tap.watch(device.id());
+        let device_lines = lines(device.stdout.take().context("no stdout")?, "device");
+        let mut button = device.stdin.take().context("no stdin")?;
+        let _device = Killed(device);
+
+        expect_line(
+            &device_lines,
+            Duration::from_secs(20),
+            "sync complete",
+            |line| line.starts_with("sync complete"),
+        )?;
+        let path = "/api/devices/demo/values/V0";
+        let (status, body) = http(http_address, "PUT", path, &key, r#"{"value":1}"#)?;
+        println!("PUT {path} {{\"value\":1}}: {status} {body}");
+        if status != 200 {
+            bail!("the app write was refused: {status} {body}");
+        }
+        expect_line(&device_lines, Duration::from_secs(5), "LED on", |line| {
+            line == "LED on"
+        })?;
+        writeln!(button, "press")?;
+        expect_line(&device_lines, Duration::from_secs(5), "LED off", |line| {
+            line == "LED off"
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = http(http_address, "GET", path, &key, "")?;
+            if status == 200 && body.contains(r#""value":0"#) {
+                println!("GET {path}: {body} (the button's write reached the server)");
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("the button's V0 = 0 did not reach the server within 5 s: {status} {body}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })();
+    // The TAP device, the server and the device are gone here, on every path.
+    match result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            println!(
+                "<== sim check: ok in {:.1} s (builds included)",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(error) => Err(error.context(format!(
+            "sim check failed (logs under {})",
+            scratch.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
