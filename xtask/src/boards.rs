@@ -110,8 +110,8 @@ pub fn flash(args: &[String]) -> Result<()> {
     };
     // Everything that can be checked in a second is checked before the build.
     probe_rs_installed()?;
-    missing_settings(board)?;
     probe_attached(board)?;
+    missing_settings(board)?;
     println!("\n==> building {} ({})", board.name, board.title);
     let elf = build_board(board, &options, Settings::Required)?;
     println!(
