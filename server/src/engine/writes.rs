@@ -258,15 +258,21 @@ impl Engine {
         };
         let (report, device_online) = {
             let mut state = slot.lock();
-            let report = state.add_waiter(pin, version);
             let newer_sent = state
                 .forwarded
                 .get(&pin)
                 .is_some_and(|sent| *sent >= version);
             let online = state.session.is_some();
-            if !newer_sent {
+            let report = if newer_sent {
+                // A sync sent this value (or a newer one) while the write was being stored.
+                let (report, receiver) = oneshot::channel();
+                let _ = report.send(Delivery::Delivered);
+                receiver
+            } else {
+                let report = state.add_waiter(pin, version);
                 state.forward(outbound);
-            }
+                report
+            };
             (report, online)
         };
         if is_command && !device_online {
