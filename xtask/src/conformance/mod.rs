@@ -16,9 +16,10 @@
 //!
 //! `packet loss P% for D` is done by the proxy, not by dropping bytes (TCP would retransmit them
 //! and dropping chunks corrupts the stream): for D, in 500 ms slots, the link is cut with
-//! probability P, so connections die at random short intervals and reconnects are refused about
-//! P of the time. Real packet loss (netem in a network namespace) needs the simulated
-//! embassy-net device, which is not built yet.
+//! probability P, so connections die at random short intervals and new ones go unanswered about
+//! P of the time (held until the link is back, as over a dead link; the proxy never resets a
+//! connection: `blynklib` 0.2.6 dies of a reset during its login). Real packet loss (netem in a
+//! network namespace) needs the simulated embassy-net device, which is not built yet.
 
 mod device;
 mod proxy;

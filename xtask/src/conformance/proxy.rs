@@ -1,7 +1,8 @@
 //! A TCP proxy between one device and the server, on a fixed loopback port for the whole
 //! scenario: the device always connects to it, the proxy connects to the server's current port
 //! (which changes when the server restarts). Cutting the link shuts down every connection
-//! through it (both directions) and closes new ones at once, as a dead link would; no root needed.
+//! through it (both directions); new ones are held unanswered until the link is restored (then
+//! connected) or for 10 s (then closed), as over a dead link. No root needed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -68,7 +69,7 @@ impl Proxy {
             .unwrap_or_else(|e| e.into_inner()) = Some(upstream);
     }
 
-    /// Drops every connection and refuses new ones (accepted, then closed at once).
+    /// Drops every connection; new ones are held unanswered until [`Proxy::restore`].
     pub fn cut(&self) {
         self.shared.cut.store(true, Ordering::SeqCst);
         self.shared.drop_connections();
@@ -101,9 +102,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((client, _)) => {
-                if !shared.cut.load(Ordering::SeqCst) {
-                    connect(client, shared);
-                }
+                let shared = shared.clone();
+                std::thread::spawn(move || connect(client, &shared));
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -113,14 +113,31 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
+/// Connects a new client to the server once the link is up and the server reachable. Until
+/// then the client is held, unanswered, as over a dead link (its first bytes wait in the
+/// kernel, like a retransmitted segment); after 10 s it is closed gracefully. Never a reset:
+/// some classic libraries die of a reset during their login.
 fn connect(client: TcpStream, shared: &Arc<Shared>) {
-    let Some(upstream) = *shared.upstream.lock().unwrap_or_else(|e| e.into_inner()) else {
-        return;
-    };
-    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(1)) else {
-        return;
-    };
     let _ = client.set_nonblocking(false);
+    let mut server = None;
+    for _ in 0..200 {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let upstream = *shared.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        if !shared.cut.load(Ordering::SeqCst)
+            && let Some(upstream) = upstream
+            && let Ok(stream) = TcpStream::connect_timeout(&upstream, Duration::from_millis(500))
+        {
+            server = Some(stream);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(server) = server else {
+        close_gracefully(client);
+        return;
+    };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let clones = (
@@ -130,20 +147,39 @@ fn connect(client: TcpStream, shared: &Arc<Shared>) {
         server.try_clone(),
     );
     let (Ok(client_read), Ok(server_write), Ok(client_keep), Ok(server_keep)) = clones else {
+        close_gracefully(client);
         return;
     };
     {
         let mut connections = shared.connections.lock().unwrap_or_else(|e| e.into_inner());
-        // A cut may have happened while connecting.
-        if shared.cut.load(Ordering::SeqCst) {
-            return;
-        }
         connections.push(client_keep);
         connections.push(server_keep);
+        // A cut while connecting: shut down like the others.
+        if shared.cut.load(Ordering::SeqCst) {
+            for stream in connections.drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
     }
     let (up, down) = (shared.clone(), shared.clone());
     std::thread::spawn(move || pump(client_read, server_write, &up));
     std::thread::spawn(move || pump(server, client, &down));
+}
+
+/// Sends FIN, then reads (and drops) what the peer still sends, for at most 1 s, so that the
+/// close is not a reset.
+fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buffer = [0u8; 1024];
+    for _ in 0..10 {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// Copies until either side ends, then shuts both down; holds bytes back while stalled.
