@@ -102,7 +102,8 @@ async fn network(mut runner: Runner<'static, Interface>) -> ! {
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
-    esp_println::logger::init_logger_from_env();
+    // The log goes over RTT: `probe-rs run` prints it.
+    rtt_target::rtt_init_log!(log::LevelFilter::Info);
     let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
     // The Wi-Fi driver allocates; part of the heap is RAM the bootloader no longer needs.
     esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
