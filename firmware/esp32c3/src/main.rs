@@ -39,8 +39,9 @@ const BLYNK_TOKEN: &str = env!(
     "set BLYNK_TOKEN to the device token from the dashboard (or the server's demo token)"
 );
 
-/// The LED on GPIO8 (the blue LED of ESP32-C3 SuperMini boards is active low).
-const LED_ACTIVE_LOW: bool = false;
+/// Whether the LED on GPIO8 lights when the pin is low, as the blue LED of SuperMini boards
+/// does (`--features led-active-low`); an LED from GPIO8 to ground lights when it is high.
+const LED_ACTIVE_LOW: bool = cfg!(feature = "led-active-low");
 
 struct Led(Output<'static>);
 
