@@ -15,7 +15,11 @@
 //! does: `connected`, `disconnected: ...`, `sync complete (N values)`, `LED on`, `LED off`.
 //! Library log lines go to standard error. The button is the line `press` on standard input or
 //! on the Unix control socket given with `--control` (one command per line, any number of
-//! connections).
+//! connections); `loss PERCENT` there (or `--loss`) drops that share of the Ethernet frames each
+//! way, real packet loss under the device's TCP stack. Cutting the link (`ip link set TAP down`)
+//! loses every frame until it is up again; the device keeps running.
+
+mod tap;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -26,13 +30,13 @@ use std::time::Duration as StdDuration;
 use blynk_device::net::{Host, TcpConnector};
 use embassy_executor::{Executor, Spawner};
 use embassy_net::{Ipv4Cidr, Runner, StackResources, StaticConfigV4};
-use embassy_net_tuntap::TunTapDevice;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use static_cell::StaticCell;
+use tap::TapDevice;
 
 const USAGE: &str = "usage: light-sim --tap NAME --token TOKEN --server IP:PORT \
-[--ip 192.168.69.2/24] [--gateway IP] [--control SOCKET-PATH]";
+[--ip 192.168.69.2/24] [--gateway IP] [--control SOCKET-PATH] [--loss PERCENT]";
 
 /// How long a `press` holds the button down.
 const PRESS_LENGTH: StdDuration = StdDuration::from_millis(100);
@@ -46,6 +50,7 @@ struct Args {
     ip: Ipv4Cidr,
     gateway: Option<Ipv4Addr>,
     control: Option<String>,
+    loss: u8,
 }
 
 fn argument(args: &[String], name: &str) -> Option<String> {
@@ -89,6 +94,13 @@ fn parse_args() -> Result<Args, String> {
         ip: Ipv4Cidr::new(address, prefix),
         gateway,
         control: argument(&args, "--control"),
+        loss: match argument(&args, "--loss") {
+            Some(loss) => match loss.parse::<u8>() {
+                Ok(percent) if percent <= 100 => percent,
+                _ => return Err(format!("--loss must be a percentage, not `{loss}`")),
+            },
+            None => 0,
+        },
     })
 }
 
@@ -135,7 +147,13 @@ fn console(input: impl BufRead) {
         match line.trim() {
             "press" => press(),
             "" => {}
-            other => eprintln!("unknown command `{other}`; commands: press"),
+            other => match other.strip_prefix("loss ").map(|p| p.trim().parse::<u8>()) {
+                Some(Ok(percent)) if percent <= 100 => {
+                    tap::LOSS.store(percent, Ordering::SeqCst);
+                    eprintln!("light-sim: dropping {percent}% of the frames each way");
+                }
+                _ => eprintln!("unknown command `{other}`; commands: press | loss PERCENT"),
+            },
         }
     }
 }
@@ -195,13 +213,13 @@ static LOGGER: Logger = Logger;
 
 /// Runs the network stack (ARP, IPv4, TCP) over the TAP device.
 #[embassy_executor::task]
-async fn network(mut runner: Runner<'static, TunTapDevice>) -> ! {
+async fn network(mut runner: Runner<'static, TapDevice>) -> ! {
     runner.run().await
 }
 
 /// Brings the stack up and runs the light.
 #[embassy_executor::task]
-async fn light_task(spawner: Spawner, args: Args, device: TunTapDevice) {
+async fn light_task(spawner: Spawner, args: Args, device: TapDevice) {
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -250,7 +268,7 @@ fn main() {
         }
     };
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info));
-    let device = match TunTapDevice::new(&args.tap) {
+    let device = match TapDevice::new(&args.tap, std::process::id()) {
         Ok(device) => device,
         Err(error) => {
             eprintln!(
@@ -261,6 +279,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    tap::LOSS.store(args.loss, Ordering::SeqCst);
     std::thread::spawn(|| console(std::io::stdin().lock()));
     if let Some(path) = args.control.clone() {
         control_socket(path);
