@@ -67,7 +67,7 @@ const BOARDS: &[Board] = &[
     },
 ];
 
-/// `cargo xtask build [--board B] [--polling]`.
+/// `cargo xtask build [--board B] [--polling] [--features F]`.
 pub fn build(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let boards = options.boards();
@@ -102,7 +102,7 @@ pub fn build(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask flash --board B [--polling]`.
+/// `cargo xtask flash --board B [--polling] [--features F]`.
 pub fn flash(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let Some(board) = options.board else {
@@ -141,14 +141,15 @@ pub fn flash(args: &[String]) -> Result<()> {
 /// The command line of `build` and `flash`.
 struct Options {
     board: Option<&'static Board>,
-    polling: bool,
+    /// Cargo features of the board's firmware (`--polling` is `polling`).
+    features: Vec<String>,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut options = Options {
             board: None,
-            polling: false,
+            features: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -159,10 +160,16 @@ impl Options {
                     };
                     options.board = Some(find_board(name)?);
                 }
-                "--polling" => options.polling = true,
+                "--polling" => options.features.push("polling".into()),
+                "--features" => match args.next() {
+                    Some(features) => options.features.push(features.clone()),
+                    None => bail!("--features needs a list, e.g. --features led-active-low"),
+                },
                 other => match other.strip_prefix("--board=") {
                     Some(name) => options.board = Some(find_board(name)?),
-                    None => bail!("unknown argument `{other}` (--board B, --polling)"),
+                    None => {
+                        bail!("unknown argument `{other}` (--board B, --polling, --features F)")
+                    }
                 },
             }
         }
@@ -268,8 +275,9 @@ fn build_board(board: &Board, options: &Options, settings: Settings) -> Result<P
         .current_dir(board_dir(board))
         .args(["build", "--release"])
         .env("CARGO_TARGET_DIR", target_dir());
-    if options.polling {
-        command.args(["--features", "polling"]);
+    let features = options.features.join(",");
+    if !features.is_empty() {
+        command.args(["--features", &features]);
     }
     let placeholders = unconfigured(board);
     if !placeholders.is_empty() {
@@ -290,10 +298,10 @@ fn build_board(board: &Board, options: &Options, settings: Settings) -> Result<P
     }
     println!(
         "cargo build --release{} in firmware/{} (a clean build takes a minute or two)",
-        if options.polling {
-            " --features polling"
+        if features.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(" --features {features}")
         },
         board.name
     );

@@ -20,9 +20,10 @@ commands:
           `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
   conformance [names]  the state-sync scenarios of conformance/scenarios/ against the real
           server, for every device kind, as a table (names filter the scenarios)
-  build [--board B] [--polling]  cross-builds the board firmware under firmware/ (every
-          board, or one: esp32c3 | nucleo-f767zi) and prints its flash and RAM use
-  flash --board B [--polling]  builds, then flashes and runs it with probe-rs
+  build [--board B]  cross-builds the board firmware under firmware/ (every board, or one:
+          esp32c3 | nucleo-f767zi) and prints its flash and RAM use; `--polling` builds the
+          polling button, `--features F` passes cargo features (e.g. led-active-low)
+  flash --board B  builds, then flashes and runs it with probe-rs (same options)
   sim --token T [--server IP:PORT]  (as root) the simulated device, the light app over a
           real embassy-net stack, on a TAP device made for it (192.168.69.2 behind the host's
           192.168.69.100; the server default 192.168.69.100:8441), removed at the end
