@@ -3,7 +3,7 @@
 //! through the probe-rs CLI.
 //!
 //! The boards are a table, so adding one is one entry. Flashing fails fast: probe-rs, the
-//! settings and the probe are checked before a minute goes into a build.
+//! probe and the settings are checked, in that order, before a minute goes into a build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
