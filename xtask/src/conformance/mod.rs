@@ -374,9 +374,17 @@ impl Case<'_> {
                     .with_context(|| format!("device {name} is not started"))?;
                 device.restart()?;
             }
-            Step::CreateDevice(name) => {
+            Step::CreateTemplate(name, json) => {
+                let fields = json.trim().trim_start_matches('{');
+                let body = format!(r#"{{"name": "{name}", {fields}"#);
+                let (status, body) = self.server.app("POST", "/api/templates", Some(&body))?;
+                if status != 200 && status != 201 {
+                    bail!("creating template {name}: {status} {body}");
+                }
+            }
+            Step::CreateDevice(name, template) => {
                 let api_name = name.to_lowercase();
-                let body = format!(r#"{{"name": "{api_name}", "template": "light"}}"#);
+                let body = format!(r#"{{"name": "{api_name}", "template": "{template}"}}"#);
                 let (status, body) = self.server.app("POST", "/api/devices", Some(&body))?;
                 if status != 200 && status != 201 {
                     bail!("creating device {name}: {status} {body}");
@@ -405,10 +413,11 @@ impl Case<'_> {
                 } else {
                     format!("\"{value}\"")
                 };
-                let wait_ms = if status.as_deref() == Some("delivered") {
-                    1000
-                } else {
-                    0
+                let wait_ms = match status.as_deref() {
+                    Some("delivered") => 1000,
+                    // Long enough for a short ttl to pass.
+                    Some("expired") => 5000,
+                    _ => 0,
                 };
                 let body = format!(r#"{{"value": {json_value}, "wait_ms": {wait_ms}}}"#);
                 let path = format!("/api/devices/{name}/values/{pin}");

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Devices are named: `device` alone is the demo device `A`; `device B` is another one (created
-//! by `create device B`, on the demo's template). Every step is listed in [`Step`].
+//! by `create device B`, on the demo's template, or `create device B on template T` after
+//! `create template T {"datastreams": [...]}`). Every step is listed in [`Step`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -61,10 +62,13 @@ pub enum Step {
     /// Kills the device process and starts it again (a reset: it keeps nothing).
     RestartDevice(String),
     /// Creates another device on the demo's template.
-    CreateDevice(String),
+    CreateDevice(String, String),
+    /// Creates a template: its name and its JSON (as the app API takes it, without the name).
+    CreateTemplate(String, String),
     /// An app write through the app API (`PUT /api/devices/D/values/PIN`).
     /// The status the answer must carry if given (`, expecting delivered`: the server then
-    /// waits up to 1 s for the device to get it; otherwise it answers at once).
+    /// waits up to 1 s for the device to get it; `expecting expired`: up to 5 s; otherwise it
+    /// answers at once).
     AppWrites {
         device: String,
         pin: String,
@@ -228,7 +232,14 @@ fn parse_step(line: &str) -> Result<Step> {
         ["start", "device", name] => Step::StartDevice(name.to_string()),
         ["restart", "the", "device"] => Step::RestartDevice("A".into()),
         ["restart", "device", name] => Step::RestartDevice(name.to_string()),
-        ["create", "device", name] => Step::CreateDevice(name.to_string()),
+        ["create", "device", name] => Step::CreateDevice(name.to_string(), "light".into()),
+        ["create", "device", name, "on", "template", template] => {
+            Step::CreateDevice(name.to_string(), template.to_string())
+        }
+        ["create", "template", name, json, ..] if json.starts_with('{') => {
+            let json = line.split_once('{').map(|(_, rest)| rest).unwrap_or("");
+            Step::CreateTemplate(name.to_string(), format!("{{{json}"))
+        }
         ["cut", "the", "device's", "link"] => Step::CutLink("A".into()),
         ["cut", "device", name, "link"] => Step::CutLink(name.trim_end_matches("'s").into()),
         ["stall", "the", "device's", "link"] => Step::StallLink("A".into()),
