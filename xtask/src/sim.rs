@@ -394,8 +394,8 @@ fn http(
 
 /// `cargo xtask sim check`: the simulated device over a TAP device made for it, against the real
 /// server bound to the TAP's host address only. The device connects and syncs, an app write of
-/// V0 = 1 lights its LED, its button turns it off and reports V0 = 0. Every wait has a
-/// deadline; the TAP device, the server and the device go on every path.
+/// V0 = 1 lights its LED, its button turns it off and reports V0 = 0, and with 20% of the
+/// Ethernet frames dropped each way app writes still reach the LED. Every wait has a deadline; the TAP device, the server and the device go on every path.
 pub fn check() -> Result<()> {
     if !is_root() {
         bail!("cargo xtask sim check needs root: it creates a TAP device (ip tuntap add)");
@@ -490,6 +490,20 @@ pub fn check() -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Real packet loss under the device's TCP stack: 20% of the frames dropped each way.
+        writeln!(button, "loss 20")?;
+        for (value, led) in [(1, "LED on"), (0, "LED off"), (1, "LED on")] {
+            let body = format!(r#"{{"value":{value}}}"#);
+            let (status, answer) = http(http_address, "PUT", path, &key, &body)?;
+            if status != 200 {
+                bail!("the app write {body} was refused under loss: {status} {answer}");
+            }
+            expect_line(&device_lines, Duration::from_secs(15), led, |line| {
+                line == led
+            })?;
+        }
+        println!("with 20% of the frames lost each way, three app writes reached the LED");
+        writeln!(button, "loss 0")?;
         Ok(())
     })();
     // The TAP device, the server and the device are gone here, on every path.
