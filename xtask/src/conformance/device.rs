@@ -28,7 +28,7 @@ pub enum Kind {
     Blynklib,
     /// `blynk-library-python` 0.2.0 from PyPI, classic protocol.
     BlynkLibraryPython,
-    /// The simulated embassy-net device on a TAP interface (not built yet).
+    /// The simulated embassy-net device (`firmware/sim`) on a TAP interface: not wired in yet.
     EmbassyNetSim,
 }
 
@@ -54,9 +54,11 @@ impl Kind {
     /// Why the kind cannot run at all, if it cannot.
     pub fn unavailable(self) -> Option<&'static str> {
         match self {
-            Kind::EmbassyNetSim => {
-                Some("the simulated embassy-net device (TAP, network namespace) does not exist yet")
-            }
+            Kind::EmbassyNetSim => Some(
+                "the simulated embassy-net device (firmware/sim, `cargo xtask sim`) is not wired \
+                     into the runner yet: it needs root, a TAP device and a proxy on the TAP's \
+                     host address",
+            ),
             _ => None,
         }
     }
@@ -163,7 +165,7 @@ impl Device {
                     .arg("2");
                 command
             }
-            Kind::EmbassyNetSim => bail!("the simulated embassy-net device does not exist yet"),
+            Kind::EmbassyNetSim => bail!("the simulated embassy-net device is not wired in yet"),
         };
         let mut child = command
             .stdin(Stdio::piped())

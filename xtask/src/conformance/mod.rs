@@ -19,7 +19,8 @@
 //! probability P, so connections die at random short intervals and new ones go unanswered about
 //! P of the time (held until the link is back, as over a dead link; the proxy never resets a
 //! connection: `blynklib` 0.2.6 dies of a reset during its login). Real packet loss (netem in a
-//! network namespace) needs the simulated embassy-net device, which is not built yet.
+//! network namespace, or the `--loss` of `firmware/sim`) needs the simulated embassy-net device,
+//! which is not wired into this runner yet.
 
 mod device;
 mod proxy;
