@@ -51,18 +51,6 @@ impl Kind {
         }
     }
 
-    /// Why the kind cannot run at all, if it cannot.
-    pub fn unavailable(self) -> Option<&'static str> {
-        match self {
-            Kind::EmbassyNetSim => Some(
-                "the simulated embassy-net device (firmware/sim, `cargo xtask sim`) is not wired \
-                     into the runner yet: it needs root, a TAP device and a proxy on the TAP's \
-                     host address",
-            ),
-            _ => None,
-        }
-    }
-
     /// Why the kind cannot run a scenario needing `capability`, or `None` when it can.
     pub fn lacks(self, capability: &str) -> Option<&'static str> {
         match (self, capability) {
@@ -83,6 +71,16 @@ impl Kind {
             }
             (Kind::BlynkDevice, "any-pin") => {
                 Some("host_light shows only V0 among the values it receives")
+            }
+            (Kind::EmbassyNetSim, "any-pin") => Some("firmware/sim shows only its light"),
+            (Kind::EmbassyNetSim, "heartbeat-2s") => {
+                Some("firmware/sim keeps the library's 45 s heartbeat: silence shows after 104 s")
+            }
+            (Kind::EmbassyNetSim, "sync-request") => {
+                Some("firmware/sim has no console command for sync_virtual")
+            }
+            (Kind::EmbassyNetSim, "console-write") => {
+                Some("firmware/sim's console has only `press` and `loss`")
             }
             _ => None,
         }
@@ -113,6 +111,8 @@ pub struct Launch {
     pub kind: Kind,
     /// `host_light`.
     pub host_light: PathBuf,
+    /// `firmware/sim`'s `light-sim`, when that kind runs.
+    pub light_sim: Option<PathBuf>,
     /// The virtualenv's python.
     pub python: PathBuf,
     /// `server/tests/python`.
@@ -126,14 +126,21 @@ pub struct Device {
     launch: Launch,
     server: SocketAddr,
     token: String,
+    /// The simulated device's TAP device and its network number (`10.213.N.0/24`).
+    tap: Option<(String, u32)>,
     child: Child,
     stdin: Arc<Mutex<ChildStdin>>,
     shared: Shared,
 }
 
 impl Device {
-    /// Starts the device against `server` (its proxy).
-    pub fn start(launch: &Launch, server: SocketAddr, token: &str) -> Result<Device> {
+    /// Starts the device against `server` (its proxy); the simulated device on `tap`.
+    pub fn start(
+        launch: &Launch,
+        server: SocketAddr,
+        token: &str,
+        tap: Option<(String, u32)>,
+    ) -> Result<Device> {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -165,7 +172,21 @@ impl Device {
                     .arg("2");
                 command
             }
-            Kind::EmbassyNetSim => bail!("the simulated embassy-net device is not wired in yet"),
+            Kind::EmbassyNetSim => {
+                let (Some(binary), Some((name, net))) = (&launch.light_sim, &tap) else {
+                    bail!("the simulated device needs its binary and a TAP device");
+                };
+                let mut command = Command::new(binary);
+                command
+                    .args(["--tap", name, "--token", token])
+                    .arg("--server")
+                    .arg(server.to_string())
+                    .arg("--ip")
+                    .arg(format!("10.213.{net}.2/24"))
+                    .arg("--gateway")
+                    .arg(format!("10.213.{net}.1"));
+                command
+            }
         };
         let mut child = command
             .stdin(Stdio::piped())
@@ -180,7 +201,7 @@ impl Device {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if kind == Kind::BlynkDevice {
+                if matches!(kind, Kind::BlynkDevice | Kind::EmbassyNetSim) {
                     native_line(&reader_shared, &line);
                 } else {
                     classic_event(&reader_shared, &reader_stdin, &line);
@@ -194,6 +215,7 @@ impl Device {
             launch: launch.clone(),
             server,
             token: token.to_string(),
+            tap,
             child,
             stdin,
             shared,
@@ -204,7 +226,7 @@ impl Device {
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Device::start(&self.launch, self.server, &self.token)?;
+        *self = Device::start(&self.launch, self.server, &self.token, self.tap.clone())?;
         Ok(())
     }
 
@@ -217,7 +239,7 @@ impl Device {
     /// The button.
     pub fn press(&self) -> Result<()> {
         match self.launch.kind {
-            Kind::BlynkDevice => self.send("press"),
+            Kind::BlynkDevice | Kind::EmbassyNetSim => self.send("press"),
             _ => {
                 let on = {
                     let mut state = lock(&self.shared);
@@ -236,6 +258,7 @@ impl Device {
     pub fn write(&self, pin: &str, value: &str) -> Result<()> {
         match self.launch.kind {
             Kind::BlynkDevice => self.send(&format!("write {pin} {value}")),
+            Kind::EmbassyNetSim => bail!("firmware/sim cannot write a pin from its console"),
             _ => self.send(&classic_write(pin_number(pin)?, value)),
         }
     }
@@ -243,7 +266,7 @@ impl Device {
     /// `sync_virtual(pins)`.
     pub fn sync(&self, pins: &[String]) -> Result<()> {
         match self.launch.kind {
-            Kind::BlynkDevice => bail!("host_light cannot sync_virtual"),
+            Kind::BlynkDevice | Kind::EmbassyNetSim => bail!("this device cannot sync_virtual"),
             _ => {
                 let numbers: Vec<String> = pins
                     .iter()
@@ -255,6 +278,11 @@ impl Device {
                 ))
             }
         }
+    }
+
+    /// Real packet loss under the simulated device's TCP stack (`loss PERCENT` on its console).
+    pub fn set_loss(&self, percent: u32) -> Result<()> {
+        self.send(&format!("loss {percent}"))
     }
 
     fn send(&self, line: &str) -> Result<()> {

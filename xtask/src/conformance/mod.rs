@@ -30,7 +30,7 @@ mod server;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,9 +57,17 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Runs the suite; `args` are optional filters on scenario names.
+/// The next `10.213.N.0/24` network (and TAP device `bconfN`) for a simulated device.
+static NEXT_NET: AtomicU32 = AtomicU32::new(1);
+
+/// Runs the suite; `args` are optional filters on scenario names, and `--sim` (or
+/// `CONFORMANCE_SIM=1`) adds the simulated embassy-net device (as root: TAP devices).
 pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
+    let sim = args.iter().any(|arg| arg == "--sim")
+        || std::env::var("CONFORMANCE_SIM").is_ok_and(|value| value == "1");
+    let args: Vec<String> = args.iter().filter(|arg| *arg != "--sim").cloned().collect();
+    let args = &args[..];
     let root = workspace_root();
     let scenarios = scenario::load_all(&root.join("conformance/scenarios"))?;
     let scenarios: Vec<Scenario> = scenarios
@@ -84,12 +92,30 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let python = device::ensure_venv(&root)?;
+    let (light_sim, sim_unavailable) = if !sim {
+        (
+            None,
+            Some(
+                "opt-in: `cargo xtask conformance --sim` (as root: a TAP device per device, \
+                 the proxy on the TAP's host address)"
+                    .to_string(),
+            ),
+        )
+    } else if !crate::sim::is_root() || !Path::new("/dev/net/tun").exists() {
+        (
+            None,
+            Some("the simulated device needs root and /dev/net/tun".to_string()),
+        )
+    } else {
+        (Some(crate::sim::build_sim(false)?), None)
+    };
     let debug = target_dir().join("debug");
     let server_binary = debug.join("blynk-server");
     let scratch = std::env::temp_dir().join(format!("blynk-conformance-{}", std::process::id()));
     let launch = Launch {
         kind: Kind::BlynkDevice,
         host_light: debug.join("examples/host_light"),
+        light_sim,
         python,
         drivers: root.join("server/tests/python"),
         stderr: PathBuf::new(),
@@ -99,9 +125,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut results: BTreeMap<(usize, usize), Outcome> = BTreeMap::new();
     for (s, scenario) in scenarios.iter().enumerate() {
         for (k, kind) in KINDS.iter().enumerate() {
-            if let Some(reason) = kind.unavailable() {
-                results.insert((s, k), Outcome::NotApplicable(reason.into()));
-            } else if let Some(reason) = scenario.needs.iter().find_map(|need| kind.lacks(need)) {
+            // A device write from the console is a need of its own.
+            let mut needs = scenario.needs.clone();
+            if scenario
+                .steps
+                .iter()
+                .any(|(_, _, step)| matches!(step, Step::DeviceWrites { .. }))
+            {
+                needs.push("console-write".into());
+            }
+            if *kind == Kind::EmbassyNetSim
+                && let Some(reason) = &sim_unavailable
+            {
+                results.insert((s, k), Outcome::NotApplicable(reason.clone()));
+            } else if let Some(reason) = needs.iter().find_map(|need| kind.lacks(need)) {
                 results.insert((s, k), Outcome::NotApplicable(reason.into()));
             } else {
                 queue.push_back((s, k));
@@ -244,10 +281,13 @@ fn print_table(scenarios: &[Scenario], results: &BTreeMap<(usize, usize), Outcom
 
 /// One device of a case: its proxy, its token and name on the server, its process once started.
 struct Slot {
+    // The device first: it goes before its proxy and TAP device.
+    device: Option<Device>,
     proxy: Arc<Proxy>,
     name: String,
     token: String,
-    device: Option<Device>,
+    /// The simulated device's TAP device, its name and network number.
+    tap: Option<(crate::sim::Tap, String, u32)>,
 }
 
 /// Everything one case runs; dropping it kills the processes.
@@ -255,6 +295,8 @@ struct Case<'a> {
     launch: &'a Launch,
     slots: BTreeMap<String, Slot>,
     flapper: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// When the simulated device's real packet loss ends.
+    loss_until: Option<Instant>,
     // Last, so the devices go before the server.
     server: Server,
 }
@@ -305,27 +347,43 @@ fn start_case<'a>(launch: &'a Launch, binary: &Path, dir: &Path) -> Result<Case<
         launch,
         slots: BTreeMap::new(),
         flapper: None,
+        loss_until: None,
         server,
     };
-    let proxy = Arc::new(Proxy::start(case.upstream())?);
     let token = case.server.token.clone();
-    case.slots.insert(
-        "A".into(),
-        Slot {
-            proxy,
-            name: "demo".into(),
-            token,
-            device: None,
-        },
-    );
+    let slot = case.new_slot("demo", token)?;
+    case.slots.insert("A".into(), slot);
     Ok(case)
 }
 
 impl Case<'_> {
+    /// A device's slot: its proxy on 127.0.0.1, or for the simulated device a TAP device of
+    /// its own with the proxy on the TAP's host address (the device cannot reach loopback).
+    fn new_slot(&self, name: &str, token: String) -> Result<Slot> {
+        let (host, tap) = if self.launch.kind == Kind::EmbassyNetSim {
+            let net = NEXT_NET.fetch_add(1, Ordering::SeqCst);
+            if net > 250 {
+                bail!("out of TAP networks");
+            }
+            let tap_name = format!("bconf{net}");
+            let tap = crate::sim::Tap::create(&tap_name, &format!("10.213.{net}.1/24"))?;
+            (format!("10.213.{net}.1"), Some((tap, tap_name, net)))
+        } else {
+            ("127.0.0.1".to_string(), None)
+        };
+        Ok(Slot {
+            device: None,
+            proxy: Arc::new(Proxy::start(&host, self.upstream())?),
+            name: name.to_string(),
+            token,
+            tap,
+        })
+    }
+
     /// Where this kind's devices connect on the server.
     fn upstream(&self) -> std::net::SocketAddr {
         match self.launch.kind {
-            Kind::BlynkDevice => self.server.native,
+            Kind::BlynkDevice | Kind::EmbassyNetSim => self.server.native,
             _ => self.server.http,
         }
     }
@@ -362,7 +420,8 @@ impl Case<'_> {
         match step {
             Step::StartDevice(name) => {
                 let slot = self.slot(name)?;
-                let device = Device::start(self.launch, slot.proxy.address(), &slot.token)?;
+                let tap = slot.tap.as_ref().map(|(_, tap, net)| (tap.clone(), *net));
+                let device = Device::start(self.launch, slot.proxy.address(), &slot.token, tap)?;
                 if let Some(slot) = self.slots.get_mut(name) {
                     slot.device = Some(device);
                 }
@@ -391,16 +450,8 @@ impl Case<'_> {
                     bail!("creating device {name}: {status} {body}");
                 }
                 let token = json_field(&body, "token").context("no token")?;
-                let proxy = Arc::new(Proxy::start(self.upstream())?);
-                self.slots.insert(
-                    name.clone(),
-                    Slot {
-                        proxy,
-                        name: api_name,
-                        token,
-                        device: None,
-                    },
-                );
+                let slot = self.new_slot(&api_name, token)?;
+                self.slots.insert(name.clone(), slot);
             }
             Step::AppWrites {
                 device,
@@ -461,6 +512,16 @@ impl Case<'_> {
                 self.server.start_again()?;
                 self.server_moved();
             }
+            Step::PacketLoss { percent, duration } if self.launch.kind == Kind::EmbassyNetSim => {
+                // Real loss: the simulated device drops that share of its Ethernet frames.
+                self.mark_all();
+                for slot in self.slots.values() {
+                    if let Some(device) = &slot.device {
+                        device.set_loss(*percent)?;
+                    }
+                }
+                self.loss_until = Some(Instant::now() + *duration);
+            }
             Step::PacketLoss { percent, duration } => {
                 self.mark_all();
                 let proxies: Vec<Arc<Proxy>> =
@@ -469,6 +530,17 @@ impl Case<'_> {
                 let (percent, duration, flag) = (*percent, *duration, stop.clone());
                 let handle = std::thread::spawn(move || flap(&proxies, percent, duration, &flag));
                 self.flapper = Some((stop, handle));
+            }
+            Step::EndPacketLoss if self.loss_until.is_some() => {
+                if let Some(until) = self.loss_until.take() {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                for slot in self.slots.values() {
+                    if let Some(device) = &slot.device {
+                        device.set_loss(0)?;
+                    }
+                }
+                self.mark_all();
             }
             Step::EndPacketLoss => {
                 if let Some((_, handle)) = self.flapper.take() {

@@ -39,9 +39,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on 127.0.0.1 (a free port), forwarding to `upstream`.
-    pub fn start(upstream: SocketAddr) -> Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// Listens on `host` (a free port), forwarding to `upstream`.
+    pub fn start(host: &str, upstream: SocketAddr) -> Result<Proxy> {
+        let listener = TcpListener::bind((host, 0))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
