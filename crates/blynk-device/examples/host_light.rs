@@ -8,8 +8,9 @@
 //! ```
 //!
 //! It prints one line per thing a person would see (`connected`, `V0 = 1`, `LED on`,
-//! `sync complete`) and reads commands on standard input: `press`, or `write V2 42` for a
-//! `virtual_write`. The dashboard's browser tests drive it this way.
+//! `sync complete`, and `Vn = value` for every other pin it receives) and reads commands on
+//! standard input: `press`, `write V2 42` for a `virtual_write`, `sync V2 V3` for a
+//! `sync_virtual`. The dashboard's browser tests and the conformance suite drive it this way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,12 +55,14 @@ impl Firmware for Light {
     }
 }
 
-/// `BLYNK_WRITE(V0)`: the app's power switch.
-static HANDLERS: Handlers<Light, 1> = Handlers::new().on_write(0, |_: &mut Light, value| {
-    let on = value.as_bool();
-    println!("V0 = {}", u8::from(on));
-    Light::set(on);
-});
+/// `BLYNK_WRITE(V0)`: the app's power switch; `BLYNK_WRITE_DEFAULT`: every other pin is shown.
+static HANDLERS: Handlers<Light, 1> = Handlers::new()
+    .on_write(0, |_: &mut Light, value| {
+        let on = value.as_bool();
+        println!("V0 = {}", u8::from(on));
+        Light::set(on);
+    })
+    .on_default(|_: &mut Light, pin, value| println!("V{pin} = {value}"));
 
 /// Connects over tokio's TCP.
 struct Tcp(SocketAddr);
@@ -87,6 +90,13 @@ async fn console() {
                 Light::set(on);
                 let _ = BLYNK.virtual_write(0, i64::from(on));
             }
+            ["sync", pins @ ..] if !pins.is_empty() => {
+                let pins: Vec<u8> = pins
+                    .iter()
+                    .filter_map(|pin| pin.trim_start_matches(['V', 'v']).parse().ok())
+                    .collect();
+                BLYNK.sync_virtual(&pins);
+            }
             ["write", pin, value] => {
                 let pin = pin.trim_start_matches(['V', 'v']).parse::<u8>();
                 match (pin, value.parse::<i64>()) {
@@ -96,7 +106,7 @@ async fn console() {
                 }
             }
             [] => {}
-            _ => eprintln!("commands: press | write Vn value"),
+            _ => eprintln!("commands: press | write Vn value | sync Vn [Vm ...]"),
         }
     }
     // Without a console (standard input closed), the light keeps running.

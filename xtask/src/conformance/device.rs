@@ -66,12 +66,6 @@ impl Kind {
             (Kind::Blynklib | Kind::BlynkLibraryPython, "delta-resync") => {
                 Some("delta resync is native only (SPEC 3.11)")
             }
-            (Kind::BlynkDevice, "sync-request") => {
-                Some("host_light has no console command for sync_virtual")
-            }
-            (Kind::BlynkDevice, "any-pin") => {
-                Some("host_light shows only V0 among the values it receives")
-            }
             (Kind::EmbassyNetSim, "any-pin") => Some("firmware/sim shows only its light"),
             (Kind::EmbassyNetSim, "heartbeat-2s") => {
                 Some("firmware/sim keeps the library's 45 s heartbeat: silence shows after 104 s")
@@ -266,7 +260,8 @@ impl Device {
     /// `sync_virtual(pins)`.
     pub fn sync(&self, pins: &[String]) -> Result<()> {
         match self.launch.kind {
-            Kind::BlynkDevice | Kind::EmbassyNetSim => bail!("this device cannot sync_virtual"),
+            Kind::BlynkDevice => self.send(&format!("sync {}", pins.join(" "))),
+            Kind::EmbassyNetSim => bail!("this device cannot sync_virtual"),
             _ => {
                 let numbers: Vec<String> = pins
                     .iter()
