@@ -81,8 +81,17 @@ pub trait Button {
     async fn wait_for_edge(&mut self);
 }
 
+/// The type of the device's connection object.
+pub type Device = Blynk<CriticalSectionRawMutex, 8, 128>;
+
 /// The device's connection to the server, shared by the runner and the button.
-static BLYNK: Blynk<CriticalSectionRawMutex, 8, 128> = Blynk::new();
+static BLYNK: Device = Blynk::new();
+
+/// The device's connection object, for boards that write other pins (a sensor, say) next to
+/// the light, or a simulation's console.
+pub fn device() -> &'static Device {
+    &BLYNK
+}
 
 /// What differs between devices: the token and the firmware's name.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +102,8 @@ pub struct Settings<'a> {
     pub firmware: &'a str,
     /// A seed for the reconnect jitter (a hardware random number, ideally).
     pub seed: u32,
+    /// Seconds between heartbeats; 0 keeps the library's default.
+    pub heartbeat: u16,
 }
 
 impl<'a> Settings<'a> {
@@ -102,12 +113,19 @@ impl<'a> Settings<'a> {
             token,
             firmware: concat!("light-", env!("CARGO_PKG_VERSION")),
             seed: 0,
+            heartbeat: 0,
         }
     }
 
     /// The same with another firmware name (the board's, say).
     pub const fn with_firmware(mut self, firmware: &'a str) -> Self {
         self.firmware = firmware;
+        self
+    }
+
+    /// The same with another heartbeat, in seconds.
+    pub const fn with_heartbeat(mut self, seconds: u16) -> Self {
+        self.heartbeat = seconds;
         self
     }
 
@@ -211,9 +229,12 @@ pub async fn run<L: Led, B: Button, K: Connector>(
     // Off until the automatic sync says otherwise; not reported, the server's value wins.
     lamp.borrow_mut().led.set(false);
     let handlers = Handlers::<Light<'_, L>, 1>::new().on_write(POWER_PIN, power::<L>);
-    let config = Config::new(settings.token)
+    let mut config = Config::new(settings.token)
         .with_firmware(settings.firmware)
         .with_seed(settings.seed);
+    if settings.heartbeat > 0 {
+        config = config.with_heartbeat(settings.heartbeat);
+    }
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 128]);
     let mut runner = BLYNK.runner(config, &mut rx, &mut tx);
     let mut light = Light { lamp: &lamp };

@@ -51,6 +51,7 @@ struct Args {
     gateway: Option<Ipv4Addr>,
     control: Option<String>,
     loss: u8,
+    heartbeat: u16,
 }
 
 fn argument(args: &[String], name: &str) -> Option<String> {
@@ -94,6 +95,12 @@ fn parse_args() -> Result<Args, String> {
         ip: Ipv4Cidr::new(address, prefix),
         gateway,
         control: argument(&args, "--control"),
+        heartbeat: match argument(&args, "--heartbeat") {
+            Some(seconds) => seconds
+                .parse::<u16>()
+                .map_err(|_| format!("--heartbeat must be a number of seconds, not `{seconds}`"))?,
+            None => 0,
+        },
         loss: match argument(&args, "--loss") {
             Some(loss) => match loss.parse::<u8>() {
                 Ok(percent) if percent <= 100 => percent,
@@ -147,14 +154,37 @@ fn console(input: impl BufRead) {
         match line.trim() {
             "press" => press(),
             "" => {}
+            other if other.starts_with("write ") => write(other),
             other => match other.strip_prefix("loss ").map(|p| p.trim().parse::<u8>()) {
                 Some(Ok(percent)) if percent <= 100 => {
                     tap::LOSS.store(percent, Ordering::SeqCst);
                     eprintln!("light-sim: dropping {percent}% of the frames each way");
                 }
-                _ => eprintln!("unknown command `{other}`; commands: press | loss PERCENT"),
+                _ => eprintln!(
+                    "unknown command `{other}`; commands: press | write Vn value | loss PERCENT"
+                ),
             },
         }
+    }
+}
+
+/// `write V2 42`: a `virtual_write` through the light's device object.
+fn write(line: &str) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [_, pin, value] = words.as_slice() else {
+        eprintln!("usage: write V2 42");
+        return;
+    };
+    let Ok(pin) = pin.trim_start_matches(['V', 'v']).parse::<u8>() else {
+        eprintln!("usage: write V2 42");
+        return;
+    };
+    let queued = match value.parse::<i64>() {
+        Ok(number) => light::device().virtual_write(pin, number),
+        Err(_) => light::device().virtual_write(pin, *value),
+    };
+    if let Err(error) = queued {
+        eprintln!("light-sim: write refused: {error}");
     }
 }
 
@@ -250,7 +280,8 @@ async fn light_task(spawner: Spawner, args: Args, device: TapDevice) {
     );
     let settings = light::Settings::new(&args.token)
         .with_firmware(concat!("light-sim-", env!("CARGO_PKG_VERSION")))
-        .with_seed(seed as u32);
+        .with_seed(seed as u32)
+        .with_heartbeat(args.heartbeat);
     let error = light::run(ConsoleLed, ConsoleButton, connector, settings).await;
     println!("stopped: {error}");
     std::process::exit(1);

@@ -67,14 +67,8 @@ impl Kind {
                 Some("delta resync is native only (SPEC 3.11)")
             }
             (Kind::EmbassyNetSim, "any-pin") => Some("firmware/sim shows only its light"),
-            (Kind::EmbassyNetSim, "heartbeat-2s") => {
-                Some("firmware/sim keeps the library's 45 s heartbeat: silence shows after 104 s")
-            }
             (Kind::EmbassyNetSim, "sync-request") => {
                 Some("firmware/sim has no console command for sync_virtual")
-            }
-            (Kind::EmbassyNetSim, "console-write") => {
-                Some("firmware/sim's console has only `press` and `loss`")
             }
             _ => None,
         }
@@ -178,7 +172,8 @@ impl Device {
                     .arg("--ip")
                     .arg(format!("10.213.{net}.2/24"))
                     .arg("--gateway")
-                    .arg(format!("10.213.{net}.1"));
+                    .arg(format!("10.213.{net}.1"))
+                    .args(["--heartbeat", "2"]);
                 command
             }
         };
@@ -252,7 +247,7 @@ impl Device {
     pub fn write(&self, pin: &str, value: &str) -> Result<()> {
         match self.launch.kind {
             Kind::BlynkDevice => self.send(&format!("write {pin} {value}")),
-            Kind::EmbassyNetSim => bail!("firmware/sim cannot write a pin from its console"),
+            Kind::EmbassyNetSim => self.send(&format!("write {pin} {value}")),
             _ => self.send(&classic_write(pin_number(pin)?, value)),
         }
     }
