@@ -12,6 +12,17 @@ use crate::support::TestServer;
 use crate::support::classic::{ClassicClient, frame};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 
+/// A well-behaved device, logged in before the bad input arrives.
+async fn well_behaved(server: &TestServer) -> NativeClient {
+    let options = LoginOptions {
+        sync_on_connect: false,
+        ..Default::default()
+    };
+    NativeClient::login(server.native(), &server.demo_token(), options)
+        .await
+        .0
+}
+
 /// A well-behaved device keeps writing and getting acks.
 async fn still_served(device: &mut NativeClient, value: i64) {
     let id = device.write_int(Pin::Virtual(1), value).await;
@@ -38,15 +49,7 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn spec_6_garbage_on_the_native_port_closes_only_that_connection() {
     let server = TestServer::start().await;
-    let (mut good, _) = NativeClient::login(
-        server.native(),
-        &server.demo_token(),
-        LoginOptions {
-            sync_on_connect: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut good = well_behaved(&server).await;
     let mut bad = TcpStream::connect(server.native()).await.unwrap();
     bad.write_all(b"GET / HTTP/1.1\r\n\r\n\xff\xfe garbage")
         .await
@@ -82,15 +85,7 @@ async fn spec_4_native_peer_of_another_version_gets_a_clear_rejection() {
 #[tokio::test]
 async fn spec_6_oversized_native_length_is_refused_before_the_payload() {
     let server = TestServer::start().await;
-    let (mut good, _) = NativeClient::login(
-        server.native(),
-        &server.demo_token(),
-        LoginOptions {
-            sync_on_connect: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut good = well_behaved(&server).await;
     let mut bad = TcpStream::connect(server.native()).await.unwrap();
     bad.write_all(&[1, 0xff, 0xff]).await.unwrap();
     assert!(
@@ -146,15 +141,7 @@ async fn spec_6_invalid_utf8_in_a_classic_body_gets_status_11_and_the_session_go
 #[tokio::test]
 async fn spec_6_wrong_token_flood_is_locked_out_and_connected_devices_are_unaffected() {
     let server = TestServer::start_with(|config| config.limits.failed_logins_per_minute = 5).await;
-    let (mut good, _) = NativeClient::login(
-        server.native(),
-        &server.demo_token(),
-        LoginOptions {
-            sync_on_connect: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut good = well_behaved(&server).await;
     let wrong = "wrongwrongwrongwrongwrongwrong12";
     let mut rejections = Vec::new();
     for _ in 0..8 {
@@ -179,15 +166,7 @@ async fn spec_6_wrong_token_flood_is_locked_out_and_connected_devices_are_unaffe
 #[tokio::test]
 async fn spec_6_random_bytes_never_take_the_server_down() {
     let server = TestServer::start().await;
-    let (mut good, _) = NativeClient::login(
-        server.native(),
-        &server.demo_token(),
-        LoginOptions {
-            sync_on_connect: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut good = well_behaved(&server).await;
     // A fixed pseudo-random sequence (xorshift), so a failure can be replayed.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for round in 0..40 {
