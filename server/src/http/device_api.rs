@@ -35,9 +35,14 @@ fn device_of(
 }
 
 fn token_of(pairs: &[(String, String)]) -> Option<&str> {
+    param(pairs, "token")
+}
+
+/// The first value of the query parameter `name`.
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
-        .find(|(key, _)| key == "token")
+        .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
 }
 
@@ -99,10 +104,7 @@ pub async fn update(
     Query(pairs): Pairs,
 ) -> Result<(), ApiError> {
     let slot = device_of(&state, peer, token_of(&pairs))?;
-    let pin = pairs
-        .iter()
-        .find(|(key, _)| key == "pin")
-        .map(|(_, value)| value.as_str());
+    let pin = param(&pairs, "pin");
     let writes = match pin {
         Some(pin) => {
             let parts = pairs
@@ -203,10 +205,7 @@ pub async fn update_property(
     Query(pairs): Pairs,
 ) -> Result<(), ApiError> {
     let slot = device_of(&state, peer, token_of(&pairs))?;
-    let pin = pairs
-        .iter()
-        .find(|(key, _)| key == "pin")
-        .map(|(_, value)| value.as_str());
+    let pin = param(&pairs, "pin");
     let pin =
         parse_pin(pin.ok_or_else(|| ApiError::BadRequest("the pin parameter is missing".into()))?)?;
     let mut set = 0;
