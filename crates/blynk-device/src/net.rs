@@ -17,6 +17,17 @@ pub enum Host<'a> {
     Address(IpAddress),
 }
 
+impl<'a> Host<'a> {
+    /// Reads a server's host as configured: an IPv4 address when it is one (no lookup), else
+    /// a DNS name.
+    pub fn parse(text: &'a str) -> Self {
+        match text.parse::<core::net::Ipv4Addr>() {
+            Ok(address) => Host::Address(address.into()),
+            Err(_) => Host::Name(text),
+        }
+    }
+}
+
 /// Connects to the server over an embassy-net stack.
 ///
 /// ```ignore

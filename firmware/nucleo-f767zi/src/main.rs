@@ -8,7 +8,6 @@
 #![no_main]
 
 use blynk_device::net::{Host, TcpConnector};
-use core::net::Ipv4Addr;
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
@@ -140,10 +139,7 @@ async fn main(spawner: Spawner) -> ! {
     }
 
     let (host, port) = light::split_server(BLYNK_SERVER);
-    let host = match host.parse::<Ipv4Addr>() {
-        Ok(address) => Host::Address(address.into()),
-        Err(_) => Host::Name(host),
-    };
+    let host = Host::parse(host);
     let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
     let connector = TcpConnector::new(stack, host, port, &mut rx, &mut tx);
     let settings = light::Settings::new(BLYNK_TOKEN)
