@@ -444,11 +444,16 @@ async fn one_device_connected_twice_keeps_the_newer_connection() {
     older.expect_closed().await;
     app_write(&server, "V0", json!(1)).await;
     let update = newer
-        .expect("update", |m| {
-            matches!(m, Received::Update { .. }).then_some(())
+        .expect("update", |m| match m {
+            Received::Update { pin, value, .. } => Some((*pin, value.clone())),
+            _ => None,
         })
         .await;
-    assert_eq!(update, ());
+    assert_eq!(
+        update,
+        (V0, vec!["1".to_string()]),
+        "the newer connection gets the write"
+    );
     let devices = http::app(server.http(), "GET", "/api/devices", None)
         .await
         .json();
