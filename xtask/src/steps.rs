@@ -149,6 +149,14 @@ pub fn test() -> Result<()> {
     let (tests_ok, counts) =
         run_counting_tests("cargo test", cargo().args(["test", "--workspace"]))?;
     record("cargo test", tests_ok);
+    // The README's first command must start the server, not some other binary of its package.
+    record(
+        "README quick start resolves (cargo run -p blynk-server)",
+        run(
+            "cargo run -p blynk-server -- --help",
+            cargo().args(["run", "-q", "-p", "blynk-server", "--", "--help"]),
+        )?,
+    );
     let (browser_ok, browser_counts) = crate::browser::run().unwrap_or_else(|error| {
         eprintln!("browser tests could not run: {error:#}");
         (false, TestCounts::default())
