@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::io::{MaybeTls, Prefixed};
+use crate::session::connection::StreamIo;
 use crate::session::{Context, classic, native};
 
 /// Time a TLS handshake or the first byte may take.
@@ -124,7 +125,7 @@ pub async fn run_shared(
             }
             let stream = Prefixed::new(first.to_vec(), stream).holding(slot);
             if is_classic_login(first[0]) {
-                classic::serve(classic::StreamIo::new(stream), peer, context).await;
+                classic::serve(StreamIo::new(stream), peer, context).await;
             } else if http
                 .send((
                     stream.with_idle_timeout(Duration::from_secs(context.limits.http_idle_seconds)),
