@@ -38,8 +38,12 @@ const LEGACY_FRAME_GAP: Duration = Duration::from_millis(20);
 const PUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one classic connection (TCP, TLS or WebSocket) until it ends.
-pub async fn serve<T: Transport>(transport: T, peer: SocketAddr, context: Arc<Context>) {
-    driver::serve::<ClassicSession, _>(transport, peer, context).await;
+pub fn serve<T: Transport>(
+    transport: T,
+    peer: SocketAddr,
+    context: Arc<Context>,
+) -> impl Future<Output = ()> + Send {
+    driver::serve::<ClassicSession, _>(transport, peer, context)
 }
 
 /// Classic frames.

@@ -268,31 +268,70 @@ mod tests {
         assert_eq!(inbox.bytes.capacity(), 0);
     }
 
-    #[tokio::test]
-    async fn frame_per_write_sends_each_frame_alone_and_frees_the_buffer() {
-        let (client, server) = tokio::io::duplex(1024);
-        let mut connection = Connection::new(StreamIo::new(server));
-        connection.set_framing(Framing::FramePerWrite {
-            gap: Duration::ZERO,
-        });
-        for frame in [&b"abc"[..], b"de"] {
-            connection
-                .outgoing
-                .frame(8, |buf| {
-                    buf[..frame.len()].copy_from_slice(frame);
-                    Ok::<_, ()>(frame.len())
-                })
-                .unwrap();
+    /// A transport that records each write.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl Transport for Recorder {
+        async fn read(&mut self, _inbox: &mut Vec<u8>) -> io::Result<usize> {
+            Ok(0)
         }
+
+        async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.writes.push(bytes.to_vec());
+            Ok(())
+        }
+
+        async fn close(&mut self) {}
+    }
+
+    fn queue(connection: &mut Connection<Recorder>, frames: &[&[u8]]) {
+        for frame in frames {
+            let queued = connection.outgoing.frame(8, |buf| {
+                buf.get_mut(..frame.len()).ok_or(())?.copy_from_slice(frame);
+                Ok::<_, ()>(frame.len())
+            });
+            assert_eq!(queued, Ok(()));
+        }
+    }
+
+    #[tokio::test]
+    async fn batched_frames_go_out_in_one_write_and_the_buffer_is_freed() {
+        let mut connection = Connection::new(Recorder::default());
+        queue(&mut connection, &[b"abc", b"de"]);
         assert_eq!(connection.outgoing.len(), 5);
         connection.flush().await.unwrap();
-        assert!(connection.outgoing.is_empty());
+        assert_eq!(connection.transport.writes, vec![b"abcde".to_vec()]);
         assert_eq!(connection.outgoing.bytes.capacity(), 0);
-        drop(connection);
-        let mut received = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut { client }, &mut received)
-            .await
-            .unwrap();
-        assert_eq!(received, b"abcde");
+    }
+
+    #[tokio::test]
+    async fn frame_per_write_sends_each_frame_alone_spaced_by_the_gap() {
+        let mut connection = Connection::new(Recorder::default());
+        let gap = Duration::from_millis(20);
+        connection.set_framing(Framing::FramePerWrite { gap });
+        queue(&mut connection, &[b"abc", b"de"]);
+        let started = Instant::now();
+        connection.flush().await.unwrap();
+        assert_eq!(
+            connection.transport.writes,
+            vec![b"abc".to_vec(), b"de".to_vec()]
+        );
+        assert!(started.elapsed() >= gap);
+        assert_eq!(connection.outgoing.bytes.capacity(), 0);
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_leaves_nothing_queued() {
+        let mut connection = Connection::new(Recorder::default());
+        queue(&mut connection, &[b"abc"]);
+        let failed = connection
+            .outgoing
+            .frame(4, |_| Err::<usize, _>("too long"));
+        assert_eq!(failed, Err("too long"));
+        assert_eq!(connection.outgoing.len(), 3);
+        assert_eq!(connection.outgoing.ends, vec![3]);
     }
 }

@@ -85,65 +85,75 @@ pub trait Protocol: Send + Sized + 'static {
 }
 
 /// Serves one device connection until it ends.
-pub async fn serve<P: Protocol, T: Transport>(
+pub fn serve<P: Protocol, T: Transport>(
     transport: T,
     peer: SocketAddr,
     context: Arc<Context>,
-) {
+) -> impl Future<Output = ()> + Send {
     let mut connection = Connection::new(transport);
-    let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    // Boxed: a login's future is large and short-lived; an idle session should not carry its
-    // room for the rest of its life.
-    let login = Box::pin(tokio::time::timeout(
-        login_timeout,
-        P::login(&mut connection, peer, &context),
-    ))
-    .await;
-    let (mut session, sync) = match login {
-        Ok(Some(admitted)) => admitted,
-        Ok(None) => {
-            connection.close().await;
+    // A block, not an `async fn`: it uses what it captures in place, where an `async fn` keeps a
+    // second copy of its arguments in the task for its whole life.
+    async move {
+        // Boxed: the login's future is large and short-lived; an idle session should not carry
+        // its room for the rest of its life.
+        let admitted = Box::pin(admit::<P, T>(&mut connection, peer, &context)).await;
+        let Some((mut session, attached)) = admitted else {
             return;
+        };
+        let slot = session.slot().clone();
+        let Attached {
+            session_id,
+            outbound,
+            sync,
+            replaced_previous,
+            kill,
+        } = attached;
+        tracing::info!(
+            %peer, device = slot.device.id, name = %slot.device.name, session = session_id,
+            replaced = replaced_previous, "device connected ({})", P::NAME
+        );
+        let welcomed = Box::pin(session.welcome(&mut connection, sync)).await;
+        connection.set_framing(session.framing());
+        let ending = match welcomed {
+            Err(error) => Ending::Io(error),
+            Ok(()) => run(&mut connection, &mut session, outbound, &kill, &context).await,
+        };
+        context.engine.detach(&slot, session_id);
+        connection.close().await;
+        tracing::info!(
+            %peer, device = slot.device.id, dropped = session.dropped(), reason = %ending,
+            "device disconnected ({})", P::NAME
+        );
+    }
+}
+
+/// The login under its deadline, then the engine registration; `None` (logged, connection
+/// closed) when the device is not let in.
+async fn admit<P: Protocol, T: Transport>(
+    connection: &mut Connection<T>,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+) -> Option<(P, Attached)> {
+    let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
+    let login = tokio::time::timeout(login_timeout, P::login(connection, peer, context)).await;
+    match login {
+        Ok(Some((session, sync))) => {
+            let slot = session.slot();
+            let queue = context.limits.send_queue;
+            match context.engine.attach(slot, P::ENGINE_PROTOCOL, queue, sync) {
+                Some(attached) => return Some((session, attached)),
+                None => {
+                    tracing::info!(%peer, device = slot.device.id, "{} connection closed: device deleted", P::NAME);
+                }
+            }
         }
+        Ok(None) => {}
         Err(_) => {
             tracing::info!(%peer, "{} connection closed: no login within {login_timeout:?}", P::NAME);
-            connection.close().await;
-            return;
         }
     };
-    let slot = session.slot().clone();
-    let queue = context.limits.send_queue;
-    let Some(attached) = context
-        .engine
-        .attach(&slot, P::ENGINE_PROTOCOL, queue, sync)
-    else {
-        tracing::info!(%peer, device = slot.device.id, "{} connection closed: device deleted", P::NAME);
-        connection.close().await;
-        return;
-    };
-    let Attached {
-        session_id,
-        outbound,
-        sync,
-        replaced_previous,
-        kill,
-    } = attached;
-    tracing::info!(
-        %peer, device = slot.device.id, name = %slot.device.name, session = session_id,
-        replaced = replaced_previous, "device connected ({})", P::NAME
-    );
-    let welcomed = Box::pin(session.welcome(&mut connection, sync)).await;
-    connection.set_framing(session.framing());
-    let ending = match welcomed {
-        Err(error) => Ending::Io(error),
-        Ok(()) => run(&mut connection, &mut session, outbound, &kill, &context).await,
-    };
-    context.engine.detach(&slot, session_id);
     connection.close().await;
-    tracing::info!(
-        %peer, device = slot.device.id, dropped = session.dropped(), reason = %ending,
-        "device disconnected ({})", P::NAME
-    );
+    None
 }
 
 /// The session loop, until the connection ends.
@@ -228,5 +238,37 @@ async fn run<P: Protocol, T: Transport>(
             }
             _ = shutdown.changed() => return Ending::Shutdown,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use crate::net::io::{MaybeTls, Prefixed};
+    use crate::session::connection::StreamIo;
+    use crate::session::{Context, classic, native};
+
+    /// The size of the future `make` returns, without making one.
+    fn future_size<A, F: Future>(_make: impl Fn(A) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// A session's future is the bulk of what an idle connection costs the server (its task is
+    /// one allocation of this size): the rare large states (login, welcome) are boxed. The bound
+    /// guards against regressions; `--nocapture` prints the sizes.
+    #[test]
+    fn a_session_future_stays_small() {
+        type Args<S> = (S, SocketAddr, Arc<Context>);
+        let classic = future_size(|(stream, peer, context): Args<Prefixed<MaybeTls>>| {
+            classic::serve(StreamIo::new(stream), peer, context)
+        });
+        let native = future_size(|(stream, peer, context): Args<MaybeTls>| {
+            native::serve(stream, peer, context)
+        });
+        println!("session future: classic {classic} bytes, native {native} bytes");
+        assert!(classic <= 1300, "classic session future: {classic} bytes");
+        assert!(native <= 1300, "native session future: {native} bytes");
     }
 }

@@ -24,11 +24,15 @@ use crate::limits::RateLimiter;
 use crate::model::{OwnedValue, PropertyRecord};
 
 /// Serves one native connection until it ends.
-pub async fn serve<S>(stream: S, peer: SocketAddr, context: Arc<Context>)
+pub fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    context: Arc<Context>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    driver::serve::<NativeSession, _>(StreamIo::new(stream), peer, context).await;
+    driver::serve::<NativeSession, _>(StreamIo::new(stream), peer, context)
 }
 
 /// Native frames.
