@@ -157,86 +157,89 @@ async fn admit<P: Protocol, T: Transport>(
 }
 
 /// The session loop, until the connection ends.
-async fn run<P: Protocol, T: Transport>(
-    connection: &mut Connection<T>,
-    session: &mut P,
+fn run<'a, P: Protocol, T: Transport>(
+    connection: &'a mut Connection<T>,
+    session: &'a mut P,
     mut outbound: OutboundQueue,
-    kill: &Notify,
-    context: &Context,
-) -> Ending<<P::Codec as Codec>::Error> {
-    let engine = &context.engine;
-    let slot = session.slot().clone();
-    let mut in_flight = InFlight::default();
-    let mut shutdown = context.shutdown.clone();
-    let mut last_read = Instant::now();
-    let grace_ends = P::PUSH_GRACE.map(|grace| last_read + grace);
-    let mut ready = grace_ends.is_none();
-    loop {
-        // Handle every whole frame already buffered, unless too many requests are in flight.
-        while in_flight.len() < MAX_IN_FLIGHT {
-            let consumed = match P::Codec::decode(connection.inbox.pending()) {
-                Ok(None) => break,
-                Ok(Some((frame, consumed))) => {
-                    session.handle(frame, &mut connection.outgoing, &mut in_flight);
-                    consumed
-                }
-                Err(error) => return Ending::Frame(error),
-            };
-            connection.inbox.consume(consumed);
-            if let Err(error) = connection.flush().await {
-                return Ending::Io(error);
-            }
-            ready = true;
-        }
-        // From the last read, with the silence the frames read since may have changed. One
-        // timer serves both the silence and the push grace.
-        let silent_at = last_read + session.silence();
-        let wake_at = match grace_ends {
-            Some(grace_ends) if !ready => silent_at.min(grace_ends),
-            _ => silent_at,
-        };
-        let can_read = in_flight.len() < MAX_IN_FLIGHT;
-        tokio::select! {
-            read = connection.fill(), if can_read => match read {
-                Ok(0) => return Ending::Closed,
-                Ok(_) => last_read = Instant::now(),
-                Err(error) => return Ending::Io(error),
-            },
-            () = in_flight.oldest_done(), if !in_flight.is_empty() => {
-                // Every answer ready goes out in this flush: one socket write for a batch of
-                // acks when the framing batches.
-                while let Some(done) = in_flight.pop_done() {
-                    session.answer(done, &mut connection.outgoing);
-                }
+    kill: &'a Notify,
+    context: &'a Context,
+) -> impl Future<Output = Ending<<P::Codec as Codec>::Error>> + Send + 'a {
+    // A block rather than an `async fn`, for the reason given in `serve`.
+    async move {
+        let engine = &context.engine;
+        let slot = session.slot().clone();
+        let mut in_flight = InFlight::default();
+        let mut shutdown = context.shutdown.clone();
+        let mut last_read = Instant::now();
+        let grace_ends = P::PUSH_GRACE.map(|grace| last_read + grace);
+        let mut ready = grace_ends.is_none();
+        loop {
+            // Handle every whole frame already buffered, unless too many requests are in flight.
+            while in_flight.len() < MAX_IN_FLIGHT {
+                let consumed = match P::Codec::decode(connection.inbox.pending()) {
+                    Ok(None) => break,
+                    Ok(Some((frame, consumed))) => {
+                        session.handle(frame, &mut connection.outgoing, &mut in_flight);
+                        consumed
+                    }
+                    Err(error) => return Ending::Frame(error),
+                };
+                connection.inbox.consume(consumed);
                 if let Err(error) = connection.flush().await {
                     return Ending::Io(error);
                 }
-            }
-            message = outbound.recv(), if ready => match message {
-                Some(message) => {
-                    let Outbound { pin, value, version, command } = *message;
-                    if let Some(command_id) = command
-                        && !engine.claim_command(&slot, command_id).await
-                    {
-                        continue;
-                    }
-                    if session.push(pin, &value, version, &mut connection.outgoing) {
-                        if let Err(error) = connection.flush().await {
-                            return Ending::Io(error);
-                        }
-                        engine.delivered(&slot, pin, version);
-                    }
-                }
-                None => return Ending::Engine("dropped by the server (too slow to read)"),
-            },
-            () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
-            () = tokio::time::sleep_until(wake_at) => {
-                if wake_at >= silent_at {
-                    return Ending::Silent(session.silence());
-                }
                 ready = true;
             }
-            _ = shutdown.changed() => return Ending::Shutdown,
+            // From the last read, with the silence the frames read since may have changed. One
+            // timer serves both the silence and the push grace.
+            let silent_at = last_read + session.silence();
+            let wake_at = match grace_ends {
+                Some(grace_ends) if !ready => silent_at.min(grace_ends),
+                _ => silent_at,
+            };
+            let can_read = in_flight.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                read = connection.fill(), if can_read => match read {
+                    Ok(0) => return Ending::Closed,
+                    Ok(_) => last_read = Instant::now(),
+                    Err(error) => return Ending::Io(error),
+                },
+                () = in_flight.oldest_done(), if !in_flight.is_empty() => {
+                    // Every answer ready goes out in this flush: one socket write for a batch of
+                    // acks when the framing batches.
+                    while let Some(done) = in_flight.pop_done() {
+                        session.answer(done, &mut connection.outgoing);
+                    }
+                    if let Err(error) = connection.flush().await {
+                        return Ending::Io(error);
+                    }
+                }
+                message = outbound.recv(), if ready => match message {
+                    Some(message) => {
+                        let Outbound { pin, value, version, command } = *message;
+                        if let Some(command_id) = command
+                            && !engine.claim_command(&slot, command_id).await
+                        {
+                            continue;
+                        }
+                        if session.push(pin, &value, version, &mut connection.outgoing) {
+                            if let Err(error) = connection.flush().await {
+                                return Ending::Io(error);
+                            }
+                            engine.delivered(&slot, pin, version);
+                        }
+                    }
+                    None => return Ending::Engine("dropped by the server (too slow to read)"),
+                },
+                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
+                () = tokio::time::sleep_until(wake_at) => {
+                    if wake_at >= silent_at {
+                        return Ending::Silent(session.silence());
+                    }
+                    ready = true;
+                }
+                _ = shutdown.changed() => return Ending::Shutdown,
+            }
         }
     }
 }
