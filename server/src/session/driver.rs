@@ -243,35 +243,3 @@ fn run<'a, P: Protocol, T: Transport>(
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
-    use crate::net::io::{MaybeTls, Prefixed};
-    use crate::session::connection::StreamIo;
-    use crate::session::{Context, classic, native};
-
-    /// The size of the future `make` returns, without making one.
-    fn future_size<A, F: Future>(_make: impl Fn(A) -> F) -> usize {
-        size_of::<F>()
-    }
-
-    /// A session's future is the bulk of what an idle connection costs the server (its task is
-    /// one allocation of this size): the rare large states (login, welcome) are boxed. The bound
-    /// guards against regressions; `--nocapture` prints the sizes.
-    #[test]
-    fn a_session_future_stays_small() {
-        type Args<S> = (S, SocketAddr, Arc<Context>);
-        let classic = future_size(|(stream, peer, context): Args<Prefixed<MaybeTls>>| {
-            classic::serve(StreamIo::new(stream), peer, context)
-        });
-        let native = future_size(|(stream, peer, context): Args<Prefixed<MaybeTls>>| {
-            native::serve(stream, peer, context)
-        });
-        println!("session future: classic {classic} bytes, native {native} bytes");
-        assert!(classic <= 1280, "classic session future: {classic} bytes");
-        assert!(native <= 1280, "native session future: {native} bytes");
-    }
-}
