@@ -2,7 +2,7 @@
 //! between its batches, each its own short transaction that deletes a bounded number of rows,
 //! so a write never waits behind a large delete.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use blynk_proto::Pin;
@@ -47,7 +47,7 @@ pub(super) struct Trimmer {
     /// Inserts per pin since it was last trimmed.
     inserts: HashMap<(DeviceId, Pin), u32>,
     /// Pins with enough inserts to be worth trimming now.
-    due: Vec<(DeviceId, String)>,
+    due: HashSet<(DeviceId, Pin)>,
     /// The last pin the running sweep trimmed; `None` when no sweep runs.
     sweep: Option<(DeviceId, String)>,
     next_sweep_at: Instant,
@@ -60,7 +60,7 @@ impl Trimmer {
         Trimmer {
             retention,
             inserts: HashMap::new(),
-            due: Vec::new(),
+            due: HashSet::new(),
             sweep: None,
             next_sweep_at: now + FIRST_SWEEP_AFTER,
             next_step_at: now,
@@ -83,7 +83,7 @@ impl Trimmer {
         *inserts += 1;
         if *inserts >= every {
             self.inserts.remove(&(device_id, pin));
-            self.due.push((device_id, pin.to_string()));
+            self.due.insert((device_id, pin));
         }
     }
 
@@ -151,15 +151,15 @@ impl Trimmer {
         let mut budget = ROWS_PER_STEP;
         let mut pins = 0;
         while budget > 0 && pins < PINS_PER_STEP {
-            let Some((device_id, pin)) = self.due.pop() else {
+            let Some(&(device_id, pin)) = self.due.iter().next() else {
                 break;
             };
             pins += 1;
-            let deleted = self.trim_pin(connection, device_id, &pin, now_ms, budget)?;
+            let deleted = self.trim_pin(connection, device_id, &pin.to_string(), now_ms, budget)?;
             budget -= deleted;
-            if budget == 0 {
-                // Rows may be left: the pin stays due.
-                self.due.push((device_id, pin));
+            if budget > 0 {
+                // Otherwise rows may be left: the pin stays due.
+                self.due.remove(&(device_id, pin));
             }
         }
         while budget > 0 && pins < PINS_PER_STEP {

@@ -181,6 +181,34 @@ async fn retention_by_count_keeps_the_newest_values_of_each_pin() {
 }
 
 #[tokio::test]
+async fn history_is_trimmed_by_count_in_the_background_after_a_batch() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = open(
+        &directory,
+        Retention {
+            per_pin: 10,
+            max_age: None,
+        },
+    );
+    let device = add_device(&store, "one").await;
+    let (release, held) = hold_writer(&store);
+    let tickets: Vec<Ticket> = (1..=30)
+        .map(|version| store.put_value(write(device, pin(0), 0, version, true)))
+        .collect();
+    drop(release);
+    settle(held).await.unwrap();
+    for ticket in tickets {
+        settle(ticket).await.unwrap();
+    }
+    // The writer runs a trimming step right after the batch that made the pin due, before it
+    // takes the next operation: once this flush settles, the step has run.
+    settle(store.flush()).await.unwrap();
+
+    let history = settle(store.history(device, pin(0), 100)).await.unwrap();
+    assert_eq!(versions_in(&history), (21..=30).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn retention_by_age_removes_values_older_than_the_limit() {
     let directory = tempfile::tempdir().unwrap();
     let store = open(
