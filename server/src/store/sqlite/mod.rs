@@ -13,6 +13,7 @@ mod writer;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use blynk_proto::Pin;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -42,10 +43,18 @@ pub enum Durability {
 
 type ReadJob = Box<dyn FnOnce(&mut Reader) + Send>;
 
+/// How often the checkpoint thread copies the write-ahead log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The log's size (in pages) at which the writer checkpoints by itself, in case the checkpoint
+/// thread falls behind (SQLite's default is 1,000).
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+
 /// The SQLite store handle; cheap to share behind an `Arc`.
 pub struct SqliteStore {
     writes: mpsc::Sender<Op>,
     reads: mpsc::Sender<ReadJob>,
+    /// Dropped with the store, which ends the checkpoint thread.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -67,7 +76,8 @@ impl SqliteStore {
         };
         connection
             .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
+                 PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
             ))
             .map_err(database)?;
         schema::migrate(&connection)?;
@@ -91,7 +101,17 @@ impl SqliteStore {
                 }
             })
             .map_err(|error| StoreError::Database(error.to_string()))?;
-        Ok(SqliteStore { writes, reads })
+        let checkpoint_connection = Connection::open(path).map_err(database)?;
+        let (checkpoints, checkpoint_timer) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(&checkpoint_connection, &checkpoint_timer))
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+        Ok(SqliteStore {
+            writes,
+            reads,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Runs a full retention pass now, in bounded steps, after everything queued before it;
@@ -197,6 +217,18 @@ pub fn fill_history(path: &Path, pins: &[Pin], per_pin: u32) -> Result<u64, Stor
         Err(error) => {
             let _ = connection.execute_batch("ROLLBACK");
             Err(error)
+        }
+    }
+}
+
+/// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`] until the
+/// store is dropped. Left to the writer, a checkpoint (random writes all over a large file,
+/// then an fsync) would stall the commit that triggers it; a passive checkpoint on another
+/// connection runs beside the writer and never blocks it.
+fn checkpoint(connection: &Connection, timer: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = timer.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "checkpoint failed; it is tried again later");
         }
     }
 }
