@@ -247,7 +247,7 @@ async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
         Durability::Full,
         config.store.retention(),
     )?);
-    Ok(Engine::open(store).await?)
+    Ok(Engine::open_for_tools(store).await?)
 }
 
 async fn device(config: Config, command: DeviceCommand) -> Result<()> {

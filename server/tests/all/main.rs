@@ -6,6 +6,8 @@ mod support;
 mod bad_input;
 mod durability;
 mod http_api;
+mod interleavings;
+mod publication;
 mod python_clients;
 mod smoke;
 mod sync_classic;
