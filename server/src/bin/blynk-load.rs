@@ -30,7 +30,7 @@ use blynk_proto::native::{
 };
 use blynk_proto::text::{BoundedStr, Token};
 use blynk_proto::{DatastreamType, Pin, Scalar, Value};
-use blynk_server::config::{Config, DurabilitySetting};
+use blynk_server::config::{Config, DurabilitySetting, MqttPort};
 use blynk_server::engine::Engine;
 use blynk_server::model::{DatastreamDef, KindDef, Origin, Template};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -488,6 +488,7 @@ fn server_config(data: &Path, durability: Durability) -> Config {
         bind: "127.0.0.1".parse().expect("an address"),
         http_port: 0,
         native_port: 0,
+        mqtt_port: MqttPort::Ephemeral,
         durability: match durability {
             Durability::Full => DurabilitySetting::Full,
             Durability::Process => DurabilitySetting::Process,

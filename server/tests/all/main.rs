@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod durability;
 mod http_api;
+mod mqtt;
 mod python_clients;
 mod smoke;
 mod sync_classic;

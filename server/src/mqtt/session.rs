@@ -1,0 +1,905 @@
+//! One MQTT device connection: CONNECT with the token as password, then publishes (writes,
+//! batches, properties, events, value requests), subscriptions under `downlink/`, and the app
+//! writes the engine forwards, published on the device's matching subscriptions.
+//!
+//! Acknowledgements follow the other protocols: a QoS 1 PUBLISH gets its PUBACK only once what
+//! it carried is durable (or was refused, which `downlink/error` explains), and a value sent with
+//! QoS 1 counts as delivered only when the device's PUBACK comes back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use blynk_proto::Pin;
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PingResp, PubAck, Publish, SubAck,
+    Subscribe, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::payload::{self, PayloadError};
+use super::persistent::{MAX_SUBSCRIPTIONS, SavedSession, Subscription};
+use super::topics::{self, Uplink};
+use super::{MAX_PACKET, Mqtt};
+use crate::config::Limits;
+use crate::engine::{
+    DeviceSlot, Outbound, OutboundQueue, Protocol, SyncItem, SyncSelection, WriteError,
+};
+use crate::limits::RateLimiter;
+use crate::model::{OwnedValue, PropertyRecord, now_ms};
+use crate::session::{Context, MAX_IN_FLIGHT};
+
+/// The username every device logs in with; the password is its token (as in Blynk IoT).
+pub const USERNAME: &str = "device";
+/// Longest client id accepted (MQTT 3.1.1 asks for at least 23 bytes).
+const MAX_CLIENT_ID: usize = 128;
+/// Values sent with QoS 1 and not yet acknowledged before the session stops taking more from
+/// the engine (whose queue then fills, and closes a device that never acknowledges).
+const MAX_UNACKED: usize = 64;
+/// Values held for a device that has not yet subscribed to their topic: at most one per
+/// datastream, so this bounds only templates larger than any real one.
+const MAX_HELD: usize = 256;
+/// The longest keep-alive honoured; a longer one is treated as this.
+const MAX_KEEP_ALIVE_SECONDS: u16 = 3600;
+/// How long the will message's write may take to become durable.
+const WILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a session ended, for its log line.
+#[derive(Debug)]
+enum Ending {
+    /// The device sent DISCONNECT: no will message.
+    Disconnected,
+    /// The connection closed without DISCONNECT.
+    Closed,
+    /// The socket failed.
+    Io(std::io::Error),
+    /// A packet that cannot be read; the stream is out of step.
+    Malformed(CodecError),
+    /// A packet MQTT does not allow here, or a feature refused (QoS 2).
+    Violation(&'static str),
+    /// Nothing arrived for 1.5 keep-alives.
+    Silent(Duration),
+    /// The engine closed the session (replaced, too slow, deleted).
+    Engine(&'static str),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Ending {
+    /// Whether the will message is published: on an unexpected end of the device's own
+    /// connection, not when it said goodbye, was replaced by a newer connection (whose state
+    /// a will must not overwrite) or the server stops.
+    fn publishes_will(&self) -> bool {
+        matches!(
+            self,
+            Ending::Closed
+                | Ending::Io(_)
+                | Ending::Malformed(_)
+                | Ending::Violation(_)
+                | Ending::Silent(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Disconnected => f.write_str("DISCONNECT from the device"),
+            Ending::Closed => f.write_str("closed by the device without DISCONNECT"),
+            Ending::Io(error) => write!(f, "I/O error: {error}"),
+            Ending::Malformed(error) => write!(f, "bad packet: {error}"),
+            Ending::Violation(what) => f.write_str(what),
+            Ending::Silent(after) => write!(f, "silent for {after:?} (1.5 x keep-alive)"),
+            Ending::Engine(reason) => f.write_str(reason),
+            Ending::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Serves one MQTT connection until it ends.
+pub async fn serve<S>(mut stream: S, peer: SocketAddr, mqtt: Arc<Mqtt>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let context = mqtt.context.clone();
+    let mut inbox = BytesMut::with_capacity(512);
+    let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
+    let connect = match tokio::time::timeout(
+        login_timeout,
+        read_connect(&mut stream, &mut inbox, peer),
+    )
+    .await
+    {
+        Ok(Some(connect)) => connect,
+        Ok(None) => {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "MQTT connection closed: no CONNECT within {login_timeout:?}");
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let slot = match admit(&connect, peer, &context) {
+        Ok(slot) => slot,
+        Err(code) => {
+            let mut out = BytesMut::new();
+            let _ = ConnAck::new(code, false).write(&mut out);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let saved = mqtt
+        .sessions
+        .resume(slot.device.id, &connect.client_id, connect.clean_session);
+    let Some(attached) =
+        context
+            .engine
+            .attach(&slot, Protocol::Mqtt, context.limits.send_queue, None)
+    else {
+        tracing::info!(%peer, device = slot.device.id, "MQTT connection closed: device deleted");
+        return;
+    };
+    tracing::info!(
+        %peer, device = slot.device.id, name = %slot.device.name, session = attached.session_id,
+        client_id = %connect.client_id, clean = connect.clean_session,
+        resumed = saved.is_some(), keep_alive = connect.keep_alive,
+        replaced = attached.replaced_previous, "device connected (mqtt)"
+    );
+    let mut session = Session {
+        slot: slot.clone(),
+        context: context.clone(),
+        rate: RateLimiter::new(
+            context.limits.messages_per_second,
+            context.limits.message_burst,
+        ),
+        out: BytesMut::with_capacity(256),
+        sent_qos0: Vec::new(),
+        next_packet_id: 0,
+        unacked: HashMap::new(),
+        held: Vec::new(),
+        subscriptions: Vec::new(),
+    };
+    let session_present = saved.is_some();
+    if let Some(saved) = saved {
+        session.subscriptions = saved.subscriptions;
+    }
+    let _ = ConnAck::new(ConnectReturnCode::Success, session_present).write(&mut session.out);
+    let ending = match session.flush(&mut stream).await {
+        Err(error) => Ending::Io(error),
+        Ok(()) => {
+            session
+                .run(
+                    &mut stream,
+                    &mut inbox,
+                    attached.outbound,
+                    attached.kill,
+                    connect.keep_alive,
+                )
+                .await
+        }
+    };
+    if ending.publishes_will()
+        && let Some(will) = &connect.last_will
+    {
+        session.publish_will(will).await;
+    }
+    if !connect.clean_session {
+        let saved = SavedSession {
+            subscriptions: std::mem::take(&mut session.subscriptions),
+        };
+        mqtt.sessions
+            .save(slot.device.id, &connect.client_id, saved);
+    }
+    context.engine.detach(&slot, attached.session_id);
+    let _ = stream.shutdown().await;
+    tracing::info!(%peer, device = slot.device.id, dropped = session.rate.dropped(), reason = %ending, "device disconnected (mqtt)");
+}
+
+/// Reads the first packet, which must be a CONNECT; `None` when the connection is refused.
+async fn read_connect<S>(stream: &mut S, inbox: &mut BytesMut, peer: SocketAddr) -> Option<Connect>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match Packet::read(inbox, MAX_PACKET) {
+            Ok(Packet::Connect(connect)) => return Some(connect),
+            Ok(other) => {
+                tracing::info!(%peer, packet = ?other, "MQTT connection refused: first packet is not CONNECT");
+                return None;
+            }
+            Err(CodecError::InsufficientBytes(_)) => {
+                inbox.reserve(512);
+                match stream.read_buf(inbox).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            Err(error @ (CodecError::InvalidProtocol | CodecError::InvalidProtocolLevel(_))) => {
+                tracing::info!(%peer, %error, "MQTT connection refused: only MQTT 3.1.1 is spoken");
+                let mut out = BytesMut::new();
+                let _ =
+                    ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false).write(&mut out);
+                let _ = stream.write_all(&out).await;
+                return None;
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "MQTT connection refused: bad CONNECT");
+                return None;
+            }
+        }
+    }
+}
+
+/// Checks a CONNECT: MQTT 3.1.1, a client id the server can keep, an address that has not
+/// failed too often, user `device` and a known token as password.
+fn admit(
+    connect: &Connect,
+    peer: SocketAddr,
+    context: &Context,
+) -> Result<Arc<DeviceSlot>, ConnectReturnCode> {
+    if connect.protocol != rumqttc::mqttbytes::Protocol::V4 {
+        tracing::info!(%peer, "MQTT login refused: only MQTT 3.1.1 is spoken");
+        return Err(ConnectReturnCode::RefusedProtocolVersion);
+    }
+    if connect.client_id.len() > MAX_CLIENT_ID
+        || (connect.client_id.is_empty() && !connect.clean_session)
+    {
+        // MQTT 3.1.1 section 3.1.3-8: a persistent session needs a client id to be found by.
+        tracing::info!(%peer, "MQTT login refused: client id too long, or empty with a persistent session");
+        return Err(ConnectReturnCode::BadClientId);
+    }
+    if context.login_limiter.check(peer.ip()).is_err() {
+        tracing::warn!(%peer, "MQTT login refused: too many failed logins from this address");
+        return Err(ConnectReturnCode::ServiceUnavailable);
+    }
+    let slot = connect
+        .login
+        .as_ref()
+        .filter(|login| login.username == USERNAME)
+        .and_then(|login| context.engine.authenticate(&login.password));
+    match slot {
+        Some(slot) => Ok(slot),
+        None => {
+            context.login_limiter.record_failure(peer.ip());
+            let username = connect.login.as_ref().map(|login| login.username.as_str());
+            tracing::info!(%peer, ?username, "MQTT login refused: user `device` with a valid token as password expected");
+            Err(ConnectReturnCode::NotAuthorized)
+        }
+    }
+}
+
+/// What a handled packet asks the loop to send, in the order the packets came.
+enum Reply {
+    /// The PUBACK of a QoS 1 publish.
+    PubAck(u16),
+    /// A refusal for `downlink/error` (and the log).
+    Error(String),
+    /// The answer to `get/ds` or `get/ds/all`: these values, then the end marker.
+    Sync(Vec<SyncItem>),
+}
+
+type InFlight = std::pin::Pin<Box<dyn Future<Output = Vec<Reply>> + Send>>;
+
+fn ready(replies: Vec<Reply>) -> InFlight {
+    Box::pin(std::future::ready(replies))
+}
+
+struct Session {
+    slot: Arc<DeviceSlot>,
+    context: Arc<Context>,
+    rate: RateLimiter,
+    /// Bytes to send at the next flush.
+    out: BytesMut,
+    /// Values in `out` sent with QoS 0: delivered once `out` is written.
+    sent_qos0: Vec<(Pin, u64)>,
+    next_packet_id: u16,
+    /// Values sent with QoS 1, by packet id, until the device's PUBACK.
+    unacked: HashMap<u16, (Pin, u64)>,
+    /// Values (and unclaimed commands) no subscription matched yet.
+    held: Vec<Outbound>,
+    subscriptions: Vec<Subscription>,
+}
+
+impl Session {
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        inbox: &mut BytesMut,
+        mut outbound: OutboundQueue,
+        kill: Arc<tokio::sync::Notify>,
+        keep_alive: u16,
+    ) -> Ending
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        // MQTT 3.1.1 section 3.1.2.10: silent for 1.5 keep-alives means gone. A client that
+        // turns keep-alive off gets the classic devices' default heartbeat rule instead, so
+        // that no connection stays open forever.
+        let silence = match keep_alive.min(MAX_KEEP_ALIVE_SECONDS) {
+            0 => Limits::silence_timeout(self.context.limits.default_heartbeat_seconds),
+            seconds => Duration::from_millis(u64::from(seconds) * 1500),
+        };
+        let mut deadline = Instant::now() + silence;
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut shutdown = self.context.shutdown.clone();
+        loop {
+            // Handle every whole packet already buffered, unless too many writes are in flight.
+            while in_flight.len() < MAX_IN_FLIGHT {
+                let packet = match Packet::read(inbox, MAX_PACKET) {
+                    Ok(packet) => packet,
+                    Err(CodecError::InsufficientBytes(_)) => break,
+                    Err(error) => return Ending::Malformed(error),
+                };
+                // Only whole packets renew the deadline: a trickle of bytes does not.
+                deadline = Instant::now() + silence;
+                if let Some(ending) = self.handle(packet, &mut in_flight).await {
+                    let _ = self.flush(stream).await;
+                    return ending;
+                }
+            }
+            if let Err(error) = self.flush(stream).await {
+                return Ending::Io(error);
+            }
+            let can_read = in_flight.len() < MAX_IN_FLIGHT;
+            let can_send = self.unacked.len() < MAX_UNACKED;
+            tokio::select! {
+                read = read_more(stream, inbox), if can_read => match read {
+                    Ok(0) => return Ending::Closed,
+                    Ok(_) => {}
+                    Err(error) => return Ending::Io(error),
+                },
+                Some(replies) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.reply(replies);
+                    // The replies that are ready as well go out in the same socket write.
+                    while let Poll::Ready(Some(more)) =
+                        std::future::poll_fn(|cx| Poll::Ready(in_flight.poll_next_unpin(cx))).await
+                    {
+                        self.reply(more);
+                    }
+                }
+                message = outbound.recv(), if can_send => match message {
+                    Some(message) => self.forward(*message).await,
+                    None => return Ending::Engine("dropped by the server (too slow to read)"),
+                },
+                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
+                () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
+                _ = shutdown.changed() => return Ending::Shutdown,
+            }
+        }
+    }
+
+    /// Writes what is waiting, then reports the QoS 0 values in it delivered.
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        stream.write_all(&self.out).await?;
+        stream.flush().await?;
+        self.out.clear();
+        if self.out.capacity() > 4 * MAX_PACKET {
+            self.out = BytesMut::with_capacity(256);
+        }
+        for (pin, version) in std::mem::take(&mut self.sent_qos0) {
+            self.context.engine.delivered(&self.slot, pin, version);
+        }
+        Ok(())
+    }
+
+    /// Handles one packet; `Some` ends the session.
+    async fn handle(
+        &mut self,
+        packet: Packet,
+        in_flight: &mut FuturesOrdered<InFlight>,
+    ) -> Option<Ending> {
+        let counted = matches!(
+            packet,
+            Packet::Publish(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::PingReq
+        );
+        // Every request counts, pings included, as on the classic server: a flood is a flood.
+        // A dropped QoS 1 publish is not acknowledged, so the client sends it again after it
+        // reconnects; `downlink/error` says why, at most once a minute.
+        if counted && !self.rate.allow() {
+            if self.rate.should_warn() {
+                tracing::warn!(
+                    device = self.slot.device.id,
+                    dropped = self.rate.dropped(),
+                    "device over its message rate; excess dropped"
+                );
+                in_flight.push_back(ready(vec![Reply::Error(
+                    "message rate limit exceeded; messages are being dropped".into(),
+                )]));
+            }
+            return None;
+        }
+        match packet {
+            Packet::Publish(publish) => return self.publish(publish, in_flight),
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => {
+                self.subscriptions
+                    .retain(|subscription| !unsubscribe.topics.contains(&subscription.filter));
+                let _ = UnsubAck::new(unsubscribe.pkid).write(&mut self.out);
+            }
+            Packet::PubAck(ack) => {
+                if let Some((pin, version)) = self.unacked.remove(&ack.pkid) {
+                    self.context.engine.delivered(&self.slot, pin, version);
+                }
+            }
+            Packet::PingReq => {
+                let _ = PingResp.write(&mut self.out);
+            }
+            Packet::Disconnect => return Some(Ending::Disconnected),
+            Packet::Connect(_) => return Some(Ending::Violation("a second CONNECT")),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                return Some(Ending::Violation(
+                    "a QoS 2 packet (QoS 2 is not supported; use QoS 0 or 1)",
+                ));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Some(Ending::Violation("a packet only a server sends"));
+            }
+        }
+        None
+    }
+
+    /// A PUBLISH from the device: replies go through `in_flight`, so that PUBACKs keep the
+    /// order of the publishes (MQTT 3.1.1 section 4.6) even when some wait for the disk.
+    fn publish(
+        &mut self,
+        publish: Publish,
+        in_flight: &mut FuturesOrdered<InFlight>,
+    ) -> Option<Ending> {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(publish.pkid),
+            QoS::ExactlyOnce => {
+                // Refused cleanly: explained, logged, and the connection closed, since MQTT
+                // 3.1.1 has no way to refuse one publish and the client would wait forever.
+                let reason = format!(
+                    "`{}`: QoS 2 is not supported; publish with QoS 0 or 1",
+                    publish.topic
+                );
+                self.reply(vec![Reply::Error(reason)]);
+                return Some(Ending::Violation("a QoS 2 PUBLISH"));
+            }
+        };
+        let acknowledged = move |mut replies: Vec<Reply>| {
+            replies.extend(ack.map(Reply::PubAck));
+            replies
+        };
+        let Some(uplink) = topics::parse_uplink(&publish.topic) else {
+            let reason = format!(
+                "`{}` is not a topic of this server (ds/<name>, batch_ds, ds/<name>/timestamped_batch, ds/<name>/prop/<property>, event/<code>, get/ds, get/ds/all)",
+                publish.topic
+            );
+            in_flight.push_back(ready(acknowledged(vec![Reply::Error(reason)])));
+            return None;
+        };
+        let topic = publish.topic.clone();
+        let payload = publish.payload;
+        let refused = |reason: String| ready(acknowledged(vec![Reply::Error(reason)]));
+        let future = match uplink {
+            Uplink::Write { datastream } => match self.resolve(datastream) {
+                Err(reason) => refused(reason),
+                Ok(pin) => match payload::value(&payload) {
+                    Err(error) => refused(format!("`{topic}`: {error}")),
+                    Ok(value) => self.write(vec![(pin, value, None)], &topic, ack),
+                },
+            },
+            Uplink::Batch => match payload::batch(&payload) {
+                Err(error) => refused(format!("`{topic}`: {error}")),
+                Ok(values) => {
+                    let mut errors = Vec::new();
+                    let mut writes = Vec::new();
+                    for (name, value) in values {
+                        match self.resolve(&name) {
+                            Ok(pin) => writes.push((pin, value, None)),
+                            Err(reason) => errors.push(Reply::Error(reason)),
+                        }
+                    }
+                    let written = self.write(writes, &topic, ack);
+                    Box::pin(async move {
+                        errors.extend(written.await);
+                        errors
+                    })
+                }
+            },
+            Uplink::TimestampedBatch { datastream } => match self.resolve(datastream) {
+                Err(reason) => refused(reason),
+                Ok(pin) => match payload::timestamped(&payload) {
+                    Err(error) => refused(format!("`{topic}`: {error}")),
+                    Ok(points) => {
+                        let now = now_ms();
+                        let mut errors = Vec::new();
+                        let mut writes = Vec::new();
+                        for (at, value) in points {
+                            match payload::age_ms(at, now) {
+                                Some(age) => writes.push((pin, value, Some(age))),
+                                None => errors.push(Reply::Error(format!(
+                                    "`{topic}`: the time {at} is in the future (server time {now}); point not stored"
+                                ))),
+                            }
+                        }
+                        let written = self.write(writes, &topic, ack);
+                        Box::pin(async move {
+                            errors.extend(written.await);
+                            errors
+                        })
+                    }
+                },
+            },
+            Uplink::Property {
+                datastream,
+                property,
+            } => match self.property(datastream, property, &payload) {
+                Err(reason) => refused(reason),
+                Ok(record) => {
+                    let (engine, slot) = (self.context.engine.clone(), self.slot.clone());
+                    Box::pin(async move {
+                        match engine.set_property(&slot, record).await {
+                            Ok(()) => acknowledged(Vec::new()),
+                            Err(error) => vec![Reply::Error(format!("`{topic}`: {error}"))],
+                        }
+                    })
+                }
+            },
+            Uplink::Event { code } => {
+                if code.len() > blynk_proto::MAX_NAME_LEN {
+                    refused(format!(
+                        "`{topic}`: an event code is at most {} bytes",
+                        blynk_proto::MAX_NAME_LEN
+                    ))
+                } else {
+                    match std::str::from_utf8(&payload) {
+                        Err(_) => refused(format!("`{topic}`: {}", PayloadError::NotText)),
+                        Ok(description) => {
+                            let description =
+                                (!description.is_empty()).then(|| description.to_owned());
+                            let code = code.to_owned();
+                            let (engine, slot) = (self.context.engine.clone(), self.slot.clone());
+                            Box::pin(async move {
+                                match engine.log_event(&slot, &code, description.as_deref()).await {
+                                    Ok(()) => acknowledged(Vec::new()),
+                                    Err(error) => {
+                                        vec![Reply::Error(format!("`{topic}`: {error}"))]
+                                    }
+                                }
+                            })
+                        }
+                    }
+                }
+            }
+            Uplink::Get => match payload::names(&payload) {
+                Err(error) => refused(format!("`{topic}`: {error}")),
+                Ok(names) => {
+                    let mut replies = Vec::new();
+                    let mut pins = Vec::new();
+                    for name in names {
+                        match self.resolve(name) {
+                            Ok(pin) => pins.push(pin),
+                            Err(reason) => replies.push(Reply::Error(reason)),
+                        }
+                    }
+                    let items = self
+                        .context
+                        .engine
+                        .sync_items(&self.slot, &SyncSelection::Pins(pins));
+                    replies.push(Reply::Sync(items));
+                    ready(acknowledged(replies))
+                }
+            },
+            Uplink::GetAll => {
+                let items = self
+                    .context
+                    .engine
+                    .sync_items(&self.slot, &SyncSelection::All);
+                ready(acknowledged(vec![Reply::Sync(items)]))
+            }
+        };
+        in_flight.push_back(future);
+        None
+    }
+
+    /// The pin of a datastream named in a topic, or the refusal.
+    fn resolve(&self, name: &str) -> Result<Pin, String> {
+        topics::find_datastream(&self.slot.template, name)
+            .map(|datastream| datastream.pin)
+            .ok_or_else(|| {
+                format!(
+                    "no datastream `{name}` in template `{}`",
+                    self.slot.template.name
+                )
+            })
+    }
+
+    /// A property publish, checked: a datastream's pin, a name of bounded length, a value.
+    fn property(
+        &self,
+        datastream: &str,
+        property: &str,
+        payload: &[u8],
+    ) -> Result<PropertyRecord, String> {
+        let pin = self.resolve(datastream)?;
+        if property.len() > blynk_proto::MAX_NAME_LEN {
+            return Err(format!(
+                "a property name is at most {} bytes",
+                blynk_proto::MAX_NAME_LEN
+            ));
+        }
+        let value = payload::value(payload)
+            .map_err(|error| format!("property `{property}` of `{datastream}`: {error}"))?;
+        Ok(PropertyRecord {
+            pin,
+            name: property.to_owned(),
+            value,
+        })
+    }
+
+    /// Queues device writes (in order, each taking its version now) and returns the future of
+    /// their replies: errors for refused ones, then the PUBACK once all stored ones are durable.
+    /// A store failure withholds the PUBACK: the write is not durable, so the client must send
+    /// it again.
+    fn write(
+        &self,
+        writes: Vec<(Pin, OwnedValue, Option<u32>)>,
+        topic: &str,
+        ack: Option<u16>,
+    ) -> InFlight {
+        let mut replies = Vec::new();
+        let mut durable = Vec::new();
+        for (pin, value, age_ms) in writes {
+            let refusal =
+                |error: &dyn std::fmt::Display| Reply::Error(format!("`{topic}` ({pin}): {error}"));
+            let value_ref = match value.as_value() {
+                Ok(value) => value,
+                Err(error) => {
+                    replies.push(refusal(&error));
+                    continue;
+                }
+            };
+            match self
+                .context
+                .engine
+                .device_write(&self.slot, pin, &value_ref, age_ms)
+            {
+                Ok(future) => durable.push((pin, future)),
+                Err(error @ (WriteError::Store(_) | WriteError::Deleted)) => {
+                    replies.push(refusal(&error));
+                    return ready(replies);
+                }
+                Err(error) => replies.push(refusal(&error)),
+            }
+        }
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let mut stored = true;
+            for (pin, future) in durable {
+                if let Err(error) = future.await {
+                    stored = false;
+                    replies.push(Reply::Error(format!("`{topic}` ({pin}): {error}")));
+                }
+            }
+            if stored {
+                replies.extend(ack.map(Reply::PubAck));
+            }
+            replies
+        })
+    }
+
+    /// Turns replies into packets.
+    fn reply(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
+            match reply {
+                Reply::PubAck(pkid) => {
+                    let _ = PubAck::new(pkid).write(&mut self.out);
+                }
+                Reply::Error(reason) => {
+                    tracing::info!(device = self.slot.device.id, %reason, "MQTT publish refused");
+                    self.send(topics::ERROR, reason.into_bytes(), QoS::AtMostOnce, None);
+                }
+                Reply::Sync(items) => {
+                    let mut count = 0usize;
+                    for item in items {
+                        if self.send_value(item.pin, &item.value, item.version) {
+                            count += 1;
+                        }
+                    }
+                    self.send(
+                        topics::SYNC_DONE,
+                        count.to_string().into_bytes(),
+                        QoS::AtMostOnce,
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The highest QoS among the subscriptions matching `topic`, or `None` when none does.
+    fn subscribed(&self, topic: &str) -> Option<QoS> {
+        self.subscriptions
+            .iter()
+            .filter(|subscription| topics::filter_matches(topic, &subscription.filter))
+            .map(|subscription| subscription.qos)
+            .reduce(|best, qos| if qos > best { qos } else { best })
+    }
+
+    /// Publishes to the device if it subscribed to `topic`, at most with `max_qos`; `value` is
+    /// the pin and version to report delivered. Returns whether it was sent.
+    fn send(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        max_qos: QoS,
+        value: Option<(Pin, u64)>,
+    ) -> bool {
+        let Some(granted) = self.subscribed(topic) else {
+            return false;
+        };
+        let qos = if granted < max_qos { granted } else { max_qos };
+        let mut publish = Publish::new(topic, qos, payload);
+        if qos == QoS::AtLeastOnce {
+            publish.pkid = self.packet_id();
+            if let Some(value) = value {
+                self.unacked.insert(publish.pkid, value);
+            }
+        } else if let Some(value) = value {
+            self.sent_qos0.push(value);
+        }
+        let _ = publish.write(&mut self.out);
+        true
+    }
+
+    /// Publishes a value on `downlink/ds/<name>` if the device subscribed to it.
+    fn send_value(&mut self, pin: Pin, value: &OwnedValue, version: u64) -> bool {
+        let topic = topics::value_topic(&self.slot.template, pin);
+        let payload = value.text_parts().join("\0").into_bytes();
+        self.send(&topic, payload, QoS::AtLeastOnce, Some((pin, version)))
+    }
+
+    /// A packet id not in use by an unacknowledged publish (never 0).
+    fn packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            if !self.unacked.contains_key(&self.next_packet_id) {
+                return self.next_packet_id;
+            }
+        }
+    }
+
+    /// A value from the engine (an app write, or a command): sent if the device subscribed to
+    /// its topic, else held until it does; a command is claimed only when it is sent.
+    async fn forward(&mut self, outbound: Outbound) {
+        let topic = topics::value_topic(&self.slot.template, outbound.pin);
+        if self.subscribed(&topic).is_none() {
+            self.hold(outbound);
+            return;
+        }
+        if let Some(command_id) = outbound.command
+            && !self
+                .context
+                .engine
+                .claim_command(&self.slot, command_id)
+                .await
+        {
+            return;
+        }
+        self.send_value(outbound.pin, &outbound.value, outbound.version);
+    }
+
+    /// Keeps a value for a later subscription: the latest per datastream, every command.
+    fn hold(&mut self, outbound: Outbound) {
+        if outbound.command.is_none()
+            && let Some(older) = self
+                .held
+                .iter_mut()
+                .find(|held| held.command.is_none() && held.pin == outbound.pin)
+        {
+            if older.version < outbound.version {
+                *older = outbound;
+            }
+            return;
+        }
+        if self.held.len() >= MAX_HELD {
+            // An unclaimed command stays pending in the engine; a state value is in the store,
+            // where `get/ds` finds it.
+            tracing::warn!(
+                device = self.slot.device.id,
+                "values for unsubscribed topics: oldest dropped"
+            );
+            self.held.remove(0);
+        }
+        self.held.push(outbound);
+    }
+
+    /// SUBSCRIBE: filters under `downlink/` are granted (QoS 2 is granted as 1), others refused;
+    /// then held values that now match are sent.
+    async fn subscribe(&mut self, subscribe: Subscribe) {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        for filter in subscribe.filters {
+            let qos = if filter.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let existing = self
+                .subscriptions
+                .iter()
+                .position(|subscription| subscription.filter == filter.path);
+            let code = if !topics::allowed_filter(&filter.path) {
+                tracing::info!(device = self.slot.device.id, filter = %filter.path, "MQTT subscription refused: only topics under downlink/ are published");
+                SubscribeReasonCode::Failure
+            } else if let Some(index) = existing {
+                self.subscriptions[index].qos = qos;
+                SubscribeReasonCode::Success(qos)
+            } else if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                tracing::info!(device = self.slot.device.id, filter = %filter.path, "MQTT subscription refused: {MAX_SUBSCRIPTIONS} already");
+                SubscribeReasonCode::Failure
+            } else {
+                self.subscriptions.push(Subscription {
+                    filter: filter.path,
+                    qos,
+                });
+                SubscribeReasonCode::Success(qos)
+            };
+            codes.push(code);
+        }
+        let _ = SubAck::new(subscribe.pkid, codes).write(&mut self.out);
+        for held in std::mem::take(&mut self.held) {
+            self.forward(held).await;
+        }
+    }
+
+    /// Stores the will message as a device write, if its topic is `ds/<name>`.
+    async fn publish_will(&self, will: &LastWill) {
+        let device = self.slot.device.id;
+        let Some(Uplink::Write { datastream }) = topics::parse_uplink(&will.topic) else {
+            tracing::info!(device, topic = %will.topic, "will message ignored: its topic is not ds/<name>");
+            return;
+        };
+        let value = match payload::value(&will.message) {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::info!(device, topic = %will.topic, %error, "will message refused");
+                return;
+            }
+        };
+        let written = match (self.resolve(datastream), value.as_value()) {
+            (Ok(pin), Ok(value_ref)) => self
+                .context
+                .engine
+                .device_write(&self.slot, pin, &value_ref, None)
+                .map_err(|error| error.to_string()),
+            (Err(reason), _) => Err(reason),
+            (_, Err(error)) => Err(error.to_string()),
+        };
+        match written {
+            Ok(durable) => match tokio::time::timeout(WILL_TIMEOUT, durable).await {
+                Ok(Ok(_)) => tracing::info!(device, topic = %will.topic, "will message stored"),
+                Ok(Err(error)) => tracing::warn!(device, %error, "will message not stored"),
+                Err(_) => tracing::warn!(device, "will message not stored in time"),
+            },
+            Err(reason) => {
+                tracing::info!(device, topic = %will.topic, %reason, "will message refused")
+            }
+        }
+    }
+}
+
+/// Reads more bytes. Cancel-safe: bytes land in the buffer only when the read completes.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    inbox: &mut BytesMut,
+) -> std::io::Result<usize> {
+    inbox.reserve(512);
+    stream.read_buf(inbox).await
+}
