@@ -233,6 +233,7 @@ impl Server {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
+        self.engine.close().await;
         if let Err(error) = store::settle(self.engine.store().flush()).await {
             tracing::error!(%error, "final store flush failed");
         }

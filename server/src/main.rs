@@ -245,7 +245,7 @@ async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
         &config.data_dir.join(blynk_server::DATABASE_FILE),
         Durability::Full,
     )?);
-    Ok(Engine::open(store).await?)
+    Ok(Engine::open_for_tools(store).await?)
 }
 
 async fn device(config: Config, command: DeviceCommand) -> Result<()> {

@@ -1,27 +1,31 @@
 //! The state-sync engine: the cache of every device's state in front of the durable store, the
 //! registry of live device sessions, and the rules of SPEC section 3.
 //!
-//! Every change goes the same way: validate against the datastream, take a new per-device
-//! version under the device's lock, queue it to the store (in version order), wait until it is
-//! durable, then tell the other side (the device session, the watching apps). Sessions and the
-//! HTTP/app APIs only call this module; none of them touches the store.
+//! Every change goes the same way: validate against the datastream, then, under the device's
+//! lock and in one step, take a new per-device version, queue the change to the store (in
+//! version order), forward it to the other side (the device session for an app write) and
+//! publish it to the watching apps; the writer's acknowledgement waits until it is durable.
+//! Sessions and the HTTP/app APIs only call this module; none of them touches the store.
 
+mod delivery;
 pub mod events;
 mod sessions;
 mod sync;
+mod versions;
 mod writes;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use blynk_proto::Pin;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
-pub use sessions::{Attached, Outbound, Protocol};
+pub use delivery::{Delivery, DeliveryReport, Outbound, Protocol};
+pub use sessions::Attached;
 pub use sync::{SyncItem, SyncSelection};
-pub use writes::{AppWrite, Delivery, DeviceWriteOutcome, WriteError};
+pub use writes::{AppWrite, DeviceWriteOutcome, WriteError};
 
 use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
@@ -32,8 +36,6 @@ use events::AppEvent;
 
 /// Capacity of each watcher channel; a watcher that falls further behind is disconnected.
 pub const WATCH_CHANNEL: usize = 4096;
-/// Most app writes per device waiting to be reported delivered.
-const MAX_WAITERS: usize = 1024;
 
 /// One device: its fixed description, its template, and its mutable state.
 pub struct DeviceSlot {
@@ -52,22 +54,31 @@ pub struct DeviceSlot {
 struct DeviceState {
     values: HashMap<Pin, StoredValue>,
     properties: Vec<PropertyRecord>,
-    version: u64,
-    session: Option<sessions::SessionLink>,
+    /// The device's version counter and which versions a crash may have lost.
+    versions: versions::VersionCounter,
+    session: Option<delivery::SessionLink>,
     last_seen: Option<i64>,
-    /// The highest version of each pin sent to the current session.
-    forwarded: HashMap<Pin, u64>,
     pending_commands: Vec<PendingCommand>,
-    waiters: Vec<writes::DeliveryWaiter>,
+    waiters: delivery::Waiters,
     deleted: bool,
 }
 
+impl DeviceState {
+    /// Takes the device's next version.
+    fn next_version(&mut self) -> u64 {
+        self.versions.next()
+    }
+}
+
 impl DeviceSlot {
-    fn new(device: Device, template: Arc<Template>) -> Self {
+    fn new(device: Device, template: Arc<Template>, versions: versions::VersionCounter) -> Self {
         DeviceSlot {
             device,
             template,
-            state: Mutex::new(DeviceState::default()),
+            state: Mutex::new(DeviceState {
+                versions,
+                ..DeviceState::default()
+            }),
             watchers: OnceLock::new(),
         }
     }
@@ -124,7 +135,7 @@ impl DeviceSlot {
 
     /// The highest value version of the device.
     pub fn version(&self) -> u64 {
-        self.lock().version
+        self.lock().versions.current()
     }
 
     /// Subscribes to this device's app events.
@@ -152,12 +163,38 @@ pub struct Engine {
     global: broadcast::Sender<AppEvent>,
     next_session: AtomicU64,
     with_pending_commands: Mutex<HashSet<DeviceId>>,
+    /// Set by [`Engine::close`]: no version is handed out any more.
+    closing: AtomicBool,
+    /// Where versions start after a crash (see `versions.rs`).
+    floor: versions::Floor,
 }
 
 impl Engine {
-    /// Loads the store's state into a new engine.
+    /// Loads the store's state into a new engine that serves: it marks the run as started in
+    /// the store (see `versions.rs`), so call [`Engine::close`] at a clean shutdown.
     pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        Self::load(store, true).await
+    }
+
+    /// Loads the store's state for a command-line tool that manages devices and templates
+    /// beside a running server: it takes no writes of values and leaves the run mark alone.
+    pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        Self::load(store, false).await
+    }
+
+    async fn load(store: Arc<dyn Store>, serving: bool) -> Result<Arc<Self>, StoreError> {
         let snapshot = settle(store.load()).await?;
+        let highest = snapshot
+            .versions
+            .iter()
+            .map(|(_, version)| *version)
+            .max()
+            .unwrap_or(0);
+        let floor = if serving {
+            versions::Floor::at_start(store.as_ref(), highest).await?
+        } else {
+            versions::Floor::default()
+        };
         let (global, _) = broadcast::channel(WATCH_CHANNEL);
         let engine = Engine {
             store,
@@ -168,6 +205,8 @@ impl Engine {
             global,
             next_session: AtomicU64::new(1),
             with_pending_commands: Mutex::default(),
+            closing: AtomicBool::new(!serving),
+            floor,
         };
         for template in snapshot.templates {
             write_lock(&engine.templates).insert(template.id, Arc::new(template));
@@ -181,7 +220,7 @@ impl Engine {
                 continue;
             };
             let last_seen = device.last_seen;
-            let slot = Arc::new(DeviceSlot::new(device, template));
+            let slot = Arc::new(DeviceSlot::new(device, template, engine.floor.counter(0)));
             slot.lock().last_seen = last_seen;
             engine.index(slot);
         }
@@ -198,7 +237,7 @@ impl Engine {
         }
         for (device_id, version) in snapshot.versions {
             if let Some(slot) = devices.get(&device_id) {
-                slot.lock().version = version;
+                slot.lock().versions = engine.floor.counter(version);
             }
         }
         for command in snapshot.pending_commands {
@@ -208,6 +247,32 @@ impl Engine {
             }
         }
         Ok(Arc::new(engine))
+    }
+
+    /// Refuses a new version when the device was deleted or the engine is closing.
+    fn check_open(&self, state: &DeviceState) -> Result<(), WriteError> {
+        if state.deleted {
+            return Err(WriteError::Deleted);
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(WriteError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Stops handing out versions, then marks the run as ended cleanly in the store, after
+    /// everything already queued: the next start then goes on from the durable versions
+    /// instead of opening a new epoch (see `versions.rs`).
+    pub async fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // A write that saw the engine open holds its device's lock until its change is queued:
+        // taking every lock once means all of them are queued before the mark.
+        for slot in self.devices() {
+            drop(slot.lock());
+        }
+        if let Err(error) = versions::Floor::mark_clean(self.store.as_ref()).await {
+            tracing::error!(%error, "could not mark the shutdown as clean");
+        }
     }
 
     /// The store behind the engine.
@@ -334,7 +399,11 @@ impl Engine {
             .ok_or_else(|| StoreError::NotFound(template.name.clone()))?;
         let token = crate::token::new_token();
         let device = settle(self.store.create_device(name, template.id, &token)).await?;
-        let (slot, new) = self.index(Arc::new(DeviceSlot::new(device, template)));
+        let (slot, new) = self.index(Arc::new(DeviceSlot::new(
+            device,
+            template,
+            self.floor.counter(0),
+        )));
         if new {
             let _ = self
                 .global
@@ -370,48 +439,56 @@ impl Engine {
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.
-    pub async fn set_property(
+    ///
+    /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
+    pub fn set_property(
         &self,
         slot: &DeviceSlot,
         property: PropertyRecord,
-    ) -> Result<(), StoreError> {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let ticket = {
             let mut state = slot.lock();
+            slot.publish(events::property(
+                slot.device.id,
+                property.pin,
+                &property.name,
+                &property.value,
+            ));
+            let ticket = self.store.put_property(slot.device.id, property.clone());
             match state
                 .properties
                 .iter_mut()
                 .find(|p| p.pin == property.pin && p.name == property.name)
             {
-                Some(existing) => existing.value = property.value.clone(),
-                None => state.properties.push(property.clone()),
+                Some(existing) => existing.value = property.value,
+                None => state.properties.push(property),
             }
-            self.store.put_property(slot.device.id, property.clone())
+            ticket
         };
-        settle(ticket).await?;
-        slot.publish(events::property(
-            slot.device.id,
-            property.pin,
-            &property.name,
-            &property.value,
-        ));
-        Ok(())
+        settle(ticket)
     }
 
     /// Stores an event logged by a device and shows it to apps.
-    pub async fn log_event(
+    ///
+    /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
+    pub fn log_event(
         &self,
         slot: &DeviceSlot,
         code: &str,
         description: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let event = EventRecord {
             code: code.to_owned(),
             description: description.map(str::to_owned),
             at: now_ms(),
         };
-        settle(self.store.append_event(slot.device.id, event.clone())).await?;
-        slot.publish(events::logged(slot.device.id, &event));
-        Ok(())
+        let ticket = {
+            // Under the device's lock, so it reaches the apps in order with the values.
+            let _state = slot.lock();
+            slot.publish(events::logged(slot.device.id, &event));
+            self.store.append_event(slot.device.id, event)
+        };
+        settle(ticket)
     }
 
     /// Picks up templates and devices that another process (the `device add` command) created
@@ -445,7 +522,14 @@ impl Engine {
                     && self.device(device.id).is_none()
                 {
                     let (id, name) = (device.id, device.name.clone());
-                    if self.index(Arc::new(DeviceSlot::new(device, template))).1 {
+                    if self
+                        .index(Arc::new(DeviceSlot::new(
+                            device,
+                            template,
+                            self.floor.counter(0),
+                        )))
+                        .1
+                    {
                         tracing::info!(device = id, %name, "device added from the command line");
                         let _ = self.global.send(events::device_changed(id, true));
                     }
@@ -483,9 +567,6 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-/// A one-shot delivery report for an app write.
-pub type DeliveryReport = oneshot::Receiver<Delivery>;
 
 /// The channel a session reads its outbound messages from.
 pub type OutboundQueue = mpsc::Receiver<Box<Outbound>>;

@@ -6,53 +6,11 @@ use std::sync::Arc;
 use blynk_proto::Pin;
 use tokio::sync::{Notify, mpsc};
 
+use super::delivery::{Delivery, Outbound, Protocol, SessionLink};
 use super::sync::{SyncItem, SyncSelection};
-use super::writes::Delivery;
 use super::{DeviceSlot, Engine, events, lock};
-use crate::model::{OwnedValue, now_ms};
+use crate::model::now_ms;
 use crate::store::settle;
-
-/// Which protocol a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// The native blynk-proto protocol.
-    Native,
-    /// The classic Blynk protocol (TCP or WebSocket).
-    Classic,
-    /// The MQTT 3.1.1 device API.
-    Mqtt,
-}
-
-/// A value for a session to send to its device: an app write, or a command. Sessions are
-/// closed through their kill signal, so this is the only message; it travels boxed, which keeps
-/// each idle session's queue small (one pointer a slot).
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    /// The pin.
-    pub pin: Pin,
-    /// The value.
-    pub value: Arc<OwnedValue>,
-    /// Its version.
-    pub version: u64,
-    /// For a command: its pending id, to be claimed before sending.
-    pub command: Option<i64>,
-}
-
-/// The engine's side of a live session.
-pub(super) struct SessionLink {
-    pub id: u64,
-    pub outbound: mpsc::Sender<Box<Outbound>>,
-    pub protocol: Protocol,
-    /// Ends the session even when its queue is full.
-    pub kill: Arc<Notify>,
-}
-
-impl SessionLink {
-    /// Asks the session to end; it detaches itself, which updates presence.
-    pub fn close(&self) {
-        self.kill.notify_one();
-    }
-}
 
 /// A session's side of its registration.
 #[derive(Debug)]
@@ -99,7 +57,6 @@ impl Engine {
             if let Some(previous) = &previous {
                 previous.close();
             }
-            state.forwarded.clear();
             let now = now_ms();
             for command in state
                 .pending_commands
@@ -154,7 +111,6 @@ impl Engine {
             {
                 state.session = None;
                 state.last_seen = Some(now);
-                state.forwarded.clear();
                 true
             } else {
                 false
@@ -172,17 +128,9 @@ impl Engine {
     /// Records that the session sent `pin` at `version` to the device, and reports the app
     /// writes it satisfies as delivered.
     pub fn delivered(&self, slot: &DeviceSlot, pin: Pin, version: u64) {
-        let mut state = slot.lock();
-        let forwarded = state.forwarded.entry(pin).or_default();
-        *forwarded = (*forwarded).max(version);
-        let waiters = std::mem::take(&mut state.waiters);
-        for waiter in waiters {
-            if waiter.pin == pin && waiter.version <= version {
-                let _ = waiter.report.send(Delivery::Delivered);
-            } else {
-                state.waiters.push(waiter);
-            }
-        }
+        slot.lock()
+            .waiters
+            .settle(pin, Delivery::Delivered, |waiting| waiting <= version);
     }
 
     /// Takes a pending command out of the store before a session sends it, so that it is

@@ -70,6 +70,23 @@ pub(super) fn select(
             None => None,
         }
     };
+    // A device that saw versions a crash lost, or that were never handed out here, holds state
+    // the server does not: it gets everything, as after a reset (SPEC 3.10).
+    let selection = match selection {
+        SyncSelection::Reconnect {
+            known_version: Some(known),
+        } if !state.versions.trusts(*known) => {
+            tracing::info!(
+                device = slot.device.id,
+                known,
+                "device presented a version the server does not hold: full resync"
+            );
+            &SyncSelection::Reconnect {
+                known_version: None,
+            }
+        }
+        other => other,
+    };
     let synced_pins = || {
         slot.template
             .datastreams

@@ -1,15 +1,20 @@
 //! Writes from devices and from apps, the ordering rule for offline device writes, and
 //! momentary commands.
+//!
+//! Every write takes its version under the device's lock and, in that same step, is queued to
+//! the store, forwarded to the device (an app write) and published to the watching apps: so
+//! version order, store order and publication order agree, and a write reaches the apps
+//! whatever becomes of the connection that made it. Only the acknowledgement waits for the
+//! commit (SPEC 3.2, 3.10, 3.13).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use blynk_proto::datastream::ValidationError;
 use blynk_proto::{Pin, Value};
-use tokio::sync::oneshot;
 
-use super::sessions::Outbound;
-use super::{DeliveryReport, DeviceSlot, DeviceState, Engine, MAX_WAITERS, events, lock};
+use super::delivery::{Delivery, DeliveryReport, Outbound};
+use super::{DeviceSlot, Engine, events, lock};
 use crate::model::{Origin, PendingCommand, StoredValue, now_ms};
 use crate::store::{StoreError, ValueWrite, settle};
 
@@ -28,6 +33,9 @@ pub enum WriteError {
     /// The device was deleted.
     #[error("the device was deleted")]
     Deleted,
+    /// The server is shutting down and takes no more writes.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// What became of a device write.
@@ -46,81 +54,17 @@ pub enum DeviceWriteOutcome {
     },
 }
 
-/// The fate of an app write, reported after "stored".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// The device received the value (or a newer one of the same pin).
-    Delivered,
-    /// A command whose ttl passed before its device connected.
-    Expired,
-    /// The device itself wrote the pin again before receiving this value.
-    Superseded,
-}
-
-impl Delivery {
-    /// The name used by the app API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Delivered => "delivered",
-            Delivery::Expired => "expired",
-            Delivery::Superseded => "superseded",
-        }
-    }
-}
-
 /// A stored app write.
 #[derive(Debug)]
 pub struct AppWrite {
     /// The version it got.
     pub version: u64,
-    /// Whether the device was online when the write was stored.
+    /// Whether the device was online when the write was made.
     pub device_online: bool,
     /// Whether the datastream is a command.
     pub command: bool,
     /// Resolves when the device receives it (or the command expires).
     pub report: DeliveryReport,
-}
-
-/// An app write waiting to be reported delivered.
-pub(super) struct DeliveryWaiter {
-    pub pin: Pin,
-    pub version: u64,
-    pub report: oneshot::Sender<Delivery>,
-}
-
-impl DeviceState {
-    fn add_waiter(&mut self, pin: Pin, version: u64) -> DeliveryReport {
-        let (report, receiver) = oneshot::channel();
-        if self.waiters.len() >= MAX_WAITERS {
-            // The oldest waiter's app is told nothing more; the value itself stays stored.
-            self.waiters.remove(0);
-        }
-        self.waiters.push(DeliveryWaiter {
-            pin,
-            version,
-            report,
-        });
-        receiver
-    }
-
-    /// Sends a value to the current session. A session whose queue is full reads too slowly:
-    /// it is closed, and the device gets the value at its next sync.
-    fn forward(&mut self, outbound: Outbound) -> bool {
-        let Some(session) = &self.session else {
-            return false;
-        };
-        match session.outbound.try_send(Box::new(outbound)) {
-            Ok(()) => true,
-            Err(_) => {
-                tracing::warn!(
-                    session = session.id,
-                    "device session reads too slowly; closing it"
-                );
-                session.close();
-                false
-            }
-        }
-    }
 }
 
 impl Engine {
@@ -131,7 +75,9 @@ impl Engine {
     /// the device's write goes to the history only and the caller sends the device the latest
     /// value. See `docs/state-sync.md`.
     ///
-    /// Returns a future that resolves once the write is durable (the moment to acknowledge it).
+    /// The write is published to the watching apps before this returns; the returned future
+    /// only resolves once it is durable (the moment to acknowledge it), and dropping it loses
+    /// nothing.
     pub fn device_write(
         &self,
         slot: &Arc<DeviceSlot>,
@@ -149,13 +95,10 @@ impl Engine {
         let normalized = Arc::new(datastream.normalize(value)?);
         let now = now_ms();
         let made_at = now - i64::from(age_ms.unwrap_or(0));
-        let (ticket, outcome, stored, latest) = {
+        let (ticket, outcome) = {
             let mut state = slot.lock();
-            if state.deleted {
-                return Err(WriteError::Deleted);
-            }
-            state.version += 1;
-            let version = state.version;
+            self.check_open(&state)?;
+            let version = state.next_version();
             let current = state.values.get(&pin);
             let superseded =
                 age_ms.is_some() && current.is_some_and(|current| current.set_at > made_at);
@@ -172,43 +115,32 @@ impl Engine {
                 },
                 _ => DeviceWriteOutcome::Stored { version },
             };
-            if latest {
-                state.values.insert(pin, stored.clone());
-                // The device holds this value now: older app writes must not overwrite it.
-                let forwarded = state.forwarded.entry(pin).or_default();
-                *forwarded = (*forwarded).max(version);
-                let waiters = std::mem::take(&mut state.waiters);
-                for waiter in waiters {
-                    if waiter.pin == pin && waiter.version < version {
-                        let _ = waiter.report.send(Delivery::Superseded);
-                    } else {
-                        state.waiters.push(waiter);
-                    }
-                }
-            }
-            let write = ValueWrite {
+            let ticket = self.store.put_value(ValueWrite {
                 device_id: slot.device.id,
                 pin,
                 stored: stored.clone(),
                 latest,
-            };
-            (self.store.put_value(write), outcome, stored, latest)
+            });
+            if latest {
+                // The device holds this value now: older app writes will not reach it.
+                state
+                    .waiters
+                    .settle(pin, Delivery::Superseded, |waiting| waiting < version);
+                slot.publish(events::value(slot.device.id, pin, &stored));
+                state.values.insert(pin, stored);
+            }
+            (ticket, outcome)
         };
-        let slot = slot.clone();
-        // The version is taken and the store write queued before this returns, so a session can
-        // pipeline many writes and still have them stored in the order they were sent.
         Ok(async move {
             settle(ticket).await?;
-            if latest {
-                slot.publish(events::value(slot.device.id, pin, &stored));
-            }
             Ok(outcome)
         })
     }
 
-    /// An app or the HTTP API writes a pin of a device (SPEC 3.2, 3.12): validated, stored,
-    /// then forwarded if the device is online. A command of an offline device waits, durably,
-    /// until the device connects or its ttl passes.
+    /// An app or the HTTP API writes a pin of a device (SPEC 3.2, 3.12): validated, versioned,
+    /// queued to the store, forwarded to the device if it is online and published to the
+    /// watching apps, all in one step; the returned write is acknowledged once durable. A
+    /// command of an offline device waits, durably, until the device connects or its ttl passes.
     pub async fn app_write(
         &self,
         slot: &Arc<DeviceSlot>,
@@ -222,59 +154,44 @@ impl Engine {
             .ok_or(WriteError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
-        let (ticket, stored) = {
+        let (ticket, stored, report, device_online) = {
             let mut state = slot.lock();
-            if state.deleted {
-                return Err(WriteError::Deleted);
-            }
-            state.version += 1;
+            self.check_open(&state)?;
+            let version = state.next_version();
             let stored = StoredValue {
                 value: normalized,
-                version: state.version,
+                version,
                 set_at: now_ms(),
                 origin,
             };
-            if !is_command {
-                state.values.insert(pin, stored.clone());
-            }
-            let write = ValueWrite {
+            let ticket = self.store.put_value(ValueWrite {
                 device_id: slot.device.id,
                 pin,
                 stored: stored.clone(),
                 latest: !is_command,
+            });
+            if !is_command {
+                slot.publish(events::value(slot.device.id, pin, &stored));
+                state.values.insert(pin, stored.clone());
+            }
+            let report = state.waiters.add(pin, version);
+            // Forward, then commit: the device does not wait for the disk (SPEC 3.2).
+            let device_online = match &state.session {
+                Some(session) => {
+                    session.forward(Outbound {
+                        pin,
+                        value: stored.value.clone(),
+                        version,
+                        command: None,
+                    });
+                    true
+                }
+                None => false,
             };
-            (self.store.put_value(write), stored)
+            (ticket, stored, report, device_online)
         };
         settle(ticket).await?;
-        if !is_command {
-            slot.publish(events::value(slot.device.id, pin, &stored));
-        }
         let version = stored.version;
-        let outbound = Outbound {
-            pin,
-            value: stored.value.clone(),
-            version,
-            command: None,
-        };
-        let (report, device_online) = {
-            let mut state = slot.lock();
-            let newer_sent = state
-                .forwarded
-                .get(&pin)
-                .is_some_and(|sent| *sent >= version);
-            let online = state.session.is_some();
-            let report = if newer_sent {
-                // A sync sent this value (or a newer one) while the write was being stored.
-                let (report, receiver) = oneshot::channel();
-                let _ = report.send(Delivery::Delivered);
-                receiver
-            } else {
-                let report = state.add_waiter(pin, version);
-                state.forward(outbound);
-                report
-            };
-            (report, online)
-        };
         if is_command && !device_online {
             self.park_command(slot, pin, stored).await?;
         }
@@ -308,9 +225,9 @@ impl Engine {
         };
         command.id = settle(self.store.add_pending_command(command.clone())).await?;
         let mut state = slot.lock();
-        if state.session.is_some() {
+        if let Some(session) = &state.session {
             // The device connected while the command was being stored.
-            state.forward(Outbound {
+            session.forward(Outbound {
                 pin,
                 value: command.value.clone(),
                 version: command.version,
@@ -337,16 +254,12 @@ impl Engine {
                     .into_iter()
                     .partition(|command| command.expires_at <= now);
                 state.pending_commands = alive;
-                let waiters = std::mem::take(&mut state.waiters);
-                for waiter in waiters {
-                    let is_expired = expired.iter().any(|c: &PendingCommand| {
-                        c.pin == waiter.pin && c.version == waiter.version
-                    });
-                    if is_expired {
-                        let _ = waiter.report.send(Delivery::Expired);
-                    } else {
-                        state.waiters.push(waiter);
-                    }
+                for command in &expired {
+                    state
+                        .waiters
+                        .settle(command.pin, Delivery::Expired, |version| {
+                            version == command.version
+                        });
                 }
                 if state.pending_commands.is_empty() {
                     lock(&self.with_pending_commands).remove(&device_id);

@@ -61,7 +61,9 @@ impl From<WriteError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             WriteError::Deleted => ApiError::NotFound(error.to_string()),
-            WriteError::Store(_) => ApiError::Internal(error.to_string()),
+            WriteError::Store(_) | WriteError::ShuttingDown => {
+                ApiError::Internal(error.to_string())
+            }
         }
     }
 }

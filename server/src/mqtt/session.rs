@@ -543,9 +543,9 @@ impl Session {
             } => match self.property(datastream, property, &payload) {
                 Err(reason) => refused(reason),
                 Ok(record) => {
-                    let (engine, slot) = (self.context.engine.clone(), self.slot.clone());
+                    let durable = self.context.engine.set_property(&self.slot, record);
                     Box::pin(async move {
-                        match engine.set_property(&slot, record).await {
+                        match durable.await {
                             Ok(()) => acknowledged(Vec::new()),
                             Err(error) => vec![Reply::Error(format!("`{topic}`: {error}"))],
                         }
@@ -562,12 +562,11 @@ impl Session {
                     match std::str::from_utf8(&payload) {
                         Err(_) => refused(format!("`{topic}`: {}", PayloadError::NotText)),
                         Ok(description) => {
-                            let description =
-                                (!description.is_empty()).then(|| description.to_owned());
-                            let code = code.to_owned();
-                            let (engine, slot) = (self.context.engine.clone(), self.slot.clone());
+                            let description = (!description.is_empty()).then_some(description);
+                            let durable =
+                                self.context.engine.log_event(&self.slot, code, description);
                             Box::pin(async move {
-                                match engine.log_event(&slot, &code, description.as_deref()).await {
+                                match durable.await {
                                     Ok(()) => acknowledged(Vec::new()),
                                     Err(error) => {
                                         vec![Reply::Error(format!("`{topic}`: {error}"))]
@@ -672,7 +671,9 @@ impl Session {
                 .device_write(&self.slot, pin, &value_ref, age_ms)
             {
                 Ok(future) => durable.push((pin, future)),
-                Err(error @ (WriteError::Store(_) | WriteError::Deleted)) => {
+                Err(
+                    error @ (WriteError::Store(_) | WriteError::Deleted | WriteError::ShuttingDown),
+                ) => {
                     replies.push(refusal(&error));
                     return ready(replies);
                 }

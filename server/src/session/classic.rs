@@ -423,9 +423,9 @@ impl Session {
                             name: update.name.as_str().to_owned(),
                             value,
                         };
-                        let slot = self.slot.clone();
+                        let durable = engine.set_property(&self.slot, record);
                         in_flight.push_back(Box::pin(async move {
-                            let status = match engine.set_property(&slot, record).await {
+                            let status = match durable.await {
                                 Ok(()) => Status::Ok,
                                 Err(_) => Status::ServerException,
                             };
@@ -443,15 +443,13 @@ impl Session {
             },
             Command::EventLog => match EventLog::parse(frame.body) {
                 Ok(event) => {
-                    let slot = self.slot.clone();
-                    let code = event.code.as_str().to_owned();
-                    let description = event.description.map(str::to_owned);
+                    let durable =
+                        engine.log_event(&self.slot, event.code.as_str(), event.description);
                     in_flight.push_back(Box::pin(async move {
-                        let status =
-                            match engine.log_event(&slot, &code, description.as_deref()).await {
-                                Ok(()) => Status::Ok,
-                                Err(_) => Status::ServerException,
-                            };
+                        let status = match durable.await {
+                            Ok(()) => Status::Ok,
+                            Err(_) => Status::ServerException,
+                        };
                         response(id, status)
                     }));
                     Reply::None

@@ -541,9 +541,10 @@ impl Session {
                     name: property.name.as_str().to_owned(),
                     value: OwnedValue::from_value(&property.value),
                 };
-                let (slot, engine, id) = (self.slot.clone(), engine.clone(), property.id);
+                let id = property.id;
+                let durable = engine.set_property(&self.slot, record);
                 in_flight.push_back(Box::pin(async move {
-                    match engine.set_property(&slot, record).await {
+                    match durable.await {
                         Ok(()) => frame(&Message::Ack(Ack { id, version: None })),
                         Err(error) => error_reply(id, ErrorCode::Internal, &error.to_string()),
                     }
@@ -554,11 +555,14 @@ impl Session {
                 if !self.rate.allow() {
                     return self.rate_limited(event.id);
                 }
-                let (slot, engine, id) = (self.slot.clone(), engine.clone(), event.id);
-                let code = event.code.as_str().to_owned();
-                let description = event.description.map(|d| d.as_str().to_owned());
+                let id = event.id;
+                let durable = engine.log_event(
+                    &self.slot,
+                    event.code.as_str(),
+                    event.description.map(|d| d.as_str()),
+                );
                 in_flight.push_back(Box::pin(async move {
-                    match engine.log_event(&slot, &code, description.as_deref()).await {
+                    match durable.await {
                         Ok(()) => frame(&Message::Ack(Ack { id, version: None })),
                         Err(error) => error_reply(id, ErrorCode::Internal, &error.to_string()),
                     }
@@ -605,7 +609,9 @@ fn write_error(id: u16, error: &WriteError) -> Option<Vec<u8>> {
     let code = match error {
         WriteError::UnknownPin(_) => ErrorCode::UnknownPin,
         WriteError::Invalid(_) => ErrorCode::WrongType,
-        WriteError::Store(_) | WriteError::Deleted => ErrorCode::Internal,
+        WriteError::Store(_) | WriteError::Deleted | WriteError::ShuttingDown => {
+            ErrorCode::Internal
+        }
     };
     error_reply(id, code, &error.to_string())
 }

@@ -218,3 +218,137 @@ async fn a_device_added_from_the_command_line_logs_in_while_the_server_runs() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// An app WebSocket on a server process, with its admin key.
+async fn app_socket(
+    server: &Process,
+    key: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/api/ws?key={key}", server.http);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The latest value and version of a pin of the demo device.
+async fn latest(server: &Process, key: &str, pin: &str) -> (serde_json::Value, u64) {
+    let values = http::request(
+        server.http,
+        "GET",
+        "/api/devices/demo/values",
+        &[("Authorization", &format!("Bearer {key}"))],
+        None,
+    )
+    .await
+    .json();
+    let version = values[pin]["version"].as_u64().expect("a version");
+    (values[pin]["value"].clone(), version)
+}
+
+/// Streams app writes to a native device of a server process and kills the server with
+/// `kill -9` mid-stream. Returns the last `V1` value and version the device received.
+async fn crash_mid_stream(mut server: Process, key: &str, known: Option<u64>) -> (String, u64) {
+    use futures_util::SinkExt;
+    let options = LoginOptions {
+        sync_on_connect: known.is_some(),
+        known_version: known,
+        ..LoginOptions::default()
+    };
+    let (mut device, _) = NativeClient::login(server.native, &server.token, options).await;
+    if known.is_some() {
+        device.collect_sync(0).await;
+    }
+    // App writes pipelined as fast as the socket takes them: each is forwarded to the device
+    // before it commits, so killing the server mid-stream loses some the device has seen.
+    let mut app = app_socket(&server, key).await;
+    for value in 0..2_000 {
+        let write = json!({ "type": "write", "id": value, "device": "demo", "pin": "V1", "value": value % 256 });
+        app.send(tokio_tungstenite::tungstenite::Message::Text(
+            write.to_string().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut seen = None;
+    let update = |message: &Received| match message {
+        Received::Update {
+            pin: Pin::Virtual(1),
+            value,
+            version,
+        } => Some((value[0].clone(), *version)),
+        _ => None,
+    };
+    for _ in 0..300 {
+        seen = Some(device.expect("an app write", update).await);
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+    // What the server had already sent before it died counts as seen too.
+    while let Ok(Some(message)) = device
+        .recv_within(std::time::Duration::from_millis(200))
+        .await
+    {
+        if let Some(update) = update(&message) {
+            seen = Some(update);
+        }
+    }
+    seen.unwrap()
+}
+
+#[tokio::test]
+async fn spec_3_10_crashes_reuse_no_version_and_a_device_that_saw_a_lost_one_is_fully_resynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = admin_key(dir.path()).await;
+    // Two crashes in a row: the second run's versions, forwarded and lost too, must not
+    // collide with the third run's either.
+    let (_, first_seen) = crash_mid_stream(start(dir.path()).await, &key, None).await;
+    let (seen_value, seen_version) =
+        crash_mid_stream(start(dir.path()).await, &key, Some(first_seen)).await;
+    assert!(seen_version > first_seen);
+
+    let restarted = start(dir.path()).await;
+    let options = LoginOptions {
+        sync_on_connect: true,
+        known_version: Some(seen_version),
+        ..LoginOptions::default()
+    };
+    let (mut device, _) = NativeClient::login(restarted.native, &restarted.token, options).await;
+    let (synced, _) = device.collect_sync(0).await;
+    let device_value = synced
+        .iter()
+        .find(|(pin, _)| *pin == Pin::Virtual(1))
+        .map_or(seen_value, |(_, value)| value[0].clone());
+    let (server_value, _) = latest(&restarted, &key, "V1").await;
+    assert_eq!(
+        json!(device_value.parse::<i64>().unwrap()),
+        server_value,
+        "after the sync the device holds the server's durable value"
+    );
+
+    let update = http::get(
+        restarted.http,
+        &format!("/external/api/update?token={}&v1=7", restarted.token),
+    )
+    .await;
+    assert_eq!(update.status, 200);
+    let (_, new_version) = latest(&restarted, &key, "V1").await;
+    assert!(
+        new_version > seen_version,
+        "a version seen before a crash ({seen_version}) is not handed out again ({new_version})"
+    );
+}
+
+#[tokio::test]
+async fn spec_3_10_a_clean_restart_goes_on_from_the_durable_versions() {
+    let mut server = crate::support::TestServer::start().await;
+    let first = http::app_write(&server, "V1", json!(10)).await;
+    server.restart().await;
+    let second = http::app_write(&server, "V1", json!(11)).await;
+    let (first, second) = (
+        first["version"].as_u64().unwrap(),
+        second["version"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        second,
+        first + 1,
+        "after a clean shutdown no version was lost, so none is skipped"
+    );
+}
