@@ -39,3 +39,35 @@ impl Mqtt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::Packet;
+
+    use super::MAX_PACKET;
+
+    /// The codec is a dependency: this checks that what the server feeds it from the network
+    /// (any bytes, cut anywhere) gives a packet or an error, never a panic.
+    #[test]
+    fn reading_arbitrary_bytes_never_panics() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Half of the inputs start like a real packet type with a small length.
+            if next() % 2 == 0 && len > 2 {
+                bytes[0] = ((next() % 14 + 1) as u8) << 4 | (next() % 16) as u8;
+                bytes[1] = (len - 2) as u8;
+            }
+            let mut buffer = BytesMut::from(&bytes[..]);
+            while let Ok(_packet) = Packet::read(&mut buffer, MAX_PACKET) {}
+        }
+    }
+}

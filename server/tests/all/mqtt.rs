@@ -493,3 +493,80 @@ async fn mosquitto_clients_are_devices_unchanged() {
         .await;
     assert_eq!(event["value"], 42);
 }
+
+#[tokio::test]
+async fn spec_6_mqtt_speaks_tls_with_the_same_setting() {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.tls = Some(blynk_server::config::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let tls = crate::tls::connector(generated.cert.der().clone());
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = tokio::net::TcpStream::connect(server.mqtt()).await.unwrap();
+    let mut stream = tls.connect(name, tcp).await.unwrap();
+
+    let mut connect = rumqttc::mqttbytes::v4::Connect::new("tls-device");
+    connect.login = Some(rumqttc::mqttbytes::v4::Login::new(
+        "device",
+        server.demo_token(),
+    ));
+    let mut out = bytes::BytesMut::new();
+    Packet::Connect(connect).write(&mut out, 1024).unwrap();
+    let mut publish = Publish::new("ds/LED", QoS::AtLeastOnce, "9");
+    publish.pkid = 1;
+    Packet::Publish(publish).write(&mut out, 1024).unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &out)
+        .await
+        .unwrap();
+    let mut inbox = bytes::BytesMut::new();
+    let mut packets = Vec::new();
+    while packets.len() < 2 {
+        match Packet::read(&mut inbox, 1024) {
+            Ok(packet) => packets.push(packet),
+            Err(_) => {
+                let read = tokio::time::timeout(
+                    PATIENCE,
+                    tokio::io::AsyncReadExt::read_buf(&mut stream, &mut inbox),
+                )
+                .await
+                .expect("no answer over TLS")
+                .unwrap();
+                assert!(read > 0, "closed; got {packets:?}");
+            }
+        }
+    }
+    assert!(matches!(&packets[0], Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success));
+    assert!(matches!(&packets[1], Packet::PubAck(ack) if ack.pkid == 1));
+    // (HTTP speaks TLS too now: the engine is asked directly.)
+    let demo = server.server().engine().find_device("demo").unwrap();
+    let stored = demo.value(blynk_proto::Pin::Virtual(1)).unwrap();
+    assert_eq!(stored.value.to_json(), json!(9));
+}
+
+#[tokio::test]
+async fn spec_6_mqtt_publishes_over_the_rate_limit_are_dropped_and_said_so() {
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 1;
+        config.limits.message_burst = 3;
+    })
+    .await;
+    let mut device = connect(&server).await;
+    device.subscribe("downlink/error", QoS::AtMostOnce).await;
+    for value in 1..=10 {
+        device
+            .publish("ds/Uptime", QoS::AtMostOnce, value.to_string())
+            .await;
+    }
+    let error = device.expect_publish("downlink/error").await;
+    assert!(error.contains("rate limit"), "{error}");
+    let latest = stored(&server, "V2").await;
+    assert_ne!(latest, Some(json!(10)), "the excess was dropped");
+}
