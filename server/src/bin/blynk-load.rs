@@ -741,6 +741,9 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
             "0",
             "--native-port",
             "0",
+            // No scenario drives MQTT devices yet; 1883 may be taken by another server.
+            "--mqtt-port",
+            "0",
         ])
         .args(["--durability", args.durability.name(), "serve"])
         .env("BLYNK_LOG", "warn")

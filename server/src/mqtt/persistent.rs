@@ -1,5 +1,6 @@
-//! Persistent MQTT sessions (`clean_session = 0`): a device's subscriptions, kept in memory per
-//! device and client id so that they survive a reconnect, as MQTT 3.1.1 says. Bounded: past
+//! Persistent MQTT sessions (`clean_session = 0`): a device's subscriptions and the version it
+//! had seen, kept in memory per device and client id so that they survive a reconnect, as
+//! MQTT 3.1.1 says. Bounded: past
 //! [`MAX_PERSISTENT_SESSIONS`], the least recently used one is forgotten (its device then
 //! reconnects to a fresh session and sees `session present = 0`, so it subscribes again).
 
@@ -29,6 +30,10 @@ pub struct Subscription {
 pub struct SavedSession {
     /// Its subscriptions.
     pub subscriptions: Vec<Subscription>,
+    /// The device's version when the connection ended, lowered below every value the device
+    /// had not received by then: on resume, the `sync` datastreams changed after it are sent
+    /// (the state-sync form of MQTT's "queued messages are delivered on reconnect").
+    pub known_version: u64,
 }
 
 struct Entry {
@@ -115,6 +120,7 @@ mod tests {
                 filter: filter.into(),
                 qos: QoS::AtLeastOnce,
             }],
+            known_version: 0,
         }
     }
 

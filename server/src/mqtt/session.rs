@@ -141,10 +141,15 @@ where
     let saved = mqtt
         .sessions
         .resume(slot.device.id, &connect.client_id, connect.clean_session);
-    let Some(attached) =
+    // A resumed session gets what changed while it was away, as MQTT delivers a persistent
+    // session's queued messages on reconnect: here the latest values, not every one.
+    let resync = saved.as_ref().map(|saved| SyncSelection::Reconnect {
+        known_version: Some(saved.known_version),
+    });
+    let Some(mut attached) =
         context
             .engine
-            .attach(&slot, Protocol::Mqtt, context.limits.send_queue, None)
+            .attach(&slot, Protocol::Mqtt, context.limits.send_queue, resync)
     else {
         tracing::info!(%peer, device = slot.device.id, "MQTT connection closed: device deleted");
         return;
@@ -174,6 +179,9 @@ where
         session.subscriptions = saved.subscriptions;
     }
     let _ = ConnAck::new(ConnectReturnCode::Success, session_present).write(&mut session.out);
+    if session_present {
+        session.reply(vec![Reply::Sync(std::mem::take(&mut attached.sync))]);
+    }
     let ending = match session.flush(&mut stream).await {
         Err(error) => Ending::Io(error),
         Ok(()) => {
@@ -181,8 +189,8 @@ where
                 .run(
                     &mut stream,
                     &mut inbox,
-                    attached.outbound,
-                    attached.kill,
+                    &mut attached.outbound,
+                    attached.kill.clone(),
                     connect.keep_alive,
                 )
                 .await
@@ -196,6 +204,7 @@ where
     if !connect.clean_session {
         let saved = SavedSession {
             subscriptions: std::mem::take(&mut session.subscriptions),
+            known_version: session.known_version(&mut attached.outbound),
         };
         mqtt.sessions
             .save(slot.device.id, &connect.client_id, saved);
@@ -315,7 +324,7 @@ impl Session {
         &mut self,
         stream: &mut S,
         inbox: &mut BytesMut,
-        mut outbound: OutboundQueue,
+        outbound: &mut OutboundQueue,
         kill: Arc<tokio::sync::Notify>,
         keep_alive: u16,
     ) -> Ending
@@ -376,6 +385,23 @@ impl Session {
                 _ = shutdown.changed() => return Ending::Shutdown,
             }
         }
+    }
+
+    /// The highest version below every value the device has not received: the device's
+    /// version, lowered for values still queued, held or unacknowledged. Drains `outbound`.
+    fn known_version(&self, outbound: &mut OutboundQueue) -> u64 {
+        let mut missed: Vec<u64> = self.unacked.values().map(|(_, version)| *version).collect();
+        missed.extend(self.held.iter().map(|held| held.version));
+        // A value written to the buffer but not to the socket was not received either.
+        missed.extend(self.sent_qos0.iter().map(|(_, version)| *version));
+        while let Ok(queued) = outbound.try_recv() {
+            missed.push(queued.version);
+        }
+        let version = self.slot.version();
+        missed
+            .into_iter()
+            .map(|version| version.saturating_sub(1))
+            .fold(version, u64::min)
     }
 
     /// Writes what is waiting, then reports the QoS 0 values in it delivered.

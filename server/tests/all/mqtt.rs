@@ -220,7 +220,8 @@ async fn spec_3_12_a_pending_command_is_delivered_once_on_subscribe() {
 }
 
 #[tokio::test]
-async fn mqtt_persistent_session_keeps_its_subscriptions_across_a_reconnect() {
+async fn spec_3_3_mqtt_persistent_session_keeps_its_subscriptions_and_gets_what_changed_while_away()
+{
     let server = TestServer::start().await;
     let persistent = Options {
         clean_session: false,
@@ -229,17 +230,30 @@ async fn mqtt_persistent_session_keeps_its_subscriptions_across_a_reconnect() {
     let (mut device, present) =
         MqttDevice::connect(server.mqtt(), &server.demo_token(), persistent.clone()).await;
     assert!(!present);
+    device.subscribe("downlink/ds/+", QoS::AtLeastOnce).await;
     device
-        .subscribe("downlink/ds/Power", QoS::AtLeastOnce)
+        .subscribe("downlink/get/ds/done", QoS::AtLeastOnce)
         .await;
+    let answer = app_write(&server, "V1", json!(5)).await;
+    assert_eq!(device.expect_publish("downlink/ds/LED").await, "5");
+    assert_eq!(answer["status"], "delivered", "{answer}");
     device.client.disconnect().await.unwrap();
     device.expect_end().await;
 
+    // Changed while away: Power. LED the device already has.
+    app_write(&server, "V0", json!(1)).await;
     let (mut device, present) =
         MqttDevice::connect(server.mqtt(), &server.demo_token(), persistent).await;
     assert!(present, "the session was kept");
-    app_write(&server, "V0", json!(1)).await;
     assert_eq!(device.expect_publish("downlink/ds/Power").await, "1");
+    assert_eq!(
+        device.expect_publish("downlink/get/ds/done").await,
+        "1",
+        "only what changed"
+    );
+    // Its subscriptions came back with it.
+    app_write(&server, "V0", json!(0)).await;
+    assert_eq!(device.expect_publish("downlink/ds/Power").await, "0");
 
     let (_clean, present) =
         MqttDevice::connect(server.mqtt(), &server.demo_token(), client("kitchen-lamp")).await;
