@@ -157,11 +157,15 @@ fn ensure_debian_package(program: &str, package: &str, needed_by: &str) -> Resul
 
 /// Every check CI runs; all steps run even when one fails, and the failures are listed at the end.
 pub fn test() -> Result<()> {
-    ensure_debian_package(
+    // A failed install is reported, not fatal: the MQTT test that needs it then fails and says
+    // what is missing, and every other step still runs.
+    if let Err(error) = ensure_debian_package(
         "mosquitto_pub",
         "mosquitto-clients",
         "the MQTT tests with mosquitto_pub/mosquitto_sub",
-    )?;
+    ) {
+        eprintln!("{error:#}");
+    }
     let mut steps: Vec<(String, bool)> = Vec::new();
     let mut record = |label: &str, ok: bool| steps.push((label.to_string(), ok));
 
