@@ -3,13 +3,15 @@
 //! here: a device talks only to the server, about its own datastreams.
 //!
 //! Framing is rumqttc's `mqttbytes::v4` codec; `topics` reads the topic names, `payload` the
-//! payloads, `persistent` keeps the subscriptions of persistent sessions, and `session` runs one
-//! connection between the socket and the engine.
+//! payloads, `persistent` keeps persistent sessions, `session` runs one connection between the
+//! socket and the engine (login, the loop, what goes down to the device), and `uplink` handles
+//! what the device publishes.
 
 pub mod payload;
 pub mod persistent;
 mod session;
 pub mod topics;
+mod uplink;
 
 use std::sync::Arc;
 
