@@ -175,7 +175,8 @@ where
     }
     let _ = ConnAck::new(ConnectReturnCode::Success, session_present).write(&mut session.out);
     if session_present {
-        session.reply(vec![Reply::Sync(std::mem::take(&mut attached.sync))]);
+        // Computed under the same lock as the registration: nothing forwarded can precede it.
+        session.send_sync(std::mem::take(&mut attached.sync));
     }
     let ending = match session.flush(&mut stream).await {
         Err(error) => Ending::Io(error),
@@ -288,8 +289,11 @@ pub(super) enum Reply {
     PubAck(u16),
     /// A refusal for `downlink/error` (and the log).
     Error(String),
-    /// The answer to `get/ds` or `get/ds/all`: these values, then the end marker.
-    Sync(Vec<SyncItem>),
+    /// The answer to `get/ds` or `get/ds/all`: the values, then the end marker. The values are
+    /// read when the answer is written, not when the request came: an MQTT device has no
+    /// versions to tell an old value from a new one, so an app write forwarded in between must
+    /// not be followed by the older value it replaced.
+    Sync(SyncSelection),
 }
 
 pub(super) type InFlight = std::pin::Pin<Box<dyn Future<Output = Vec<Reply>> + Send>>;
@@ -485,22 +489,28 @@ impl Session {
                     tracing::info!(device = self.slot.device.id, %reason, "MQTT publish refused");
                     self.send(topics::ERROR, reason.into_bytes(), QoS::AtMostOnce, None);
                 }
-                Reply::Sync(items) => {
-                    let mut count = 0usize;
-                    for item in items {
-                        if self.send_value(item.pin, &item.value, item.version) {
-                            count += 1;
-                        }
-                    }
-                    self.send(
-                        topics::SYNC_DONE,
-                        count.to_string().into_bytes(),
-                        QoS::AtMostOnce,
-                        None,
-                    );
+                Reply::Sync(selection) => {
+                    let items = self.context.engine.sync_items(&self.slot, &selection);
+                    self.send_sync(items);
                 }
             }
         }
+    }
+
+    /// Publishes sync values on their subscribed topics, then the end marker with their count.
+    fn send_sync(&mut self, items: Vec<SyncItem>) {
+        let mut count = 0usize;
+        for item in items {
+            if self.send_value(item.pin, &item.value, item.version) {
+                count += 1;
+            }
+        }
+        self.send(
+            topics::SYNC_DONE,
+            count.to_string().into_bytes(),
+            QoS::AtMostOnce,
+            None,
+        );
     }
 
     /// The highest QoS among the subscriptions matching `topic`, or `None` when none does.

@@ -154,21 +154,11 @@ impl Session {
                             Err(reason) => replies.push(Reply::Error(reason)),
                         }
                     }
-                    let items = self
-                        .context
-                        .engine
-                        .sync_items(&self.slot, &SyncSelection::Pins(pins));
-                    replies.push(Reply::Sync(items));
+                    replies.push(Reply::Sync(SyncSelection::Pins(pins)));
                     ready(acknowledged(replies))
                 }
             },
-            Uplink::GetAll => {
-                let items = self
-                    .context
-                    .engine
-                    .sync_items(&self.slot, &SyncSelection::All);
-                ready(acknowledged(vec![Reply::Sync(items)]))
-            }
+            Uplink::GetAll => ready(acknowledged(vec![Reply::Sync(SyncSelection::All)])),
         };
         in_flight.push_back(future);
         None
