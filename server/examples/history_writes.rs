@@ -118,6 +118,7 @@ fn server_config(data: &std::path::Path, durability: DurabilitySetting) -> Confi
         bind: "127.0.0.1".parse().unwrap(),
         http_port: 0,
         native_port: 0,
+        mqtt_port: blynk_server::config::MqttPort::Off,
         durability,
         ..Config::default()
     };

@@ -21,6 +21,8 @@ pub struct Config {
     pub http_port: u16,
     /// The native device protocol.
     pub native_port: u16,
+    /// The MQTT device API.
+    pub mqtt_port: MqttPort,
     /// Certificate and key files; when set, every port speaks TLS.
     pub tls: Option<TlsFiles>,
     /// How hard commits wait for the disk.
@@ -29,6 +31,44 @@ pub struct Config {
     pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
+}
+
+/// Where the MQTT device API listens. In a file, flag or variable it is a number: `0` turns
+/// MQTT off, any other number is the port; left out, it is the standard port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "u16")]
+pub enum MqttPort {
+    /// 1883, or 8883 when TLS is on (the ports MQTT clients assume).
+    #[default]
+    Standard,
+    /// No MQTT listener.
+    Off,
+    /// This port.
+    Port(u16),
+    /// A free port the system picks (tests); only settable in code, since `0` means off.
+    Ephemeral,
+}
+
+impl From<u16> for MqttPort {
+    fn from(port: u16) -> Self {
+        match port {
+            0 => MqttPort::Off,
+            port => MqttPort::Port(port),
+        }
+    }
+}
+
+impl MqttPort {
+    /// The port to bind, `None` when MQTT is off.
+    pub fn resolve(self, tls: bool) -> Option<u16> {
+        match self {
+            MqttPort::Standard if tls => Some(8883),
+            MqttPort::Standard => Some(1883),
+            MqttPort::Off => None,
+            MqttPort::Port(port) => Some(port),
+            MqttPort::Ephemeral => Some(0),
+        }
+    }
 }
 
 /// PEM files for TLS.
@@ -111,6 +151,7 @@ impl Default for Config {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             http_port: 8080,
             native_port: 8441,
+            mqtt_port: MqttPort::Standard,
             tls: None,
             durability: DurabilitySetting::Full,
             store: StoreSettings::default(),
@@ -180,5 +221,16 @@ mod tests {
         let retention = config.store.retention();
         assert_eq!(retention.per_pin, 0);
         assert_eq!(retention.max_age, Some(Duration::from_secs(30 * 86_400)));
+    }
+
+    #[test]
+    fn mqtt_port_is_standard_unless_set_and_zero_turns_it_off() {
+        let standard = Config::default().mqtt_port;
+        assert_eq!(standard.resolve(false), Some(1883));
+        assert_eq!(standard.resolve(true), Some(8883));
+        let off = Config::from_toml("mqtt_port = 0").unwrap().mqtt_port;
+        assert_eq!(off.resolve(false), None);
+        let chosen = Config::from_toml("mqtt_port = 1884").unwrap().mqtt_port;
+        assert_eq!(chosen.resolve(true), Some(1884));
     }
 }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod model;
+pub mod mqtt;
 pub mod net;
 pub mod session;
 pub mod store;
@@ -64,6 +65,8 @@ pub struct Server {
     pub http_address: SocketAddr,
     /// Where native devices connect.
     pub native_address: SocketAddr,
+    /// Where MQTT devices connect, unless MQTT is off.
+    pub mqtt_address: Option<SocketAddr>,
     /// The admin key of the app API.
     pub admin_key: String,
     /// The demo device's token, if it exists.
@@ -132,6 +135,21 @@ pub async fn start_with_admin_key(
         address: bind(config.native_port),
         source,
     })?;
+    let mqtt = match config.mqtt_port.resolve(config.tls.is_some()) {
+        Some(port) => {
+            let listener = listen(bind(port)).map_err(|source| StartError::Bind {
+                address: bind(port),
+                source,
+            })?;
+            let address = listener.local_addr().map_err(|source| StartError::Bind {
+                address: bind(port),
+                source,
+            })?;
+            Some((listener, address))
+        }
+        None => None,
+    };
+    let mqtt_address = mqtt.as_ref().map(|(_, address)| *address);
     let http_address = shared.local_addr().map_err(|source| StartError::Bind {
         address: bind(config.http_port),
         source,
@@ -161,6 +179,10 @@ pub async fn start_with_admin_key(
         context.clone(),
         http_connections,
     ));
+    if let Some((listener, _)) = mqtt {
+        let broker = Arc::new(mqtt::Mqtt::new(context.clone()));
+        tasks.spawn(net::listener::run_mqtt(listener, broker));
+    }
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
     tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
     let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
@@ -174,10 +196,11 @@ pub async fn start_with_admin_key(
             tracing::error!(%error, "HTTP server failed");
         }
     });
-    tracing::info!(%http_address, %native_address, "server listening");
+    tracing::info!(%http_address, %native_address, ?mqtt_address, "server listening");
     Ok(Server {
         http_address,
         native_address,
+        mqtt_address,
         admin_key: boot.admin_key,
         demo_token: boot.demo_token,
         first_start: boot.first_start,

@@ -34,6 +34,9 @@ struct Cli {
     /// Native device protocol port (default 8441).
     #[arg(long, env = "BLYNK_NATIVE_PORT")]
     native_port: Option<u16>,
+    /// MQTT device port (default 1883, or 8883 with TLS); 0 turns MQTT off.
+    #[arg(long, env = "BLYNK_MQTT_PORT")]
+    mqtt_port: Option<u16>,
     /// TLS certificate chain (PEM); with --tls-key, turns TLS on for every port.
     #[arg(long, env = "BLYNK_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -113,6 +116,9 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(port) = cli.native_port {
         config.native_port = port;
+    }
+    if let Some(port) = cli.mqtt_port {
+        config.mqtt_port = port.into();
     }
     if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
         config.tls = Some(TlsFiles {
@@ -207,6 +213,12 @@ async fn serve(config: Config) -> Result<()> {
         server.http_address.port()
     );
     say!("  native devices   {host}:{}", server.native_address.port());
+    if let Some(mqtt) = server.mqtt_address {
+        say!(
+            "  MQTT devices     {host}:{} (user `device`, password the token)",
+            mqtt.port()
+        );
+    }
     say!("  admin key        {}", server.admin_key);
     if let Some(token) = &server.demo_token {
         say!("  demo device      token {token}");

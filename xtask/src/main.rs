@@ -18,9 +18,11 @@ commands:
   bench   the codec benchmarks, then the server load scenarios (blynk-load: throughput,
           latency, idle memory, reconnect storm), with their figures printed;
           `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
-  conformance [names] [--sim]  the state-sync scenarios of conformance/scenarios/ against the
-          real server, for every device kind, as a table (names filter the scenarios; --sim,
-          as root, adds the simulated embassy-net device on TAP devices)
+  conformance [names] [--kind K] [--sim]  the state-sync scenarios of conformance/scenarios/
+          against the real server, for every device kind, as a table (names filter the
+          scenarios; --kind runs one kind: blynk-device, blynklib, blynk-library-python,
+          embassy-net-sim, paho-mqtt; --sim, as root, adds the simulated embassy-net device
+          on TAP devices)
   build [--board B]  cross-builds the board firmware under firmware/ (every board, or one:
           esp32c3 | nucleo-f767zi) and prints its flash and RAM use; `--polling` builds the
           polling button, `--features F` passes cargo features (e.g. led-active-low)

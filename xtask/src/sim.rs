@@ -432,6 +432,8 @@ pub fn check() -> Result<()> {
                 "0",
                 "--native-port",
                 "0",
+                "--mqtt-port",
+                "0",
             ])
             .arg("--data")
             .arg(scratch.join("data"))

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use blynk_server::config::Config;
+use blynk_server::config::{Config, MqttPort};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -37,6 +37,7 @@ impl Setup {
             bind: "127.0.0.1".parse().unwrap(),
             http_port: 0,
             native_port: 0,
+            mqtt_port: MqttPort::Off,
             ..Default::default()
         };
         change(&mut config);

@@ -31,7 +31,7 @@ use blynk_proto::native::{
 };
 use blynk_proto::text::{BoundedStr, Token};
 use blynk_proto::{DatastreamType, Pin, Scalar, Value};
-use blynk_server::config::{Config, DurabilitySetting};
+use blynk_server::config::{Config, DurabilitySetting, MqttPort};
 use blynk_server::engine::Engine;
 use blynk_server::model::{DatastreamDef, KindDef, Origin, Template};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -500,6 +500,7 @@ fn server_config(data: &Path, durability: Durability) -> Config {
         bind: "127.0.0.1".parse().expect("an address"),
         http_port: 0,
         native_port: 0,
+        mqtt_port: MqttPort::Ephemeral,
         durability: match durability {
             Durability::Full => DurabilitySetting::Full,
             Durability::Process => DurabilitySetting::Process,
@@ -751,6 +752,9 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
             "--http-port",
             "0",
             "--native-port",
+            "0",
+            // No scenario drives MQTT devices yet; 1883 may be taken by another server.
+            "--mqtt-port",
             "0",
         ])
         .args(["--durability", args.durability.name(), "serve"])

@@ -22,6 +22,8 @@ pub enum Protocol {
     Native,
     /// The classic Blynk protocol (TCP or WebSocket).
     Classic,
+    /// The MQTT 3.1.1 device API.
+    Mqtt,
 }
 
 /// A value for a session to send to its device: an app write, or a command. Sessions are

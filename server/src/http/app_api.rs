@@ -119,6 +119,7 @@ pub fn device_json(slot: &DeviceSlot) -> Json_ {
         "protocol": slot.protocol().map(|protocol| match protocol {
             Protocol::Native => "native",
             Protocol::Classic => "classic",
+            Protocol::Mqtt => "mqtt",
         }),
         "last_seen": slot.last_seen(),
     })

@@ -1,4 +1,4 @@
-//! Accept loops: the native port, and the shared port where classic Blynk hardware and HTTP are
+//! Accept loops: the native port, the MQTT port, and the shared port where classic Blynk hardware and HTTP are
 //! told apart by their first byte (a classic login starts with command 29 or 2, HTTP with a
 //! letter), as the classic server did.
 
@@ -98,6 +98,23 @@ async fn serve_native(
     if let Some(stream) = wrap(&context, stream, peer).await {
         let stream = Prefixed::new(Vec::new(), stream).holding(slot);
         tokio::spawn(native::serve(stream, peer, context));
+    }
+}
+
+/// Accepts MQTT device connections until shutdown.
+pub async fn run_mqtt(listener: TcpListener, mqtt: Arc<crate::mqtt::Mqtt>) {
+    let context = mqtt.context.clone();
+    let mut shutdown = context.shutdown.clone();
+    while let Some((stream, peer, slot)) =
+        accept_next(&listener, &context, &mut shutdown, "mqtt").await
+    {
+        let (context, mqtt) = (context.clone(), mqtt.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Some(stream) = wrap(&context, stream, peer).await {
+                crate::mqtt::serve(stream, peer, mqtt).await;
+            }
+        });
     }
 }
 

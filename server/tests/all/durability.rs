@@ -10,6 +10,9 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use rumqttc::QoS;
+
+use crate::support::mqtt::{MqttDevice, Options};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::{PATIENCE, http};
 
@@ -17,7 +20,17 @@ struct Process {
     child: Child,
     http: SocketAddr,
     native: SocketAddr,
+    mqtt: SocketAddr,
     token: String,
+}
+
+/// A port free a moment ago: `--mqtt-port 0` turns MQTT off rather than picking one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the binary on `data` with ephemeral ports and reads its start banner.
@@ -30,6 +43,8 @@ async fn start(data: &Path) -> Process {
             "0",
             "--native-port",
             "0",
+            "--mqtt-port",
+            &free_port().to_string(),
             "--data",
         ])
         .arg(data)
@@ -39,7 +54,7 @@ async fn start(data: &Path) -> Process {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut native, mut token) = (None, None, None);
+    let (mut http, mut native, mut mqtt, mut token) = (None, None, None, None);
     let read_banner = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -52,10 +67,11 @@ async fn start(data: &Path) -> Process {
                         .ok();
                 }
                 ["native", "devices", address] => native = address.parse().ok(),
+                ["MQTT", "devices", address, ..] => mqtt = address.parse().ok(),
                 ["demo", "device", "token", value] => token = Some(value.to_string()),
                 _ => {}
             }
-            if http.is_some() && native.is_some() && token.is_some() {
+            if http.is_some() && native.is_some() && mqtt.is_some() && token.is_some() {
                 break;
             }
         }
@@ -69,6 +85,7 @@ async fn start(data: &Path) -> Process {
         child,
         http: http.unwrap(),
         native: native.unwrap(),
+        mqtt: mqtt.unwrap(),
         token: token.unwrap(),
     }
 }
@@ -105,6 +122,19 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
             .await;
         acked += 1;
     }
+    // MQTT with QoS 1: the PUBACK comes only once the write is durable, so every publish
+    // acknowledged here must survive the crash.
+    let (mut mqtt, _) = MqttDevice::connect(server.mqtt, &server.token, Options::default()).await;
+    for value in 0..100 {
+        mqtt.publish("ds/Uptime", QoS::AtLeastOnce, value.to_string())
+            .await;
+    }
+    for _ in 0..100 {
+        mqtt.expect("PUBACK", |packet| {
+            matches!(packet, rumqttc::Incoming::PubAck(_)).then_some(())
+        })
+        .await;
+    }
     let update = http::get(
         server.http,
         &format!("/external/api/update?token={}&v0=1", server.token),
@@ -129,6 +159,11 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
     .json();
     assert_eq!(values["V1"]["value"], json!(199));
     assert_eq!(values["V0"]["value"], json!(1));
+    assert_eq!(
+        values["V2"]["value"],
+        json!(99),
+        "every PUBACKed MQTT write"
+    );
     let history = http::request(
         restarted.http,
         "GET",

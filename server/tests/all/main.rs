@@ -7,6 +7,7 @@ mod bad_input;
 mod durability;
 mod http_api;
 mod interleavings;
+mod mqtt;
 mod publication;
 mod python_clients;
 mod smoke;

@@ -13,7 +13,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use crate::support::TestServer;
 use crate::support::classic::frame;
 
-fn connector(certificate: CertificateDer<'static>) -> TlsConnector {
+pub fn connector(certificate: CertificateDer<'static>) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(certificate).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());

@@ -56,7 +56,7 @@ class Lines {
 export async function startServer() {
   if (!SERVER) throw new Error('BLYNK_SERVER_BIN is not set (run through `cargo xtask test`)');
   const data = mkdtempSync(join(tmpdir(), 'blynk-browser-'));
-  const child = spawn(SERVER, ['--bind', '127.0.0.1', '--http-port', '0', '--native-port', '0', '--data', data], {
+  const child = spawn(SERVER, ['--bind', '127.0.0.1', '--http-port', '0', '--native-port', '0', '--mqtt-port', '0', '--data', data], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, BLYNK_LOG: 'warn' },
   });

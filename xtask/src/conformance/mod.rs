@@ -60,14 +60,29 @@ fn target_dir() -> PathBuf {
 /// The next `10.213.N.0/24` network (and TAP device `bconfN`) for a simulated device.
 static NEXT_NET: AtomicU32 = AtomicU32::new(1);
 
-/// Runs the suite; `args` are optional filters on scenario names, and `--sim` (or
-/// `CONFORMANCE_SIM=1`) adds the simulated embassy-net device (as root: TAP devices).
+/// Runs the suite; `args` are optional filters on scenario names, `--kind NAME` (repeatable)
+/// runs only those device kinds, and `--sim` (or `CONFORMANCE_SIM=1`) adds the simulated
+/// embassy-net device (as root: TAP devices).
 pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let sim = args.iter().any(|arg| arg == "--sim")
         || std::env::var("CONFORMANCE_SIM").is_ok_and(|value| value == "1");
-    let args: Vec<String> = args.iter().filter(|arg| *arg != "--sim").cloned().collect();
-    let args = &args[..];
+    let mut kinds: Vec<String> = Vec::new();
+    let mut filters: Vec<String> = Vec::new();
+    let mut rest = args.iter().filter(|arg| *arg != "--sim");
+    while let Some(arg) = rest.next() {
+        if arg == "--kind" {
+            let kind = rest.next().context("--kind needs a kind's name")?;
+            if !KINDS.iter().any(|known| known.name() == kind) {
+                let names: Vec<&str> = KINDS.iter().map(|known| known.name()).collect();
+                bail!("no device kind `{kind}`; the kinds: {}", names.join(", "));
+            }
+            kinds.push(kind.clone());
+        } else {
+            filters.push(arg.clone());
+        }
+    }
+    let args = &filters[..];
     let root = workspace_root();
     let scenarios = scenario::load_all(&root.join("conformance/scenarios"))?;
     let scenarios: Vec<Scenario> = scenarios
@@ -134,7 +149,12 @@ pub fn run(args: &[String]) -> Result<()> {
             {
                 needs.push("console-write".into());
             }
-            if *kind == Kind::EmbassyNetSim
+            if !kinds.is_empty() && !kinds.iter().any(|name| name == kind.name()) {
+                results.insert(
+                    (s, k),
+                    Outcome::NotApplicable("not selected (--kind)".into()),
+                );
+            } else if *kind == Kind::EmbassyNetSim
                 && let Some(reason) = &sim_unavailable
             {
                 results.insert((s, k), Outcome::NotApplicable(reason.clone()));
@@ -384,6 +404,7 @@ impl Case<'_> {
     fn upstream(&self) -> std::net::SocketAddr {
         match self.launch.kind {
             Kind::BlynkDevice | Kind::EmbassyNetSim => self.server.native,
+            Kind::PahoMqtt => self.server.mqtt,
             _ => self.server.http,
         }
     }

@@ -22,6 +22,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// Native devices.
     pub native: SocketAddr,
+    /// MQTT devices.
+    pub mqtt: SocketAddr,
     /// The admin key.
     pub key: String,
     /// The demo device's token.
@@ -32,6 +34,7 @@ pub struct Server {
 struct Banner {
     http: SocketAddr,
     native: SocketAddr,
+    mqtt: SocketAddr,
     key: String,
     token: String,
 }
@@ -47,6 +50,7 @@ impl Server {
             child: None,
             http: "127.0.0.1:1".parse()?,
             native: "127.0.0.1:1".parse()?,
+            mqtt: "127.0.0.1:1".parse()?,
             key: String::new(),
             token: String::new(),
         };
@@ -67,6 +71,9 @@ impl Server {
                 "0",
                 "--native-port",
                 "0",
+                // `--mqtt-port 0` turns MQTT off: a port free a moment ago instead.
+                "--mqtt-port",
+                &free_port()?.to_string(),
             ])
             .arg("--data")
             .arg(&self.data)
@@ -94,6 +101,7 @@ impl Server {
         };
         self.http = banner.http;
         self.native = banner.native;
+        self.mqtt = banner.mqtt;
         self.key = banner.key;
         self.token = banner.token;
         Ok(())
@@ -157,6 +165,7 @@ impl Drop for Server {
 fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>, mut log: File) {
     let mut http = None;
     let mut native = None;
+    let mut mqtt = None;
     let mut key = None;
     let mut sent = false;
     for line in BufReader::new(stdout).lines() {
@@ -172,12 +181,16 @@ fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>,
                     .ok();
             }
             ["native", "devices", address] => native = address.parse().ok(),
+            ["MQTT", "devices", address, ..] => mqtt = address.parse().ok(),
             ["admin", "key", value] => key = Some(value.to_string()),
             ["demo", "device", "token", token] if !sent => {
-                if let (Some(http), Some(native), Some(key)) = (http, native, key.clone()) {
+                if let (Some(http), Some(native), Some(mqtt), Some(key)) =
+                    (http, native, mqtt, key.clone())
+                {
                     let _ = sender.send(Banner {
                         http,
                         native,
+                        mqtt,
                         key,
                         token: token.to_string(),
                     });
@@ -187,6 +200,13 @@ fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>,
             _ => {}
         }
     }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// One HTTP/1.1 request; the body is JSON. Returns the status and the body.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use blynk_device::{Blynk, ConnectError, Connector, Error, Firmware, Handlers, SyncDone, Value};
 use blynk_proto::Pin;
-use blynk_server::config::Config;
+use blynk_server::config::{Config, MqttPort};
 use blynk_server::engine::DeviceSlot;
 use blynk_server::model::{Origin, OwnedScalar, OwnedValue};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
@@ -41,6 +41,7 @@ fn config(data: &std::path::Path) -> Config {
         bind: "127.0.0.1".parse().unwrap(),
         http_port: 0,
         native_port: 0,
+        mqtt_port: MqttPort::Off,
         ..Config::default()
     };
     config.limits.messages_per_second = 10_000;

@@ -5,12 +5,13 @@
 
 pub mod classic;
 pub mod http;
+pub mod mqtt;
 pub mod native;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blynk_server::config::Config;
+use blynk_server::config::{Config, MqttPort};
 use blynk_server::model::Template;
 
 /// The admin key every test server uses.
@@ -35,6 +36,7 @@ pub fn test_config(data: &Path) -> Config {
     };
     config.http_port = 0;
     config.native_port = 0;
+    config.mqtt_port = MqttPort::Ephemeral;
     config.limits.messages_per_second = 10_000;
     config.limits.message_burst = 10_000;
     config
@@ -84,6 +86,10 @@ impl TestServer {
 
     pub fn native(&self) -> std::net::SocketAddr {
         self.server().native_address
+    }
+
+    pub fn mqtt(&self) -> std::net::SocketAddr {
+        self.server().mqtt_address.expect("MQTT is on in tests")
     }
 
     /// The demo device's token (template `light`: V0 0..1 sync, V1 0..255 sync, V2 unsynced,
