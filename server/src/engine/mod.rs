@@ -155,7 +155,7 @@ pub struct Engine {
     by_token: RwLock<HashMap<u64, Vec<Arc<DeviceSlot>>>>,
     token_hasher: RandomState,
     /// The apps, for events about every device (presence, devices added and removed).
-    global: WatcherList,
+    global: Arc<WatcherList>,
     next_session: AtomicU64,
     with_pending_commands: Mutex<HashSet<DeviceId>>,
 }
@@ -170,7 +170,7 @@ impl Engine {
             devices: RwLock::default(),
             by_token: RwLock::default(),
             token_hasher: RandomState::new(),
-            global: WatcherList::default(),
+            global: Arc::default(),
             next_session: AtomicU64::new(1),
             with_pending_commands: Mutex::default(),
         };
@@ -372,7 +372,12 @@ impl Engine {
     /// Registers `watcher` for events about every device (presence, devices added and
     /// removed).
     pub fn watch_all(&self, watcher: &Watcher) {
-        self.global.add(watcher.shared());
+        watcher.watch_all(&self.global);
+    }
+
+    /// How many app connections are watching.
+    pub fn app_watchers(&self) -> usize {
+        self.global.len()
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.

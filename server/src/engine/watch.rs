@@ -228,6 +228,8 @@ pub struct Watcher {
     shared: Arc<Shared>,
     /// Each device watched, to unregister from when dropped.
     watched: Mutex<HashMap<DeviceId, Arc<super::DeviceSlot>>>,
+    /// The engine's list for events about every device, once registered there.
+    everyone: Mutex<Option<Arc<WatcherList>>>,
 }
 
 impl Watcher {
@@ -247,6 +249,16 @@ impl Watcher {
                 limits,
             }),
             watched: Mutex::default(),
+            everyone: Mutex::default(),
+        }
+    }
+
+    /// Registers with the list of events about every device.
+    pub(super) fn watch_all(&self, everyone: &Arc<WatcherList>) {
+        let mut registered = super::lock(&self.everyone);
+        if registered.is_none() {
+            everyone.add(&self.shared);
+            *registered = Some(everyone.clone());
         }
     }
 
@@ -296,6 +308,17 @@ impl Watcher {
         }
     }
 
+    /// Waits until the watcher is closed; the reason.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = &self.shared.lock().closed {
+                return reason.clone();
+            }
+            // A wake-up meant for `ready` is not lost: `ready` looks at the queue first.
+            self.shared.ready.notified().await;
+        }
+    }
+
     /// Takes up to `max` waiting entries, in order, into `out`; the reason if it was closed.
     pub fn take(&self, out: &mut Vec<Queued>, max: usize) -> Result<(), CloseReason> {
         let mut queue = self.shared.lock();
@@ -313,6 +336,9 @@ impl Drop for Watcher {
         let watched = std::mem::take(&mut *super::lock(&self.watched));
         for slot in watched.values() {
             slot.watchers.remove(&self.shared);
+        }
+        if let Some(everyone) = super::lock(&self.everyone).take() {
+            everyone.remove(&self.shared);
         }
     }
 }

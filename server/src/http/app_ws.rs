@@ -36,8 +36,6 @@ const MAX_PIPELINED: usize = 256;
 const EVENT_BATCH: usize = 512;
 /// A batch message is sent once it is this large, even if more events are ready.
 const BATCH_BYTES: usize = 256 * 1024;
-/// How long a closing message may take to go out.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A reply to send once its write is stored (replies go out in the order of the requests),
 /// with the task that will report the write's delivery.
@@ -100,7 +98,7 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
     let ending = loop {
         tokio::select! {
             _ = keepalive.tick() => {
-                if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall).await {
+                if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall, &watcher).await {
                     break ending;
                 }
             }
@@ -133,7 +131,7 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
                 if let Some(report) = report {
                     tasks.spawn(report);
                 }
-                if let Err(ending) = send(&mut sink, Message::Text(reply.to_string().into()), stall).await {
+                if let Err(ending) = send(&mut sink, Message::Text(reply.to_string().into()), stall, &watcher).await {
                     break ending;
                 }
             }
@@ -142,7 +140,7 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
                 if let Err(reason) = watcher.take(&mut taken, EVENT_BATCH) {
                     break Ending::Closed(reason.to_string());
                 }
-                if let Err(ending) = send_events(&mut sink, &taken, stall).await {
+                if let Err(ending) = send_events(&mut sink, &taken, stall, &watcher).await {
                     break ending;
                 }
             }
@@ -150,6 +148,8 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
         }
     };
     tasks.abort_all();
+    // Unregistered at once: the engine stops queueing for a connection on its way out.
+    drop(watcher);
     match ending {
         Ending::ClientLeft => {
             tracing::debug!(client = %peer, "app connection closed by the client");
@@ -160,26 +160,52 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
                 code: 1008,
                 reason: reason.into(),
             }));
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+            // The client gets as long to take the close frame as it had for any message. What
+            // it sent meanwhile is read and dropped until it answers the close: a socket closed
+            // with unread input is reset, and a reset loses the close frame on the way.
+            let handshake = async {
+                sink.send(close).await?;
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+                Ok::<_, axum::Error>(())
+            };
+            let _ = tokio::time::timeout(stall, handshake).await;
         }
     }
 }
 
-/// Sends one message; a client that does not take it within `stall` is closed.
-async fn send(sink: &mut Sink, message: Message, stall: Duration) -> Result<(), Ending> {
-    match tokio::time::timeout(stall, sink.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ending::ClientLeft),
-        Err(_) => Err(Ending::Closed(format!(
-            "too slow: the client read nothing for {} s",
-            stall.as_secs()
-        ))),
+/// Sends one message; a client that does not take it within `stall` is closed, and so is one
+/// whose watcher is closed meanwhile (its backlog overflowed while this send waited).
+async fn send(
+    sink: &mut Sink,
+    message: Message,
+    stall: Duration,
+    watcher: &Watcher,
+) -> Result<(), Ending> {
+    tokio::select! {
+        sent = tokio::time::timeout(stall, sink.send(message)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::ClientLeft),
+            Err(_) => Err(Ending::Closed(format!(
+                "too slow: the client read nothing for {} s",
+                stall.as_secs()
+            ))),
+        },
+        reason = watcher.closed() => Err(Ending::Closed(reason.to_string())),
     }
 }
 
 /// Sends queued entries in order: events and reports together (one alone, several as a batch),
 /// snapshots alone.
-async fn send_events(sink: &mut Sink, taken: &[Queued], stall: Duration) -> Result<(), Ending> {
+async fn send_events(
+    sink: &mut Sink,
+    taken: &[Queued],
+    stall: Duration,
+    watcher: &Watcher,
+) -> Result<(), Ending> {
     let mut batch = Batch::default();
     for entry in taken {
         match entry {
@@ -189,20 +215,20 @@ async fn send_events(sink: &mut Sink, taken: &[Queued], stall: Duration) -> Resu
             Queued::Report(text) => batch.push(|out| out.extend_from_slice(text.as_bytes())),
             Queued::Standalone(text) => {
                 if let Some(message) = batch.finish() {
-                    send(sink, message, stall).await?;
+                    send(sink, message, stall, watcher).await?;
                 }
-                send(sink, Message::Text(text.clone().into()), stall).await?;
+                send(sink, Message::Text(text.clone().into()), stall, watcher).await?;
                 continue;
             }
         }
         if batch.bytes.len() >= BATCH_BYTES
             && let Some(message) = batch.finish()
         {
-            send(sink, message, stall).await?;
+            send(sink, message, stall, watcher).await?;
         }
     }
     if let Some(message) = batch.finish() {
-        send(sink, message, stall).await?;
+        send(sink, message, stall, watcher).await?;
     }
     Ok(())
 }
