@@ -126,27 +126,7 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
             Some(Err(error)) => bail!("the connection to the server broke: {error}"),
             None => bail!("the server closed the connection"),
         };
-        let Ok(message) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        // Several events ready at once come in one batch message; each is handled (and
-        // printed) on its own, as if it had come alone.
-        let (events, alone) = match message {
-            Value::Object(mut batch) if batch.get("type") == Some(&json!("batch")) => {
-                match batch.remove("events") {
-                    Some(Value::Array(events)) => (events, false),
-                    _ => continue,
-                }
-            }
-            event => (vec![event], true),
-        };
-        for event in events {
-            // The text as it came for a message alone; a batch's events are written again.
-            let text = if alone {
-                text.to_string()
-            } else {
-                event.to_string()
-            };
+        for (event, text) in events_of(&text) {
             let kind = event["type"].as_str().unwrap_or_default();
             match kind {
                 "snapshot" => {
@@ -346,5 +326,49 @@ fn print_snapshot(device: &Value) {
             output::value(&stored["value"]),
             provenance(stored)
         );
+    }
+}
+
+/// The events a server message holds, each with its JSON text: the message itself, or each
+/// event of a `{"type":"batch","events":[...]}` in order (written again from the parsed JSON).
+/// Nothing for a message that is not JSON.
+fn events_of(text: &str) -> Vec<(Value, String)> {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    match message {
+        Value::Object(mut batch) if batch.get("type") == Some(&json!("batch")) => {
+            match batch.remove("events") {
+                Some(Value::Array(events)) => events
+                    .into_iter()
+                    .map(|event| {
+                        let text = event.to_string();
+                        (event, text)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        }
+        event => vec![(event, text.to_owned())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_its_events_in_order_and_a_lone_event_its_text() {
+        let batch = r#"{"type":"batch","events":[{"type":"value","pin":"V1","value":1},{"type":"presence","online":true}]}"#;
+        let events = events_of(batch);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|(event, _)| event["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["value", "presence"]);
+        assert!(events.iter().all(|(_, text)| !text.contains("batch")));
+        let alone = r#"{"type":"value", "pin":"V1"}"#;
+        assert_eq!(events_of(alone)[0].1, alone);
+        assert!(events_of("not json").is_empty());
     }
 }
