@@ -85,7 +85,12 @@ function connect() {
   socket.addEventListener('message', (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
-    handle(event);
+    // Several events ready at once arrive as one batch, in order.
+    if (event.type === 'batch') {
+      for (const each of event.events || []) handle(each);
+    } else {
+      handle(event);
+    }
   });
 }
 

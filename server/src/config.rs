@@ -142,6 +142,12 @@ pub struct Limits {
     pub default_heartbeat_seconds: u16,
     /// Seconds an HTTP or app connection may stay idle.
     pub http_idle_seconds: u64,
+    /// Events for one app WebSocket that cannot be merged (everything but values: presence,
+    /// write reports, ...) waiting at most; one more closes the connection.
+    pub watch_backlog: usize,
+    /// Seconds a send to an app WebSocket may wait for the client to read before the
+    /// connection is closed.
+    pub watch_stall_seconds: u64,
 }
 
 impl Default for Config {
@@ -171,6 +177,8 @@ impl Default for Limits {
             send_queue: 256,
             default_heartbeat_seconds: 45,
             http_idle_seconds: 300,
+            watch_backlog: 65_536,
+            watch_stall_seconds: 30,
         }
     }
 }

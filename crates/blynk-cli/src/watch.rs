@@ -2,8 +2,9 @@
 //! snapshot, then every live value, presence change, property and event of the watched devices
 //! until Ctrl-C, the server closing the connection, `--count` events or `--for` seconds.
 //!
-//! With `--json` every message the server sends about the watched devices (the snapshot
-//! included) is printed as it came, one JSON object per line.
+//! With `--json` every event the server sends about the watched devices (the snapshot
+//! included) is printed as one JSON object per line: the events of a batch message come out one
+//! a line, never the batch around them.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -101,7 +102,7 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
     let mut count = 0u64;
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
-    let stop = loop {
+    let stop = 'read: loop {
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -125,126 +126,133 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
             Some(Err(error)) => bail!("the connection to the server broke: {error}"),
             None => bail!("the server closed the connection"),
         };
-        let Ok(event) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let kind = event["type"].as_str().unwrap_or_default();
-        match kind {
-            "snapshot" => {
-                let devices = event["devices"].as_array().cloned().unwrap_or_default();
-                if !snapshot_seen {
-                    snapshot_seen = true;
-                    let missing = missing_devices(&args.devices, &devices);
-                    if !missing.is_empty() {
-                        bail!("not found: device {}", missing.join(", "));
+        for (event, text) in events_of(&text) {
+            let kind = event["type"].as_str().unwrap_or_default();
+            match kind {
+                "snapshot" => {
+                    let devices = event["devices"].as_array().cloned().unwrap_or_default();
+                    if !snapshot_seen {
+                        snapshot_seen = true;
+                        let missing = missing_devices(&args.devices, &devices);
+                        if !missing.is_empty() {
+                            bail!("not found: device {}", missing.join(", "));
+                        }
                     }
-                }
-                for device in &devices {
-                    if let Some(id) = device["id"].as_i64() {
-                        watched.insert(id, watched_device(device));
-                    }
-                }
-                if json {
-                    outln!("{text}");
-                } else {
                     for device in &devices {
-                        print_snapshot(device);
+                        if let Some(id) = device["id"].as_i64() {
+                            watched.insert(id, watched_device(device));
+                        }
                     }
-                    if watched.is_empty() {
-                        eprintln!("no devices to watch yet; waiting for new ones (Ctrl-C stops)");
+                    if json {
+                        outln!("{text}");
                     } else {
-                        eprintln!("watching; Ctrl-C stops");
+                        for device in &devices {
+                            print_snapshot(device);
+                        }
+                        if watched.is_empty() {
+                            eprintln!(
+                                "no devices to watch yet; waiting for new ones (Ctrl-C stops)"
+                            );
+                        } else {
+                            eprintln!("watching; Ctrl-C stops");
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            "device_added" if args.all => {
-                // `all` covers the devices of the moment: subscribe to a new one as well.
-                if let Some(id) = event["device"].as_i64() {
-                    socket
-                        .send(Message::text(
-                            json!({ "type": "watch", "devices": [id] }).to_string(),
-                        ))
-                        .await
-                        .context("sending a watch request")?;
+                "device_added" if args.all => {
+                    // `all` covers the devices of the moment: subscribe to a new one as well.
+                    if let Some(id) = event["device"].as_i64() {
+                        socket
+                            .send(Message::text(
+                                json!({ "type": "watch", "devices": [id] }).to_string(),
+                            ))
+                            .await
+                            .context("sending a watch request")?;
+                    }
+                    continue;
                 }
+                "error" => {
+                    eprintln!("server: {}", cell(&event["message"]));
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(id) = event["device"].as_i64() else {
                 continue;
-            }
-            "error" => {
-                eprintln!("server: {}", cell(&event["message"]));
+            };
+            let Some(device) = watched.get(&id) else {
                 continue;
-            }
-            _ => {}
-        }
-        let Some(id) = event["device"].as_i64() else {
-            continue;
-        };
-        let Some(device) = watched.get(&id) else {
-            continue;
-        };
-        let line = match kind {
-            "value" => {
-                let pin = cell(&event["pin"]);
-                let label = match device.pin_names.get(&pin) {
-                    Some(name) => format!("{pin} {name}"),
-                    None => pin,
-                };
-                let mut details = event.clone();
-                details["at"] = Value::Null;
-                format!(
-                    "{}: {label} = {}  ({})",
+            };
+            let line = match kind {
+                "value" => {
+                    let pin = cell(&event["pin"]);
+                    let label = match device.pin_names.get(&pin) {
+                        Some(name) => format!("{pin} {name}"),
+                        None => pin,
+                    };
+                    let mut details = event.clone();
+                    details["at"] = Value::Null;
+                    // A slow reader gets the newest value of a pin in place of older ones.
+                    let skipped = match event["coalesced"].as_u64() {
+                        Some(count) if count > 0 => format!(", {count} older skipped"),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{}: {label} = {}  ({}{skipped})",
+                        device.name,
+                        output::value(&event["value"]),
+                        provenance(&details)
+                    )
+                }
+                "presence" => {
+                    let state = if event["online"].as_bool() == Some(true) {
+                        "online"
+                    } else {
+                        "offline"
+                    };
+                    format!("{} is {state}", device.name)
+                }
+                "property" => format!(
+                    "{}: {} property {} = {}",
                     device.name,
-                    output::value(&event["value"]),
-                    provenance(&details)
-                )
+                    cell(&event["pin"]),
+                    cell(&event["name"]),
+                    output::value(&event["value"])
+                ),
+                "event" => {
+                    let description = match &event["description"] {
+                        Value::Null => String::new(),
+                        Value::String(text) if text.is_empty() => String::new(),
+                        other => format!(": {}", cell(other)),
+                    };
+                    format!(
+                        "{}: event {}{description}",
+                        device.name,
+                        cell(&event["code"])
+                    )
+                }
+                "device_removed" => {
+                    let line = format!("{} was deleted", device.name);
+                    watched.remove(&id);
+                    line
+                }
+                _ => continue,
+            };
+            if json {
+                outln!("{text}");
+            } else {
+                outln!("{line}");
             }
-            "presence" => {
-                let state = if event["online"].as_bool() == Some(true) {
-                    "online"
-                } else {
-                    "offline"
-                };
-                format!("{} is {state}", device.name)
+            count += 1;
+            if args.count.is_some_and(|limit| count >= limit) {
+                break 'read Stop::Count;
             }
-            "property" => format!(
-                "{}: {} property {} = {}",
-                device.name,
-                cell(&event["pin"]),
-                cell(&event["name"]),
-                output::value(&event["value"])
-            ),
-            "event" => {
-                let description = match &event["description"] {
-                    Value::Null => String::new(),
-                    Value::String(text) if text.is_empty() => String::new(),
-                    other => format!(": {}", cell(other)),
-                };
-                format!(
-                    "{}: event {}{description}",
-                    device.name,
-                    cell(&event["code"])
-                )
+            if watched.is_empty() && !args.all {
+                bail!("every watched device was deleted");
             }
-            "device_removed" => {
-                let line = format!("{} was deleted", device.name);
-                watched.remove(&id);
-                line
-            }
-            _ => continue,
-        };
-        if json {
-            outln!("{text}");
-        } else {
-            outln!("{line}");
-        }
-        count += 1;
-        if args.count.is_some_and(|limit| count >= limit) {
-            break Stop::Count;
-        }
-        if watched.is_empty() && !args.all {
-            bail!("every watched device was deleted");
         }
     };
+
     let reason = match stop {
         Stop::Count | Stop::Time => "done",
         Stop::Interrupted => "interrupted",
@@ -318,5 +326,49 @@ fn print_snapshot(device: &Value) {
             output::value(&stored["value"]),
             provenance(stored)
         );
+    }
+}
+
+/// The events a server message holds, each with its JSON text: the message itself, or each
+/// event of a `{"type":"batch","events":[...]}` in order (written again from the parsed JSON).
+/// Nothing for a message that is not JSON.
+fn events_of(text: &str) -> Vec<(Value, String)> {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    match message {
+        Value::Object(mut batch) if batch.get("type") == Some(&json!("batch")) => {
+            match batch.remove("events") {
+                Some(Value::Array(events)) => events
+                    .into_iter()
+                    .map(|event| {
+                        let text = event.to_string();
+                        (event, text)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        }
+        event => vec![(event, text.to_owned())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_its_events_in_order_and_a_lone_event_its_text() {
+        let batch = r#"{"type":"batch","events":[{"type":"value","pin":"V1","value":1},{"type":"presence","online":true}]}"#;
+        let events = events_of(batch);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|(event, _)| event["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["value", "presence"]);
+        assert!(events.iter().all(|(_, text)| !text.contains("batch")));
+        let alone = r#"{"type":"value", "pin":"V1"}"#;
+        assert_eq!(events_of(alone)[0].1, alone);
+        assert!(events_of("not json").is_empty());
     }
 }

@@ -1129,6 +1129,28 @@ fn ws_parse(buffer: &[u8]) -> Result<Option<(u8, &[u8], usize)>> {
     }
 }
 
+/// The values an app WebSocket message accounts for, whether it is one event or a batch: each
+/// value event, plus the older values of its pin it replaced (`"coalesced":N`).
+fn count_values(text: &[u8]) -> u64 {
+    let (value, coalesced) = (b"\"type\":\"value\"", b"\"coalesced\":");
+    let mut count = 0;
+    let mut rest = text;
+    while let Some(at) = find(rest, value) {
+        count += 1;
+        rest = &rest[at + value.len()..];
+    }
+    let mut rest = text;
+    while let Some(at) = find(rest, coalesced) {
+        rest = &rest[at + coalesced.len()..];
+        let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        count += std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|number| number.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    count
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
@@ -1294,9 +1316,7 @@ async fn throughput(target: &Target, args: &ThroughputArgs) -> Result<String> {
                 let mut closed = false;
                 let _ = reader.drain(|frame| {
                     match frame {
-                        WsFrame::Text(text) if find(text, b"\"type\":\"value\"").is_some() => {
-                            values += 1
-                        }
+                        WsFrame::Text(text) => values += count_values(text),
                         WsFrame::Close => closed = true,
                         _ => {}
                     }

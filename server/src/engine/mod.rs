@@ -12,15 +12,16 @@ pub mod events;
 mod sessions;
 mod sync;
 mod versions;
+pub mod watch;
 mod writes;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use blynk_proto::Pin;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 pub use delivery::{Delivery, DeliveryReport, Outbound, Protocol};
 pub use sessions::Attached;
@@ -33,9 +34,7 @@ use crate::model::{
 };
 use crate::store::{Store, StoreError, settle};
 use events::AppEvent;
-
-/// Capacity of each watcher channel; a watcher that falls further behind is disconnected.
-pub const WATCH_CHANNEL: usize = 4096;
+use watch::{Watcher, WatcherList};
 
 /// One device: its fixed description, its template, and its mutable state.
 pub struct DeviceSlot {
@@ -44,9 +43,8 @@ pub struct DeviceSlot {
     /// Its template.
     pub template: Arc<Template>,
     state: Mutex<DeviceState>,
-    /// Made on the first watch: a channel holds [`WATCH_CHANNEL`] slots (about 160 KiB), too
-    /// much to keep for every device of a large fleet that no app watches.
-    watchers: OnceLock<broadcast::Sender<AppEvent>>,
+    /// The apps watching the device; an empty list when none does.
+    watchers: WatcherList,
 }
 
 /// The mutable state of one device, guarded by its slot's lock (never held across an await).
@@ -79,7 +77,7 @@ impl DeviceSlot {
                 versions,
                 ..DeviceState::default()
             }),
-            watchers: OnceLock::new(),
+            watchers: WatcherList::default(),
         }
     }
 
@@ -138,18 +136,24 @@ impl DeviceSlot {
         self.lock().versions.current()
     }
 
-    /// Subscribes to this device's app events.
-    pub fn watch(&self) -> broadcast::Receiver<AppEvent> {
-        self.watchers
-            .get_or_init(|| broadcast::channel(WATCH_CHANNEL).0)
-            .subscribe()
+    /// Registers `watcher` for this device's events; false if it was already. A snapshot read
+    /// afterwards misses no change: a change published after this returns is queued for the
+    /// watcher (one published before may be queued too; its version tells it apart).
+    pub fn watch(self: &Arc<Self>, watcher: &Watcher) -> bool {
+        if !watcher.remember(self) {
+            return false;
+        }
+        // Under the device's lock, which publication holds, so no event is half-seen.
+        let _state = self.lock();
+        self.watchers.add(watcher.shared());
+        true
     }
 
+    /// Queues an event for every watcher of the device, without waiting. Called under the
+    /// device's lock, so watchers get a device's events in version order.
     fn publish(&self, event: AppEvent) {
         // No watcher is not an error.
-        if let Some(watchers) = self.watchers.get() {
-            let _ = watchers.send(event);
-        }
+        self.watchers.send(event);
     }
 }
 
@@ -160,7 +164,8 @@ pub struct Engine {
     devices: RwLock<HashMap<DeviceId, Arc<DeviceSlot>>>,
     by_token: RwLock<HashMap<u64, Vec<Arc<DeviceSlot>>>>,
     token_hasher: RandomState,
-    global: broadcast::Sender<AppEvent>,
+    /// The apps, for events about every device (presence, devices added and removed).
+    global: Arc<WatcherList>,
     next_session: AtomicU64,
     with_pending_commands: Mutex<HashSet<DeviceId>>,
     /// Set by [`Engine::close`]: no version is handed out any more.
@@ -195,14 +200,13 @@ impl Engine {
         } else {
             versions::Floor::default()
         };
-        let (global, _) = broadcast::channel(WATCH_CHANNEL);
         let engine = Engine {
             store,
             templates: RwLock::default(),
             devices: RwLock::default(),
             by_token: RwLock::default(),
             token_hasher: RandomState::new(),
-            global,
+            global: Arc::default(),
             next_session: AtomicU64::new(1),
             with_pending_commands: Mutex::default(),
             closing: AtomicBool::new(!serving),
@@ -433,9 +437,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Subscribes to events about every device (presence, devices added and removed).
-    pub fn watch_all(&self) -> broadcast::Receiver<AppEvent> {
-        self.global.subscribe()
+    /// Registers `watcher` for events about every device (presence, devices added and
+    /// removed).
+    pub fn watch_all(&self, watcher: &Watcher) {
+        watcher.watch_all(&self.global);
+    }
+
+    /// How many app connections are watching.
+    pub fn app_watchers(&self) -> usize {
+        self.global.len()
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.

@@ -2,41 +2,48 @@
 //! values, presence, properties and events, and the lifecycle of every write the client makes.
 //!
 //! Client messages: `{"type":"watch","devices":[1,2]}` (or `"all"`), and
-//! `{"type":"write","id":"w1","device":1,"pin":"V0","value":1}`. A client that falls more than
-//! [`WATCH_CHANNEL`](crate::engine::WATCH_CHANNEL) events behind is disconnected.
+//! `{"type":"write","id":"w1","device":1,"pin":"V0","value":1}`. Events come from the
+//! connection's one [`Watcher`] queue: several ready at once travel in one
+//! `{"type":"batch","events":[...]}` message, and a client that reads slowly gets the newest
+//! value of each pin rather than every one. A client is closed (code 1008, with the reason, and
+//! a log line) when the events it cannot be spared pile up beyond the configured backlog, or when
+//! it stops reading for the configured stall time.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::Poll;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
-use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
-use super::AppState;
 use super::app_api::{Admin, device_details_json};
+use super::{AppState, PeerAddr};
 use crate::engine::DeviceSlot;
-use crate::engine::events::AppEvent;
+use crate::engine::watch::{Queued, WatchLimits, Watcher};
 use crate::model::{Origin, OwnedValue};
 
-/// Messages queued for one client before it counts as too slow.
-const CLIENT_QUEUE: usize = 4096;
 /// Writes of one client waiting to be stored before the server stops reading from it.
 const MAX_PIPELINED: usize = 256;
-/// Events sent in one socket write at most.
-const EVENT_BATCH: usize = 256;
+/// Entries taken from the queue for one round of sends at most.
+const EVENT_BATCH: usize = 512;
+/// A batch message is sent once it is this large, even if more events are ready.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A reply to send once its write is stored (replies go out in the order of the requests),
 /// with the task that will report the write's delivery.
 type PendingReply = Pin<Box<dyn Future<Output = (Json_, Option<ReportTask>)> + Send>>;
-/// Reports a write's delivery to the client.
-type ReportTask = Pin<Box<dyn Future<Output = Result<(), &'static str>> + Send>>;
+/// Reports a write's delivery to the client, through its watcher queue.
+type ReportTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+type Sink = SplitSink<WebSocket, Message>;
 
 fn ready_reply(reply: Json_) -> PendingReply {
     Box::pin(std::future::ready((reply, None)))
@@ -46,9 +53,10 @@ fn ready_reply(reply: Json_) -> PendingReply {
 pub async fn upgrade(
     _: Admin,
     State(state): State<AppState>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     socket: WebSocketUpgrade,
 ) -> Response {
-    socket.on_upgrade(move |socket| serve(socket, state))
+    socket.on_upgrade(move |socket| serve(socket, state, peer))
 }
 
 #[derive(Deserialize)]
@@ -65,33 +73,48 @@ enum ClientMessage {
     },
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut outbox) = mpsc::channel::<AppEvent>(CLIENT_QUEUE);
-    let mut tasks = JoinSet::new();
+/// Why a connection ended.
+enum Ending {
+    /// The client closed it or the connection broke: nothing to tell anyone.
+    ClientLeft,
+    /// The server closes it, for this reason.
+    Closed(String),
+}
+
+async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
+    let limits = &state.context.limits;
+    let stall = Duration::from_secs(limits.watch_stall_seconds.max(1));
+    let watcher = Arc::new(Watcher::new(WatchLimits {
+        backlog: limits.watch_backlog.max(1),
+    }));
     // Presence and device list changes of every device.
-    tasks.spawn(forward(state.engine.watch_all(), out.clone()));
-    let mut watched: Vec<i64> = Vec::new();
+    state.engine.watch_all(&watcher);
+    let (mut sink, mut stream) = socket.split();
+    let mut tasks = JoinSet::new();
     let mut replies: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+    let mut taken = Vec::with_capacity(EVENT_BATCH);
     // Pings keep an otherwise quiet client inside the connection's idle timeout.
-    let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(30));
-    loop {
+    let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+    let ending = loop {
         tokio::select! {
             _ = keepalive.tick() => {
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
+                if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall, &watcher).await {
+                    break ending;
                 }
             }
             incoming = stream.next(), if replies.len() < MAX_PIPELINED => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ending::ClientLeft,
                     Some(Ok(_)) => continue,
                 };
                 let reply = match serde_json::from_str::<ClientMessage>(&text) {
-                    Ok(ClientMessage::Watch { devices }) => ready_reply(watch(&state, &devices, &mut watched, &mut tasks, &out)),
+                    Ok(ClientMessage::Watch { devices }) => {
+                        watch(&state, &devices, &watcher);
+                        continue;
+                    }
                     Ok(ClientMessage::Write { id, device, pin, value }) => {
-                        let mut pending: PendingReply = Box::pin(write(state.clone(), id.unwrap_or(Json_::Null), device, pin, value, out.clone()));
+                        let mut pending: PendingReply = Box::pin(write(state.clone(), id.unwrap_or(Json_::Null), device, pin, value, Arc::downgrade(&watcher)));
                         // The first poll validates the write and queues it to the store, so
                         // writes are stored in the order they came while the loop goes on
                         // reading: a client's writes are pipelined, not one commit each.
@@ -108,54 +131,145 @@ async fn serve(socket: WebSocket, state: AppState) {
                 if let Some(report) = report {
                     tasks.spawn(report);
                 }
-                if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
-                    break;
+                if let Err(ending) = send(&mut sink, Message::Text(reply.to_string().into()), stall, &watcher).await {
+                    break ending;
                 }
             }
-            event = outbox.recv() => match event {
-                Some(event) => {
-                    // The events already queued go out in the same socket write.
-                    let mut sent = sink.feed(Message::Text(event.as_ref().into())).await;
-                    let mut batched = 1;
-                    while sent.is_ok() && batched < EVENT_BATCH {
-                        let Ok(event) = outbox.try_recv() else { break };
-                        sent = sink.feed(Message::Text(event.as_ref().into())).await;
-                        batched += 1;
-                    }
-                    if sent.is_err() || sink.flush().await.is_err() {
+            () = watcher.ready() => {
+                taken.clear();
+                if let Err(reason) = watcher.take(&mut taken, EVENT_BATCH) {
+                    break Ending::Closed(reason.to_string());
+                }
+                if let Err(ending) = send_events(&mut sink, &taken, stall, &watcher).await {
+                    break ending;
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+    tasks.abort_all();
+    // Unregistered at once: the engine stops queueing for a connection on its way out.
+    drop(watcher);
+    match ending {
+        Ending::ClientLeft => {
+            tracing::debug!(client = %peer, "app connection closed by the client");
+        }
+        Ending::Closed(reason) => {
+            tracing::warn!(client = %peer, %reason, "app connection closed");
+            let close = Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: reason.into(),
+            }));
+            // The client gets as long to take the close frame as it had for any message. What
+            // it sent meanwhile is read and dropped until it answers the close: a socket closed
+            // with unread input is reset, and a reset loses the close frame on the way.
+            let handshake = async {
+                sink.send(close).await?;
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
                         break;
                     }
                 }
-                None => break,
-            },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(Err(reason)) = done {
-                    let _ = sink.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1008, reason: reason.into() }))).await;
-                    break;
-                }
-            }
+                Ok::<_, axum::Error>(())
+            };
+            let _ = tokio::time::timeout(stall, handshake).await;
         }
     }
-    tasks.abort_all();
 }
 
-/// Forwards broadcast events to the client; ends with an error when the client fell behind.
-async fn forward(
-    mut events: broadcast::Receiver<AppEvent>,
-    out: mpsc::Sender<AppEvent>,
-) -> Result<(), &'static str> {
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                if out.try_send(event).is_err() {
-                    return Err("too slow: events were piling up");
+/// Sends one message; a client that does not take it within `stall` is closed, and so is one
+/// whose watcher is closed meanwhile (its backlog overflowed while this send waited).
+async fn send(
+    sink: &mut Sink,
+    message: Message,
+    stall: Duration,
+    watcher: &Watcher,
+) -> Result<(), Ending> {
+    tokio::select! {
+        sent = tokio::time::timeout(stall, sink.send(message)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::ClientLeft),
+            Err(_) => Err(Ending::Closed(format!(
+                "too slow: the client read nothing for {} s",
+                stall.as_secs()
+            ))),
+        },
+        reason = watcher.closed() => Err(Ending::Closed(reason.to_string())),
+    }
+}
+
+/// Sends queued entries in order: events and reports together (one alone, several as a batch),
+/// snapshots alone.
+async fn send_events(
+    sink: &mut Sink,
+    taken: &[Queued],
+    stall: Duration,
+    watcher: &Watcher,
+) -> Result<(), Ending> {
+    let mut batch = Batch::default();
+    for entry in taken {
+        match entry {
+            Queued::Event { event, coalesced } => {
+                batch.push(|out| event.write_json(*coalesced, out));
+            }
+            Queued::Report(text) => batch.push(|out| out.extend_from_slice(text.as_bytes())),
+            Queued::Standalone(text) => {
+                if let Some(message) = batch.finish() {
+                    send(sink, message, stall, watcher).await?;
                 }
+                send(sink, Message::Text(text.clone().into()), stall, watcher).await?;
+                continue;
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                return Err("too slow: events were missed");
-            }
-            Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
+        if batch.bytes.len() >= BATCH_BYTES
+            && let Some(message) = batch.finish()
+        {
+            send(sink, message, stall, watcher).await?;
+        }
+    }
+    if let Some(message) = batch.finish() {
+        send(sink, message, stall, watcher).await?;
+    }
+    Ok(())
+}
+
+/// The text of a `{"type":"batch","events":[...]}` message being built.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Batch {
+    const HEAD: &'static [u8] = br#"{"type":"batch","events":["#;
+
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.count == 0 {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(Self::HEAD);
+        } else {
+            self.bytes.push(b',');
+        }
+        write(&mut self.bytes);
+        self.count += 1;
+    }
+
+    /// The message: the one event alone, or the batch; `None` when empty.
+    fn finish(&mut self) -> Option<Message> {
+        let count = std::mem::take(&mut self.count);
+        let bytes = match count {
+            0 => return None,
+            1 => self.bytes.split_off(Self::HEAD.len()),
+            _ => {
+                self.bytes.extend_from_slice(b"]}");
+                std::mem::take(&mut self.bytes)
+            }
+        };
+        self.bytes.clear();
+        // Every part was written as JSON text, which is UTF-8.
+        String::from_utf8(bytes)
+            .ok()
+            .map(|text| Message::Text(text.into()))
     }
 }
 
@@ -179,25 +293,17 @@ fn device_ids(state: &AppState, devices: &Json_) -> Vec<Arc<DeviceSlot>> {
     }
 }
 
-/// Subscribes to devices and answers with their snapshot.
-fn watch(
-    state: &AppState,
-    devices: &Json_,
-    watched: &mut Vec<i64>,
-    tasks: &mut JoinSet<Result<(), &'static str>>,
-    out: &mpsc::Sender<AppEvent>,
-) -> Json_ {
+/// Watches devices and queues their snapshot, after the events already waiting: registered
+/// first, so no change falls between the snapshot and the live events.
+fn watch(state: &AppState, devices: &Json_, watcher: &Watcher) {
     let slots = device_ids(state, devices);
     let mut snapshot = Vec::with_capacity(slots.len());
     for slot in slots {
-        if !watched.contains(&slot.device.id) {
-            watched.push(slot.device.id);
-            // Subscribe before reading the snapshot, so no change falls between the two.
-            tasks.spawn(forward(slot.watch(), out.clone()));
-        }
+        slot.watch(watcher);
         snapshot.push(device_details_json(&slot));
     }
-    json!({ "type": "snapshot", "devices": snapshot })
+    let reply = json!({ "type": "snapshot", "devices": snapshot });
+    watcher.send_to_client(Queued::Standalone(reply.to_string()));
 }
 
 /// Stores a write and reports its lifecycle: `stored` once stored, then `delivered`, `expired`
@@ -210,7 +316,7 @@ async fn write(
     device: Json_,
     pin: String,
     value: Json_,
-    out: mpsc::Sender<AppEvent>,
+    watcher: Weak<Watcher>,
 ) -> (Json_, Option<ReportTask>) {
     let error = |message: String| {
         (
@@ -246,11 +352,12 @@ async fn write(
                 "device_online": write.device_online,
             });
             let report: ReportTask = Box::pin(async move {
-                if let Ok(delivery) = write.report.await {
+                if let Ok(delivery) = write.report.await
+                    && let Some(watcher) = watcher.upgrade()
+                {
                     let event = json!({ "type": "write", "id": id, "status": delivery.as_str(), "version": write.version });
-                    let _ = out.try_send(Arc::from(event.to_string()));
+                    watcher.send_to_client(Queued::Report(event.to_string()));
                 }
-                Ok(())
             });
             (reply, Some(report))
         }

@@ -14,3 +14,4 @@ mod smoke;
 mod sync_classic;
 mod sync_native;
 mod tls;
+mod watchers;

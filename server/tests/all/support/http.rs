@@ -102,16 +102,51 @@ pub async fn app(address: SocketAddr, method: &str, path: &str, body: Option<Val
     .await
 }
 
-/// An app WebSocket client.
+/// An app WebSocket client. It hands out one event at a time: the events of a
+/// `{"type":"batch"}` message come out one by one, in order.
 pub struct AppSocket {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    unread: std::collections::VecDeque<Value>,
+}
+
+/// How an app socket ended.
+#[derive(Debug)]
+pub enum AppSocketEnd {
+    /// The server sent a close frame with this code and reason.
+    Closed(u16, String),
+    /// The connection ended without a close frame, for this reason.
+    Dropped(String),
 }
 
 impl AppSocket {
     pub async fn connect(address: SocketAddr) -> Self {
         let url = format!("ws://{address}/api/ws?key={ADMIN_KEY}");
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        AppSocket { socket }
+        Self::over(socket)
+    }
+
+    /// An app socket whose receive buffer is as small as the system allows, so that a test
+    /// that stops reading makes the server hold events back after a few kilobytes.
+    pub async fn connect_slow(address: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(address).await.unwrap();
+        let url = format!("ws://{address}/api/ws?key={ADMIN_KEY}");
+        let (socket, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .unwrap();
+        Self::over(socket)
+    }
+
+    /// An app socket over a connection the test set up itself.
+    pub fn over(
+        socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    ) -> Self {
+        AppSocket {
+            socket,
+            unread: std::collections::VecDeque::new(),
+        }
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -129,14 +164,44 @@ impl AppSocket {
     }
 
     pub async fn recv(&mut self) -> Value {
+        match self.next_event(PATIENCE).await {
+            Ok(event) => event,
+            Err(end) => panic!("app socket ended: {end:?}"),
+        }
+    }
+
+    /// The next event, or how the socket ended; panics after `wait` without either.
+    pub async fn next_event(&mut self, wait: std::time::Duration) -> Result<Value, AppSocketEnd> {
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+            if let Some(event) = self.unread.pop_front() {
+                return Ok(event);
+            }
+            let message = tokio::time::timeout(wait, self.socket.next())
                 .await
-                .expect("timed out waiting for an app message")
-                .expect("app socket closed")
-                .unwrap();
-            if let Message::Text(text) = message {
-                return serde_json::from_str(&text).unwrap();
+                .expect("timed out waiting for an app message");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let mut message: Value = serde_json::from_str(&text).unwrap();
+                    if message["type"] == "batch" {
+                        let events = message["events"].take();
+                        let events = events.as_array().expect("a batch holds an array");
+                        assert!(events.len() > 1, "a batch holds several events");
+                        self.unread.extend(events.iter().cloned());
+                    } else {
+                        return Ok(message);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(match frame {
+                        Some(frame) => {
+                            AppSocketEnd::Closed(frame.code.into(), frame.reason.to_string())
+                        }
+                        None => AppSocketEnd::Dropped("a close frame without a code".into()),
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(AppSocketEnd::Dropped(error.to_string())),
+                None => return Err(AppSocketEnd::Dropped("end of stream".into())),
             }
         }
     }
