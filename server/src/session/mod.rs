@@ -1,7 +1,14 @@
 //! Device sessions: one task per connected device, native or classic, between the socket and
-//! the engine.
+//! the engine. One connection type and one loop ([`driver`]) serve every protocol; each
+//! protocol's module holds only its login and what its frames mean.
+//!
+//! Dependencies point one way: `native` and `classic` use `driver`, which uses `connection` and
+//! `in_flight`; those two use nothing else here.
 
 pub mod classic;
+pub mod connection;
+mod driver;
+mod in_flight;
 pub mod native;
 
 use std::sync::Arc;
