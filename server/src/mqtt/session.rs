@@ -168,6 +168,7 @@ where
         unacked: HashMap::new(),
         held: Vec::new(),
         subscriptions: Vec::new(),
+        newest_sent: HashMap::new(),
     };
     let session_present = saved.is_some();
     if let Some(saved) = saved {
@@ -316,6 +317,8 @@ pub(super) struct Session {
     /// Values (and unclaimed commands) no subscription matched yet.
     held: Vec<Outbound>,
     subscriptions: Vec<Subscription>,
+    /// The newest version sent of each pin.
+    newest_sent: HashMap<Pin, u64>,
 }
 
 impl Session {
@@ -549,10 +552,24 @@ impl Session {
     }
 
     /// Publishes a value on `downlink/ds/<name>` if the device subscribed to it.
+    ///
+    /// A value older than one already sent for its pin is skipped (a value queued before a sync
+    /// answer that carried a newer one): the device has no versions to sort them by.
     fn send_value(&mut self, pin: Pin, value: &OwnedValue, version: u64) -> bool {
+        if self
+            .newest_sent
+            .get(&pin)
+            .is_some_and(|newest| *newest > version)
+        {
+            return false;
+        }
         let topic = topics::value_topic(&self.slot.template, pin);
         let payload = value.text_parts().join("\0").into_bytes();
-        self.send(&topic, payload, QoS::AtLeastOnce, Some((pin, version)))
+        let sent = self.send(&topic, payload, QoS::AtLeastOnce, Some((pin, version)));
+        if sent {
+            self.newest_sent.insert(pin, version);
+        }
+        sent
     }
 
     /// A packet id not in use by an unacknowledged publish (never 0).
