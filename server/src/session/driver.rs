@@ -157,6 +157,10 @@ async fn admit<P: Protocol, T: Transport>(
 }
 
 /// The session loop, until the connection ends.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every idle session"
+)]
 fn run<'a, P: Protocol, T: Transport>(
     connection: &'a mut Connection<T>,
     session: &'a mut P,
