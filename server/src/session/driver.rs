@@ -94,20 +94,23 @@ pub fn serve<P: Protocol, T: Transport>(
     // A block, not an `async fn`: it uses what it captures in place, where an `async fn` keeps a
     // second copy of its arguments in the task for its whole life.
     async move {
-        // Boxed: the login's future is large and short-lived; an idle session should not carry
-        // its room for the rest of its life.
-        let admitted = Box::pin(admit::<P, T>(&mut connection, peer, &context)).await;
-        let Some((mut session, attached)) = admitted else {
+        // The login's future is boxed: it is large and short-lived, and an idle session should
+        // not carry its room for the rest of its life. Its result is taken apart in the pattern
+        // itself: a named temporary would keep room for a second copy of the session.
+        let Some((
+            mut session,
+            Attached {
+                session_id,
+                outbound,
+                sync,
+                replaced_previous,
+                kill,
+            },
+        )) = Box::pin(admit::<P, T>(&mut connection, peer, &context)).await
+        else {
             return;
         };
         let slot = session.slot().clone();
-        let Attached {
-            session_id,
-            outbound,
-            sync,
-            replaced_previous,
-            kill,
-        } = attached;
         tracing::info!(
             %peer, device = slot.device.id, name = %slot.device.name, session = session_id,
             replaced = replaced_previous, "device connected ({})", P::NAME
