@@ -247,6 +247,6 @@ mod tests {
             "session task: native {native} bytes, classic {classic} bytes; TLS handshake {handshake} bytes"
         );
         assert!(native < handshake && classic < handshake);
-        assert!(native <= 1280 && classic <= 1280);
+        assert!(native <= 1100 && classic <= 1100);
     }
 }

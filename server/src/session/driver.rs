@@ -94,20 +94,23 @@ pub fn serve<P: Protocol, T: Transport>(
     // A block, not an `async fn`: it uses what it captures in place, where an `async fn` keeps a
     // second copy of its arguments in the task for its whole life.
     async move {
-        // Boxed: the login's future is large and short-lived; an idle session should not carry
-        // its room for the rest of its life.
-        let admitted = Box::pin(admit::<P, T>(&mut connection, peer, &context)).await;
-        let Some((mut session, attached)) = admitted else {
+        // The login's future is boxed: it is large and short-lived, and an idle session should
+        // not carry its room for the rest of its life. Its result is taken apart in the pattern
+        // itself: a named temporary would keep room for a second copy of the session.
+        let Some((
+            mut session,
+            Attached {
+                session_id,
+                outbound,
+                sync,
+                replaced_previous,
+                kill,
+            },
+        )) = Box::pin(admit::<P, T>(&mut connection, peer, &context)).await
+        else {
             return;
         };
         let slot = session.slot().clone();
-        let Attached {
-            session_id,
-            outbound,
-            sync,
-            replaced_previous,
-            kill,
-        } = attached;
         tracing::info!(
             %peer, device = slot.device.id, name = %slot.device.name, session = session_id,
             replaced = replaced_previous, "device connected ({})", P::NAME
@@ -157,6 +160,10 @@ async fn admit<P: Protocol, T: Transport>(
 }
 
 /// The session loop, until the connection ends.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every idle session"
+)]
 fn run<'a, P: Protocol, T: Transport>(
     connection: &'a mut Connection<T>,
     session: &'a mut P,
@@ -173,6 +180,18 @@ fn run<'a, P: Protocol, T: Transport>(
         let mut last_read = Instant::now();
         let grace_ends = P::PUSH_GRACE.map(|grace| last_read + grace);
         let mut ready = grace_ends.is_none();
+        // One timer serves the silence and the push grace. It is moved earlier when it must be,
+        // and otherwise re-armed only when it fires: a busy device costs one timer update per
+        // silence period, not one per read.
+        let wake_at = |last_read: Instant, ready: bool, silence: Duration| {
+            let silent_at = last_read + silence;
+            match grace_ends {
+                Some(grace_ends) if !ready => silent_at.min(grace_ends),
+                _ => silent_at,
+            }
+        };
+        let timer = tokio::time::sleep_until(wake_at(last_read, ready, session.silence()));
+        tokio::pin!(timer);
         loop {
             // Handle every whole frame already buffered, unless too many requests are in flight.
             while in_flight.len() < MAX_IN_FLIGHT {
@@ -190,13 +209,11 @@ fn run<'a, P: Protocol, T: Transport>(
                 }
                 ready = true;
             }
-            // From the last read, with the silence the frames read since may have changed. One
-            // timer serves both the silence and the push grace.
-            let silent_at = last_read + session.silence();
-            let wake_at = match grace_ends {
-                Some(grace_ends) if !ready => silent_at.min(grace_ends),
-                _ => silent_at,
-            };
+            // From the last read, with the silence the frames read since may have changed.
+            let due = wake_at(last_read, ready, session.silence());
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             let can_read = in_flight.len() < MAX_IN_FLIGHT;
             tokio::select! {
                 read = connection.fill(), if can_read => match read {
@@ -232,11 +249,15 @@ fn run<'a, P: Protocol, T: Transport>(
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
                 () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
-                () = tokio::time::sleep_until(wake_at) => {
-                    if wake_at >= silent_at {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= last_read + session.silence() {
                         return Ending::Silent(session.silence());
                     }
-                    ready = true;
+                    if grace_ends.is_some_and(|grace_ends| now >= grace_ends) {
+                        ready = true;
+                    }
+                    timer.as_mut().reset(wake_at(last_read, ready, session.silence()));
                 }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }

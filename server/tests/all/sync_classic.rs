@@ -153,6 +153,45 @@ async fn spec_3_2_app_write_reaches_a_classic_device_as_one_hardware_frame_with_
 }
 
 #[tokio::test]
+async fn spec_4_classic_pushes_wait_for_the_devices_first_frame_after_login() {
+    let server = TestServer::start().await;
+    let mut client = ClassicClient::connect(server.http()).await;
+    let id = client.send(29, server.demo_token().as_bytes()).await;
+    assert_eq!(client.recv().await.unwrap(), ok(id));
+    // Stored (and so queued for the device) before the device says anything after its login.
+    app_write(&server, "V1", json!(42)).await;
+    // The libraries wait for the answer to their first frame and would misread anything else.
+    let ping = client.send(6, &[]).await;
+    assert_eq!(client.recv().await.unwrap(), ok(ping));
+    let push = client.recv().await.unwrap();
+    assert_eq!(
+        (push.command, push.parts()),
+        (20, vec!["vw".into(), "1".into(), "42".into()])
+    );
+}
+
+#[tokio::test]
+async fn spec_4_classic_pushes_start_after_a_grace_when_the_device_sends_nothing() {
+    let server = TestServer::start().await;
+    let mut client = ClassicClient::connect(server.http()).await;
+    let id = client.send(29, server.demo_token().as_bytes()).await;
+    assert_eq!(client.recv().await.unwrap(), ok(id));
+    let logged_in = std::time::Instant::now();
+    app_write(&server, "V1", json!(43)).await;
+    let push = client.recv().await.unwrap();
+    assert_eq!(
+        (push.command, push.parts()),
+        (20, vec!["vw".into(), "1".into(), "43".into()])
+    );
+    // Held for the 2 s grace (the clock of this test starts after the server's).
+    assert!(
+        logged_in.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        logged_in.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn spec_3_3_classic_devices_get_no_push_at_login_only_on_request() {
     let server = TestServer::start().await;
     app_write(&server, "V0", json!(1)).await;
