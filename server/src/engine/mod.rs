@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use blynk_proto::Pin;
-use tokio::sync::mpsc;
 
-pub use delivery::{Delivery, DeliveryReport, Outbound, Protocol};
+pub use delivery::{Delivery, DeliveryReport, Outbound, OutboundQueue, Protocol};
 pub use sessions::Attached;
 pub use sync::{SyncItem, SyncSelection};
 pub use writes::{AppWrite, DeviceWriteOutcome, WriteError};
@@ -577,9 +576,6 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-/// The channel a session reads its outbound messages from.
-pub type OutboundQueue = mpsc::Receiver<Box<Outbound>>;
 
 #[cfg(test)]
 mod tests {

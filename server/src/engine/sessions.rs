@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use blynk_proto::Pin;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use super::delivery::{Delivery, Outbound, Protocol, SessionLink};
+use super::delivery::{Delivery, Outbound, OutboundQueue, Protocol, SessionLink};
 use super::sync::{SyncItem, SyncSelection};
 use super::{DeviceSlot, Engine, events, lock};
 use crate::model::now_ms;
@@ -18,7 +18,7 @@ pub struct Attached {
     /// The session's id, for [`Engine::detach`].
     pub session_id: u64,
     /// What the engine sends this session.
-    pub outbound: mpsc::Receiver<Box<Outbound>>,
+    pub outbound: OutboundQueue,
     /// The values to send right away (the automatic sync), possibly empty.
     pub sync: Vec<SyncItem>,
     /// Whether an older connection of the same device was closed.
@@ -39,7 +39,7 @@ impl Engine {
         queue: usize,
         sync: Option<SyncSelection>,
     ) -> Option<Attached> {
-        let (sender, outbound) = mpsc::channel(queue.max(1));
+        let outbound = OutboundQueue::new(queue);
         let session_id = self.session_id();
         let kill = Arc::new(Notify::new());
         let (replaced_previous, came_online, items) = {
@@ -49,7 +49,7 @@ impl Engine {
             }
             let link = SessionLink {
                 id: session_id,
-                outbound: sender.clone(),
+                outbound: outbound.shared(),
                 protocol,
                 kill: kill.clone(),
             };
@@ -58,17 +58,19 @@ impl Engine {
                 previous.close();
             }
             let now = now_ms();
-            for command in state
-                .pending_commands
-                .iter()
-                .filter(|command| command.expires_at > now)
-            {
-                let _ = sender.try_send(Box::new(Outbound {
-                    pin: command.pin,
-                    value: command.value.clone(),
-                    version: command.version,
-                    command: Some(command.id),
-                }));
+            if let Some(link) = &state.session {
+                for command in state
+                    .pending_commands
+                    .iter()
+                    .filter(|command| command.expires_at > now)
+                {
+                    link.forward(Outbound {
+                        pin: command.pin,
+                        value: command.value.clone(),
+                        version: command.version,
+                        command: Some(command.id),
+                    });
+                }
             }
             let items = sync
                 .map(|selection| super::sync::select(slot, &state, &selection))

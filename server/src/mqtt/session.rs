@@ -379,7 +379,7 @@ impl Session {
                     }
                 }
                 message = outbound.recv(), if can_send => match message {
-                    Some(message) => self.forward(*message).await,
+                    Some(message) => self.forward(message).await,
                     None => return Ending::Engine("dropped by the server (too slow to read)"),
                 },
                 () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),

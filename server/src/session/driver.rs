@@ -233,7 +233,7 @@ fn run<'a, P: Protocol, T: Transport>(
                 }
                 message = outbound.recv(), if ready => match message {
                     Some(message) => {
-                        let Outbound { pin, value, version, command } = *message;
+                        let Outbound { pin, value, version, command } = message;
                         if let Some(command_id) = command
                             && !engine.claim_command(&slot, command_id).await
                         {
