@@ -23,6 +23,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How hard commits wait for the disk.
     pub durability: DurabilitySetting,
+    /// The IANA zone (`Europe/Berlin`) of classic time requests, for devices without a
+    /// `timezone` property of their own.
+    pub timezone: String,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             native_port: 8441,
             tls: None,
             durability: DurabilitySetting::Full,
+            timezone: "UTC".to_owned(),
             limits: Limits::default(),
         }
     }

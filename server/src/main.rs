@@ -43,6 +43,9 @@ struct Cli {
     /// `full` (fsync every commit, the default) or `process`.
     #[arg(long, env = "BLYNK_DURABILITY", value_parser = ["full", "process"])]
     durability: Option<String>,
+    /// The IANA timezone of classic time requests (default UTC), e.g. `Europe/Berlin`.
+    #[arg(long, env = "BLYNK_TIMEZONE")]
+    timezone: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -118,6 +121,9 @@ fn config(cli: &Cli) -> Result<Config> {
         Some("process") => config.durability = DurabilitySetting::Process,
         Some("full") => config.durability = DurabilitySetting::Full,
         _ => {}
+    }
+    if let Some(timezone) = &cli.timezone {
+        config.timezone = timezone.clone();
     }
     Ok(config)
 }

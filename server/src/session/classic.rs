@@ -17,6 +17,7 @@ use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::classic_extras::{self, ClassicExtras};
 use super::{Context, MAX_IN_FLIGHT};
 use crate::config::Limits;
 use crate::engine::{DeviceSlot, Outbound, Protocol, SyncSelection, WriteError};
@@ -190,6 +191,7 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
             context.limits.messages_per_second,
             context.limits.message_burst,
         ),
+        extras: ClassicExtras::new(peer.ip()),
     };
     let mut io = Paced {
         io,
@@ -199,6 +201,7 @@ pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context
     let ending = session
         .run(&mut io, &mut inbox, attached.outbound, attached.kill)
         .await;
+    session.extras.finish(&context.engine, &slot);
     context.engine.detach(&slot, attached.session_id);
     io.close().await;
     tracing::info!(%peer, device = slot.device.id, dropped = session.rate.dropped(), reason = %ending, "device disconnected (classic)");
@@ -268,6 +271,8 @@ struct Session {
     heartbeat: u16,
     ids: MessageIds,
     rate: RateLimiter,
+    /// GROUP, BRIDGE and time requests.
+    extras: ClassicExtras,
 }
 
 /// What handling a frame asks the loop to send.
@@ -393,6 +398,8 @@ impl Session {
             return Reply::None;
         }
         let engine = self.context.engine.clone();
+        self.extras
+            .before_frame(frame.command, &engine, &self.slot, in_flight);
         match frame.command {
             Command::Ping => reply(response(id, Status::Ok)),
             Command::Response => Reply::None,
@@ -457,6 +464,20 @@ impl Session {
                 Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
             },
             Command::EventClear => reply(response(id, Status::Ok)),
+            Command::Group => {
+                self.extras
+                    .group(&engine, &self.slot, id, frame.body, in_flight);
+                Reply::None
+            }
+            Command::Bridge => {
+                self.extras
+                    .bridge(&self.context, &self.slot, id, frame.body, in_flight);
+                Reply::None
+            }
+            Command::DebugPrint => {
+                classic_extras::debug_print(&self.slot, frame.body);
+                Reply::None
+            }
             Command::HwLogin | Command::Login => reply(response(id, Status::AlreadyRegistered)),
             other => {
                 tracing::info!(device = self.slot.device.id, command = ?other, "unsupported classic command");
@@ -465,22 +486,18 @@ impl Session {
         }
     }
 
-    /// INTERNAL: the info frame (heartbeat, buff-in) gets 200; `rtc` gets the server time.
+    /// INTERNAL: the info frame (heartbeat, buff-in) gets 200; `rtc` and `utc` time requests get
+    /// their answer.
     fn internal(&mut self, id: u16, body: &[u8]) -> Reply {
         let Ok(info) = DeviceInfo::parse(body) else {
             return reply(response(id, Status::IllegalCommandBody));
         };
-        if info.kind() == Some("rtc") {
-            let Some(id) = NonZeroU16::new(id) else {
-                return Reply::None;
-            };
-            let seconds = (crate::model::now_ms() / 1000).to_string();
-            let mut out = vec![0u8; HEADER_LEN + 32];
-            return match classic::encode_parts(&mut out, Command::Internal, id, &["rtc", &seconds])
-            {
-                Ok(frame) => Reply::Frame(frame.to_vec()),
-                Err(_) => Reply::None,
-            };
+        if let Some(kind @ ("rtc" | "utc")) = info.kind() {
+            let what = info.pairs().next().map(|(_, what)| what);
+            return reply(
+                self.extras
+                    .time_request(&self.context, &self.slot, id, kind, what),
+            );
         }
         if let Some(heartbeat) = info.heartbeat_seconds().filter(|seconds| *seconds > 0) {
             self.heartbeat = heartbeat.min(3600);
@@ -508,6 +525,13 @@ impl Session {
         value: &Value<'_>,
         in_flight: &mut FuturesOrdered<InFlight>,
     ) -> Reply {
+        let engine = &self.context.engine;
+        if self
+            .extras
+            .grouped_write(engine, &self.slot, id, pin, value, in_flight)
+        {
+            return Reply::None;
+        }
         match self
             .context
             .engine

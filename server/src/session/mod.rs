@@ -2,6 +2,7 @@
 //! the engine.
 
 pub mod classic;
+pub mod classic_extras;
 pub mod native;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// The zone of time requests for devices without a `timezone` property of their own.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 impl Context {
@@ -44,6 +47,7 @@ impl Context {
             limits,
             shutdown,
             tls,
+            timezone: jiff::tz::TimeZone::UTC,
         }
     }
 }
