@@ -163,3 +163,23 @@ fn parse_points(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_quota_refuses_a_request_that_would_pass_it_and_resets_the_next_day() {
+        let quota = UploadQuota::default();
+        let day = 20_000 * DAY_MS;
+        assert!(quota.take(1, 9_000, day).is_ok());
+        assert!(matches!(
+            quota.take(1, 1_001, day + 10),
+            Err(ApiError::QuotaExceeded(_))
+        ));
+        assert!(quota.take(2, 1_000, day).is_ok(), "per device");
+        assert!(quota.take(1, 1_000, day + 20).is_ok(), "exactly the limit");
+        assert!(quota.take(1, 1, day + 30).is_err());
+        assert!(quota.take(1, 1_000, day + DAY_MS).is_ok(), "a new day");
+    }
+}

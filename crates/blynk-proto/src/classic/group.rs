@@ -51,11 +51,11 @@ fn parse_millis(text: &str) -> Option<u64> {
 }
 
 /// Builds a GROUP frame as the C++ library sends it (for tests and simulated devices).
-pub fn encode_group<'o>(
-    out: &'o mut [u8],
+pub fn encode_group(
+    out: &mut [u8],
     id: NonZeroU16,
     command: GroupCommand,
-) -> Result<&'o [u8], BuildError> {
+) -> Result<&[u8], BuildError> {
     encode_frame(out, Command::Group, id, super::MAX_BODY, |body| {
         match command {
             GroupCommand::Begin => body.part("b")?,
