@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::sqlite::Retention;
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +28,8 @@ pub struct Config {
     /// The IANA zone (`Europe/Berlin`) of classic time requests, for devices without a
     /// `timezone` property of their own.
     pub timezone: String,
+    /// What the store keeps.
+    pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
 }
@@ -49,6 +53,36 @@ pub enum DurabilitySetting {
     Full,
     /// Leave flushing to the operating system.
     Process,
+}
+
+/// What the store keeps of the past.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Values kept per pin in the history, newest first; 0 keeps any number.
+    pub history_per_pin: u32,
+    /// Days after which a value leaves the history; 0 keeps values whatever their age.
+    pub history_max_age_days: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            history_per_pin: 1000,
+            history_max_age_days: 0,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The history's retention rules.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            per_pin: self.history_per_pin,
+            max_age: (self.history_max_age_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.history_max_age_days) * 24 * 3600)),
+        }
+    }
 }
 
 /// Per-connection and server-wide limits.
@@ -83,6 +117,7 @@ impl Default for Config {
             tls: None,
             durability: DurabilitySetting::Full,
             timezone: "UTC".to_owned(),
+            store: StoreSettings::default(),
             limits: Limits::default(),
         }
     }
@@ -137,5 +172,17 @@ mod tests {
         assert_eq!(config.native_port, 8441);
         assert_eq!(config.limits.messages_per_second, 5);
         assert!(Config::from_toml("htp_port = 1").is_err());
+    }
+
+    #[test]
+    fn history_retention_is_1000_per_pin_by_default_and_age_is_opt_in() {
+        let default = Config::default().store.retention();
+        assert_eq!(default.per_pin, 1000);
+        assert_eq!(default.max_age, None);
+        let config =
+            Config::from_toml("[store]\nhistory_per_pin = 0\nhistory_max_age_days = 30\n").unwrap();
+        let retention = config.store.retention();
+        assert_eq!(retention.per_pin, 0);
+        assert_eq!(retention.max_age, Some(Duration::from_secs(30 * 86_400)));
     }
 }

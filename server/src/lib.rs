@@ -121,9 +121,10 @@ pub async fn start_with_admin_key(
         DurabilitySetting::Full => Durability::Full,
         DurabilitySetting::Process => Durability::Process,
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with_retention(
         &config.data_dir.join(DATABASE_FILE),
         durability,
+        config.store.retention(),
     )?);
     let engine = Engine::open(store).await?;
     let boot = bootstrap::run(&engine, admin_key).await?;

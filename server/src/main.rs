@@ -46,6 +46,12 @@ struct Cli {
     /// The IANA timezone of classic time requests (default UTC), e.g. `Europe/Berlin`.
     #[arg(long, env = "BLYNK_TIMEZONE")]
     timezone: Option<String>,
+    /// Values kept per pin in the history (default 1000; 0 keeps any number).
+    #[arg(long, env = "BLYNK_HISTORY_PER_PIN", global = true)]
+    history_per_pin: Option<u32>,
+    /// Days after which a value leaves the history (default 0: kept whatever its age).
+    #[arg(long, env = "BLYNK_HISTORY_MAX_AGE_DAYS", global = true)]
+    history_max_age_days: Option<u32>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -124,6 +130,12 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(timezone) = &cli.timezone {
         config.timezone = timezone.clone();
+    }
+    if let Some(count) = cli.history_per_pin {
+        config.store.history_per_pin = count;
+    }
+    if let Some(days) = cli.history_max_age_days {
+        config.store.history_max_age_days = days;
     }
     Ok(config)
 }
@@ -235,9 +247,11 @@ async fn wait_for_signal() {
 
 async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open(
+    // The same retention as the server's: this process trims the history too while it runs.
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open_with_retention(
         &config.data_dir.join(blynk_server::DATABASE_FILE),
         Durability::Full,
+        config.store.retention(),
     )?);
     Ok(Engine::open_for_tools(store).await?)
 }

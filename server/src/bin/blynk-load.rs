@@ -8,7 +8,8 @@
 //!   acknowledged (pipelined) while app WebSocket watchers watch every device;
 //! - `latency`: app writes (WebSocket or REST) at a fixed rate, timed until the device receives
 //!   the `Update` frame;
-//! - `idle-rss`: the server's resident memory per idle native connection (child process);
+//! - `idle-rss`: the server's resident memory per idle native or classic connection (child
+//!   process);
 //! - `reconnect-storm`: every device connects at once with the automatic sync and waits for its
 //!   `SyncComplete` (child process).
 //!
@@ -119,7 +120,7 @@ enum Scenario {
     Throughput(ThroughputArgs),
     /// App write -> device `Update` latency at a fixed rate.
     Latency(LatencyArgs),
-    /// Server resident memory per idle native connection.
+    /// Server resident memory per idle device connection (native, or classic with --protocol).
     IdleRss(IdleArgs),
     /// Every device connects at once and syncs; time until all have their SyncComplete.
     ReconnectStorm(StormArgs),
@@ -184,9 +185,20 @@ struct LatencyArgs {
 
 #[derive(Args, Clone, Debug)]
 struct IdleArgs {
-    /// Idle native connections held.
+    /// Idle device connections held.
     #[arg(long, default_value_t = 5_000)]
     connections: usize,
+    /// The protocol the idle devices speak.
+    #[arg(long, value_enum, default_value_t = IdleProtocol::Native)]
+    protocol: IdleProtocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum IdleProtocol {
+    /// The native protocol, on the native port.
+    Native,
+    /// The classic protocol (login, then the INFO frame), on the shared port.
+    Classic,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -1796,18 +1808,19 @@ async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
     tokio::time::sleep(settle).await;
     let before = vm_rss_kib(pid)?;
     let half = args.connections / 2;
-    let mut held = login_many(target.native, &target.devices[..half], 250).await?;
+    let mut held = idle_logins(target, &target.devices[..half], args.protocol).await?;
     tokio::time::sleep(settle).await;
     let at_half = vm_rss_kib(pid)?;
-    held.extend(login_many(target.native, &target.devices[half..args.connections], 250).await?);
+    let second = &target.devices[half..args.connections];
+    held.extend(idle_logins(target, second, args.protocol).await?);
     tokio::time::sleep(settle).await;
     let after = vm_rss_kib(pid)?;
     // Every connection is still open and logged in: nothing was closed by the server.
     let mut closed = 0;
-    for conn in &mut held {
+    for stream in &mut held {
         let mut probe = [0u8; 1];
         if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_micros(1), conn.stream.peek(&mut probe)).await
+            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
         {
             closed += 1;
         }
@@ -1816,10 +1829,14 @@ async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
     let second_half = (args.connections - half) as f64;
     drop(held);
     Ok(format!(
-        "idle-rss: {} idle native connections (logged in, no sync) to the {} (pid {pid}): server \
+        "idle-rss: {} idle {} connections (logged in, no sync) to the {} (pid {pid}): server \
          VmRSS {} KiB before, {} KiB at {}, {} KiB at {}: {:.2} KiB per connection overall, {:.2} \
-         KiB per connection over the second half; {} closed [target <= 4 KiB]",
+         KiB per connection over the second half; {} closed [target <= {} KiB]",
         args.connections,
+        match args.protocol {
+            IdleProtocol::Native => "native",
+            IdleProtocol::Classic => "classic",
+        },
         target.mode(),
         before,
         at_half,
@@ -1829,7 +1846,33 @@ async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
         after.saturating_sub(before) as f64 / count,
         after.saturating_sub(at_half) as f64 / second_half,
         closed,
+        match args.protocol {
+            IdleProtocol::Native => 4,
+            IdleProtocol::Classic => 1,
+        },
     ))
+}
+
+/// Logs in `devices` with `protocol` and keeps their sockets.
+async fn idle_logins(
+    target: &Target,
+    devices: &[DeviceRef],
+    protocol: IdleProtocol,
+) -> Result<Vec<TcpStream>> {
+    if protocol == IdleProtocol::Native {
+        let conns = login_many(target.native, devices, 250).await?;
+        return Ok(conns.into_iter().map(|conn| conn.stream).collect());
+    }
+    let mut streams = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(250) {
+        let mut logins: JoinSet<Result<TcpStream>> = JoinSet::new();
+        for device in chunk {
+            let (address, token) = (target.http, device.token.clone());
+            logins.spawn(async move { classic_login(address, &token).await });
+        }
+        streams.extend(join_all_ok(&mut logins, "classic logins").await?);
+    }
+    Ok(streams)
 }
 
 async fn reconnect_storm(target: &Target, args: &StormArgs) -> Result<String> {

@@ -7,7 +7,8 @@ use axum::response::Response;
 use futures_util::StreamExt;
 
 use super::{AppState, PeerAddr};
-use crate::session::classic::{self, FrameIo};
+use crate::session::classic;
+use crate::session::connection::Transport;
 
 /// `GET /websockets`: upgrades and runs a classic session.
 pub async fn upgrade(
@@ -18,17 +19,17 @@ pub async fn upgrade(
     socket.on_upgrade(move |socket| classic::serve(WsIo { socket }, peer, state.context))
 }
 
-/// [`FrameIo`] over binary WebSocket messages.
+/// [`Transport`] over binary WebSocket messages.
 struct WsIo {
     socket: WebSocket,
 }
 
-impl FrameIo for WsIo {
-    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+impl Transport for WsIo {
+    async fn read(&mut self, inbox: &mut Vec<u8>) -> std::io::Result<usize> {
         loop {
             match self.socket.next().await {
                 Some(Ok(Message::Binary(bytes))) if !bytes.is_empty() => {
-                    buf.extend_from_slice(&bytes);
+                    inbox.extend_from_slice(&bytes);
                     return Ok(bytes.len());
                 }
                 Some(Ok(Message::Close(_))) | None => return Ok(0),
@@ -38,9 +39,9 @@ impl FrameIo for WsIo {
         }
     }
 
-    async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.socket
-            .send(Message::Binary(frame.to_vec().into()))
+            .send(Message::Binary(bytes.to_vec().into()))
             .await
             .map_err(std::io::Error::other)
     }

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::io::{MaybeTls, Prefixed};
+use crate::session::connection::StreamIo;
 use crate::session::{Context, classic, native};
 
 /// Time a TLS handshake or the first byte may take.
@@ -82,13 +83,21 @@ pub async fn run_native(listener: TcpListener, context: Arc<Context>) {
     while let Some((stream, peer, slot)) =
         accept_next(&listener, &context, &mut shutdown, "native").await
     {
-        let context = context.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Some(stream) = wrap(&context, stream, peer).await {
-                native::serve(stream, peer, context).await;
-            }
-        });
+        tokio::spawn(serve_native(stream, peer, slot, context.clone()));
+    }
+}
+
+/// One native connection's task: TLS if configured, then the session in a task of its own,
+/// sized to the session alone (the TLS handshake's future is larger than a whole idle session).
+async fn serve_native(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    context: Arc<Context>,
+) {
+    if let Some(stream) = wrap(&context, stream, peer).await {
+        let stream = Prefixed::new(Vec::new(), stream).holding(slot);
+        tokio::spawn(native::serve(stream, peer, context));
     }
 }
 
@@ -103,39 +112,55 @@ pub async fn run_shared(
     while let Some((stream, peer, slot)) =
         accept_next(&listener, &context, &mut shutdown, "shared").await
     {
-        let context = context.clone();
-        let http = http.clone();
-        tokio::spawn(async move {
-            let Some(mut stream) = wrap(&context, stream, peer).await else {
-                return;
-            };
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
-                Ok(Ok(1)) => {}
-                Ok(Ok(_)) => return,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "connection closed before its first byte");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "connection closed: nothing sent within {HANDSHAKE_TIMEOUT:?}");
-                    return;
-                }
-            }
-            let stream = Prefixed::new(first.to_vec(), stream).holding(slot);
-            if is_classic_login(first[0]) {
-                classic::serve(classic::StreamIo::new(stream), peer, context).await;
-            } else if http
-                .send((
-                    stream.with_idle_timeout(Duration::from_secs(context.limits.http_idle_seconds)),
-                    peer,
-                ))
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "HTTP server is shutting down; connection dropped");
-            }
-        });
+        tokio::spawn(serve_shared(
+            stream,
+            peer,
+            slot,
+            context.clone(),
+            http.clone(),
+        ));
+    }
+}
+
+/// One connection's task on the shared port: TLS if configured, then the first byte says
+/// classic hardware (served here) or HTTP (handed to the HTTP server).
+async fn serve_shared(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    context: Arc<Context>,
+    http: mpsc::Sender<HttpConnection>,
+) {
+    let Some(mut stream) = wrap(&context, stream, peer).await else {
+        return;
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_)) => return,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "connection closed before its first byte");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "connection closed: nothing sent within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    }
+    let stream = Prefixed::new(first.to_vec(), stream).holding(slot);
+    if is_classic_login(first[0]) {
+        // A task of its own, sized to the session alone: this one, which sniffed the byte and
+        // did the TLS handshake, ends here.
+        tokio::spawn(classic::serve(StreamIo::new(stream), peer, context));
+    } else if http
+        .send((
+            stream.with_idle_timeout(Duration::from_secs(context.limits.http_idle_seconds)),
+            peer,
+        ))
+        .await
+        .is_err()
+    {
+        tracing::debug!(%peer, "HTTP server is shutting down; connection dropped");
     }
 }
 
@@ -172,5 +197,39 @@ impl axum::serve::Listener for HttpIncoming {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `make` returns, without making one.
+    fn future_size<A, F: Future>(_make: impl Fn(A) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// A session's task is one allocation of its future's size, kept while the connection
+    /// lasts: the bulk of what an idle connection costs the server. Neither the TLS handshake
+    /// nor the first-byte sniffing may count in it, and the bound guards against regressions
+    /// (`--nocapture` prints the sizes).
+    #[test]
+    fn a_session_task_holds_the_session_alone() {
+        type Args = (Prefixed<MaybeTls>, SocketAddr, Arc<Context>);
+        let native =
+            future_size(|(stream, peer, context): Args| native::serve(stream, peer, context));
+        let classic = future_size(|(stream, peer, context): Args| {
+            classic::serve(StreamIo::new(stream), peer, context)
+        });
+        let handshake = future_size(
+            |(context, stream, peer): (&'static Context, TcpStream, SocketAddr)| {
+                wrap(context, stream, peer)
+            },
+        );
+        println!(
+            "session task: native {native} bytes, classic {classic} bytes; TLS handshake {handshake} bytes"
+        );
+        assert!(native < handshake && classic < handshake);
+        assert!(native <= 1280 && classic <= 1280);
     }
 }

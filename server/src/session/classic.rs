@@ -1,6 +1,8 @@
-//! A classic Blynk hardware session, over TCP or binary WebSocket frames: login 29 or 2, the
-//! INTERNAL info frame, pings answered (never sent), writes, syncs answered with the request's
-//! id, one frame per socket write, and the device's `buff-in` respected.
+//! The classic Blynk protocol's device session, over TCP or binary WebSocket frames: login 29
+//! or 2, the INTERNAL info frame, pings answered (never sent), writes, syncs answered with the
+//! request's id, one frame per socket write, and the device's `buff-in` respected. GROUP,
+//! BRIDGE, time requests and DEBUG_PRINT are in [`super::classic_extras`]. The loop itself is
+//! the shared [`super::driver`].
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -12,15 +14,14 @@ use blynk_proto::classic::{
     HardwareCommand, MAX_BODY, MessageIds, PropertyUpdate, Status, SyncRequest,
 };
 use blynk_proto::{Pin, Value};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
-use super::classic_extras::{self, ClassicExtras};
-use super::{Context, MAX_IN_FLIGHT};
+use super::Context;
+use super::classic_extras::{self, Answers, ClassicExtras};
+use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transport};
+use super::driver::{self, Protocol};
+use super::in_flight::InFlight;
 use crate::config::Limits;
-use crate::engine::{DeviceSlot, Outbound, Protocol, SyncSelection, WriteError};
+use crate::engine::{self, DeviceSlot, SyncItem, SyncSelection, WriteError};
 use crate::limits::RateLimiter;
 use crate::model::{OwnedValue, PropertyRecord};
 
@@ -33,240 +34,51 @@ const DEFAULT_BUFF_IN: usize = 256;
 /// receive buffer and all but the first are lost. One frame per write is not enough.
 const LEGACY_FRAME_GAP: Duration = Duration::from_millis(20);
 
-/// A byte stream that sends whole frames: TCP, or binary WebSocket messages.
-pub trait FrameIo: Send {
-    /// Appends some bytes to `buf`; 0 at the end of the stream. Must be cancel-safe: bytes are
-    /// appended only when the read completes.
-    fn read(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = std::io::Result<usize>> + Send;
-    /// Sends one whole frame in one socket write.
-    fn send_frame(&mut self, frame: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
-    /// Closes the stream.
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
-}
+/// How long pushes wait for the device's first frame after login (normally the INTERNAL info
+/// frame with its buff-in): the libraries wait for the answer to that frame and would misread
+/// anything else.
+const PUSH_GRACE: Duration = Duration::from_secs(2);
 
-/// [`FrameIo`] over a byte stream.
-pub struct StreamIo<S>(S);
-
-impl<S> StreamIo<S> {
-    /// Wraps a stream.
-    pub fn new(stream: S) -> Self {
-        StreamIo(stream)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameIo for StreamIo<S> {
-    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        buf.reserve(512);
-        self.0.read_buf(buf).await
-    }
-
-    async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(frame).await?;
-        self.0.flush().await
-    }
-
-    async fn close(&mut self) {
-        let _ = self.0.shutdown().await;
-    }
-}
-
-/// [`FrameIo`] that spaces the frames it sends by at least `gap` (none when zero).
-struct Paced<I> {
-    io: I,
-    gap: Duration,
-    last_sent: Option<Instant>,
-}
-
-impl<I: FrameIo> FrameIo for Paced<I> {
-    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        self.io.read(buf).await
-    }
-
-    async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        if let Some(last_sent) = self.last_sent {
-            tokio::time::sleep_until(last_sent + self.gap).await;
-        }
-        let sent = self.io.send_frame(frame).await;
-        if !self.gap.is_zero() {
-            self.last_sent = Some(Instant::now());
-        }
-        sent
-    }
-
-    async fn close(&mut self) {
-        self.io.close().await;
-    }
-}
-
-type Ending = super::Ending<ClassicError>;
-
-/// Bytes received and not yet parsed.
-struct Inbox {
-    bytes: Vec<u8>,
-    start: usize,
-}
-
-impl Inbox {
-    fn pending(&self) -> &[u8] {
-        &self.bytes[self.start..]
-    }
-
-    fn consume(&mut self, count: usize) {
-        self.start += count;
-        if self.start == self.bytes.len() {
-            self.bytes.clear();
-            self.start = 0;
-            if self.bytes.capacity() > 2 * (HEADER_LEN + MAX_BODY) {
-                self.bytes.shrink_to(512);
-            }
-        }
-    }
-
-    async fn fill<I: FrameIo>(&mut self, io: &mut I) -> std::io::Result<usize> {
-        if self.start > 0 {
-            self.bytes.drain(..self.start);
-            self.start = 0;
-        }
-        io.read(&mut self.bytes).await
-    }
-}
-
-fn response(id: u16, status: Status) -> Option<Vec<u8>> {
-    let id = NonZeroU16::new(id)?;
-    let mut out = vec![0u8; HEADER_LEN];
-    classic::encode_response(&mut out, id, status).ok()?;
-    Some(out)
-}
-
-/// Serves one classic connection until it ends.
-pub async fn serve<I: FrameIo>(mut io: I, peer: SocketAddr, context: Arc<Context>) {
-    let mut inbox = Inbox {
-        bytes: Vec::new(),
-        start: 0,
-    };
-    let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let (slot, gap) = match tokio::time::timeout(
-        login_timeout,
-        login(&mut io, &mut inbox, peer, &context),
-    )
-    .await
-    {
-        Ok(Some((slot, legacy_login))) => {
-            let gap = if legacy_login {
-                LEGACY_FRAME_GAP
-            } else {
-                Duration::ZERO
-            };
-            (slot, gap)
-        }
-        Ok(None) => {
-            io.close().await;
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "classic connection closed: no login within {login_timeout:?}");
-            io.close().await;
-            return;
-        }
-    };
-    let Some(attached) =
-        context
-            .engine
-            .attach(&slot, Protocol::Classic, context.limits.send_queue, None)
-    else {
-        io.close().await;
-        return;
-    };
-    tracing::info!(
-        %peer, device = slot.device.id, name = %slot.device.name, session = attached.session_id,
-        replaced = attached.replaced_previous, "device connected (classic)"
-    );
-    let mut session = Session {
-        slot: slot.clone(),
-        context: context.clone(),
-        buff_in: DEFAULT_BUFF_IN,
-        heartbeat: context.limits.default_heartbeat_seconds,
-        ids: MessageIds::default(),
-        rate: RateLimiter::new(
-            context.limits.messages_per_second,
-            context.limits.message_burst,
-        ),
-        extras: ClassicExtras::new(peer.ip()),
-    };
-    let mut io = Paced {
-        io,
-        gap,
-        last_sent: None,
-    };
-    let ending = session
-        .run(&mut io, &mut inbox, attached.outbound, attached.kill)
-        .await;
-    session.extras.finish(&context.engine, &slot);
-    context.engine.detach(&slot, attached.session_id);
-    io.close().await;
-    tracing::info!(%peer, device = slot.device.id, dropped = session.rate.dropped(), reason = %ending, "device disconnected (classic)");
-}
-
-/// Reads the login frame and answers it: 200, or 9 for a bad token (clients stop retrying).
-/// Returns the device and whether it used the legacy LOGIN (2).
-async fn login<I: FrameIo>(
-    io: &mut I,
-    inbox: &mut Inbox,
+/// Serves one classic connection (TCP, TLS or WebSocket) until it ends.
+pub fn serve<T: Transport>(
+    transport: T,
     peer: SocketAddr,
-    context: &Context,
-) -> Option<(Arc<DeviceSlot>, bool)> {
-    loop {
-        let (frame, consumed) = match classic::decode(inbox.pending(), MAX_BODY) {
-            Ok(Decoded::NeedMore) => match inbox.fill(io).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => continue,
-            },
-            Ok(Decoded::Frame { frame, consumed }) => (frame, consumed),
-            Err(error) => {
-                tracing::info!(%peer, %error, "classic connection refused: bad first frame");
-                return None;
-            }
-        };
-        let id = frame.id;
-        if !matches!(frame.command, Command::HwLogin | Command::Login) {
-            tracing::info!(%peer, command = ?frame.command, "classic connection refused: first frame is not a login");
-            if let Some(reply) = response(id, Status::NotAuthenticated) {
-                let _ = io.send_frame(&reply).await;
-            }
-            return None;
-        }
-        if context.login_limiter.check(peer.ip()).is_err() {
-            tracing::warn!(%peer, "classic login refused: too many failed logins from this address");
-            if let Some(reply) = response(id, Status::QuotaLimit) {
-                let _ = io.send_frame(&reply).await;
-            }
-            return None;
-        }
-        let slot = classic::messages::parse_login(frame.body)
-            .ok()
-            .and_then(|token| context.engine.authenticate(token.as_str()));
-        let Some(slot) = slot else {
-            context.login_limiter.record_failure(peer.ip());
-            tracing::info!(%peer, "classic login refused: invalid token");
-            if let Some(reply) = response(id, Status::InvalidToken) {
-                let _ = io.send_frame(&reply).await;
-            }
-            return None;
-        };
-        let legacy = frame.command == Command::Login;
-        inbox.consume(consumed);
-        if let Some(reply) = response(id, Status::Ok) {
-            io.send_frame(&reply).await.ok()?;
-        }
-        return Some((slot, legacy));
+    context: Arc<Context>,
+) -> impl Future<Output = ()> + Send {
+    driver::serve::<ClassicSession, _>(transport, peer, context)
+}
+
+/// Classic frames.
+pub(crate) struct ClassicCodec;
+
+impl Codec for ClassicCodec {
+    type Frame<'a> = ClassicFrame<'a>;
+    type Error = ClassicError;
+
+    fn decode(bytes: &[u8]) -> Result<Option<(ClassicFrame<'_>, usize)>, ClassicError> {
+        Ok(match classic::decode(bytes, MAX_BODY)? {
+            Decoded::NeedMore => None,
+            Decoded::Frame { frame, consumed } => Some((frame, consumed)),
+        })
     }
 }
 
-type InFlight = std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+/// Queues a response frame (none for id 0, which classic clients never wait on).
+pub(crate) fn response(out: &mut Outgoing, id: u16, status: Status) {
+    if let Some(id) = NonZeroU16::new(id) {
+        let _ = out.frame(HEADER_LEN, |buf| {
+            classic::encode_response(buf, id, status).map(|_| HEADER_LEN)
+        });
+    }
+}
 
-struct Session {
+/// A classic device session's state.
+pub(crate) struct ClassicSession {
     slot: Arc<DeviceSlot>,
     context: Arc<Context>,
+    /// The login frame's id, answered once attached.
+    login_id: u16,
+    legacy_login: bool,
     buff_in: usize,
     heartbeat: u16,
     ids: MessageIds,
@@ -275,115 +87,76 @@ struct Session {
     extras: ClassicExtras,
 }
 
-/// What handling a frame asks the loop to send.
-enum Reply {
-    None,
-    Frame(Vec<u8>),
-    /// Several frames, each in its own socket write.
-    Frames(Vec<Vec<u8>>),
-}
+/// A finished request: the response to send, if any.
+pub(crate) type Done = Option<(u16, Status)>;
 
-impl Session {
-    async fn run<I: FrameIo>(
-        &mut self,
-        io: &mut I,
-        inbox: &mut Inbox,
-        mut outbound: crate::engine::OutboundQueue,
-        kill: Arc<tokio::sync::Notify>,
-    ) -> Ending {
-        let mut silence = Limits::silence_timeout(self.heartbeat);
-        let mut last_read = Instant::now();
-        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-        let mut shutdown = self.context.shutdown.clone();
-        // Nothing is pushed to the device before it has sent its first frame after login
-        // (normally the INTERNAL info frame with its buff-in): the libraries wait for the
-        // answer to that frame and would misread anything else. A device that sends nothing
-        // gets its pushes after a short grace period.
-        let mut ready = false;
-        let grace = tokio::time::sleep(Duration::from_secs(2));
-        tokio::pin!(grace);
-        loop {
-            while in_flight.len() < MAX_IN_FLIGHT {
-                let (frame, consumed) = match classic::decode(inbox.pending(), MAX_BODY) {
-                    Ok(Decoded::NeedMore) => break,
-                    Ok(Decoded::Frame { frame, consumed }) => (frame, consumed),
-                    Err(error) => return Ending::Frame(error),
-                };
-                let reply = self.handle(frame, &mut in_flight);
-                inbox.consume(consumed);
-                if let Err(error) = send(io, reply).await {
-                    return Ending::Io(error);
-                }
-                silence = Limits::silence_timeout(self.heartbeat);
-                ready = true;
-            }
-            // From the last read, with the heartbeat the frames read since may have announced.
-            let deadline = last_read + silence;
-            let can_read = in_flight.len() < MAX_IN_FLIGHT;
-            tokio::select! {
-                read = inbox.fill(io), if can_read => match read {
-                    Ok(0) => return Ending::Closed,
-                    Ok(_) => last_read = Instant::now(),
-                    Err(error) => return Ending::Io(error),
-                },
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Some(reply) = reply
-                        && let Err(error) = io.send_frame(&reply).await
-                    {
-                        return Ending::Io(error);
-                    }
-                }
-                () = &mut grace, if !ready => ready = true,
-                message = outbound.recv(), if ready => match message {
-                    Some(outbound) => {
-                        let Outbound { pin, value, version, command } = *outbound;
-                        if let Some(command_id) = command
-                            && !self.context.engine.claim_command(&self.slot, command_id).await
-                        {
-                            continue;
-                        }
-                        let id = self.ids.next_id();
-                        if let Some(frame) = self.value_frame(id, pin, &value) {
-                            if let Err(error) = io.send_frame(&frame).await {
-                                return Ending::Io(error);
-                            }
-                            self.context.engine.delivered(&self.slot, pin, version);
-                        }
-                    }
-                    None => return Ending::Engine("dropped by the server (too slow to read)"),
-                },
-                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
-                () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
-                _ = shutdown.changed() => return Ending::Shutdown,
+impl Protocol for ClassicSession {
+    type Codec = ClassicCodec;
+    type Done = Done;
+    const NAME: &'static str = "classic";
+    const ENGINE_PROTOCOL: engine::Protocol = engine::Protocol::Classic;
+    const PUSH_GRACE: Option<Duration> = Some(PUSH_GRACE);
+
+    /// Reads the login frame; a bad token gets 9 (clients stop retrying).
+    async fn login<T: Transport>(
+        connection: &mut Connection<T>,
+        peer: SocketAddr,
+        context: &Arc<Context>,
+    ) -> Option<(Self, Option<SyncSelection>)> {
+        match connection.fill_frame::<ClassicCodec>().await {
+            Ok(true) => {}
+            Ok(false) | Err(ReadError::Io(_)) => return None,
+            Err(ReadError::Frame(error)) => {
+                tracing::info!(%peer, %error, "classic connection refused: bad first frame");
+                return None;
             }
         }
+        let Ok(Decoded::Frame { frame, consumed }) =
+            classic::decode(connection.inbox.pending(), MAX_BODY)
+        else {
+            return None;
+        };
+        let admitted = admit(&frame, peer, context, &mut connection.outgoing);
+        if admitted.is_none() {
+            let _ = connection.flush().await;
+            return None;
+        }
+        connection.inbox.consume(consumed);
+        admitted.map(|session| (session, None))
     }
 
-    /// A HARDWARE write frame for the device, or `None` when it exceeds the device's `buff-in`
-    /// (the classic library would drop the connection on it).
-    fn value_frame(&self, id: NonZeroU16, pin: Pin, value: &OwnedValue) -> Option<Vec<u8>> {
-        let value = value.as_value().ok()?;
-        let mut out = vec![0u8; HEADER_LEN + self.buff_in];
-        match classic::encode_write(
-            &mut out,
-            id,
-            self.buff_in.saturating_sub(HEADER_LEN),
-            pin,
-            &value,
-        ) {
-            Ok(frame) => Some(frame.to_vec()),
-            Err(error) => {
-                tracing::warn!(device = self.slot.device.id, %pin, %error, buff_in = self.buff_in, "value not sent: larger than the device's buff-in");
-                None
-            }
-        }
+    async fn welcome<T: Transport>(
+        &mut self,
+        connection: &mut Connection<T>,
+        _sync: Vec<SyncItem>,
+    ) -> std::io::Result<()> {
+        response(&mut connection.outgoing, self.login_id, Status::Ok);
+        connection.flush().await
+    }
+
+    fn slot(&self) -> &Arc<DeviceSlot> {
+        &self.slot
+    }
+
+    fn framing(&self) -> Framing {
+        let gap = if self.legacy_login {
+            LEGACY_FRAME_GAP
+        } else {
+            Duration::ZERO
+        };
+        Framing::FramePerWrite { gap }
+    }
+
+    fn silence(&self) -> Duration {
+        Limits::silence_timeout(self.heartbeat)
     }
 
     fn handle(
         &mut self,
         frame: ClassicFrame<'_>,
-        in_flight: &mut FuturesOrdered<InFlight>,
-    ) -> Reply {
+        out: &mut Outgoing,
+        in_flight: &mut InFlight<Done>,
+    ) {
         let id = frame.id;
         // Every frame counts, pings included, as on the classic server: a ping flood is a flood.
         if !self.rate.allow() {
@@ -393,34 +166,41 @@ impl Session {
                     dropped = self.rate.dropped(),
                     "device over its message rate; excess dropped"
                 );
-                return reply(response(id, Status::QuotaLimit));
+                response(out, id, Status::QuotaLimit);
             }
-            return Reply::None;
+            return;
         }
         let engine = self.context.engine.clone();
-        self.extras
-            .before_frame(frame.command, &engine, &self.slot, in_flight);
+        self.extras.before_frame(
+            frame.command,
+            &engine,
+            &self.slot,
+            &mut Answers {
+                out: &mut *out,
+                in_flight: &mut *in_flight,
+            },
+        );
         match frame.command {
-            Command::Ping => reply(response(id, Status::Ok)),
-            Command::Response => Reply::None,
-            Command::Internal => self.internal(id, frame.body),
+            Command::Ping => response(out, id, Status::Ok),
+            Command::Response => {}
+            Command::Internal => self.internal(out, id, frame.body),
             Command::Hardware => match HardwareCommand::parse(frame.body) {
                 Ok(command) => match command.as_write() {
-                    Some(Ok((pin, value))) => self.write(id, pin, &value, in_flight),
-                    Some(Err(error)) => self.refuse(id, Status::IllegalCommandBody, &error),
+                    Some(Ok((pin, value))) => self.write(out, id, pin, &value, in_flight),
+                    Some(Err(error)) => self.refuse(out, id, Status::IllegalCommandBody, &error),
                     // Pin modes and reads are for the device's side only.
-                    None => Reply::None,
+                    None => {}
                 },
-                Err(ClassicError::UnknownSubCommand) => reply(response(id, Status::IllegalCommand)),
-                Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+                Err(ClassicError::UnknownSubCommand) => response(out, id, Status::IllegalCommand),
+                Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
             Command::HardwareSync => match SyncRequest::parse(frame.body) {
-                Ok(SyncRequest::All) => self.sync(id, SyncSelection::All),
+                Ok(SyncRequest::All) => self.sync(out, id, SyncSelection::All),
                 Ok(request) => match request.pins().collect::<Result<Vec<Pin>, _>>() {
-                    Ok(pins) => self.sync(id, SyncSelection::Pins(pins)),
-                    Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+                    Ok(pins) => self.sync(out, id, SyncSelection::Pins(pins)),
+                    Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
                 },
-                Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+                Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
             Command::Property => match PropertyUpdate::parse(frame.body) {
                 Ok(update) => match OwnedValue::from_text_parts(update.values) {
@@ -431,73 +211,129 @@ impl Session {
                             value,
                         };
                         let durable = engine.set_property(&self.slot, record);
-                        in_flight.push_back(Box::pin(async move {
+                        in_flight.push(async move {
                             let status = match durable.await {
                                 Ok(()) => Status::Ok,
                                 Err(_) => Status::ServerException,
                             };
-                            response(id, status)
-                        }));
-                        Reply::None
+                            Some((id, status))
+                        });
                     }
                     Err(error) => self.refuse(
+                        out,
                         id,
                         Status::IllegalCommandBody,
                         &ClassicError::BadValue(error),
                     ),
                 },
-                Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+                Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
             Command::EventLog => match EventLog::parse(frame.body) {
                 Ok(event) => {
                     let durable =
                         engine.log_event(&self.slot, event.code.as_str(), event.description);
-                    in_flight.push_back(Box::pin(async move {
+                    in_flight.push(async move {
                         let status = match durable.await {
                             Ok(()) => Status::Ok,
                             Err(_) => Status::ServerException,
                         };
-                        response(id, status)
-                    }));
-                    Reply::None
+                        Some((id, status))
+                    });
                 }
-                Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+                Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
-            Command::EventClear => reply(response(id, Status::Ok)),
+            Command::EventClear => response(out, id, Status::Ok),
             Command::Group => {
-                self.extras
-                    .group(&engine, &self.slot, id, frame.body, in_flight);
-                Reply::None
+                self.extras.group(
+                    &engine,
+                    &self.slot,
+                    id,
+                    frame.body,
+                    &mut Answers {
+                        out: &mut *out,
+                        in_flight: &mut *in_flight,
+                    },
+                );
             }
             Command::Bridge => {
-                self.extras
-                    .bridge(&self.context, &self.slot, id, frame.body, in_flight);
-                Reply::None
+                self.extras.bridge(
+                    &self.context,
+                    &self.slot,
+                    id,
+                    frame.body,
+                    &mut Answers {
+                        out: &mut *out,
+                        in_flight: &mut *in_flight,
+                    },
+                );
             }
-            Command::DebugPrint => {
-                classic_extras::debug_print(&self.slot, frame.body);
-                Reply::None
-            }
-            Command::HwLogin | Command::Login => reply(response(id, Status::AlreadyRegistered)),
+            Command::DebugPrint => classic_extras::debug_print(&self.slot, frame.body),
+            Command::HwLogin | Command::Login => response(out, id, Status::AlreadyRegistered),
             other => {
                 tracing::info!(device = self.slot.device.id, command = ?other, "unsupported classic command");
-                reply(response(id, Status::IllegalCommand))
+                response(out, id, Status::IllegalCommand);
+            }
+        }
+    }
+
+    fn answer(&mut self, done: Done, out: &mut Outgoing) {
+        if let Some((id, status)) = done {
+            response(out, id, status);
+        }
+    }
+
+    fn push(&mut self, pin: Pin, value: &OwnedValue, _version: u64, out: &mut Outgoing) -> bool {
+        let id = self.ids.next_id();
+        self.value_frame(out, id, pin, value)
+    }
+
+    fn dropped(&self) -> u64 {
+        self.rate.dropped()
+    }
+
+    /// An open group is applied: its writes were received whole.
+    fn finish(&mut self) {
+        self.extras.finish(&self.context.engine, &self.slot);
+    }
+}
+
+impl ClassicSession {
+    /// Queues a HARDWARE write frame for the device; `false` when it exceeds the device's
+    /// `buff-in` (the classic library would drop the connection on it).
+    fn value_frame(
+        &self,
+        out: &mut Outgoing,
+        id: NonZeroU16,
+        pin: Pin,
+        value: &OwnedValue,
+    ) -> bool {
+        let Ok(value) = value.as_value() else {
+            return false;
+        };
+        let max_body = self.buff_in.saturating_sub(HEADER_LEN);
+        let encoded = out.frame(HEADER_LEN + self.buff_in, |buf| {
+            classic::encode_write(buf, id, max_body, pin, &value).map(<[u8]>::len)
+        });
+        match encoded {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(device = self.slot.device.id, %pin, %error, buff_in = self.buff_in, "value not sent: larger than the device's buff-in");
+                false
             }
         }
     }
 
     /// INTERNAL: the info frame (heartbeat, buff-in) gets 200; `rtc` and `utc` time requests get
     /// their answer.
-    fn internal(&mut self, id: u16, body: &[u8]) -> Reply {
+    fn internal(&mut self, out: &mut Outgoing, id: u16, body: &[u8]) {
         let Ok(info) = DeviceInfo::parse(body) else {
-            return reply(response(id, Status::IllegalCommandBody));
+            return response(out, id, Status::IllegalCommandBody);
         };
         if let Some(kind @ ("rtc" | "utc")) = info.kind() {
             let what = info.pairs().next().map(|(_, what)| what);
-            return reply(
-                self.extras
-                    .time_request(&self.context, &self.slot, id, kind, what),
-            );
+            self.extras
+                .time_request(&self.context, &self.slot, id, kind, what, out);
+            return;
         }
         if let Some(heartbeat) = info.heartbeat_seconds().filter(|seconds| *seconds > 0) {
             self.heartbeat = heartbeat.min(3600);
@@ -514,23 +350,31 @@ impl Session {
             buff_in = self.buff_in,
             "device info"
         );
-        reply(response(id, Status::Ok))
+        response(out, id, Status::Ok);
     }
 
     /// A device write; the classic server never acknowledged them, so only errors get a reply.
     fn write(
         &mut self,
+        out: &mut Outgoing,
         id: u16,
         pin: Pin,
         value: &Value<'_>,
-        in_flight: &mut FuturesOrdered<InFlight>,
-    ) -> Reply {
+        in_flight: &mut InFlight<Done>,
+    ) {
         let engine = &self.context.engine;
-        if self
-            .extras
-            .grouped_write(engine, &self.slot, id, pin, value, in_flight)
-        {
-            return Reply::None;
+        if self.extras.grouped_write(
+            engine,
+            &self.slot,
+            id,
+            pin,
+            value,
+            &mut Answers {
+                out: &mut *out,
+                in_flight: &mut *in_flight,
+            },
+        ) {
+            return;
         }
         match self
             .context
@@ -539,60 +383,83 @@ impl Session {
         {
             Ok(durable) => {
                 let device = self.slot.device.id;
-                in_flight.push_back(Box::pin(async move {
+                in_flight.push(async move {
                     match durable.await {
                         Ok(_) => None,
                         Err(error) => {
                             tracing::error!(device, %pin, %error, "device write not stored");
-                            response(id, Status::ServerException)
+                            Some((id, Status::ServerException))
                         }
                     }
-                }));
-                Reply::None
+                });
             }
             Err(WriteError::UnknownPin(pin)) => {
                 tracing::debug!(device = self.slot.device.id, %pin, "write to a pin without datastream refused");
-                reply(response(id, Status::IllegalCommandBody))
+                response(out, id, Status::IllegalCommandBody);
             }
-            Err(error) => self.refuse(id, Status::IllegalCommandBody, &error),
+            Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
         }
     }
 
     /// Sync answers: one HARDWARE frame per value, each reusing the request's id.
-    fn sync(&mut self, id: u16, selection: SyncSelection) -> Reply {
+    fn sync(&mut self, out: &mut Outgoing, id: u16, selection: SyncSelection) {
         let items = self.context.engine.sync_items(&self.slot, &selection);
         let reply_id = NonZeroU16::new(id).unwrap_or_else(|| self.ids.next_id());
-        let mut frames = Vec::with_capacity(items.len());
         for item in items {
-            if let Some(frame) = self.value_frame(reply_id, item.pin, &item.value) {
-                frames.push(frame);
+            if self.value_frame(out, reply_id, item.pin, &item.value) {
                 self.context
                     .engine
                     .delivered(&self.slot, item.pin, item.version);
             }
         }
-        Reply::Frames(frames)
     }
 
-    fn refuse(&self, id: u16, status: Status, error: &dyn std::fmt::Display) -> Reply {
+    fn refuse(&self, out: &mut Outgoing, id: u16, status: Status, error: &dyn std::fmt::Display) {
         tracing::info!(device = self.slot.device.id, %error, status = status.code(), "classic message refused");
-        reply(response(id, status))
+        response(out, id, status);
     }
 }
 
-fn reply(frame: Option<Vec<u8>>) -> Reply {
-    frame.map_or(Reply::None, Reply::Frame)
-}
-
-async fn send<I: FrameIo>(io: &mut I, reply: Reply) -> std::io::Result<()> {
-    match reply {
-        Reply::None => Ok(()),
-        Reply::Frame(frame) => io.send_frame(&frame).await,
-        Reply::Frames(frames) => {
-            for frame in frames {
-                io.send_frame(&frame).await?;
-            }
-            Ok(())
-        }
+/// Checks a login frame: HW_LOGIN or LOGIN, from an address that has not failed too often, with
+/// a known token. `None`: refused, with the refusal queued in `out`.
+fn admit(
+    frame: &ClassicFrame<'_>,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    out: &mut Outgoing,
+) -> Option<ClassicSession> {
+    let id = frame.id;
+    if !matches!(frame.command, Command::HwLogin | Command::Login) {
+        tracing::info!(%peer, command = ?frame.command, "classic connection refused: first frame is not a login");
+        response(out, id, Status::NotAuthenticated);
+        return None;
     }
+    if context.login_limiter.check(peer.ip()).is_err() {
+        tracing::warn!(%peer, "classic login refused: too many failed logins from this address");
+        response(out, id, Status::QuotaLimit);
+        return None;
+    }
+    let slot = classic::messages::parse_login(frame.body)
+        .ok()
+        .and_then(|token| context.engine.authenticate(token.as_str()));
+    let Some(slot) = slot else {
+        context.login_limiter.record_failure(peer.ip());
+        tracing::info!(%peer, "classic login refused: invalid token");
+        response(out, id, Status::InvalidToken);
+        return None;
+    };
+    Some(ClassicSession {
+        slot,
+        context: context.clone(),
+        login_id: id,
+        legacy_login: frame.command == Command::Login,
+        buff_in: DEFAULT_BUFF_IN,
+        heartbeat: context.limits.default_heartbeat_seconds,
+        ids: MessageIds::default(),
+        rate: RateLimiter::new(
+            context.limits.messages_per_second,
+            context.limits.message_burst,
+        ),
+        extras: ClassicExtras::new(peer.ip()),
+    })
 }

@@ -1,8 +1,16 @@
 //! Device sessions: one task per connected device, native or classic, between the socket and
-//! the engine.
+//! the engine. One connection type and one loop ([`driver`]) serve every protocol; each
+//! protocol's module holds only its login and what its frames mean.
+//!
+//! Dependencies point one way: `native` and `classic` use `driver`, which uses `connection` and
+//! `in_flight`; those two use nothing else here. `classic_extras` (GROUP, BRIDGE, time requests)
+//! is a part of `classic`: it writes its answers with `classic`'s response frames.
 
 pub mod classic;
 pub mod classic_extras;
+pub mod connection;
+mod driver;
+mod in_flight;
 pub mod native;
 
 use std::sync::Arc;

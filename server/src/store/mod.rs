@@ -2,7 +2,8 @@
 //!
 //! Writes return a [`Ticket`] that resolves once the change is durable; a backend batches
 //! concurrent writes into one commit so durability does not cap throughput. SQLite is the
-//! embedded default ([`sqlite`]); a PostgreSQL backend for several nodes implements the same trait.
+//! embedded backend ([`sqlite`]); the trait is also the seam where a backend for several nodes
+//! (such as PostgreSQL) would plug in; none exists yet.
 
 pub mod sqlite;
 
@@ -71,7 +72,9 @@ pub struct ValueWrite {
 }
 
 /// The durable store. Every method queues its work and returns at once; the [`Ticket`] tells
-/// when it is durable. Operations on one store are applied in the order they were called.
+/// when it is durable. Writes on one store are applied in the order they were called; reads
+/// (`load`, `setting`, `history`, `events`, `created_since`) do not wait behind queued writes
+/// and see every write whose ticket has resolved.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything the engine caches.
     fn load(&self) -> Ticket<Snapshot>;
@@ -102,7 +105,8 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent events of a device, newest first.
     fn events(&self, device_id: DeviceId, limit: usize) -> Ticket<Vec<EventRecord>>;
     /// Templates and devices with ids above the given ones (created by another process, such
-    /// as the `device add` command, while the server runs).
+    /// as the `device add` command, while the server runs). Cheap when nothing was committed
+    /// since the last call, so it can be polled.
     fn created_since(
         &self,
         template_id: TemplateId,

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use blynk_proto::classic::{BridgeCommand, Status};
 use futures_util::FutureExt;
-use futures_util::stream::FuturesOrdered;
 
-use super::{Pending, body_status, ready, response, write_status};
+use super::{Answers, body_status, write_status};
 use crate::engine::DeviceSlot;
 use crate::model::{Origin, OwnedValue};
 use crate::session::Context;
+use crate::session::classic::response;
 
 /// The most channels one connection may bind (the library's bridges are one per widget).
 pub const MAX_BRIDGE_CHANNELS: usize = 16;
@@ -39,7 +39,7 @@ impl BridgeChannels {
         slot: &Arc<DeviceSlot>,
         id: u16,
         body: &[u8],
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
         let device = slot.device.id;
         let command = match BridgeCommand::parse(body) {
@@ -49,51 +49,49 @@ impl BridgeChannels {
                     context.login_limiter.record_failure(peer);
                 }
                 tracing::info!(device, %error, "bridge frame refused");
-                in_flight.push_back(ready(response(id, body_status(&error))));
-                return;
+                return response(answers.out, id, body_status(&error));
             }
         };
-        let reply = match command {
+        match command {
             BridgeCommand::Bind { channel, token } => {
                 let status = self.bind(context, peer, device, channel, token.as_str());
-                ready(response(id, status))
+                response(answers.out, id, status);
             }
             BridgeCommand::Write { .. } => match command.as_write() {
                 Some(Ok((channel, pin, value))) => {
                     let Some(target) = self.target(channel) else {
                         tracing::info!(device, channel, "bridge write on a channel never bound");
-                        in_flight.push_back(ready(response(id, Status::NotAllowed)));
-                        return;
+                        return response(answers.out, id, Status::NotAllowed);
                     };
                     let value = OwnedValue::from_value(&value);
                     let engine = context.engine.clone();
-                    let mut write: Pending = Box::pin(async move {
+                    let mut write = Box::pin(async move {
                         let Ok(value) = value.as_value() else {
-                            return response(id, Status::IllegalCommandBody);
+                            return Some((id, Status::IllegalCommandBody));
                         };
                         match engine.app_write(&target, pin, &value, Origin::Bridge).await {
                             Ok(_) => None,
                             Err(error) => {
                                 tracing::info!(device, target = target.device.id, %pin, %error, "bridge write refused");
-                                response(id, write_status(&error))
+                                Some((id, write_status(&error)))
                             }
                         }
                     });
                     // Take the write's version now, in frame order; only durability is awaited
                     // later. A future that finished at once must not be polled again.
                     match (&mut write).now_or_never() {
-                        Some(reply) => ready(reply),
-                        None => write,
+                        Some(Some((id, status))) => response(answers.out, id, status),
+                        Some(None) => {}
+                        None => answers.in_flight.push(write),
                     }
                 }
                 Some(Err(error)) => {
                     tracing::info!(device, %error, "bridge write refused");
-                    ready(response(id, Status::IllegalCommandBody))
+                    response(answers.out, id, Status::IllegalCommandBody);
                 }
-                None => ready(response(id, Status::IllegalCommand)),
+                None => response(answers.out, id, Status::IllegalCommand),
             },
-        };
-        in_flight.push_back(reply);
+        }
     }
 
     fn bind(

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use blynk_proto::classic::{GroupCommand, Status};
 use blynk_proto::{Pin, Value};
-use futures_util::stream::FuturesOrdered;
 
-use super::{Pending, body_status, ready, response};
+use super::{Answers, body_status};
 use crate::engine::{DeviceSlot, Engine};
 use crate::model::OwnedValue;
+use crate::session::classic::response;
 
 /// The most writes one group holds before they are applied.
 pub const MAX_GROUP_WRITES: usize = 64;
@@ -40,18 +40,18 @@ impl GroupBuffer {
         slot: &Arc<DeviceSlot>,
         id: u16,
         body: &[u8],
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
         let command = match GroupCommand::parse(body) {
             Ok(command) => command,
             Err(error) => {
                 tracing::info!(device = slot.device.id, %error, "group frame refused");
-                in_flight.push_back(ready(response(id, body_status(&error))));
+                response(answers.out, id, body_status(&error));
                 return;
             }
         };
         // Whatever it is, a group still open is complete now.
-        self.apply_open(engine, slot, in_flight);
+        self.apply_open(engine, slot, answers);
         let made_at = match command {
             GroupCommand::End => return,
             GroupCommand::Begin => None,
@@ -71,7 +71,7 @@ impl GroupBuffer {
         id: u16,
         pin: Pin,
         value: &Value<'_>,
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) -> bool {
         let Some(group) = &mut self.open else {
             return false;
@@ -83,7 +83,7 @@ impl GroupBuffer {
                 device = slot.device.id,
                 "group over {MAX_GROUP_WRITES} writes: applying those so far"
             );
-            apply(engine, slot, made_at, full, in_flight);
+            apply(engine, slot, made_at, full, answers);
         }
         if let Some(group) = &mut self.open {
             group.writes.push((id, pin, OwnedValue::from_value(value)));
@@ -96,10 +96,10 @@ impl GroupBuffer {
         &mut self,
         engine: &Engine,
         slot: &Arc<DeviceSlot>,
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
         if let Some(group) = self.open.take() {
-            apply(engine, slot, group.made_at, group.writes, in_flight);
+            apply(engine, slot, group.made_at, group.writes, answers);
         }
     }
 }
@@ -109,12 +109,12 @@ fn apply(
     slot: &Arc<DeviceSlot>,
     made_at: Option<i64>,
     writes: Vec<(u16, Pin, OwnedValue)>,
-    in_flight: &mut FuturesOrdered<Pending>,
+    answers: &mut Answers<'_>,
 ) {
     for (id, pin, value) in writes {
         match value.as_value() {
-            Ok(value) => super::device_write(engine, slot, id, pin, &value, made_at, in_flight),
-            Err(_) => in_flight.push_back(ready(response(id, Status::IllegalCommandBody))),
+            Ok(value) => super::device_write(engine, slot, id, pin, &value, made_at, answers),
+            Err(_) => response(answers.out, id, Status::IllegalCommandBody),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The newer classic commands, beside the classic session's basics: GROUP batches (plain and
 //! timestamped, SPEC 3.14), BRIDGE channels to other devices, INTERNAL time requests and
-//! DEBUG_PRINT from devices. The session keeps one [`ClassicExtras`] per connection and calls
-//! it from its dispatch; every reply is a pending future on the session's in-flight queue, so
-//! replies keep the order of the frames they answer.
+//! DEBUG_PRINT from devices. The classic session keeps one [`ClassicExtras`] per connection and
+//! calls it from its dispatch, as the driver expects: answers known at once go to the outgoing
+//! frames, writes waiting for durability to the in-flight queue (answered in frame order).
 
 mod bridge;
 mod group;
@@ -14,17 +14,25 @@ use std::sync::Arc;
 
 use blynk_proto::classic::{self, ClassicError, Command, HEADER_LEN, Status};
 use blynk_proto::{Pin, Value};
-use futures_util::stream::FuturesOrdered;
 
 use super::Context;
+use super::classic::{Done, response};
+use super::connection::Outgoing;
+use super::in_flight::InFlight;
 use crate::engine::{DeviceSlot, Engine, WriteError};
 use crate::model::Origin;
 
 pub use bridge::MAX_BRIDGE_CHANNELS;
 pub use group::MAX_GROUP_WRITES;
 
-/// A reply that becomes known later (once a write is durable): the frame to send, if any.
-pub type Pending = std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+/// Where the answers to a frame go: frames known at once, and writes waiting for durability
+/// (answered in frame order by the driver).
+pub struct Answers<'a> {
+    /// Frames to send now.
+    pub out: &'a mut Outgoing,
+    /// Requests answered once done.
+    pub in_flight: &'a mut InFlight<Done>,
+}
 
 /// The per-connection state of the newer classic commands.
 pub struct ClassicExtras {
@@ -50,10 +58,10 @@ impl ClassicExtras {
         command: Command,
         engine: &Engine,
         slot: &Arc<DeviceSlot>,
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
         if !matches!(command, Command::Hardware | Command::Group) {
-            self.group.apply_open(engine, slot, in_flight);
+            self.group.apply_open(engine, slot, answers);
         }
     }
 
@@ -64,9 +72,9 @@ impl ClassicExtras {
         slot: &Arc<DeviceSlot>,
         id: u16,
         body: &[u8],
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
-        self.group.frame(engine, slot, id, body, in_flight);
+        self.group.frame(engine, slot, id, body, answers);
     }
 
     /// A device write: buffered when a group is open (true), else left to the caller (false).
@@ -77,17 +85,20 @@ impl ClassicExtras {
         id: u16,
         pin: Pin,
         value: &Value<'_>,
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) -> bool {
-        self.group.write(engine, slot, id, pin, value, in_flight)
+        self.group.write(engine, slot, id, pin, value, answers)
     }
 
     /// At disconnect: an open group is applied (its writes were received whole).
     pub fn finish(&mut self, engine: &Engine, slot: &Arc<DeviceSlot>) {
-        // The replies have no connection to go to; the writes are queued to the store in the
-        // engine's step, so dropping their futures loses nothing.
-        let mut dropped = FuturesOrdered::new();
-        self.group.apply_open(engine, slot, &mut dropped);
+        // The replies have no connection to go to; the writes are queued to the store when they
+        // are made, so dropping their answers loses nothing.
+        let mut answers = Answers {
+            out: &mut Outgoing::default(),
+            in_flight: &mut InFlight::default(),
+        };
+        self.group.apply_open(engine, slot, &mut answers);
     }
 
     /// A BRIDGE frame.
@@ -97,14 +108,14 @@ impl ClassicExtras {
         slot: &Arc<DeviceSlot>,
         id: u16,
         body: &[u8],
-        in_flight: &mut FuturesOrdered<Pending>,
+        answers: &mut Answers<'_>,
     ) {
         self.bridges
-            .frame(context, self.peer, slot, id, body, in_flight);
+            .frame(context, self.peer, slot, id, body, answers);
     }
 
-    /// An INTERNAL time request (`rtc`, `utc`): the answer frame, or a refusal for an unknown
-    /// one. `None` when the request has id 0 (no reply can carry it).
+    /// An INTERNAL time request (`rtc`, `utc`): its answer, or a refusal for an unknown one,
+    /// queued in `out`. Nothing for id 0 (no reply can carry it).
     pub fn time_request(
         &self,
         context: &Context,
@@ -112,8 +123,11 @@ impl ClassicExtras {
         id: u16,
         kind: &str,
         what: Option<&str>,
-    ) -> Option<Vec<u8>> {
-        let id = NonZeroU16::new(id)?;
+        out: &mut Outgoing,
+    ) {
+        let Some(id) = NonZeroU16::new(id) else {
+            return;
+        };
         let zone = time::device_timezone(slot, &context.timezone);
         let Some(parts) = time::answer(kind, what, &zone, crate::model::now_ms()) else {
             tracing::info!(
@@ -122,13 +136,12 @@ impl ClassicExtras {
                 what,
                 "unknown time request refused"
             );
-            return response(id.get(), Status::IllegalCommandBody);
+            return response(out, id.get(), Status::IllegalCommandBody);
         };
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let mut out = vec![0u8; HEADER_LEN + 256];
-        classic::encode_parts(&mut out, Command::Internal, id, &parts)
-            .ok()
-            .map(<[u8]>::to_vec)
+        let _ = out.frame(HEADER_LEN + 256, |buf| {
+            classic::encode_parts(buf, Command::Internal, id, &parts).map(<[u8]>::len)
+        });
     }
 }
 
@@ -140,20 +153,6 @@ pub fn debug_print(slot: &DeviceSlot, body: &[u8]) {
     tracing::debug!(device = slot.device.id, text = %text.trim_end_matches('\0'), "device debug print");
 }
 
-/// A status frame, or `None` for id 0: a reply with id 0 makes the libraries drop the
-/// connection, so a frame sent with id 0 gets no reply.
-fn response(id: u16, status: Status) -> Option<Vec<u8>> {
-    let id = NonZeroU16::new(id)?;
-    let mut out = vec![0u8; HEADER_LEN];
-    classic::encode_response(&mut out, id, status).ok()?;
-    Some(out)
-}
-
-/// A reply known now, queued behind the pending ones.
-fn ready(frame: Option<Vec<u8>>) -> Pending {
-    Box::pin(std::future::ready(frame))
-}
-
 /// The status a refused write gets, as for a device's own writes.
 fn write_status(error: &WriteError) -> Status {
     match error {
@@ -163,7 +162,7 @@ fn write_status(error: &WriteError) -> Status {
     }
 }
 
-/// Applies a device write measured at `made_at` and queues its reply: nothing once durable
+/// Applies a device write measured at `made_at` and queues its answer: nothing once durable
 /// (the classic server never acknowledged writes), an error status otherwise.
 fn device_write(
     engine: &Engine,
@@ -172,24 +171,24 @@ fn device_write(
     pin: Pin,
     value: &Value<'_>,
     made_at: Option<i64>,
-    in_flight: &mut FuturesOrdered<Pending>,
+    answers: &mut Answers<'_>,
 ) {
     match engine.device_write_at(slot, pin, value, made_at, Origin::Device) {
         Ok(durable) => {
             let device = slot.device.id;
-            in_flight.push_back(Box::pin(async move {
+            answers.in_flight.push(async move {
                 match durable.await {
                     Ok(_) => None,
                     Err(error) => {
                         tracing::error!(device, %pin, %error, "grouped device write not stored");
-                        response(id, Status::ServerException)
+                        Some((id, Status::ServerException))
                     }
                 }
-            }));
+            });
         }
         Err(error) => {
             tracing::info!(device = slot.device.id, %pin, %error, "grouped device write refused");
-            in_flight.push_back(ready(response(id, write_status(&error))));
+            response(answers.out, id, write_status(&error));
         }
     }
 }

@@ -1,0 +1,263 @@
+//! Reads on their own connection and thread, so that they never wait behind the writer's
+//! queue: in WAL mode a reader sees every committed transaction and blocks no writer.
+
+use blynk_proto::Pin;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{
+    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
+    PropertyRecord, StoredValue, Template, TemplateId,
+};
+use crate::store::Snapshot;
+
+/// The read connection's state.
+pub(super) struct Reader {
+    pub(super) connection: Connection,
+    /// `PRAGMA data_version` when templates and devices were last looked up: it changes only
+    /// when another connection (the writer, or another process) has committed since.
+    checked_data_version: Option<i64>,
+}
+
+impl Reader {
+    pub(super) fn new(connection: Connection) -> Self {
+        Reader {
+            connection,
+            checked_data_version: None,
+        }
+    }
+
+    /// Everything the engine caches, from one consistent read transaction.
+    pub(super) fn load(&mut self) -> rusqlite::Result<Snapshot> {
+        self.connection.execute_batch("BEGIN")?;
+        let snapshot = load(&self.connection);
+        let _ = self.connection.execute_batch("COMMIT");
+        snapshot
+    }
+
+    /// Templates and devices with ids above the given ones; `None` (and no query at all) when
+    /// nothing was committed since the last call.
+    pub(super) fn created_since(
+        &mut self,
+        template_id: TemplateId,
+        device_id: DeviceId,
+    ) -> rusqlite::Result<Option<(Vec<Template>, Vec<Device>)>> {
+        // Read before querying: a commit that lands in between changes it again, so the next
+        // call looks once more instead of missing that commit.
+        let data_version: i64 = self
+            .connection
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        if self.checked_data_version == Some(data_version) {
+            return Ok(None);
+        }
+        self.connection.execute_batch("BEGIN")?;
+        let found = templates_above(&self.connection, template_id)
+            .and_then(|templates| Ok((templates, devices_above(&self.connection, device_id)?)));
+        let _ = self.connection.execute_batch("COMMIT");
+        let found = found?;
+        self.checked_data_version = Some(data_version);
+        Ok(Some(found))
+    }
+
+    pub(super) fn setting(&self, key: &str) -> rusqlite::Result<Option<String>> {
+        self.connection
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row([key], |row| row.get(0))
+            .optional()
+    }
+
+    pub(super) fn history(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<HistoryPoint>> {
+        let rows = self
+            .connection
+            .prepare_cached(
+                "SELECT value, version, set_at, origin FROM history WHERE device_id = ?1 AND pin = ?2
+                 ORDER BY version DESC LIMIT ?3",
+            )?
+            .query_map(
+                params![device_id, pin.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(value, version, set_at, origin)| {
+                Some(HistoryPoint {
+                    value: OwnedValue::from_store_text(&value)?,
+                    version: version as u64,
+                    set_at,
+                    origin: Origin::parse(&origin)?,
+                })
+            })
+            .collect())
+    }
+
+    pub(super) fn events(
+        &self,
+        device_id: DeviceId,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<EventRecord>> {
+        self.connection
+            .prepare_cached(
+                "SELECT code, description, at FROM events WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(
+                params![device_id, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| {
+                    Ok(EventRecord {
+                        code: row.get(0)?,
+                        description: row.get(1)?,
+                        at: row.get(2)?,
+                    })
+                },
+            )?
+            .collect()
+    }
+}
+
+fn templates_above(connection: &Connection, above: TemplateId) -> rusqlite::Result<Vec<Template>> {
+    let mut templates: Vec<Template> = connection
+        .prepare_cached("SELECT id, name FROM templates WHERE id > ?1 ORDER BY id")?
+        .query_map([above], |row| {
+            Ok(Template {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                datastreams: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut statement = connection.prepare_cached(
+        "SELECT definition FROM datastreams WHERE template_id = ?1 ORDER BY position",
+    )?;
+    for template in &mut templates {
+        for definition in statement.query_map([template.id], |row| row.get::<_, String>(0))? {
+            let definition = definition?;
+            match serde_json::from_str::<DatastreamDef>(&definition) {
+                Ok(datastream) => template.datastreams.push(datastream),
+                Err(error) => {
+                    tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
+                }
+            }
+        }
+    }
+    Ok(templates)
+}
+
+fn devices_above(connection: &Connection, above: DeviceId) -> rusqlite::Result<Vec<Device>> {
+    connection
+        .prepare_cached(
+            "SELECT id, name, template_id, token, last_seen FROM devices WHERE id > ?1 ORDER BY id",
+        )?
+        .query_map([above], |row| {
+            Ok(Device {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                template_id: row.get(2)?,
+                token: row.get(3)?,
+                last_seen: row.get(4)?,
+            })
+        })?
+        .collect()
+}
+
+fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut snapshot = Snapshot {
+        templates: templates_above(connection, TemplateId::MIN)?,
+        devices: devices_above(connection, DeviceId::MIN)?,
+        ..Snapshot::default()
+    };
+    let rows = connection
+        .prepare("SELECT device_id, pin, value, version, set_at, origin FROM latest_values")?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, DeviceId>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (device_id, pin, value, version, set_at, origin) in rows {
+        let (Ok(pin), Some(value), Some(origin)) = (
+            pin.parse::<Pin>(),
+            OwnedValue::from_store_text(&value),
+            Origin::parse(&origin),
+        ) else {
+            tracing::error!(device_id, "unreadable stored value skipped");
+            continue;
+        };
+        let stored = StoredValue {
+            value: value.into(),
+            version: version as u64,
+            set_at,
+            origin,
+        };
+        snapshot.values.push((device_id, pin, stored));
+    }
+    let rows = connection
+        .prepare("SELECT device_id, pin, name, value FROM properties")?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, DeviceId>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (device_id, pin, name, value) in rows {
+        if let (Ok(pin), Some(value)) = (pin.parse(), OwnedValue::from_store_text(&value)) {
+            snapshot
+                .properties
+                .push((device_id, PropertyRecord { pin, name, value }));
+        }
+    }
+    let rows = connection
+        .prepare(
+            "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands ORDER BY id",
+        )?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, DeviceId>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, device_id, pin, value, version, expires_at) in rows {
+        if let (Ok(pin), Some(value)) = (pin.parse(), OwnedValue::from_store_text(&value)) {
+            snapshot.pending_commands.push(PendingCommand {
+                id,
+                device_id,
+                pin,
+                value: value.into(),
+                version: version as u64,
+                expires_at,
+            });
+        }
+    }
+    // Kept up to date by every write (see the writer), so this reads one row per device
+    // instead of the whole history.
+    snapshot.versions = connection
+        .prepare("SELECT device_id, version FROM device_versions")?
+        .query_map([], |row| {
+            Ok((row.get::<_, DeviceId>(0)?, row.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(snapshot)
+}
