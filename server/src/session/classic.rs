@@ -4,7 +4,7 @@
 //! BRIDGE, time requests and DEBUG_PRINT are in [`super::classic_extras`]. The loop itself is
 //! the shared [`super::driver`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +83,11 @@ pub(crate) struct ClassicSession {
     heartbeat: u16,
     ids: MessageIds,
     rate: RateLimiter,
-    /// GROUP, BRIDGE and time requests.
-    extras: ClassicExtras,
+    /// The address the device connects from: bridge tokens count as logins from it.
+    peer: IpAddr,
+    /// GROUP and BRIDGE state, made at the first of those frames: most devices never send one,
+    /// and an idle session's task stays small.
+    extras: Option<Box<ClassicExtras>>,
 }
 
 /// A finished request: the response to send, if any.
@@ -171,15 +174,17 @@ impl Protocol for ClassicSession {
             return;
         }
         let engine = self.context.engine.clone();
-        self.extras.before_frame(
-            frame.command,
-            &engine,
-            &self.slot,
-            &mut Answers {
-                out: &mut *out,
-                in_flight: &mut *in_flight,
-            },
-        );
+        if let Some(extras) = &mut self.extras {
+            extras.before_frame(
+                frame.command,
+                &engine,
+                &self.slot,
+                &mut Answers {
+                    out: &mut *out,
+                    in_flight: &mut *in_flight,
+                },
+            );
+        }
         match frame.command {
             Command::Ping => response(out, id, Status::Ok),
             Command::Response => {}
@@ -244,28 +249,32 @@ impl Protocol for ClassicSession {
             },
             Command::EventClear => response(out, id, Status::Ok),
             Command::Group => {
-                self.extras.group(
-                    &engine,
-                    &self.slot,
-                    id,
-                    frame.body,
-                    &mut Answers {
-                        out: &mut *out,
-                        in_flight: &mut *in_flight,
-                    },
-                );
+                self.extras
+                    .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
+                    .group(
+                        &engine,
+                        &self.slot,
+                        id,
+                        frame.body,
+                        &mut Answers {
+                            out: &mut *out,
+                            in_flight: &mut *in_flight,
+                        },
+                    );
             }
             Command::Bridge => {
-                self.extras.bridge(
-                    &self.context,
-                    &self.slot,
-                    id,
-                    frame.body,
-                    &mut Answers {
-                        out: &mut *out,
-                        in_flight: &mut *in_flight,
-                    },
-                );
+                self.extras
+                    .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
+                    .bridge(
+                        &self.context,
+                        &self.slot,
+                        id,
+                        frame.body,
+                        &mut Answers {
+                            out: &mut *out,
+                            in_flight: &mut *in_flight,
+                        },
+                    );
             }
             Command::DebugPrint => classic_extras::debug_print(&self.slot, frame.body),
             Command::HwLogin | Command::Login => response(out, id, Status::AlreadyRegistered),
@@ -293,7 +302,9 @@ impl Protocol for ClassicSession {
 
     /// An open group is applied: its writes were received whole.
     fn finish(&mut self) {
-        self.extras.finish(&self.context.engine, &self.slot);
+        if let Some(extras) = &mut self.extras {
+            extras.finish(&self.context.engine, &self.slot);
+        }
     }
 }
 
@@ -331,8 +342,7 @@ impl ClassicSession {
         };
         if let Some(kind @ ("rtc" | "utc")) = info.kind() {
             let what = info.pairs().next().map(|(_, what)| what);
-            self.extras
-                .time_request(&self.context, &self.slot, id, kind, what, out);
+            classic_extras::time_request(&self.context, &self.slot, id, kind, what, out);
             return;
         }
         if let Some(heartbeat) = info.heartbeat_seconds().filter(|seconds| *seconds > 0) {
@@ -363,17 +373,19 @@ impl ClassicSession {
         in_flight: &mut InFlight<Done>,
     ) {
         let engine = &self.context.engine;
-        if self.extras.grouped_write(
-            engine,
-            &self.slot,
-            id,
-            pin,
-            value,
-            &mut Answers {
-                out: &mut *out,
-                in_flight: &mut *in_flight,
-            },
-        ) {
+        if let Some(extras) = &mut self.extras
+            && extras.grouped_write(
+                engine,
+                &self.slot,
+                id,
+                pin,
+                value,
+                &mut Answers {
+                    out: &mut *out,
+                    in_flight: &mut *in_flight,
+                },
+            )
+        {
             return;
         }
         match self
@@ -460,6 +472,7 @@ fn admit(
             context.limits.messages_per_second,
             context.limits.message_burst,
         ),
-        extras: ClassicExtras::new(peer.ip()),
+        peer: peer.ip(),
+        extras: None,
     })
 }

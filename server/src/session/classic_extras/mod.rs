@@ -113,36 +113,35 @@ impl ClassicExtras {
         self.bridges
             .frame(context, self.peer, slot, id, body, answers);
     }
+}
 
-    /// An INTERNAL time request (`rtc`, `utc`): its answer, or a refusal for an unknown one,
-    /// queued in `out`. Nothing for id 0 (no reply can carry it).
-    pub fn time_request(
-        &self,
-        context: &Context,
-        slot: &DeviceSlot,
-        id: u16,
-        kind: &str,
-        what: Option<&str>,
-        out: &mut Outgoing,
-    ) {
-        let Some(id) = NonZeroU16::new(id) else {
-            return;
-        };
-        let zone = time::device_timezone(slot, &context.timezone);
-        let Some(parts) = time::answer(kind, what, &zone, crate::model::now_ms()) else {
-            tracing::info!(
-                device = slot.device.id,
-                kind,
-                what,
-                "unknown time request refused"
-            );
-            return response(out, id.get(), Status::IllegalCommandBody);
-        };
-        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let _ = out.frame(HEADER_LEN + 256, |buf| {
-            classic::encode_parts(buf, Command::Internal, id, &parts).map(<[u8]>::len)
-        });
-    }
+/// An INTERNAL time request (`rtc`, `utc`): its answer, or a refusal for an unknown one,
+/// queued in `out`. Nothing for id 0 (no reply can carry it).
+pub fn time_request(
+    context: &Context,
+    slot: &DeviceSlot,
+    id: u16,
+    kind: &str,
+    what: Option<&str>,
+    out: &mut Outgoing,
+) {
+    let Some(id) = NonZeroU16::new(id) else {
+        return;
+    };
+    let zone = time::device_timezone(slot, &context.timezone);
+    let Some(parts) = time::answer(kind, what, &zone, crate::model::now_ms()) else {
+        tracing::info!(
+            device = slot.device.id,
+            kind,
+            what,
+            "unknown time request refused"
+        );
+        return response(out, id.get(), Status::IllegalCommandBody);
+    };
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let _ = out.frame(HEADER_LEN + 256, |buf| {
+        classic::encode_parts(buf, Command::Internal, id, &parts).map(<[u8]>::len)
+    });
 }
 
 /// DEBUG_PRINT (55) from a device: its text is logged at debug level; no reply (the Blynk
