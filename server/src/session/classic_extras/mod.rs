@@ -1,8 +1,9 @@
 //! The newer classic commands, beside the classic session's basics: GROUP batches (plain and
 //! timestamped, SPEC 3.14), BRIDGE channels to other devices, INTERNAL time requests and
-//! DEBUG_PRINT from devices. The classic session keeps one [`ClassicExtras`] per connection and
-//! calls it from its dispatch, as the driver expects: answers known at once go to the outgoing
-//! frames, writes waiting for durability to the in-flight queue (answered in frame order).
+//! DEBUG_PRINT from devices. The classic session makes one [`ClassicExtras`] at a connection's
+//! first GROUP or BRIDGE frame and calls it from its dispatch, as the driver expects: answers
+//! known at once go to the outgoing frames, writes waiting for durability to the in-flight queue
+//! (answered in frame order).
 
 mod bridge;
 mod group;
