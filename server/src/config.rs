@@ -27,6 +27,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How hard commits wait for the disk.
     pub durability: DurabilitySetting,
+    /// The IANA zone (`Europe/Berlin`) of classic time requests, for devices without a
+    /// `timezone` property of their own.
+    pub timezone: String,
     /// What the store keeps.
     pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
@@ -160,6 +163,7 @@ impl Default for Config {
             mqtt_port: MqttPort::Standard,
             tls: None,
             durability: DurabilitySetting::Full,
+            timezone: "UTC".to_owned(),
             store: StoreSettings::default(),
             limits: Limits::default(),
         }

@@ -57,6 +57,12 @@ pub enum StartError {
     /// TLS files are wrong.
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    /// The configured timezone is not a known IANA zone.
+    #[error("timezone `{name}` is not a known IANA zone (e.g. UTC, Europe/Berlin)")]
+    Timezone {
+        /// The configured name.
+        name: String,
+    },
 }
 
 /// A running server.
@@ -107,6 +113,9 @@ pub async fn start_with_admin_key(
     config: Config,
     admin_key: Option<&str>,
 ) -> Result<Server, StartError> {
+    let timezone = jiff::tz::TimeZone::get(&config.timezone).map_err(|_| StartError::Timezone {
+        name: config.timezone.clone(),
+    })?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -160,16 +169,19 @@ pub async fn start_with_admin_key(
     })?;
 
     let (shutdown, shutdown_signal) = watch::channel(false);
-    let context = Arc::new(Context::new(
+    let mut context = Context::new(
         engine.clone(),
         config.limits.clone(),
         shutdown_signal.clone(),
         tls,
-    ));
+    );
+    context.timezone = timezone;
+    let context = Arc::new(context);
     let state = http::AppState {
         engine: engine.clone(),
         context: context.clone(),
         admin_key: Arc::from(boot.admin_key.as_str()),
+        uploads: Arc::default(),
     };
     let (http_connections, incoming) = mpsc::channel(1024);
     let mut tasks = JoinSet::new();

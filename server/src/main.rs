@@ -46,6 +46,9 @@ struct Cli {
     /// `full` (fsync every commit, the default) or `process`.
     #[arg(long, env = "BLYNK_DURABILITY", value_parser = ["full", "process"])]
     durability: Option<String>,
+    /// The IANA timezone of classic time requests (default UTC), e.g. `Europe/Berlin`.
+    #[arg(long, env = "BLYNK_TIMEZONE")]
+    timezone: Option<String>,
     /// Values kept per pin in the history (default 1000; 0 keeps any number).
     #[arg(long, env = "BLYNK_HISTORY_PER_PIN", global = true)]
     history_per_pin: Option<u32>,
@@ -130,6 +133,9 @@ fn config(cli: &Cli) -> Result<Config> {
         Some("process") => config.durability = DurabilitySetting::Process,
         Some("full") => config.durability = DurabilitySetting::Full,
         _ => {}
+    }
+    if let Some(timezone) = &cli.timezone {
+        config.timezone = timezone.clone();
     }
     if let Some(count) = cli.history_per_pin {
         config.store.history_per_pin = count;

@@ -174,6 +174,8 @@ pub enum Origin {
     App,
     /// The HTTP device API.
     Http,
+    /// Another device, through a classic BRIDGE channel.
+    Bridge,
 }
 
 impl Origin {
@@ -183,6 +185,7 @@ impl Origin {
             Origin::Device => "device",
             Origin::App => "app",
             Origin::Http => "http",
+            Origin::Bridge => "bridge",
         }
     }
 
@@ -192,6 +195,7 @@ impl Origin {
             "device" => Some(Origin::Device),
             "app" => Some(Origin::App),
             "http" => Some(Origin::Http),
+            "bridge" => Some(Origin::Bridge),
             _ => None,
         }
     }

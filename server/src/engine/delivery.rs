@@ -8,8 +8,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use blynk_proto::Pin;
+use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, oneshot};
 
 use crate::model::OwnedValue;
@@ -51,7 +53,9 @@ pub struct Outbound {
 /// connection costs one small allocation here); bounded; merged per pin once behind.
 pub(super) struct QueueShared {
     state: Mutex<QueueState>,
-    ready: Notify,
+    /// The session's task, woken when a value arrives (one receiver, so no waiter list: the
+    /// receiving future is a pointer, which keeps every idle session's task small).
+    ready: AtomicWaker,
 }
 
 struct QueueState {
@@ -93,7 +97,7 @@ impl OutboundQueue {
                     capacity: capacity.max(1),
                     overflowed: false,
                 }),
-                ready: Notify::new(),
+                ready: AtomicWaker::new(),
             }),
         }
     }
@@ -104,14 +108,16 @@ impl OutboundQueue {
 
     /// The next value, waiting for one; `None` once the engine dropped the session for falling
     /// too far behind. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        loop {
+    pub fn recv(&mut self) -> impl Future<Output = Option<Outbound>> + '_ {
+        std::future::poll_fn(|cx| {
+            // Register before looking, so a value queued in between wakes this task.
+            self.shared.ready.register(cx.waker());
             match self.try_recv() {
-                Ok(outbound) => return Some(outbound),
-                Err(true) => return None,
-                Err(false) => self.shared.ready.notified().await,
+                Ok(outbound) => Poll::Ready(Some(outbound)),
+                Err(true) => Poll::Ready(None),
+                Err(false) => Poll::Pending,
             }
-        }
+        })
     }
 
     /// The next value if one waits; `Err(true)` once the session overflowed, `Err(false)` when
@@ -179,14 +185,14 @@ impl SessionLink {
                     "device session reads too slowly; closing it"
                 );
                 self.close();
-                self.outbound.ready.notify_one();
+                self.outbound.ready.wake();
                 return false;
             }
             state.entries.push_back(outbound);
             state.entries.len() == 1
         };
         if was_empty {
-            self.outbound.ready.notify_one();
+            self.outbound.ready.wake();
         }
         true
     }

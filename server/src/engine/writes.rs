@@ -88,25 +88,42 @@ impl Engine {
         impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
         WriteError,
     > {
+        let made_at = age_ms.map(|age| now_ms() - i64::from(age));
+        self.device_write_at(slot, pin, value, made_at, Origin::Device)
+    }
+
+    /// A device's write measured at `made_at` (ms since the epoch; `None`: now), the same rule
+    /// as [`Engine::device_write`] with an explicit time (SPEC 3.14): a classic timestamped
+    /// `GROUP`, the HTTP timestamped upload. A time ahead of the server's clock counts as now.
+    pub fn device_write_at(
+        &self,
+        slot: &Arc<DeviceSlot>,
+        pin: Pin,
+        value: &Value<'_>,
+        made_at: Option<i64>,
+        origin: Origin,
+    ) -> Result<
+        impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
+        WriteError,
+    > {
         let datastream = slot
             .template
             .datastream(pin)
             .ok_or(WriteError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
-        let now = now_ms();
-        let made_at = now - i64::from(age_ms.unwrap_or(0));
+        let timed = made_at.is_some();
+        let made_at = made_at.map_or_else(now_ms, |at| at.min(now_ms()));
         let (ticket, outcome) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
             let version = state.next_version();
             let current = state.values.get(&pin);
-            let superseded =
-                age_ms.is_some() && current.is_some_and(|current| current.set_at > made_at);
+            let superseded = timed && current.is_some_and(|current| current.set_at > made_at);
             let stored = StoredValue {
                 value: normalized,
                 version,
                 set_at: made_at,
-                origin: Origin::Device,
+                origin,
             };
             let latest = !superseded && !datastream.is_command();
             let outcome = match current {

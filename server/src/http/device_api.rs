@@ -17,7 +17,7 @@ use crate::model::{Origin, OwnedValue, PropertyRecord};
 type Pairs = Query<Vec<(String, String)>>;
 
 /// Finds the device of a token, counting failures against the caller's address.
-fn device_of(
+pub(super) fn device_of(
     state: &AppState,
     peer: SocketAddr,
     token: Option<&str>,
@@ -34,7 +34,7 @@ fn device_of(
     })
 }
 
-fn token_of(pairs: &[(String, String)]) -> Option<&str> {
+pub(super) fn token_of(pairs: &[(String, String)]) -> Option<&str> {
     param(pairs, "token")
 }
 
@@ -51,9 +51,34 @@ fn parse_pin(text: &str) -> Result<Pin, ApiError> {
         .map_err(|error| ApiError::BadRequest(format!("pin `{text}`: {error}")))
 }
 
-fn parse_value<'a>(parts: impl IntoIterator<Item = &'a str>) -> Result<OwnedValue, ApiError> {
+pub(super) fn parse_value<'a>(
+    parts: impl IntoIterator<Item = &'a str>,
+) -> Result<OwnedValue, ApiError> {
     OwnedValue::from_text_parts(parts)
         .map_err(|error| ApiError::BadRequest(format!("value: {error}")))
+}
+
+/// Blynk IoT's numeric datastream id, here the number of the virtual pin: `dataStreamId=5` is
+/// `V5`.
+fn datastream_id_pin(text: &str) -> Result<Pin, ApiError> {
+    text.parse::<u8>()
+        .ok()
+        .and_then(|number| Pin::virtual_pin(u32::from(number)).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "dataStreamId `{text}`: expected the number of a virtual pin, 0 to 255"
+            ))
+        })
+}
+
+/// The pin named by `pin=V1` or `dataStreamId=1`, if either is given.
+pub(super) fn pin_param(pairs: &[(String, String)]) -> Result<Option<Pin>, ApiError> {
+    if let Some(pin) = param(pairs, "pin") {
+        return parse_pin(pin).map(Some);
+    }
+    param(pairs, "dataStreamId")
+        .map(datastream_id_pin)
+        .transpose()
 }
 
 /// The `pin=value` pairs of a query (`v1=100`), with repeated keys as parts of one value.
@@ -97,21 +122,21 @@ async fn write_all(
     Ok(())
 }
 
-/// `GET /external/api/update?token=T&v1=100`, or `&pin=V1&value=100[&value=..]`.
+/// `GET /external/api/update?token=T&v1=100`, or `&pin=V1&value=100[&value=..]`, or
+/// `&dataStreamId=1&value=100`.
 pub async fn update(
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Query(pairs): Pairs,
 ) -> Result<(), ApiError> {
     let slot = device_of(&state, peer, token_of(&pairs))?;
-    let pin = param(&pairs, "pin");
-    let writes = match pin {
+    let writes = match pin_param(&pairs)? {
         Some(pin) => {
             let parts = pairs
                 .iter()
                 .filter(|(key, _)| key == "value")
                 .map(|(_, value)| value.as_str());
-            vec![(parse_pin(pin)?, parse_value(parts)?)]
+            vec![(pin, parse_value(parts)?)]
         }
         None => pin_values(&pairs)?,
     };
@@ -143,7 +168,8 @@ fn read_pin(slot: &DeviceSlot, pin: Pin) -> Result<OwnedValue, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("{pin} has no value yet")))
 }
 
-/// `GET /external/api/get?token=T&v1`: plain text for one pin, a JSON object for several.
+/// `GET /external/api/get?token=T&v1` (or `&dataStreamId=1`): plain text for one pin, a JSON
+/// object for several.
 pub async fn get(
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
@@ -154,6 +180,9 @@ pub async fn get(
         .iter()
         .filter(|(key, _)| key != "token")
         .map(|(key, value)| {
+            if key == "dataStreamId" {
+                return datastream_id_pin(value).map(|pin| (pin.to_string(), pin));
+            }
             let name = if key == "pin" {
                 value.as_str()
             } else {

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// A quota is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Too many failed attempts from this address.
     #[error("too many failed attempts; retry in {0} s")]
     TooManyAttempts(u16),
@@ -38,7 +41,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts(_) | ApiError::QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

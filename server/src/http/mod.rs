@@ -7,6 +7,7 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod timed_upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub context: Arc<Context>,
     /// The key apps authenticate with.
     pub admin_key: Arc<str>,
+    /// Points uploaded per device today (the timestamped upload's daily limit).
+    pub uploads: Arc<timed_upload::UploadQuota>,
 }
 
 /// The address of an HTTP client, as handlers see it.
@@ -50,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/app.css", get(dashboard::style))
         .route("/external/api/update", get(device_api::update))
-        .route("/external/api/batch/update", get(device_api::batch_update))
+        .route(
+            "/external/api/batch/update",
+            get(device_api::batch_update).post(timed_upload::upload),
+        )
         .route("/external/api/get", get(device_api::get))
         .route(
             "/external/api/isHardwareConnected",

@@ -247,6 +247,8 @@ mod tests {
             "session task: native {native} bytes, classic {classic} bytes; TLS handshake {handshake} bytes"
         );
         assert!(native < handshake && classic < handshake);
-        assert!(native <= 1100 && classic <= 1100);
+        // The classic session also keeps the device's address for bridge tokens and the
+        // GROUP/BRIDGE state's pointer (`session/classic.rs`).
+        assert!(native <= 1100 && classic <= 1120);
     }
 }

@@ -1,9 +1,10 @@
 //! The classic Blynk protocol's device session, over TCP or binary WebSocket frames: login 29
 //! or 2, the INTERNAL info frame, pings answered (never sent), writes, syncs answered with the
-//! request's id, one frame per socket write, and the device's `buff-in` respected. The loop
-//! itself is the shared [`super::driver`].
+//! request's id, one frame per socket write, and the device's `buff-in` respected. GROUP,
+//! BRIDGE, time requests and DEBUG_PRINT are in [`super::classic_extras`]. The loop itself is
+//! the shared [`super::driver`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use blynk_proto::classic::{
 use blynk_proto::{Pin, Value};
 
 use super::Context;
+use super::classic_extras::{self, Answers, ClassicExtras};
 use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transport};
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
@@ -62,7 +64,7 @@ impl Codec for ClassicCodec {
 }
 
 /// Queues a response frame (none for id 0, which classic clients never wait on).
-fn response(out: &mut Outgoing, id: u16, status: Status) {
+pub(crate) fn response(out: &mut Outgoing, id: u16, status: Status) {
     if let Some(id) = NonZeroU16::new(id) {
         let _ = out.frame(HEADER_LEN, |buf| {
             classic::encode_response(buf, id, status).map(|_| HEADER_LEN)
@@ -81,6 +83,11 @@ pub(crate) struct ClassicSession {
     heartbeat: u16,
     ids: MessageIds,
     rate: RateLimiter,
+    /// The address the device connects from: bridge tokens count as logins from it.
+    peer: IpAddr,
+    /// GROUP and BRIDGE state, made at the first of those frames: most devices never send one,
+    /// and an idle session's task stays small.
+    extras: Option<Box<ClassicExtras>>,
 }
 
 /// A finished request: the response to send, if any.
@@ -167,6 +174,17 @@ impl Protocol for ClassicSession {
             return;
         }
         let engine = self.context.engine.clone();
+        if let Some(extras) = &mut self.extras {
+            extras.before_frame(
+                frame.command,
+                &engine,
+                &self.slot,
+                &mut Answers {
+                    out: &mut *out,
+                    in_flight: &mut *in_flight,
+                },
+            );
+        }
         match frame.command {
             Command::Ping => response(out, id, Status::Ok),
             Command::Response => {}
@@ -230,6 +248,35 @@ impl Protocol for ClassicSession {
                 Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
             Command::EventClear => response(out, id, Status::Ok),
+            Command::Group => {
+                self.extras
+                    .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
+                    .group(
+                        &engine,
+                        &self.slot,
+                        id,
+                        frame.body,
+                        &mut Answers {
+                            out: &mut *out,
+                            in_flight: &mut *in_flight,
+                        },
+                    );
+            }
+            Command::Bridge => {
+                self.extras
+                    .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
+                    .bridge(
+                        &self.context,
+                        &self.slot,
+                        id,
+                        frame.body,
+                        &mut Answers {
+                            out: &mut *out,
+                            in_flight: &mut *in_flight,
+                        },
+                    );
+            }
+            Command::DebugPrint => classic_extras::debug_print(&self.slot, frame.body),
             Command::HwLogin | Command::Login => response(out, id, Status::AlreadyRegistered),
             other => {
                 tracing::info!(device = self.slot.device.id, command = ?other, "unsupported classic command");
@@ -251,6 +298,13 @@ impl Protocol for ClassicSession {
 
     fn dropped(&self) -> u64 {
         self.rate.dropped()
+    }
+
+    /// An open group is applied: its writes were received whole.
+    fn finish(&mut self) {
+        if let Some(extras) = &mut self.extras {
+            extras.finish(&self.context.engine, &self.slot);
+        }
     }
 }
 
@@ -280,20 +334,15 @@ impl ClassicSession {
         }
     }
 
-    /// INTERNAL: the info frame (heartbeat, buff-in) gets 200; `rtc` gets the server time.
+    /// INTERNAL: the info frame (heartbeat, buff-in) gets 200; `rtc` and `utc` time requests get
+    /// their answer.
     fn internal(&mut self, out: &mut Outgoing, id: u16, body: &[u8]) {
         let Ok(info) = DeviceInfo::parse(body) else {
             return response(out, id, Status::IllegalCommandBody);
         };
-        if info.kind() == Some("rtc") {
-            let Some(id) = NonZeroU16::new(id) else {
-                return;
-            };
-            let seconds = (crate::model::now_ms() / 1000).to_string();
-            let _ = out.frame(HEADER_LEN + 32, |buf| {
-                classic::encode_parts(buf, Command::Internal, id, &["rtc", &seconds])
-                    .map(<[u8]>::len)
-            });
+        if let Some(kind @ ("rtc" | "utc")) = info.kind() {
+            let what = info.pairs().next().map(|(_, what)| what);
+            classic_extras::time_request(&self.context, &self.slot, id, kind, what, out);
             return;
         }
         if let Some(heartbeat) = info.heartbeat_seconds().filter(|seconds| *seconds > 0) {
@@ -323,6 +372,22 @@ impl ClassicSession {
         value: &Value<'_>,
         in_flight: &mut InFlight<Done>,
     ) {
+        let engine = &self.context.engine;
+        if let Some(extras) = &mut self.extras
+            && extras.grouped_write(
+                engine,
+                &self.slot,
+                id,
+                pin,
+                value,
+                &mut Answers {
+                    out: &mut *out,
+                    in_flight: &mut *in_flight,
+                },
+            )
+        {
+            return;
+        }
         match self
             .context
             .engine
@@ -407,5 +472,7 @@ fn admit(
             context.limits.messages_per_second,
             context.limits.message_burst,
         ),
+        peer: peer.ip(),
+        extras: None,
     })
 }

@@ -82,6 +82,11 @@ pub trait Protocol: Send + Sized + 'static {
 
     /// Messages dropped by the rate limit, for the last log line.
     fn dropped(&self) -> u64;
+
+    /// Called once the session has ended, before the device is detached: what the protocol
+    /// still holds (such as writes received but not yet applied) is settled here. Nothing can
+    /// be sent any more.
+    fn finish(&mut self) {}
 }
 
 /// Serves one device connection until it ends.
@@ -121,6 +126,7 @@ pub fn serve<P: Protocol, T: Transport>(
             Err(error) => Ending::Io(error),
             Ok(()) => run(&mut connection, &mut session, outbound, &kill, &context).await,
         };
+        session.finish();
         context.engine.detach(&slot, session_id);
         connection.close().await;
         tracing::info!(

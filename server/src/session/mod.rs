@@ -3,9 +3,11 @@
 //! protocol's module holds only its login and what its frames mean.
 //!
 //! Dependencies point one way: `native` and `classic` use `driver`, which uses `connection` and
-//! `in_flight`; those two use nothing else here.
+//! `in_flight`; those two use nothing else here. `classic_extras` (GROUP, BRIDGE, time requests)
+//! is a part of `classic`: it writes its answers with `classic`'s response frames.
 
 pub mod classic;
+pub mod classic_extras;
 pub mod connection;
 mod driver;
 mod in_flight;
@@ -34,6 +36,8 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// The zone of time requests for devices without a `timezone` property of their own.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 impl Context {
@@ -51,6 +55,7 @@ impl Context {
             limits,
             shutdown,
             tls,
+            timezone: jiff::tz::TimeZone::UTC,
         }
     }
 }

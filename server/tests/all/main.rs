@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod classic_extras;
 mod durability;
 mod http_api;
 mod interleavings;

@@ -3,7 +3,9 @@
 Usage: blynklib_device.py HOST PORT TOKEN [HEARTBEAT]. Prints one JSON line per event
 ({"event": "connected"}, {"event": "write", "pin": "V0", "value": ["1"]}) and takes one JSON
 command per stdin line: virtual_write {pin, value: [..]}, sync_virtual {pins: [..]}, sync_all,
-quit. blynklib has no sync_all: `virtual_sync()` without pins sends "vr" alone, so sync_all
+raw {command, parts: [..]} (any classic frame through the library's own packing; a GROUP frame
+with message id 0, as the C++ library may send it), quit. INTERNAL answers are printed as
+{"event": "internal", "parts": ["utc", "time", "..."]}. blynklib has no sync_all: `virtual_sync()` without pins sends "vr" alone, so sync_all
 sends an empty HARDWARE_SYNC frame through the library's own `send` and `_pack_msg`.
 """
 
@@ -29,6 +31,17 @@ def written(pin, values):
     driver.emit(event="write", pin="V%d" % pin, value=values)
 
 
+@blynk.handle_event("internal_utc")
+def utc_answer(values):
+    driver.emit(event="internal", parts=["utc"] + list(values))
+
+
+@blynk.handle_event("internal_rtc")
+def rtc_answer(values):
+    driver.emit(event="internal", parts=["rtc", "time"] + list(values))
+
+
+GROUP = 21
 inbox = driver.commands()
 while True:
     blynk.run()
@@ -40,6 +53,12 @@ while True:
             blynk.virtual_sync(*command["pins"])
         elif name == "sync_all":
             blynk.send(blynk._pack_msg(blynk.MSG_HW_SYNC))
+        elif name == "raw":
+            code = command["command"]
+            if code == GROUP:
+                blynk.send(blynk._pack_msg(code, *command["parts"], msg_id=0))
+            else:
+                blynk.send(blynk._pack_msg(code, *command["parts"]))
         elif name == "quit":
             raise SystemExit(0)
         else:

@@ -75,6 +75,15 @@ impl Kind {
                 "paho-mqtt sends QoS 1 publishes made offline without their time, so SPEC 3.8's ordering cannot apply",
             ),
             (Kind::PahoMqtt, "delta-resync") => Some("delta resync is native only (SPEC 3.11)"),
+            (Kind::BlynkDevice | Kind::EmbassyNetSim, "timestamped-write") => {
+                Some("classic GROUP: the native device stamps only its offline queue (scenario 11)")
+            }
+            (Kind::BlynkDevice | Kind::EmbassyNetSim, "bridge") => {
+                Some("BRIDGE is a classic command; the native protocol has none")
+            }
+            (Kind::BlynkDevice | Kind::EmbassyNetSim, "time-request") => {
+                Some("INTERNAL time requests are classic; the native protocol has none")
+            }
             (Kind::EmbassyNetSim, "any-pin") => Some("firmware/sim shows only its light"),
             (Kind::EmbassyNetSim, "sync-request") => {
                 Some("firmware/sim has no console command for sync_virtual")
@@ -282,6 +291,36 @@ impl Device {
         }
     }
 
+    /// A write in a group stamped `at_ms` (classic `beginGroup(t)`, `virtualWrite`,
+    /// `endGroup()`; the group frames with message id 0 where the library allows it).
+    pub fn write_measured(&self, pin: &str, value: &str, at_ms: i64) -> Result<()> {
+        self.classic_only("a measured write")?;
+        self.send(&raw_frame(21, &["t", &at_ms.to_string()]))?;
+        self.send(&classic_write(pin_number(pin)?, value))?;
+        self.send(&raw_frame(21, &["e"]))
+    }
+
+    /// Binds Bridge channel 64 to the device of `token` and writes `pin` through it.
+    pub fn bridge(&self, token: &str, pin: &str, value: &str) -> Result<()> {
+        self.classic_only("a bridge write")?;
+        let number = pin_number(pin)?.to_string();
+        self.send(&raw_frame(15, &["64", "i", token]))?;
+        self.send(&raw_frame(15, &["64", "vw", &number, value]))
+    }
+
+    /// The time request `utc <what>` (INTERNAL).
+    pub fn ask_time(&self, what: &str) -> Result<()> {
+        self.classic_only("a time request")?;
+        self.send(&raw_frame(17, &["utc", what]))
+    }
+
+    fn classic_only(&self, what: &str) -> Result<()> {
+        if matches!(self.launch.kind, Kind::BlynkDevice | Kind::EmbassyNetSim) {
+            bail!("{what} is a classic frame; this device cannot send it");
+        }
+        Ok(())
+    }
+
     /// Real packet loss under the simulated device's TCP stack (`loss PERCENT` on its console).
     pub fn set_loss(&self, percent: u32) -> Result<()> {
         self.send(&format!("loss {percent}"))
@@ -316,7 +355,11 @@ impl Device {
                 .lines
                 .iter()
                 .any(|line| line.starts_with(&format!("{pin} = "))),
-            Expect::AppValue(..) | Expect::AppOnline(_) => false,
+            Expect::TimeAnswer(what) => state
+                .lines
+                .iter()
+                .any(|line| line.starts_with(&format!("utc {what} = "))),
+            Expect::AppValue(..) | Expect::AppOnline(_) | Expect::AppHistory(..) => false,
         }
     }
 
@@ -372,6 +415,18 @@ fn classic_write(pin: u8, value: &str) -> String {
     format!(r#"{{"cmd": "virtual_write", "pin": {pin}, "value": ["{escaped}"]}}"#)
 }
 
+/// A raw classic frame sent through the driver's library (`{"cmd": "raw", ...}`).
+fn raw_frame(command: u8, parts: &[&str]) -> String {
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|part| format!("\"{}\"", part.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!(
+        r#"{{"cmd": "raw", "command": {command}, "parts": [{}]}}"#,
+        parts.join(", ")
+    )
+}
+
 fn native_line(shared: &Shared, line: &str) {
     let mut state = lock(shared);
     let line = line.trim();
@@ -408,6 +463,20 @@ fn classic_event(shared: &Shared, stdin: &Arc<Mutex<ChildStdin>>, line: &str) {
         "sync_complete" => {
             let count = json_field(line, "count").unwrap_or_default();
             state.lines.push(format!("sync complete ({count} values)"));
+        }
+        "internal" => {
+            // An INTERNAL answer: `utc time = 1767225600000`.
+            let parts = json_field(line, "parts").unwrap_or_default();
+            let parts: Vec<&str> = parts
+                .trim_matches(['[', ']'])
+                .split(',')
+                .map(|part| part.trim().trim_matches('"'))
+                .collect();
+            if let [kind, what, values @ ..] = parts.as_slice() {
+                state
+                    .lines
+                    .push(format!("{kind} {what} = {}", values.join(",")));
+            }
         }
         "write" => {
             let pin = json_field(line, "pin").unwrap_or_default();

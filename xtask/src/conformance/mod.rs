@@ -317,6 +317,8 @@ struct Case<'a> {
     flapper: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     /// When the simulated device's real packet loss ends.
     loss_until: Option<Instant>,
+    /// The times of the `measured ... ago` writes: (device, pin, value) to Unix ms.
+    measured: BTreeMap<(String, String, String), i64>,
     // Last, so the devices go before the server.
     server: Server,
 }
@@ -368,6 +370,7 @@ fn start_case<'a>(launch: &'a Launch, binary: &Path, dir: &Path) -> Result<Case<
         slots: BTreeMap::new(),
         flapper: None,
         loss_until: None,
+        measured: BTreeMap::new(),
         server,
     };
     let token = case.server.token.clone();
@@ -507,6 +510,27 @@ impl Case<'_> {
             Step::PressButton(name) => self.device(name)?.press()?,
             Step::DeviceWrites { device, pin, value } => self.device(device)?.write(pin, value)?,
             Step::DeviceSyncs { device, pins } => self.device(device)?.sync(pins)?,
+            Step::DeviceWritesMeasured {
+                device,
+                pin,
+                value,
+                age,
+            } => {
+                let at = unix_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                self.device(device)?.write_measured(pin, value, at)?;
+                self.measured
+                    .insert((device.clone(), pin.clone(), value.clone()), at);
+            }
+            Step::DeviceBridges {
+                device,
+                target,
+                pin,
+                value,
+            } => {
+                let token = self.slot(target)?.token.clone();
+                self.device(device)?.bridge(&token, pin, value)?;
+            }
+            Step::DeviceAsksTime { device, what } => self.device(device)?.ask_time(what)?,
             Step::CutLink(name) => {
                 self.mark_all();
                 self.slot(name)?.proxy.cut();
@@ -607,6 +631,7 @@ impl Case<'_> {
         let path = match what {
             Expect::AppValue(pin, _) => format!("/api/devices/{}/values/{pin}", slot.name),
             Expect::AppOnline(_) => format!("/api/devices/{}", slot.name),
+            Expect::AppHistory(pin, _) => format!("/api/devices/{}/history/{pin}", slot.name),
             _ => return String::new(),
         };
         match self.server.app("GET", &path, None) {
@@ -640,12 +665,25 @@ impl Case<'_> {
                     _ => false,
                 }
             }
+            Expect::AppHistory(pin, value) => {
+                let path = format!("/api/devices/{}/history/{pin}?limit=100", slot.name);
+                let measured = self
+                    .measured
+                    .get(&(device.to_string(), pin.clone(), value.clone()));
+                match self.server.app("GET", &path, None) {
+                    Ok((200, body)) => history_has(&body, value, measured.copied()),
+                    _ => false,
+                }
+            }
             _ => self.device(device)?.check(what),
         })
     }
 
     fn wait_for(&self, device: &str, what: &Expect, within: Duration) -> Result<bool> {
-        if !matches!(what, Expect::AppValue(..) | Expect::AppOnline(_)) {
+        if !matches!(
+            what,
+            Expect::AppValue(..) | Expect::AppOnline(_) | Expect::AppHistory(..)
+        ) {
             return Ok(device::wait_until(self.device(device)?, what, within));
         }
         let deadline = Instant::now() + within;
@@ -659,6 +697,25 @@ impl Case<'_> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Whether a history answer (`[{"value": .., "at": ..}, ...]`) holds `value`, at `measured`
+/// when given.
+fn history_has(body: &str, value: &str, measured: Option<i64>) -> bool {
+    body.split('}').any(|point| {
+        json_field(point, "value").is_some_and(|got| same_value(&got, value))
+            && measured.is_none_or(|at| {
+                json_field(point, "at").and_then(|got| got.parse::<i64>().ok()) == Some(at)
+            })
+    })
+}
+
+/// The machine's clock, as the server reads it.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 /// The proxy-made packet loss: in 500 ms slots, the links are cut with probability `percent`.

@@ -52,6 +52,11 @@ pub enum Expect {
     AppValue(String, String),
     /// The app sees the device online (`true`) or offline.
     AppOnline(bool),
+    /// The pin's history (through the app API) holds this value; with the time it was
+    /// measured when a `measured ... ago` step wrote it.
+    AppHistory(String, String),
+    /// The device got the answer to its time request `utc <what>`.
+    TimeAnswer(String),
 }
 
 /// One step.
@@ -85,6 +90,23 @@ pub enum Step {
     },
     /// The device asks for pins (`sync_virtual`).
     DeviceSyncs { device: String, pins: Vec<String> },
+    /// The device writes a pin in a group stamped with the time it was measured (classic
+    /// `GROUP`: `beginGroup(t)`, `virtualWrite`, `endGroup()`), `age` before now.
+    DeviceWritesMeasured {
+        device: String,
+        pin: String,
+        value: String,
+        age: Duration,
+    },
+    /// The device writes a pin of another device through a classic Bridge channel.
+    DeviceBridges {
+        device: String,
+        target: String,
+        pin: String,
+        value: String,
+    },
+    /// The device sends the time request `utc <what>`.
+    DeviceAsksTime { device: String, what: String },
     /// Drops the device's connections through the proxy and refuses new ones.
     CutLink(String),
     /// Stops forwarding the device's bytes, connections kept open (a silent link).
@@ -279,9 +301,39 @@ fn parse_step(line: &str) -> Result<Step> {
             };
             if rest == "presses button" || rest == "presses the button" {
                 Step::PressButton(device)
+            } else if let Some((assign, age)) = rest
+                .strip_prefix("writes ")
+                .and_then(|rest| rest.split_once(" measured "))
+            {
+                let (pin, value) = assignment(assign)?;
+                let Some(age) = age.strip_suffix(" ago") else {
+                    bail!("a measured write ends with `measured 60s ago`");
+                };
+                Step::DeviceWritesMeasured {
+                    device,
+                    pin,
+                    value,
+                    age: duration(age)?,
+                }
             } else if let Some(assign) = rest.strip_prefix("writes ") {
                 let (pin, value) = assignment(assign)?;
                 Step::DeviceWrites { device, pin, value }
+            } else if let Some(bridged) = rest.strip_prefix("bridges ") {
+                let Some((assign, target)) = bridged.split_once(" to device ") else {
+                    bail!("a bridge step reads `device bridges V0=1 to device B`");
+                };
+                let (pin, value) = assignment(assign)?;
+                Step::DeviceBridges {
+                    device,
+                    target: target.trim().to_string(),
+                    pin,
+                    value,
+                }
+            } else if let Some(what) = rest.strip_prefix("asks for utc ") {
+                Step::DeviceAsksTime {
+                    device,
+                    what: what.trim().to_string(),
+                }
             } else if let Some(pins) = rest.strip_prefix("syncs ") {
                 let pins = pins
                     .split(',')
@@ -309,6 +361,12 @@ fn parse_expect(text: &str) -> Result<Step> {
         let what = match rest {
             "sees the device online" => Expect::AppOnline(true),
             "sees the device offline" => Expect::AppOnline(false),
+            _ if rest.starts_with("history ") => {
+                let Some((pin, value)) = rest["history ".len()..].split_once(" has ") else {
+                    bail!("a history expectation reads `app history V3 has VALUE`");
+                };
+                Expect::AppHistory(pin.trim().to_uppercase(), value.trim().to_string())
+            }
             _ => {
                 let (pin, value) = assignment(rest)?;
                 Expect::AppValue(pin, value)
@@ -327,6 +385,8 @@ fn parse_expect(text: &str) -> Result<Step> {
                     .and_then(|rest| rest.strip_suffix(" values"))
                 {
                     Expect::SyncComplete(Some(count.trim().parse()?))
+                } else if let Some(what) = rest.strip_prefix("answered utc ") {
+                    Expect::TimeAnswer(what.trim().to_string())
                 } else if let Some(pin) = rest.strip_prefix("received nothing on ") {
                     Expect::NotReceived(pin.trim().to_uppercase())
                 } else if let Some(assign) = rest.strip_prefix("received ") {
@@ -392,5 +452,58 @@ mod tests {
             }
         );
         assert_eq!(steps[7], Step::CutLink("A".into()));
+    }
+
+    #[test]
+    fn parses_the_classic_extras_steps() {
+        let scenario = parse(
+            "x",
+            "title: t\ndevice writes V3=old measured 60s ago\ndevice bridges V0=1 to device B\n\
+             device asks for utc time\nexpect app history V3 has old within 5s\n\
+             expect device answered utc time within 3s\n",
+        )
+        .unwrap();
+        let steps: Vec<Step> = scenario.steps.into_iter().map(|(_, _, s)| s).collect();
+        assert_eq!(
+            steps[0],
+            Step::DeviceWritesMeasured {
+                device: "A".into(),
+                pin: "V3".into(),
+                value: "old".into(),
+                age: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            steps[1],
+            Step::DeviceBridges {
+                device: "A".into(),
+                target: "B".into(),
+                pin: "V0".into(),
+                value: "1".into()
+            }
+        );
+        assert_eq!(
+            steps[2],
+            Step::DeviceAsksTime {
+                device: "A".into(),
+                what: "time".into()
+            }
+        );
+        assert_eq!(
+            steps[3],
+            Step::ExpectWithin {
+                device: "A".into(),
+                what: Expect::AppHistory("V3".into(), "old".into()),
+                within: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            steps[4],
+            Step::ExpectWithin {
+                device: "A".into(),
+                what: Expect::TimeAnswer("time".into()),
+                within: Duration::from_secs(3)
+            }
+        );
     }
 }

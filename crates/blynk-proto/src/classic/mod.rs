@@ -12,28 +12,33 @@
 //! | 0 | [`Command::Response`] | both | none; length = [`Status`] |
 //! | 2 | [`Command::Login`] | device → server | token |
 //! | 6 | [`Command::Ping`] | both | empty |
-//! | 15 | [`Command::Bridge`] | device → server | `vpin\0i\0token`, `vpin\0vw\0pin\0value` |
+//! | 15 | [`Command::Bridge`] | device → server | `channel\0i\0token`, `channel\0vw\0pin\0value` ([`BridgeCommand`]) |
 //! | 16 | [`Command::HardwareSync`] | device → server | empty, or `vr\0p1\0p2...` |
 //! | 17 | [`Command::Internal`] | both | `key\0value` pairs |
 //! | 19 | [`Command::Property`] | device → server | `pin\0property\0value...` |
 //! | 20 | [`Command::Hardware`] | both | `vw`/`dw`/`aw`/`pm`/`vr`/`dr`/`ar` sub-commands |
+//! | 21 | [`Command::Group`] | device → server | `b`, `t\0unix_ms`, `e` ([`GroupCommand`]) |
 //! | 29 | [`Command::HwLogin`] | device → server | token |
 //! | 41 | [`Command::Redirect`] | server → device | `host\0port` |
-//! | 55 | [`Command::DebugPrint`] | server → device | text |
+//! | 55 | [`Command::DebugPrint`] | both | text |
 //! | 64 | [`Command::EventLog`] | device → server | `code[\0description]` |
 //! | 65 | [`Command::EventClear`] | device → server | `code` |
 
 pub mod body;
+pub mod bridge;
 pub mod frame;
+pub mod group;
 pub mod hardware;
 pub mod messages;
 
 use core::num::NonZeroU16;
 
 pub use body::{BodyWriter, Parts};
+pub use bridge::{BridgeCommand, encode_bridge_bind, encode_bridge_write};
 pub use frame::{
     ClassicFrame, Decoded, HEADER_LEN, MAX_BODY, decode, encode_frame, encode_response,
 };
+pub use group::{GroupCommand, encode_group};
 pub use hardware::{HardwareCommand, SyncRequest, encode_sync, encode_write};
 pub use messages::{DeviceInfo, EventLog, PropertyUpdate, encode_parts, parse_login};
 
@@ -59,11 +64,13 @@ pub enum Command {
     Property,
     /// 20: pin reads and writes.
     Hardware,
+    /// 21: begins or ends a group of writes, optionally timestamped.
+    Group,
     /// 29: login.
     HwLogin,
     /// 41: redirect to another server.
     Redirect,
-    /// 55: text for the device's debug console.
+    /// 55: debug text (the server's for the device's console, or the device's for the log).
     DebugPrint,
     /// 64: log an event.
     EventLog,
@@ -85,6 +92,7 @@ impl Command {
             17 => Command::Internal,
             19 => Command::Property,
             20 => Command::Hardware,
+            21 => Command::Group,
             29 => Command::HwLogin,
             41 => Command::Redirect,
             55 => Command::DebugPrint,
@@ -105,6 +113,7 @@ impl Command {
             Command::Internal => 17,
             Command::Property => 19,
             Command::Hardware => 20,
+            Command::Group => 21,
             Command::HwLogin => 29,
             Command::Redirect => 41,
             Command::DebugPrint => 55,

@@ -7,8 +7,8 @@
 use core::num::NonZeroU16;
 
 use blynk_proto::classic::{
-    self, ClassicFrame, Command, Decoded, DeviceInfo, EventLog, HardwareCommand, MAX_BODY,
-    MessageIds, PropertyUpdate, Status, SyncRequest,
+    self, BridgeCommand, ClassicError, ClassicFrame, Command, Decoded, DeviceInfo, EventLog,
+    GroupCommand, HardwareCommand, MAX_BODY, MessageIds, PropertyUpdate, Status, SyncRequest,
 };
 use blynk_proto::{Pin, Scalar, Value};
 
@@ -366,6 +366,7 @@ fn command_and_status_codes_match_the_reference_table() {
         (17, Command::Internal),
         (19, Command::Property),
         (20, Command::Hardware),
+        (21, Command::Group),
         (29, Command::HwLogin),
         (41, Command::Redirect),
         (55, Command::DebugPrint),
@@ -408,4 +409,90 @@ fn spec_4_message_ids_are_never_zero_and_wrap_to_one() {
     // After 65535 comes 1, never 0.
     assert_eq!(ids.next_id().get(), 1);
     assert_eq!(ids.next_id().get(), 2);
+}
+
+#[test]
+fn captured_group_frames_begin_timestamped_and_end() {
+    // Blynk.beginGroup(1700000000123): GROUP (0x15 = 21), "t\0<ms>", no trailing NUL.
+    let begin_at = b"\x15\x00\x07\x00\x0ft\x001700000000123";
+    let frame = decode_one(begin_at);
+    assert_eq!(frame.command, Command::Group);
+    assert_eq!(frame.id, 7);
+    assert_eq!(
+        GroupCommand::parse(frame.body),
+        Ok(GroupCommand::BeginAt {
+            unix_ms: 1_700_000_000_123
+        })
+    );
+    let mut out = [0u8; OUT];
+    let built = classic::encode_group(
+        &mut out,
+        id(7),
+        GroupCommand::BeginAt {
+            unix_ms: 1_700_000_000_123,
+        },
+    )
+    .unwrap();
+    assert_eq!(built, begin_at);
+    // Blynk.beginGroup() and Blynk.endGroup(), here with message id 0, which the library may
+    // send for them.
+    let begin = decode_one(b"\x15\x00\x00\x00\x01b");
+    assert_eq!(begin.id, 0);
+    assert_eq!(GroupCommand::parse(begin.body), Ok(GroupCommand::Begin));
+    let end = decode_one(b"\x15\x00\x00\x00\x01e");
+    assert_eq!(GroupCommand::parse(end.body), Ok(GroupCommand::End));
+    assert_eq!(
+        GroupCommand::parse(b"x"),
+        Err(ClassicError::UnknownSubCommand)
+    );
+    assert!(GroupCommand::parse(b"t\0-5").is_err());
+    assert!(GroupCommand::parse(b"t").is_err());
+}
+
+#[test]
+fn captured_bridge_bind_and_virtual_write() {
+    // WidgetBridge bridge(V1); bridge.setAuthToken(T): "1\0i\0<token>".
+    let mut bind = vec![0x0f, 0x00, 0x03, 0x00, 0x24];
+    bind.extend_from_slice(b"1\0i\0");
+    bind.extend_from_slice(TOKEN.as_bytes());
+    let frame = decode_one(&bind);
+    assert_eq!(frame.command, Command::Bridge);
+    match BridgeCommand::parse(frame.body).unwrap() {
+        BridgeCommand::Bind { channel, token } => {
+            assert_eq!(channel, 1);
+            assert_eq!(token.as_str(), TOKEN);
+        }
+        other => panic!("expected a bind, got {other:?}"),
+    }
+    let mut out = [0u8; OUT];
+    assert_eq!(
+        classic::encode_bridge_bind(&mut out, id(3), 1, TOKEN).unwrap(),
+        bind.as_slice()
+    );
+    // bridge.virtualWrite(V5, 1): "1\0vw\05\01".
+    let write = b"\x0f\x00\x04\x00\x08\x31\x00vw\x005\x001";
+    let frame = decode_one(write);
+    let (channel, pin, value) = BridgeCommand::parse(frame.body)
+        .unwrap()
+        .as_write()
+        .unwrap()
+        .unwrap();
+    assert_eq!((channel, pin), (1, Pin::Virtual(5)));
+    assert_eq!(value.parts(), &[Scalar::Int(1)]);
+    let built = classic::encode_bridge_write(&mut out, id(4), 1, Pin::Virtual(5), &value).unwrap();
+    assert_eq!(built, write);
+    // bridge.digitalWrite(9, HIGH): "1\0dw\09\01".
+    let digital = BridgeCommand::parse(b"1\0dw\x009\x001").unwrap();
+    assert_eq!(digital.as_write().unwrap().unwrap().1, Pin::Digital(9));
+    // A bridge only writes; a bad token or channel is refused.
+    assert_eq!(
+        BridgeCommand::parse(b"1\0vr\x005"),
+        Err(ClassicError::UnknownSubCommand)
+    );
+    assert_eq!(
+        BridgeCommand::parse(b"1\0i\0short"),
+        Err(ClassicError::BadToken)
+    );
+    assert!(BridgeCommand::parse(b"x\0i\0short").is_err());
+    assert!(BridgeCommand::parse(b"1").is_err());
 }

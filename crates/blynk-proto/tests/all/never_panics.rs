@@ -6,7 +6,8 @@
 
 use blynk_proto::Value;
 use blynk_proto::classic::{
-    self, DeviceInfo, EventLog, HardwareCommand, MAX_BODY, PropertyUpdate, SyncRequest,
+    self, BridgeCommand, DeviceInfo, EventLog, GroupCommand, HardwareCommand, MAX_BODY,
+    PropertyUpdate, SyncRequest,
 };
 use blynk_proto::native::decoder::Step;
 use blynk_proto::native::{self, Decoded, FrameDecoder, HEADER_LEN, MAX_FRAME, PROTOCOL_VERSION};
@@ -82,6 +83,12 @@ fn classic_body() -> impl Strategy<Value = Vec<u8>> {
         b"dr",
         b"ar",
         b"pm",
+        b"b",
+        b"t",
+        b"e",
+        b"i",
+        b"Abcdefghijklmnopqrstuvwxyz012345",
+        b"1700000000000",
         b"ver",
         b"h-beat",
         b"buff-in",
@@ -126,6 +133,10 @@ fn parse_classic_body(body: &[u8]) {
     }
     let _ = EventLog::parse(body);
     let _ = classic::parse_login(body);
+    let _ = GroupCommand::parse(body);
+    if let Ok(bridge) = BridgeCommand::parse(body) {
+        let _ = bridge.as_write();
+    }
 }
 
 proptest! {
