@@ -2,6 +2,7 @@
 
 use blynk_device::SyncDone;
 use blynk_proto::Pin;
+use blynk_server::engine::watch::{Queued, WatchLimits, Watcher};
 
 use crate::support::{Device, Dialer, Seen, TestServer, eventually, int_value};
 
@@ -24,15 +25,23 @@ async fn spec_3_1_virtual_write_reaches_a_watching_app() {
     let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
     device.restored().await;
     let slot = server.demo();
-    let mut app = slot.watch();
+    let app = Watcher::new(WatchLimits::default());
+    slot.watch(&app);
 
     device.blynk.virtual_write(1, 255).unwrap();
     let event = tokio::time::timeout(crate::support::PATIENCE, async {
+        let mut taken = Vec::new();
         loop {
-            let event: serde_json::Value =
-                serde_json::from_str(&app.recv().await.unwrap()).unwrap();
-            if event["type"] == "value" {
-                return event;
+            app.ready().await;
+            app.take(&mut taken, usize::MAX).unwrap();
+            for entry in taken.drain(..) {
+                if let Queued::Event { event, .. } = entry {
+                    let event: serde_json::Value =
+                        serde_json::from_str(&event.to_json_text()).unwrap();
+                    if event["type"] == "value" {
+                        return event;
+                    }
+                }
             }
         }
     })
