@@ -100,17 +100,6 @@ pub fn device_changed(device: DeviceId, exists: bool) -> AppEvent {
 }
 
 impl AppEvent {
-    /// The device the event is about.
-    pub fn device(&self) -> DeviceId {
-        match self {
-            AppEvent::Value { device, .. }
-            | AppEvent::Presence { device, .. }
-            | AppEvent::Logged { device, .. }
-            | AppEvent::DeviceChanged { device, .. } => *device,
-            AppEvent::Property(change) => change.device,
-        }
-    }
-
     /// The pin whose newest value replaces this event in a watcher that fell behind; `None`
     /// for the events that are never merged away.
     pub fn coalesce_key(&self) -> Option<(DeviceId, Pin)> {

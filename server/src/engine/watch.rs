@@ -2,8 +2,8 @@
 //! engine without ever waiting.
 //!
 //! The engine publishes under the device's lock, so what a watcher queues is in version order
-//! per device. A watcher that keeps up gets every event. Once more than [`COALESCE_AFTER`]
-//! entries wait for it, a new value of a pin replaces the older value of that pin still waiting
+//! per device. A watcher that keeps up gets every event. Once [`COALESCE_AFTER`] entries or more
+//! wait for it, a new value of a pin replaces the older value of that pin still waiting
 //! (the older one is dropped and the newer one queued at the end, so what the client sees is the
 //! published sequence with some values left out: no order changes, and the latest value of every
 //! pin always arrives). State sync needs the latest value of each pin, not every one. Every other
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::events::AppEvent;
 use crate::model::DeviceId;
 
-/// Entries waiting beyond which a watcher counts as behind, and values start to be merged.
+/// Entries waiting from which a watcher counts as behind, and values start to be merged.
 pub const COALESCE_AFTER: usize = 64;
 
 /// Bounds of one watcher.
@@ -260,16 +260,6 @@ impl Watcher {
             everyone.add(&self.shared);
             *registered = Some(everyone.clone());
         }
-    }
-
-    /// Whether the watcher watches `device`.
-    pub fn watches(&self, device: DeviceId) -> bool {
-        super::lock(&self.watched).contains_key(&device)
-    }
-
-    /// How many devices it watches.
-    pub fn watched_count(&self) -> usize {
-        super::lock(&self.watched).len()
     }
 
     /// Records a device this watcher was registered with; false if it already was.

@@ -140,7 +140,7 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
                 if let Err(reason) = watcher.take(&mut taken, EVENT_BATCH) {
                     break Ending::Closed(reason.to_string());
                 }
-                if let Err(ending) = send_events(&mut sink, &taken, stall, &watcher).await {
+                if let Err(ending) = send_events(&mut sink, &mut taken, stall, &watcher).await {
                     break ending;
                 }
             }
@@ -202,22 +202,23 @@ async fn send(
 /// snapshots alone.
 async fn send_events(
     sink: &mut Sink,
-    taken: &[Queued],
+    taken: &mut Vec<Queued>,
     stall: Duration,
     watcher: &Watcher,
 ) -> Result<(), Ending> {
     let mut batch = Batch::default();
-    for entry in taken {
+    // Drained, so that a large snapshot is not kept once it is sent.
+    for entry in taken.drain(..) {
         match entry {
             Queued::Event { event, coalesced } => {
-                batch.push(|out| event.write_json(*coalesced, out));
+                batch.push(|out| event.write_json(coalesced, out));
             }
             Queued::Report(text) => batch.push(|out| out.extend_from_slice(text.as_bytes())),
             Queued::Standalone(text) => {
                 if let Some(message) = batch.finish() {
                     send(sink, message, stall, watcher).await?;
                 }
-                send(sink, Message::Text(text.clone().into()), stall, watcher).await?;
+                send(sink, Message::Text(text.into()), stall, watcher).await?;
                 continue;
             }
         }
@@ -297,13 +298,21 @@ fn device_ids(state: &AppState, devices: &Json_) -> Vec<Arc<DeviceSlot>> {
 /// first, so no change falls between the snapshot and the live events.
 fn watch(state: &AppState, devices: &Json_, watcher: &Watcher) {
     let slots = device_ids(state, devices);
-    let mut snapshot = Vec::with_capacity(slots.len());
-    for slot in slots {
+    // Written device by device: the JSON tree of one device at a time, never of thousands,
+    // which would leave the server's memory fragmented long after the snapshot went out.
+    let mut snapshot = br#"{"type":"snapshot","devices":["#.to_vec();
+    for (index, slot) in slots.iter().enumerate() {
         slot.watch(watcher);
-        snapshot.push(device_details_json(&slot));
+        if index > 0 {
+            snapshot.push(b',');
+        }
+        // Writing JSON values into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut snapshot, &device_details_json(slot));
     }
-    let reply = json!({ "type": "snapshot", "devices": snapshot });
-    watcher.send_to_client(Queued::Standalone(reply.to_string()));
+    snapshot.extend_from_slice(b"]}");
+    if let Ok(snapshot) = String::from_utf8(snapshot) {
+        watcher.send_to_client(Queued::Standalone(snapshot));
+    }
 }
 
 /// Stores a write and reports its lifecycle: `stored` once stored, then `delivered`, `expired`
