@@ -30,7 +30,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 19_000)]
     pub devices: usize,
     /// The watch is abandoned (figure marked) when the server's RSS passes this many MiB.
-    #[arg(long, default_value_t = 4_096)]
+    #[arg(long, default_value_t = 6_144)]
     pub max_rss_mib: u64,
 }
 
