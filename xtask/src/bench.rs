@@ -901,8 +901,8 @@ mod tests {
     #[test]
     fn figures_are_summarized_per_row_system_and_durability() {
         let figures: Vec<Figure> = [
-            "figure: row=app-to-device system=server durability=full run=1 p99_ms=4.000",
-            "figure: row=app-to-device system=server durability=full run=2 p99_ms=2.000",
+            "figure: row=app-to-device system=server durability=full run=1 p99_ms=4.500",
+            "figure: row=app-to-device system=server durability=full run=2 p99_ms=2.500",
             "figure: row=app-to-device system=server durability=full run=3 p99_ms=nan",
             "figure: row=app-to-device system=server durability=process run=1 p99_ms=1.000",
         ]
@@ -915,7 +915,7 @@ mod tests {
         };
         assert_eq!(
             metric("p99", full, "p99_ms", " ms").cell(&figures),
-            "p99 3.00 ms (2.00-4.00, 2 runs)"
+            "p99 3.50 ms (2.50-4.50, 2 runs)"
         );
         assert_eq!(
             metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms").cell(&figures),
@@ -927,5 +927,6 @@ mod tests {
     fn large_numbers_are_grouped() {
         assert_eq!(show(123_456.7), "123,457");
         assert_eq!(show(0.5), "0.50");
+        assert_eq!(show(3.0), "3");
     }
 }
