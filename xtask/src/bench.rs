@@ -741,11 +741,13 @@ struct RunFacts {
 
 fn render(options: &Options, table: &[Row], figures: &[Figure], run: &RunFacts) -> String {
     let baseline_path = workspace_root().join(BASELINE);
-    let baseline = (options.out != baseline_path)
-        .then(|| std::fs::read_to_string(&baseline_path).ok())
-        .flatten()
-        .map(|text| saved_figures(&text))
-        .filter(|saved| !saved.is_empty());
+    // No comparison of the baseline with itself (written, or re-rendered from it).
+    let baseline = (options.out != baseline_path
+        && options.figures_from.as_ref() != Some(&baseline_path))
+    .then(|| std::fs::read_to_string(&baseline_path).ok())
+    .flatten()
+    .map(|text| saved_figures(&text))
+    .filter(|saved| !saved.is_empty());
     let commit = output_of("git", &["rev-parse", "--short=12", "HEAD"]);
     let dirty = !output_of("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
     let mosquitto = output_of("sh", &["-c", "mosquitto -h 2>&1 | head -n 1"]);
