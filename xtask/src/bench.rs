@@ -37,7 +37,7 @@ usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [
 
   --seconds S  seconds measured by each fixed-rate run (default 5; the ladder's rungs use 3)
   --runs N     runs of each cheap row, each on a fresh server or broker (default 3)
-  --only LIST  rows to run, by letter: a (device -> app flood), b (device -> app 20k/s),
+  --only LIST  rows to run (the others keep the figures the report holds), by letter: a (device -> app flood), b (device -> app 20k/s),
                c (app -> device 10k/s), d (reconnect storm), e (HTTP write over history),
                f (idle classic connections), g (one app watching), h (rate ladder)
   --out PATH   the report written (default docs/performance.md)
@@ -95,6 +95,21 @@ impl Figure {
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect();
         Some(Figure { fields })
+    }
+
+    /// The table row this figure belongs to.
+    fn letter(&self) -> Option<&'static str> {
+        Some(match self.get("row")? {
+            "device-to-app" => "a",
+            "device-to-app-rate" if self.number("rate") == Some(20_000.0) => "b",
+            "device-to-app-rate" => "h",
+            "app-to-device" => "c",
+            "reconnect-storm" => "d",
+            "history-writes" => "e",
+            "idle-classic" => "f",
+            "watch-memory" => "g",
+            _ => return None,
+        })
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -678,7 +693,20 @@ pub fn run(extra: &[String]) -> Result<()> {
         eprintln!("{error:#}");
     }
     let table = rows(&options);
-    let mut figures = Vec::new();
+    // With --only, the other rows keep the figures the report already holds.
+    let mut figures: Vec<Figure> = match &options.only {
+        Some(only) => std::fs::read_to_string(&options.out)
+            .map(|text| saved_figures(&text))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|figure| {
+                !only
+                    .iter()
+                    .any(|letter| Some(letter.as_str()) == figure.letter())
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     for row in &table {
         if options
             .only
