@@ -675,12 +675,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let figures = saved_figures(&text);
-        let run = RunFacts {
-            took: 0.0,
-            load_before: "(not run again)".to_owned(),
-            load_after: "(not run again)".to_owned(),
-        };
-        let report = render(&options, &rows(&options), &figures, &run);
+        let report = render(&options, &rows(&options), &figures);
         std::fs::write(&options.out, report)
             .with_context(|| format!("writing {}", options.out.display()))?;
         println!("wrote {} from {}", options.out.display(), path.display());
@@ -719,12 +714,20 @@ pub fn run(extra: &[String]) -> Result<()> {
             figures.extend(run_load(command)?);
         }
     }
-    let run = RunFacts {
-        took: started.elapsed().as_secs_f64(),
-        load_before,
-        load_after: load_average(),
-    };
-    let report = render(&options, &table, &figures, &run);
+    // When and how this run went, kept with the figures (a later `--only` run adds its own).
+    let facts = format!(
+        "figure: row=run system=xtask date={} rows={} took_s={:.0} load_before={load_before} \
+         load_after={}",
+        output_of("date", &["-u", "+%Y-%m-%dT%H:%MZ"]),
+        options
+            .only
+            .as_ref()
+            .map_or_else(|| "all".to_owned(), |only| only.join(",")),
+        started.elapsed().as_secs_f64(),
+        load_average(),
+    );
+    figures.extend(Figure::parse(&facts));
+    let report = render(&options, &table, &figures);
     std::fs::write(&options.out, report)
         .with_context(|| format!("writing {}", options.out.display()))?;
     println!(
@@ -760,14 +763,7 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-/// How the whole run went.
-struct RunFacts {
-    took: f64,
-    load_before: String,
-    load_after: String,
-}
-
-fn render(options: &Options, table: &[Row], figures: &[Figure], run: &RunFacts) -> String {
+fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
     let baseline_path = workspace_root().join(BASELINE);
     // No comparison of the baseline with itself (written, or re-rendered from it).
     let baseline = (options.out != baseline_path
@@ -813,10 +809,26 @@ fn render(options: &Options, table: &[Row], figures: &[Figure], run: &RunFacts) 
     let _ = writeln!(
         out,
         "- {} runs of each cheap row, each on a fresh server or broker: median (min-max); \
-         fixed-rate runs measure {} s after 1 s of warm-up. The whole run took {:.0} s; the \
-         machine's load average was {} before it and {} after.\n",
-        options.runs, options.seconds, run.took, run.load_before, run.load_after
+         fixed-rate runs measure {} s after 1 s of warm-up.",
+        options.runs, options.seconds
     );
+    for run in figures
+        .iter()
+        .filter(|figure| figure.get("row") == Some("run"))
+    {
+        let field = |name| run.get(name).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "- Run at {}: rows {}, {} s; the machine's 1-minute load average was {} before it \
+             and {} after (2 means both cores busy).",
+            field("date"),
+            field("rows"),
+            field("took_s"),
+            field("load_before"),
+            field("load_after"),
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "## Results\n");
     if baseline.is_some() {
         let _ = writeln!(
@@ -903,7 +915,9 @@ fn render(options: &Options, table: &[Row], figures: &[Figure], run: &RunFacts) 
          CPU: latencies carry scheduling delays of either, and a rate the generator cannot \
          sustain shows as a send rate below the target in the raw figures. Runs of one row vary \
          by tens of percent; compare medians, and the server with Mosquitto measured in the same \
-         run. CPU per message is counted in clock ticks (10 ms), so short runs round it."
+         run. A busy machine (load average well above 2) hurts a single-threaded system (Mosquitto) \
+         more than a multi-threaded one (the server), which gets more of the cores. CPU per \
+         message is counted in clock ticks (10 ms), so short runs round it."
     );
     let _ = writeln!(out, "\n## Raw figures\n");
     let _ = writeln!(
