@@ -251,9 +251,14 @@ impl Metric {
         }
         match spread(&mut values) {
             None => format!("{}: none ({runs} runs)", self.label),
-            Some((median, min, max)) if values.len() == 1 => {
-                let _ = (min, max);
-                format!("{} {}{}", self.label, show(median), self.unit)
+            // Runs without this figure (a watcher closed early, say) are counted apart.
+            Some((median, _, _)) if values.len() == 1 => {
+                let only = if runs > 1 {
+                    format!(" (1 of {runs} runs)")
+                } else {
+                    String::new()
+                };
+                format!("{} {}{}{only}", self.label, show(median), self.unit)
             }
             Some((median, min, max)) => format!(
                 "{} {}{} ({}-{}, {} runs)",
@@ -262,7 +267,11 @@ impl Metric {
                 self.unit,
                 show(min),
                 show(max),
-                values.len()
+                if values.len() == runs {
+                    runs.to_string()
+                } else {
+                    format!("{} of {runs}", values.len())
+                }
             ),
         }
     }
@@ -792,6 +801,14 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
         }
     );
     let _ = writeln!(out, "- Machine: {}", machine());
+    if let Some(path) = &options.figures_from {
+        let shown = path.strip_prefix(workspace_root()).unwrap_or(path);
+        let _ = writeln!(
+            out,
+            "- Figures copied from `{}` (not run again; its runs are listed below).",
+            shown.display()
+        );
+    }
     let _ = writeln!(
         out,
         "- Server: release build of `blynk-server` as a child process on 127.0.0.1, full \
@@ -959,7 +976,7 @@ mod tests {
         };
         assert_eq!(
             metric("p99", full, "p99_ms", " ms").cell(&figures),
-            "p99 3.50 ms (2.50-4.50, 2 runs)"
+            "p99 3.50 ms (2.50-4.50, 2 of 3 runs)"
         );
         assert_eq!(
             metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms").cell(&figures),

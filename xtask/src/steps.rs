@@ -26,7 +26,29 @@ pub fn workspace_root() -> PathBuf {
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
+    forget_own_package(&mut command);
     command
+}
+
+/// Removes what `cargo run` told this process about its own package: build scripts that watch
+/// these variables (ring's does) would otherwise run again, and rebuild their dependents, each
+/// time a build alternates between the shell and xtask.
+fn forget_own_package(command: &mut Command) {
+    for name in [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_PKG_NAME",
+        "CARGO_PKG_VERSION",
+        "CARGO_PKG_VERSION_MAJOR",
+        "CARGO_PKG_VERSION_MINOR",
+        "CARGO_PKG_VERSION_PATCH",
+        "CARGO_PKG_VERSION_PRE",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+    ] {
+        command.env_remove(name);
+    }
 }
 
 /// Runs `command`, printing what runs and how long it took; `Ok(false)` when it failed.
@@ -233,6 +255,7 @@ pub fn test() -> Result<()> {
 pub fn load_generator(args: &[String]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new("sh");
+    forget_own_package(&mut command);
     command
         .current_dir(workspace_root())
         .args([
