@@ -2,6 +2,7 @@
 //!
 //! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
 
+mod bench;
 mod boards;
 mod browser;
 mod conformance;
@@ -15,9 +16,10 @@ usage: cargo xtask <command>
 
 commands:
   test    format check, clippy -D warnings, every test, no_std builds (what CI runs)
-  bench   the codec benchmarks, then the server load scenarios (blynk-load: throughput,
-          latency, idle memory, reconnect storm), with their figures printed;
-          `bench codecs [filter]` or `bench load [blynk-load args]` runs one part
+  bench   every row of the performance table (blynk-load against the release server, and
+          Mosquitto beside it), then writes docs/performance.md; `--only a,c` picks rows,
+          `--seconds`, `--runs` set durations (`bench --help`); `bench load ARGS` runs one
+          blynk-load scenario, `bench codecs [filter]` the codec benchmarks
   conformance [names] [--kind K] [--sim]  the state-sync scenarios of conformance/scenarios/
           against the real server, for every device kind, as a table (names filter the
           scenarios; --kind runs one kind: blynk-device, blynklib, blynk-library-python,
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         Some("build") => boards::build(&args[1..]),
         Some("flash") => boards::flash(&args[1..]),
         Some("sim") => sim::run(&args[1..]),
-        Some("bench") => steps::bench(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");

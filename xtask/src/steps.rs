@@ -1,4 +1,5 @@
-//! The steps of `cargo xtask test` and `cargo xtask bench`, run in order, collecting failures.
+//! The steps of `cargo xtask test`, run in order, collecting failures, and the commands they
+//! share with `cargo xtask bench`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,10 +23,32 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
+    forget_own_package(&mut command);
     command
+}
+
+/// Removes what `cargo run` told this process about its own package: build scripts that watch
+/// these variables (ring's does) would otherwise run again, and rebuild their dependents, each
+/// time a build alternates between the shell and xtask.
+fn forget_own_package(command: &mut Command) {
+    for name in [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_PKG_NAME",
+        "CARGO_PKG_VERSION",
+        "CARGO_PKG_VERSION_MAJOR",
+        "CARGO_PKG_VERSION_MINOR",
+        "CARGO_PKG_VERSION_PATCH",
+        "CARGO_PKG_VERSION_PRE",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+    ] {
+        command.env_remove(name);
+    }
 }
 
 /// Runs `command`, printing what runs and how long it took; `Ok(false)` when it failed.
@@ -270,68 +293,13 @@ pub fn test() -> Result<()> {
     }
 }
 
-/// The benchmarks: the criterion codec benchmarks, then the server load scenarios
-/// (`blynk-load`), each printing its figures. `bench codecs [criterion args]` and
-/// `bench load [blynk-load args]` run one part; other arguments go to criterion (e.g. a filter).
-pub fn bench(extra: &[String]) -> Result<()> {
-    let (codecs, load, rest) = match extra.first().map(String::as_str) {
-        Some("codecs") => (true, false, &extra[1..]),
-        Some("load") => (false, true, &extra[1..]),
-        _ => (true, true, extra),
-    };
-    let mut failed = Vec::new();
-    if codecs {
-        let mut command = cargo();
-        command
-            .args(["bench", "-p", "blynk-proto", "--bench", "codecs", "--"])
-            .args(rest);
-        if !run("blynk-proto codec benchmarks", &mut command)? {
-            failed.push("codec benchmarks");
-        }
-    }
-    if load {
-        // The server binary too: the idle-rss and reconnect-storm scenarios run it as a child.
-        let built = run(
-            "build blynk-server and blynk-load (release)",
-            cargo().args(["build", "--release", "-p", "blynk-server", "--bins"]),
-        )?;
-        if !built {
-            bail!("the release build of blynk-server failed");
-        }
-        let scenarios: Vec<Vec<String>> = if !rest.is_empty() && !codecs {
-            vec![rest.to_vec()]
-        } else {
-            [
-                // The server's default durability (fsync every commit), every scenario.
-                vec!["all"],
-                // Commits left to the OS: what the store costs without the disk.
-                vec!["--durability", "process", "throughput"],
-                vec!["--durability", "process", "latency"],
-            ]
-            .iter()
-            .map(|args| args.iter().map(|arg| arg.to_string()).collect())
-            .collect()
-        };
-        for args in scenarios {
-            let label = format!("blynk-load {}", args.join(" "));
-            if !run(&label, &mut load_generator(&args))? {
-                failed.push("load scenarios");
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("failed: {}", failed.join(", "))
-    }
-}
-
 /// `cargo run --release --bin blynk-load -- ARGS` with the open-file limit raised to the hard
 /// limit first: the reconnect storm holds 10,000 sockets in the generator and as many in the
 /// server. Everything binds and connects to 127.0.0.1 only.
-fn load_generator(args: &[String]) -> Command {
+pub fn load_generator(args: &[String]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new("sh");
+    forget_own_package(&mut command);
     command
         .current_dir(workspace_root())
         .args([

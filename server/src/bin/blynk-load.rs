@@ -13,6 +13,12 @@
 //! - `reconnect-storm`: every device connects at once with the automatic sync and waits for its
 //!   `SyncComplete` (child process).
 //!
+//! The rows of the performance table (`cargo xtask bench`, `docs/performance.md`) are scenarios
+//! of their own, in the modules under `blynk-load/` (`rows` lists them): device -> app as fast
+//! as devices can and at fixed rates, app -> device, HTTP writes over a large history, memory
+//! per idle classic connection and per watched device; the data-path rows run the same load
+//! against Mosquitto too (`--system mosquitto`). They print `figure:` lines, one per run.
+//!
 //! Every loop is bounded in time or count. In-process and child servers bind 127.0.0.1 only.
 //! The server and this generator share the machine's cores: the figures say how many.
 
@@ -39,6 +45,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
+
+// Modules of the table's rows, beside this file (a crate root in `src/bin` would look for them
+// in `src/bin/`, where Cargo takes every file for a binary of its own).
+#[path = "blynk-load/app_events.rs"]
+mod app_events;
+#[path = "blynk-load/data_path.rs"]
+mod data_path;
+#[path = "blynk-load/history.rs"]
+mod history;
+#[path = "blynk-load/links.rs"]
+mod links;
+#[path = "blynk-load/measure.rs"]
+mod measure;
+#[path = "blynk-load/memory.rs"]
+mod memory;
+#[path = "blynk-load/mqtt.rs"]
+mod mqtt;
+#[path = "blynk-load/rows.rs"]
+mod rows;
 
 /// The admin key of in-process and child servers.
 const ADMIN_KEY: &str = "blynk-load-admin-key-0123456789";
@@ -126,6 +151,9 @@ enum Scenario {
     ReconnectStorm(StormArgs),
     /// Every scenario with its defaults, each on a fresh server.
     All,
+    /// The rows of the performance table.
+    #[command(flatten)]
+    Row(rows::Row),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -284,6 +312,7 @@ impl Scenario {
             Scenario::IdleRss(_) => "idle-rss",
             Scenario::ReconnectStorm(_) => "reconnect-storm",
             Scenario::All => "all",
+            Scenario::Row(row) => row.name(),
         }
     }
 }
@@ -362,6 +391,7 @@ fn run_scenario(
             line
         }
         Scenario::All => bail!("`all` is not a single scenario"),
+        Scenario::Row(row) => rows::run(target_args, row, load),
     }
 }
 
@@ -1117,7 +1147,8 @@ fn ws_parse(buffer: &[u8]) -> Result<Option<(u8, &[u8], usize)>> {
         },
         short => (usize::from(short), 2),
     };
-    if len > 16 * 1024 * 1024 {
+    // A snapshot of 19,000 devices is about 40 MiB.
+    if len > 256 * 1024 * 1024 {
         bail!("WebSocket frame of {len} bytes");
     }
     if masked {
@@ -1986,6 +2017,19 @@ async fn reconnect_storm(target: &Target, args: &StormArgs) -> Result<String> {
                 )
             }
         ));
+        measure::print_figures(
+            "reconnect-storm",
+            "server",
+            &[
+                ("durability", durability_of(target).to_owned()),
+                ("run", (round + 1).to_string()),
+                ("devices", devices.len().to_string()),
+                ("all_synced_seconds", measure::num(all_done.as_secs_f64())),
+                ("p99_seconds", measure::num(at(0.99))),
+                ("failed", (devices.len() - times.len()).to_string()),
+                ("incomplete", incomplete.to_string()),
+            ],
+        );
         drop(held);
         // Let the server see every connection go before the next storm.
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,0 +1,687 @@
+//! The data-path rows of the performance table, run alike against blynk-server and Mosquitto:
+//!
+//! - `device-to-app`: every device writes a fixed number of values as fast as its system takes
+//!   them; one app watches every device. Reached = the watcher holds the last value written to
+//!   every pin (a coalesced value counts), lost = pins where it does not;
+//! - `device-to-app-rate`: devices write at a fixed total rate; latency from a device's send to
+//!   the watcher receiving that value (the rate ladder is this row at several rates);
+//! - `app-to-device`: one app writes at a fixed rate; latency to the device receiving it, and
+//!   to the acknowledgement (`stored` on the app WebSocket, PUBACK from Mosquitto).
+//!
+//! Each value written is unique (a sequence number, or device and counter), so the receiving
+//! side knows which send it answers. CPU is the system's own process (`/proc/<pid>/stat`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use tokio::io::AsyncWriteExt as _;
+use tokio::task::JoinSet;
+
+use super::links::{
+    DeviceIncoming, DeviceLink, System, UnderTest, ValueSink, connect_devices, open_watcher,
+    run_watcher,
+};
+use super::measure::{CpuMeter, num, percentile_ms};
+use super::mqtt;
+use super::{PINS, SETUP_TIMEOUT, nanos_since, ws_connect, ws_text};
+
+/// Messages in flight per device in the flood: classic devices send a PING after every
+/// [`CLASSIC_BATCH`] writes and keep two batches unanswered; MQTT devices keep this many
+/// PUBACKs outstanding.
+const WINDOW: usize = 64;
+const CLASSIC_BATCH: usize = 32;
+
+#[derive(Args, Clone, Debug)]
+pub struct FloodArgs {
+    /// The system measured.
+    #[arg(long, value_enum, default_value_t = System::Server)]
+    pub system: System,
+    /// Devices writing (classic Blynk on the server, MQTT clients on Mosquitto).
+    #[arg(long, default_value_t = 1_000)]
+    pub devices: usize,
+    /// Values each device writes, spread over its 16 pins.
+    #[arg(long, default_value_t = 200)]
+    pub per_device: usize,
+    /// Seconds the watcher may take to hold every final value once the devices are done.
+    #[arg(long, default_value_t = 20.0)]
+    pub drain_seconds: f64,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RateArgs {
+    /// The system measured.
+    #[arg(long, value_enum, default_value_t = System::Server)]
+    pub system: System,
+    /// Devices writing.
+    #[arg(long, default_value_t = 1_000)]
+    pub devices: usize,
+    /// Device writes per second, in total.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Seconds sent before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds the watcher may take to hold every final value once the devices are done.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_seconds: f64,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AppWriteArgs {
+    /// The system measured.
+    #[arg(long, value_enum, default_value_t = System::Server)]
+    pub system: System,
+    /// Devices receiving the writes.
+    #[arg(long, default_value_t = 1_000)]
+    pub devices: usize,
+    /// App writes per second, from one app connection.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Seconds sent before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+/// The final value expected on every (device, pin) and what the watcher holds.
+struct FinalValues {
+    expected: Vec<Option<i64>>,
+    latest: Vec<Option<i64>>,
+    wanted: usize,
+    matched: usize,
+    reached_at: Option<u64>,
+    last_event_at: u64,
+    events: u64,
+    changes: u64,
+}
+
+impl FinalValues {
+    fn new(expected: Vec<Option<i64>>) -> Self {
+        let wanted = expected.iter().filter(|value| value.is_some()).count();
+        FinalValues {
+            latest: vec![None; expected.len()],
+            expected,
+            wanted,
+            matched: 0,
+            reached_at: None,
+            last_event_at: 0,
+            events: 0,
+            changes: 0,
+        }
+    }
+
+    fn record(&mut self, now: u64, index: usize, pin: u32, value: i64, coalesced: u64) {
+        self.events += 1;
+        self.changes += coalesced;
+        self.last_event_at = now;
+        let slot = index * PINS as usize + pin as usize;
+        let (Some(expected), Some(latest)) = (self.expected.get(slot), self.latest.get_mut(slot))
+        else {
+            return;
+        };
+        let was = expected.is_some() && *latest == *expected;
+        *latest = Some(value);
+        let is = expected.is_some() && *latest == *expected;
+        match (was, is) {
+            (false, true) => self.matched += 1,
+            (true, false) => self.matched -= 1,
+            _ => {}
+        }
+        if self.matched == self.wanted && self.reached_at.is_none() {
+            self.reached_at = Some(now);
+        }
+    }
+
+    fn lost(&self) -> usize {
+        self.wanted - self.matched
+    }
+}
+
+impl ValueSink for FinalValues {
+    fn value(&mut self, now: u64, index: usize, pin: u32, value: i64, coalesced: u64) {
+        self.record(now, index, pin, value, coalesced);
+    }
+
+    fn complete(&self) -> bool {
+        self.matched == self.wanted
+    }
+}
+
+/// Final values plus the latency of every value whose send time is known.
+struct TimedValues {
+    finals: FinalValues,
+    sent_at: Arc<Vec<AtomicU64>>,
+    measured_from: usize,
+    latencies: Vec<u64>,
+}
+
+impl ValueSink for TimedValues {
+    fn value(&mut self, now: u64, index: usize, pin: u32, value: i64, coalesced: u64) {
+        self.finals.record(now, index, pin, value, coalesced);
+        if let Ok(seq) = usize::try_from(value)
+            && seq >= self.measured_from
+            && let Some(at) = self.sent_at.get(seq)
+        {
+            let at = at.load(Ordering::Relaxed);
+            if at > 0 {
+                self.latencies.push(now.saturating_sub(at));
+            }
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.finals.complete()
+    }
+}
+
+/// Waits until `complete` is set, the watcher task ends, or `limit` passes.
+async fn wait_complete<T>(
+    complete: &AtomicBool,
+    watcher: &tokio::task::JoinHandle<T>,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    while !complete.load(Ordering::Relaxed) && !watcher.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Row "device -> app, as fast as they can".
+pub async fn device_to_app(
+    under_test: &UnderTest,
+    args: &FloodArgs,
+) -> Result<Vec<(&'static str, String)>> {
+    let per_device = args.per_device.max(PINS as usize);
+    let devices = connect_devices(under_test, args.devices, false).await?;
+    let watcher = open_watcher(under_test).await?;
+    let mut expected = vec![None; args.devices * PINS as usize];
+    for index in 0..args.devices {
+        for pin in 0..PINS as usize {
+            let last = pin + PINS as usize * ((per_device - 1 - pin) / PINS as usize);
+            expected[index * PINS as usize + pin] = Some(flood_value(index, last));
+        }
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let complete = Arc::new(AtomicBool::new(false));
+    let cpu = CpuMeter::start(under_test.pid()?)?;
+    let epoch = Instant::now();
+    let watching = tokio::spawn(run_watcher(
+        watcher,
+        FinalValues::new(expected),
+        epoch,
+        stopped,
+        complete.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT * 2;
+    // Each task hands its connection back: devices stay connected until the watcher is done,
+    // as real ones would, so that no write is cut short by its connection closing.
+    let mut writers: JoinSet<Result<(usize, DeviceLink)>> = JoinSet::new();
+    for mut device in devices {
+        writers.spawn(async move {
+            match tokio::time::timeout_at(deadline, flood(&mut device, per_device)).await {
+                Ok(result) => result.map(|sent| (sent, device)),
+                Err(_) => bail!("the device's writes were not all taken within the deadline"),
+            }
+        });
+    }
+    let (mut sent, mut failures, mut connected) = (0usize, Vec::new(), Vec::new());
+    while let Some(done) = writers.join_next().await {
+        match done {
+            Ok(Ok((count, device))) => {
+                sent += count;
+                connected.push(device);
+            }
+            Ok(Err(error)) => failures.push(error.to_string()),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    let send_seconds = epoch.elapsed().as_secs_f64();
+    wait_complete(
+        &complete,
+        &watching,
+        Duration::from_secs_f64(args.drain_seconds),
+    )
+    .await;
+    let _ = stop.send(true);
+    let (finals, end) = watching.await.context("the watcher task")?;
+    let cpu_us = cpu.micros_per(sent as u64)?;
+    drop(connected);
+    let reach_seconds = finals.reached_at.map(|at| at as f64 / 1e9);
+    let delivered_seconds = (finals.last_event_at as f64 / 1e9).max(1e-9);
+    failures.sort();
+    failures.dedup();
+    if let Some(failure) = failures.first() {
+        eprintln!("  {} device(s) failed: {failure}", failures.len());
+    }
+    if let Some(closed) = &end.closed {
+        eprintln!("  the watcher ended: {closed}");
+    }
+    Ok(vec![
+        ("devices", args.devices.to_string()),
+        ("sent", sent.to_string()),
+        ("send_rate", num(sent as f64 / send_seconds)),
+        ("reached", u8::from(reach_seconds.is_some()).to_string()),
+        (
+            "reached_rate",
+            num(reach_seconds.map_or(f64::NAN, |seconds| sent as f64 / seconds)),
+        ),
+        ("reach_seconds", num(reach_seconds.unwrap_or(f64::NAN))),
+        ("value_events", finals.events.to_string()),
+        ("event_rate", num(finals.events as f64 / delivered_seconds)),
+        ("changes", finals.changes.to_string()),
+        ("lost_pins", finals.lost().to_string()),
+        ("watcher_closed", u8::from(end.closed.is_some()).to_string()),
+        ("device_failures", failures.len().to_string()),
+        ("cpu_us_per_msg", num(cpu_us)),
+    ])
+}
+
+/// Writes `per_device` values from one device as fast as its system takes them (a window of
+/// unanswered writes); the number written.
+async fn flood(device: &mut DeviceLink, per_device: usize) -> Result<usize> {
+    let mut out = Vec::with_capacity(WINDOW * 24);
+    let (mut sent, mut outstanding, mut in_batch) = (0usize, 0usize, 0usize);
+    let mut batches = std::collections::VecDeque::new();
+    while sent < per_device || outstanding > 0 {
+        while outstanding < WINDOW && sent < per_device {
+            device.writer.push_write(
+                &mut out,
+                (sent % PINS as usize) as u32,
+                flood_value(device.index(), sent),
+            );
+            sent += 1;
+            outstanding += 1;
+            in_batch += 1;
+            if (in_batch == CLASSIC_BATCH || sent == per_device)
+                && device.writer.push_ping(&mut out)
+            {
+                batches.push_back(in_batch);
+            }
+            if in_batch == CLASSIC_BATCH || sent == per_device {
+                in_batch = 0;
+            }
+        }
+        if !out.is_empty() {
+            device.writer.write.write_all(&out).await?;
+            out.clear();
+        }
+        let mut refused = 0;
+        let open = device
+            .read(|incoming| match incoming {
+                DeviceIncoming::Acknowledged => {
+                    // A PING answers its batch; a PUBACK (no batches) its one write.
+                    outstanding = outstanding.saturating_sub(batches.pop_front().unwrap_or(1));
+                }
+                DeviceIncoming::Refused => refused += 1,
+                _ => {}
+            })
+            .await?;
+        if !open {
+            bail!("closed by the system after {sent} writes");
+        }
+        if refused > 0 {
+            bail!("{refused} writes refused");
+        }
+    }
+    Ok(sent)
+}
+
+fn flood_value(index: usize, counter: usize) -> i64 {
+    (index * 1_000_000 + counter) as i64
+}
+
+/// Sequence `seq` of a fixed-rate run goes to this (device index, pin).
+fn slot_of(seq: usize, devices: usize) -> (usize, u32) {
+    (seq % devices, ((seq / devices) % PINS as usize) as u32)
+}
+
+/// Row "device -> app at a fixed rate" (and each rung of the rate ladder).
+pub async fn device_to_app_rate(
+    under_test: &UnderTest,
+    args: &RateArgs,
+) -> Result<Vec<(&'static str, String)>> {
+    if args.devices == 0 || args.rate == 0 {
+        bail!("the rate row needs devices and a rate");
+    }
+    let total = (args.rate as f64 * (args.warmup + args.seconds)) as usize;
+    let measured_from = (args.rate as f64 * args.warmup) as usize;
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let devices = connect_devices(under_test, args.devices, false).await?;
+    let watcher = open_watcher(under_test).await?;
+    let mut expected = vec![None; args.devices * PINS as usize];
+    for seq in 0..total {
+        let (index, pin) = slot_of(seq, args.devices);
+        expected[index * PINS as usize + pin as usize] = Some(seq as i64);
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let complete = Arc::new(AtomicBool::new(false));
+    let cpu = CpuMeter::start(under_test.pid()?)?;
+    let epoch = Instant::now();
+    let sink = TimedValues {
+        finals: FinalValues::new(expected),
+        sent_at: sent_at.clone(),
+        measured_from,
+        latencies: Vec::with_capacity(total),
+    };
+    let watching = tokio::spawn(run_watcher(
+        watcher,
+        sink,
+        epoch,
+        stopped.clone(),
+        complete.clone(),
+    ));
+    let started = Instant::now() + Duration::from_millis(50);
+    let seconds_per_message = 1.0 / args.rate as f64;
+    // Senders hand their connection back, held until the watcher is done (see the flood).
+    let mut senders: JoinSet<Result<super::links::DeviceWriter>> = JoinSet::new();
+    let mut readers = JoinSet::new();
+    for device in devices {
+        let (sent_at, count) = (sent_at.clone(), args.devices);
+        let DeviceLink {
+            mut writer,
+            mut reader,
+        } = device;
+        let mut stopped = stopped.clone();
+        readers.spawn(async move {
+            let mut owed = Vec::new();
+            loop {
+                tokio::select! {
+                    open = reader.read(|_| {}, &mut owed) => if !matches!(open, Ok(true)) { break },
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        senders.spawn(async move {
+            let mut out = Vec::with_capacity(64);
+            for seq in (writer.index..total).step_by(count) {
+                let due = started + Duration::from_secs_f64(seq as f64 * seconds_per_message);
+                tokio::time::sleep_until(due.into()).await;
+                let (_, pin) = slot_of(seq, count);
+                writer.push_write(&mut out, pin, seq as i64);
+                sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
+                writer.write.write_all(&out).await?;
+                out.clear();
+            }
+            Ok(writer)
+        });
+    }
+    let send_limit = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
+    let (mut failures, mut connected) = (Vec::new(), Vec::new());
+    loop {
+        match tokio::time::timeout(send_limit, senders.join_next()).await {
+            Ok(Some(Ok(Ok(writer)))) => connected.push(writer),
+            Ok(Some(Ok(Err(error)))) => failures.push(error.to_string()),
+            Ok(Some(Err(error))) => failures.push(error.to_string()),
+            Ok(None) => break,
+            Err(_) => {
+                failures.push("sending took too long".to_owned());
+                senders.abort_all();
+                break;
+            }
+        }
+    }
+    let send_seconds = started.elapsed().as_secs_f64();
+    wait_complete(
+        &complete,
+        &watching,
+        Duration::from_secs_f64(args.drain_seconds),
+    )
+    .await;
+    let _ = stop.send(true);
+    let (mut timed, end) = watching.await.context("the watcher task")?;
+    readers.abort_all();
+    drop(connected);
+    let sent = sent_at
+        .iter()
+        .filter(|at| at.load(Ordering::Relaxed) > 0)
+        .count();
+    let cpu_us = cpu.micros_per(sent as u64)?;
+    timed.latencies.sort_unstable();
+    let latencies = &timed.latencies;
+    if let Some(failure) = failures.first() {
+        eprintln!("  {} sender(s) failed: {failure}", failures.len());
+    }
+    if let Some(closed) = &end.closed {
+        eprintln!("  the watcher ended: {closed}");
+    }
+    Ok(vec![
+        ("devices", args.devices.to_string()),
+        ("rate", args.rate.to_string()),
+        ("sent", sent.to_string()),
+        ("send_rate", num(sent as f64 / send_seconds)),
+        ("measured", latencies.len().to_string()),
+        ("p50_ms", num(percentile_ms(latencies, 0.50))),
+        ("p99_ms", num(percentile_ms(latencies, 0.99))),
+        ("p999_ms", num(percentile_ms(latencies, 0.999))),
+        ("max_ms", num(percentile_ms(latencies, 1.0))),
+        ("value_events", timed.finals.events.to_string()),
+        ("changes", timed.finals.changes.to_string()),
+        ("lost_pins", timed.finals.lost().to_string()),
+        (
+            "all_delivered",
+            u8::from(timed.finals.complete()).to_string(),
+        ),
+        ("watcher_closed", u8::from(end.closed.is_some()).to_string()),
+        ("cpu_us_per_msg", num(cpu_us)),
+    ])
+}
+
+/// Row "app -> device at a fixed rate".
+pub async fn app_to_device(
+    under_test: &UnderTest,
+    args: &AppWriteArgs,
+) -> Result<Vec<(&'static str, String)>> {
+    if args.devices == 0 || args.rate == 0 {
+        bail!("the app-to-device row needs devices and a rate");
+    }
+    let total = (args.rate as f64 * (args.warmup + args.seconds)) as usize;
+    let measured_from = (args.rate as f64 * args.warmup) as usize;
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let devices = connect_devices(under_test, args.devices, true).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let epoch = Instant::now();
+
+    // The devices: the latency of every app write they receive.
+    let mut receivers = JoinSet::new();
+    for mut device in devices {
+        let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
+        receivers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut received = 0u64;
+            loop {
+                let mut values = Vec::new();
+                tokio::select! {
+                    open = device.read(|incoming| {
+                        if let DeviceIncoming::AppWrite(value) = incoming {
+                            values.push(value);
+                        }
+                    }) => if !matches!(open, Ok(true)) { break },
+                    _ = stopped.changed() => break,
+                }
+                let now = nanos_since(epoch);
+                for value in values {
+                    received += 1;
+                    if let Ok(seq) = usize::try_from(value)
+                        && seq >= measured_from
+                        && let Some(at) = sent_at.get(seq)
+                    {
+                        latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                    }
+                }
+            }
+            (latencies, received)
+        });
+    }
+
+    // The app: one connection, writes at the rate, acknowledgements timed.
+    let cpu = CpuMeter::start(under_test.pid()?)?;
+    let ids: Arc<Vec<i64>> = Arc::new(match under_test {
+        UnderTest::Server(target) => target.devices.iter().map(|device| device.id).collect(),
+        UnderTest::Mosquitto(_) => (0..args.devices as i64).collect(),
+    });
+    let started = Instant::now();
+    let rate = args.rate as f64;
+    let (ack_latencies, finished) = match under_test {
+        UnderTest::Server(target) => {
+            let (mut reader, mut writer) = ws_connect(target.http, &target.admin_key).await?;
+            let acks_sent_at = sent_at.clone();
+            let mut acks_stopped = stopped.clone();
+            let acks = tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut answered = 0usize;
+                while answered < total {
+                    tokio::select! {
+                        read = reader.fill() => if !matches!(read, Ok(count) if count > 0) { break },
+                        _ = acks_stopped.changed() => break,
+                    }
+                    let now = nanos_since(epoch);
+                    let _ = reader.drain(|frame| {
+                        if let super::WsFrame::Text(text) = frame {
+                            super::app_events::for_each_event(text, |event| {
+                                if let super::app_events::AppEvent::WriteReply { id, status } =
+                                    event
+                                    && matches!(status, "stored" | "pending")
+                                {
+                                    answered += 1;
+                                    let seq = id as usize;
+                                    if seq >= measured_from
+                                        && let Some(at) = acks_sent_at.get(seq)
+                                    {
+                                        latencies
+                                            .push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                                    }
+                                }
+                            });
+                        }
+                        true
+                    });
+                }
+                latencies
+            });
+            let mut out = Vec::with_capacity(8192);
+            let mut next = 0usize;
+            while next < total {
+                let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+                for seq in next..due.max(next) {
+                    let (index, pin) = slot_of(seq, args.devices);
+                    let text = format!(
+                        r#"{{"type":"write","id":{seq},"device":{},"pin":"V{pin}","value":{seq}}}"#,
+                        ids[index]
+                    );
+                    ws_text(&mut out, text.as_bytes());
+                }
+                if !out.is_empty() {
+                    let now = nanos_since(epoch).max(1);
+                    for seq in next..due.max(next) {
+                        sent_at[seq].store(now, Ordering::Relaxed);
+                    }
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+                next = due.max(next);
+                let at = started + Duration::from_secs_f64(next as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let finished = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = stop.send(true);
+            (acks.await.unwrap_or_default(), finished)
+        }
+        UnderTest::Mosquitto(broker) => {
+            let (mut reader, mut writer) = mqtt::connect_client(broker.address, "app").await?;
+            let seq_of_packet: Arc<Vec<AtomicU64>> =
+                Arc::new((0..=u16::MAX).map(|_| AtomicU64::new(0)).collect());
+            let (acks_sent_at, acks_seq) = (sent_at.clone(), seq_of_packet.clone());
+            let mut acks_stopped = stopped.clone();
+            let acks = tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut answered = 0usize;
+                while answered < total {
+                    tokio::select! {
+                        read = reader.fill() => if !matches!(read, Ok(count) if count > 0) { break },
+                        _ = acks_stopped.changed() => break,
+                    }
+                    let now = nanos_since(epoch);
+                    let _ = reader.drain(|packet| {
+                        if let mqtt::Packet::PubAck(id) = packet {
+                            answered += 1;
+                            let seq = acks_seq[usize::from(id)].load(Ordering::Relaxed) as usize;
+                            if seq >= measured_from
+                                && let Some(at) = acks_sent_at.get(seq)
+                            {
+                                latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                            }
+                        }
+                    });
+                }
+                latencies
+            });
+            let mut out = Vec::with_capacity(8192);
+            let mut next = 0usize;
+            while next < total {
+                let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+                for seq in next..due.max(next) {
+                    let (index, pin) = slot_of(seq, args.devices);
+                    let packet_id = (seq % usize::from(u16::MAX)) as u16 + 1;
+                    seq_of_packet[usize::from(packet_id)].store(seq as u64, Ordering::Relaxed);
+                    let topic = format!("app/{}/V{pin}", ids[index]);
+                    mqtt::publish(
+                        &mut out,
+                        topic.as_bytes(),
+                        seq.to_string().as_bytes(),
+                        Some(packet_id),
+                    );
+                }
+                if !out.is_empty() {
+                    let now = nanos_since(epoch).max(1);
+                    for seq in next..due.max(next) {
+                        sent_at[seq].store(now, Ordering::Relaxed);
+                    }
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+                next = due.max(next);
+                let at = started + Duration::from_secs_f64(next as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let finished = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = stop.send(true);
+            (acks.await.unwrap_or_default(), finished)
+        }
+    };
+    let cpu_us = cpu.micros_per(total as u64)?;
+    let mut latencies = Vec::new();
+    let mut received = 0;
+    while let Some(done) = receivers.join_next().await {
+        let (mine, count) = done?;
+        latencies.extend(mine);
+        received += count;
+    }
+    latencies.sort_unstable();
+    let mut ack_latencies = ack_latencies;
+    ack_latencies.sort_unstable();
+    Ok(vec![
+        ("devices", args.devices.to_string()),
+        ("rate", args.rate.to_string()),
+        ("sent", total.to_string()),
+        ("send_rate", num(total as f64 / finished.as_secs_f64())),
+        ("received", received.to_string()),
+        ("measured", latencies.len().to_string()),
+        ("p50_ms", num(percentile_ms(&latencies, 0.50))),
+        ("p99_ms", num(percentile_ms(&latencies, 0.99))),
+        ("max_ms", num(percentile_ms(&latencies, 1.0))),
+        ("acks", ack_latencies.len().to_string()),
+        ("ack_p50_ms", num(percentile_ms(&ack_latencies, 0.50))),
+        ("ack_p99_ms", num(percentile_ms(&ack_latencies, 0.99))),
+        ("cpu_us_per_write", num(cpu_us)),
+    ])
+}

@@ -1,0 +1,115 @@
+//! What a row measures and how it reports it: a process's CPU time from `/proc/<pid>/stat`
+//! (utime + stime of that process only), percentiles, and the `figure:` lines that
+//! `cargo xtask bench` reads to write `docs/performance.md`.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use anyhow::{Context as _, Result};
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User plus system CPU time of process `pid` so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |number: usize| -> Result<f64> {
+        fields
+            .get(number - 3)
+            .and_then(|text| text.parse::<f64>().ok())
+            .with_context(|| format!("field {number} of /proc/{pid}/stat"))
+    };
+    Ok((field(14)? + field(15)?) / clock_ticks_per_second())
+}
+
+/// A process's CPU time across a measured stretch.
+pub struct CpuMeter {
+    pid: u32,
+    at_start: f64,
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> Result<Self> {
+        Ok(CpuMeter {
+            pid,
+            at_start: cpu_seconds(pid)?,
+        })
+    }
+
+    /// Microseconds of CPU per unit of work since the start (`units` messages, writes, ...).
+    pub fn micros_per(&self, units: u64) -> Result<f64> {
+        let spent = cpu_seconds(self.pid)? - self.at_start;
+        Ok(spent * 1e6 / units.max(1) as f64)
+    }
+}
+
+/// The `p`-quantile (0..=1) of sorted nanoseconds, in milliseconds; NaN when empty.
+pub fn percentile_ms(sorted_nanos: &[u64], p: f64) -> f64 {
+    if sorted_nanos.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted_nanos.len() as f64 * p).ceil() as usize).clamp(1, sorted_nanos.len()) - 1;
+    sorted_nanos[index] as f64 / 1e6
+}
+
+/// Prints one `figure:` line: the row, the system measured, and `name=value` pairs. Numbers are
+/// written plainly (`nan` when there is none) so that `cargo xtask bench` can aggregate runs.
+pub fn print_figures(row: &str, system: &str, pairs: &[(&str, String)]) {
+    let mut line = format!("figure: row={row} system={system}");
+    for (name, value) in pairs {
+        let _ = write!(line, " {name}={}", value.replace(' ', "_"));
+    }
+    println!("{line}");
+}
+
+/// A number as a figure value.
+pub fn num(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.3}")
+    } else {
+        "nan".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_spent_by_this_process_shows_in_its_stat() {
+        let before = cpu_seconds(std::process::id()).expect("readable");
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        // At least two clock ticks of work, bounded by two seconds of wall time.
+        while cpu_seconds(std::process::id()).expect("readable") - before < 0.02
+            && started.elapsed() < std::time::Duration::from_secs(2)
+        {
+            for step in 0..100_000u64 {
+                spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(step));
+            }
+        }
+        assert!(cpu_seconds(std::process::id()).expect("readable") - before >= 0.02);
+    }
+
+    #[test]
+    fn percentiles_pick_the_rank_that_covers_p() {
+        let sorted: Vec<u64> = (1..=100).map(|ms| ms * 1_000_000).collect();
+        assert_eq!(percentile_ms(&sorted, 0.5), 50.0);
+        assert_eq!(percentile_ms(&sorted, 0.99), 99.0);
+        assert!(percentile_ms(&[], 0.5).is_nan());
+    }
+}

@@ -1,0 +1,137 @@
+//! The rows of the performance table (`docs/performance.md`) as scenarios: each runs `--runs`
+//! times, every run on a fresh child process (blynk-server or Mosquitto) bound to 127.0.0.1, and
+//! prints one `figure:` line per run for `cargo xtask bench` to aggregate.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::data_path::{self, AppWriteArgs, FloodArgs, RateArgs};
+use super::history::{self, HistoryArgs};
+use super::links::UnderTest;
+use super::measure::print_figures;
+use super::memory::{self, IdleClassicArgs, WatchArgs};
+use super::{ServerMode, TargetArgs, prepare};
+
+#[derive(Subcommand, Debug)]
+pub enum Row {
+    /// Device -> app: devices write as fast as they can, one app watches every device.
+    DeviceToApp {
+        #[command(flatten)]
+        args: FloodArgs,
+        /// Measurements, each on a fresh server or broker.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Device -> app at a fixed rate: send-to-watcher latency (the rate ladder's rungs too).
+    DeviceToAppRate {
+        #[command(flatten)]
+        args: RateArgs,
+        /// Measurements, each on a fresh server or broker.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// App -> device at a fixed rate: send-to-device and acknowledgement latency.
+    AppToDevice {
+        #[command(flatten)]
+        args: AppWriteArgs,
+        /// Measurements, each on a fresh server or broker.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// HTTP write latency over a store holding history (`--rows-per-pin 0`: none).
+    HistoryWrites(HistoryArgs),
+    /// Server memory per idle classic device connection.
+    IdleClassic(IdleClassicArgs),
+    /// Server memory per device watched by one app.
+    WatchMemory(WatchArgs),
+}
+
+impl Row {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Row::DeviceToApp { .. } => "device-to-app",
+            Row::DeviceToAppRate { .. } => "device-to-app-rate",
+            Row::AppToDevice { .. } => "app-to-device",
+            Row::HistoryWrites(_) => "history-writes",
+            Row::IdleClassic(_) => "idle-classic",
+            Row::WatchMemory(_) => "watch-memory",
+        }
+    }
+}
+
+/// Runs one row and prints its `figure:` lines; returns a one-line summary.
+pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) -> Result<String> {
+    let name = row.name();
+    let (system, devices, runs) = match row {
+        Row::DeviceToApp { args, runs } => (args.system, args.devices, *runs),
+        Row::DeviceToAppRate { args, runs } => (args.system, args.devices, *runs),
+        Row::AppToDevice { args, runs } => (args.system, args.devices, *runs),
+        Row::HistoryWrites(args) => {
+            let figures = history::run(target_args, args, load)?;
+            let mut pairs = vec![("durability", target_args.durability.name().to_owned())];
+            pairs.extend(figures);
+            print_figures(name, "server", &pairs);
+            return Ok(format!("{name}: done"));
+        }
+        Row::IdleClassic(args) => {
+            let target = prepare(
+                target_args,
+                ServerMode::Child,
+                args.connections,
+                false,
+                load,
+            )?;
+            let figures = load.block_on(memory::idle_classic(&target, args));
+            target.stop();
+            print_figures(name, "server", &figures?);
+            return Ok(format!("{name}: done"));
+        }
+        Row::WatchMemory(args) => {
+            let target = prepare(target_args, ServerMode::Child, args.devices, false, load)?;
+            let figures = load.block_on(memory::watch_memory(&target, args));
+            target.stop();
+            print_figures(name, "server", &figures?);
+            return Ok(format!("{name}: done"));
+        }
+    };
+    let mut failed = 0;
+    for run in 1..=runs.max(1) {
+        let under_test = match UnderTest::start(system, target_args, devices, load) {
+            Ok(under_test) => under_test,
+            Err(error) => {
+                eprintln!("  {name} run {run}: could not start {system:?}: {error:#}");
+                failed += 1;
+                continue;
+            }
+        };
+        let figures = load.block_on(async {
+            match row {
+                Row::DeviceToApp { args, .. } => data_path::device_to_app(&under_test, args).await,
+                Row::DeviceToAppRate { args, .. } => {
+                    data_path::device_to_app_rate(&under_test, args).await
+                }
+                Row::AppToDevice { args, .. } => data_path::app_to_device(&under_test, args).await,
+                _ => Err(anyhow::anyhow!("{name} is not a data-path row")),
+            }
+        });
+        let (system_name, durability) = (under_test.name(), under_test.durability());
+        under_test.stop();
+        match figures {
+            Ok(figures) => {
+                let mut pairs = vec![
+                    ("durability", durability.to_owned()),
+                    ("run", run.to_string()),
+                ];
+                pairs.extend(figures);
+                print_figures(name, system_name, &pairs);
+            }
+            Err(error) => {
+                eprintln!("  {name} run {run} on {system_name}: {error:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(format!(
+        "{name} on {system:?}: {runs} runs, {failed} failed"
+    ))
+}
