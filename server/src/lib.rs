@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use config::{Config, DurabilitySetting};
+use config::{Config, DurabilitySetting, MqttPort};
 use engine::Engine;
 use session::Context;
 use store::Store;
@@ -103,6 +103,29 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Binds the MQTT port, if MQTT is on. The standard port is only a default: when another
+/// program (a broker) holds it, the server starts without MQTT and says so.
+fn listen_mqtt(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let Some(port) = config.mqtt_port.resolve(config.tls.is_some()) else {
+        return Ok(None);
+    };
+    let address = SocketAddr::new(config.bind, port);
+    let bind_error = |source| StartError::Bind { address, source };
+    let listener = match listen(address) {
+        Ok(listener) => listener,
+        Err(source)
+            if config.mqtt_port == MqttPort::Standard
+                && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(%address, "the MQTT port is in use by another program: MQTT is off (--mqtt-port moves it)");
+            return Ok(None);
+        }
+        Err(source) => return Err(bind_error(source)),
+    };
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok(Some((listener, local)))
+}
+
 /// Opens the store in `config.data_dir`, binds the ports and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_admin_key(config, None).await
@@ -124,13 +147,6 @@ pub async fn start_with_admin_key(
         DurabilitySetting::Full => Durability::Full,
         DurabilitySetting::Process => Durability::Process,
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with_retention(
-        &config.data_dir.join(DATABASE_FILE),
-        durability,
-        config.store.retention(),
-    )?);
-    let engine = Engine::open(store).await?;
-    let boot = bootstrap::run(&engine, admin_key).await?;
     let tls = match &config.tls {
         Some(files) => Some(net::tls::acceptor(&files.cert, &files.key)?),
         None => None,
@@ -144,20 +160,16 @@ pub async fn start_with_admin_key(
         address: bind(config.native_port),
         source,
     })?;
-    let mqtt = match config.mqtt_port.resolve(config.tls.is_some()) {
-        Some(port) => {
-            let listener = listen(bind(port)).map_err(|source| StartError::Bind {
-                address: bind(port),
-                source,
-            })?;
-            let address = listener.local_addr().map_err(|source| StartError::Bind {
-                address: bind(port),
-                source,
-            })?;
-            Some((listener, address))
-        }
-        None => None,
-    };
+    let mqtt = listen_mqtt(&config)?;
+    // Only now that every port is bound: a start that fails before this leaves the store as a
+    // clean shutdown left it.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with_retention(
+        &config.data_dir.join(DATABASE_FILE),
+        durability,
+        config.store.retention(),
+    )?);
+    let engine = Engine::open(store).await?;
+    let boot = bootstrap::run(&engine, admin_key).await?;
     let mqtt_address = mqtt.as_ref().map(|(_, address)| *address);
     let http_address = shared.local_addr().map_err(|source| StartError::Bind {
         address: bind(config.http_port),

@@ -584,3 +584,22 @@ async fn spec_6_mqtt_publishes_over_the_rate_limit_are_dropped_and_said_so() {
     let latest = stored(&server, "V2").await;
     assert_ne!(latest, Some(json!(10)), "the excess was dropped");
 }
+
+#[tokio::test]
+async fn spec_5_a_broker_on_the_standard_mqtt_port_does_not_keep_the_server_from_starting() {
+    // Hold the standard port as a broker would (if another program holds it already, the
+    // server meets the same situation).
+    let _broker = std::net::TcpListener::bind("127.0.0.1:1883");
+    let server = TestServer::start_with(|config| {
+        config.mqtt_port = blynk_server::config::MqttPort::Standard;
+    })
+    .await;
+    assert_eq!(server.server().mqtt_address, None, "MQTT is off");
+    let reply =
+        crate::support::http::get(server.http(), "/external/api/isHardwareConnected?token=x").await;
+    assert!(
+        (400..500).contains(&reply.status),
+        "the server serves and refuses the bad token: {}",
+        reply.status
+    );
+}
