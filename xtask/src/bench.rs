@@ -18,6 +18,9 @@ use crate::steps::{cargo, load_generator, workspace_root};
 /// Where the figures go, and the baseline they are compared with.
 const REPORT: &str = "docs/performance.md";
 const BASELINE: &str = "docs/performance-baseline.md";
+/// The hand-kept reading of the figures (which targets are missed, by how much, what bounds
+/// them), copied into every report under its results.
+const READING: &str = "docs/performance-reading.md";
 
 /// Options of `cargo xtask bench`.
 struct Options {
@@ -909,6 +912,14 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
             );
         }
         let _ = writeln!(out);
+    }
+    if let Ok(reading) = std::fs::read_to_string(workspace_root().join(READING)) {
+        let _ = writeln!(
+            out,
+            "\n## Reading the figures\n\nKept by hand in `{READING}` and copied here by each run: \
+             it speaks of the figures it names, which the table above may have moved from.\n"
+        );
+        let _ = write!(out, "{}", reading.trim_start_matches(|c| c != '\n').trim_start());
     }
     let _ = writeln!(out, "\n## Commands\n");
     let _ = writeln!(
