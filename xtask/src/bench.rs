@@ -919,7 +919,11 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
             "\n## Reading the figures\n\nKept by hand in `{READING}` and copied here by each run: \
              it speaks of the figures it names, which the table above may have moved from.\n"
         );
-        let _ = write!(out, "{}", reading.trim_start_matches(|c| c != '\n').trim_start());
+        let _ = write!(
+            out,
+            "{}",
+            reading.trim_start_matches(|c| c != '\n').trim_start()
+        );
     }
     let _ = writeln!(out, "\n## Commands\n");
     let _ = writeln!(

@@ -17,6 +17,7 @@ use blynk_proto::{Pin, Value};
 
 use super::Context;
 use super::classic_extras::{self, Answers, ClassicExtras};
+use super::classic_reply::{Done, response};
 use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transport};
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
@@ -63,15 +64,6 @@ impl Codec for ClassicCodec {
     }
 }
 
-/// Queues a response frame (none for id 0, which classic clients never wait on).
-pub(crate) fn response(out: &mut Outgoing, id: u16, status: Status) {
-    if let Some(id) = NonZeroU16::new(id) {
-        let _ = out.frame(HEADER_LEN, |buf| {
-            classic::encode_response(buf, id, status).map(|_| HEADER_LEN)
-        });
-    }
-}
-
 /// A classic device session's state.
 pub(crate) struct ClassicSession {
     slot: Arc<DeviceSlot>,
@@ -89,9 +81,6 @@ pub(crate) struct ClassicSession {
     /// and an idle session's task stays small.
     extras: Option<Box<ClassicExtras>>,
 }
-
-/// A finished request: the response to send, if any.
-pub(crate) type Done = Option<(u16, Status)>;
 
 impl Protocol for ClassicSession {
     type Codec = ClassicCodec;

@@ -3,11 +3,12 @@
 //! protocol's module holds only its login and what its frames mean.
 //!
 //! Dependencies point one way: `native` and `classic` use `driver`, which uses `connection` and
-//! `in_flight`; those two use nothing else here. `classic_extras` (GROUP, BRIDGE, time requests)
-//! is a part of `classic`: it writes its answers with `classic`'s response frames.
+//! `in_flight`; those two use nothing else here. `classic` uses `classic_extras` (GROUP, BRIDGE,
+//! time requests); both write their answers with `classic_reply`.
 
 pub mod classic;
 pub mod classic_extras;
+mod classic_reply;
 pub mod connection;
 mod driver;
 mod in_flight;

@@ -19,7 +19,7 @@ use super::{Answers, body_status, write_status};
 use crate::engine::DeviceSlot;
 use crate::model::{Origin, OwnedValue};
 use crate::session::Context;
-use crate::session::classic::response;
+use crate::session::classic_reply::response;
 
 /// The most channels one connection may bind (the library's bridges are one per widget).
 pub const MAX_BRIDGE_CHANNELS: usize = 16;

@@ -15,7 +15,7 @@ use blynk_proto::{Pin, Value};
 use super::{Answers, body_status};
 use crate::engine::{DeviceSlot, Engine};
 use crate::model::OwnedValue;
-use crate::session::classic::response;
+use crate::session::classic_reply::response;
 
 /// The most writes one group holds before they are applied.
 pub const MAX_GROUP_WRITES: usize = 64;

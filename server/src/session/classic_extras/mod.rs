@@ -17,7 +17,7 @@ use blynk_proto::classic::{self, ClassicError, Command, HEADER_LEN, Status};
 use blynk_proto::{Pin, Value};
 
 use super::Context;
-use super::classic::{Done, response};
+use super::classic_reply::{Done, response};
 use super::connection::Outgoing;
 use super::in_flight::InFlight;
 use crate::engine::{DeviceSlot, Engine, WriteError};
