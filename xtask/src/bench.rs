@@ -39,7 +39,8 @@ usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [
   --runs N     runs of each cheap row, each on a fresh server or broker (default 3)
   --only LIST  rows to run (the others keep the figures the report holds), by letter: a (device -> app flood), b (device -> app 20k/s),
                c (app -> device 10k/s), d (reconnect storm), e (HTTP write over history),
-               f (idle classic connections), g (one app watching), h (rate ladder)
+               f (idle classic connections), g (one app watching), h (rate ladder),
+               i (classic, native and MQTT devices at 10k/s both ways)
   --out PATH   the report written (default docs/performance.md)
   --title T    the report's heading
   --figures-from PATH  write the report from the raw figures of an earlier one, running nothing";
@@ -108,6 +109,7 @@ impl Figure {
             "history-writes" => "e",
             "idle-classic" => "f",
             "watch-memory" => "g",
+            "protocol-device-to-app" | "protocol-app-to-device" => "i",
             _ => return None,
         })
     }
@@ -132,6 +134,8 @@ struct Select {
     durability: Option<&'static str>,
     /// A field that tells runs of one row apart, and its value (`rate`, `history_rows`).
     keyed: Option<(&'static str, u64)>,
+    /// The devices' protocol, for rows that measure each in turn.
+    protocol: Option<&'static str>,
 }
 
 impl Select {
@@ -144,6 +148,9 @@ impl Select {
             && self
                 .keyed
                 .is_none_or(|(name, value)| figure.number(name) == Some(value as f64))
+            && self
+                .protocol
+                .is_none_or(|protocol| figure.get("protocol") == Some(protocol))
     }
 }
 
@@ -293,6 +300,7 @@ fn select(row: &'static str, system: &'static str) -> Select {
         system,
         durability: None,
         keyed: None,
+        protocol: None,
     }
 }
 
@@ -349,6 +357,32 @@ fn rows(options: &Options) -> Vec<Row> {
                 "device-to-app-rate --system {system} --rate {step} --seconds 3 --warmup 0.5 --runs 1"
             )));
         }
+    }
+    let mut per_protocol = Vec::new();
+    for protocol in ["classic", "native", "mqtt"] {
+        let (to_app, to_device) = (
+            Select {
+                protocol: Some(protocol),
+                ..full("protocol-device-to-app")
+            },
+            Select {
+                protocol: Some(protocol),
+                ..full("protocol-app-to-device")
+            },
+        );
+        let (to_app_p50, to_device_p50) = match protocol {
+            "classic" => ("classic: device -> app p50", "app -> device p50"),
+            "native" => ("native: device -> app p50", "app -> device p50"),
+            _ => ("MQTT: device -> app p50", "app -> device p50"),
+        };
+        per_protocol.extend([
+            metric(to_app_p50, to_app, "p50_ms", " ms"),
+            metric("p99", to_app, "p99_ms", " ms"),
+            metric("CPU", to_app, "cpu_us_per_msg", " us/msg"),
+            metric(to_device_p50, to_device, "p50_ms", " ms"),
+            metric("p99", to_device, "p99_ms", " ms"),
+            metric("CPU", to_device, "cpu_us_per_write", " us/write"),
+        ]);
     }
     vec![
         Row {
@@ -572,6 +606,20 @@ fn rows(options: &Options) -> Vec<Row> {
             server: ladder_server,
             mosquitto: ladder_mosquitto,
             commands: ladder_commands,
+        },
+        Row {
+            letter: "i",
+            workload: "per protocol, same run: device -> app at 10,000 msg/s (1,000 devices, one \
+                       app WebSocket watcher) and app -> device at 10,000 writes/s (one app \
+                       WebSocket, 1,000 devices), the devices classic, native, then MQTT \
+                       (QoS 1), each on a fresh server",
+            target: "as (b) and (c) for every protocol: device -> app p99 <= 2 ms, app -> device \
+                     p99 <= 1 ms",
+            server: per_protocol,
+            mosquitto: Vec::new(),
+            commands: vec![args(&format!(
+                "per-protocol --rate 10000 --seconds {seconds} --runs {runs}"
+            ))],
         },
     ]
 }
@@ -825,6 +873,12 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
     );
     let _ = writeln!(
         out,
+        "- The server's MQTT devices (row i) log in with user `device` and their token on the \
+         server's MQTT port, publish QoS 1 to `ds/<datastream>` and subscribe to \
+         `downlink/ds/+` at QoS 1 (they acknowledge every app write)."
+    );
+    let _ = writeln!(
+        out,
         "- {} runs of each cheap row, each on a fresh server or broker: median (min-max); \
          fixed-rate runs measure {} s after 1 s of warm-up.",
         options.runs, options.seconds
@@ -981,6 +1035,28 @@ mod tests {
         assert_eq!(
             metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms").cell(&figures),
             "p99: not run"
+        );
+    }
+
+    #[test]
+    fn per_protocol_figures_are_told_apart_by_protocol() {
+        let figures: Vec<Figure> = [
+            "figure: row=protocol-app-to-device system=server protocol=native durability=full \
+             run=1 p99_ms=0.800",
+            "figure: row=protocol-app-to-device system=server protocol=mqtt durability=full \
+             run=1 p99_ms=1.200",
+        ]
+        .iter()
+        .filter_map(|line| Figure::parse(line))
+        .collect();
+        assert!(figures.iter().all(|figure| figure.letter() == Some("i")));
+        let mqtt = Select {
+            protocol: Some("mqtt"),
+            ..select("protocol-app-to-device", "server")
+        };
+        assert_eq!(
+            metric("p99", mqtt, "p99_ms", " ms").cell(&figures),
+            "p99 1.20 ms"
         );
     }
 
