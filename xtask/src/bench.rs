@@ -744,7 +744,20 @@ pub fn run(extra: &[String]) -> Result<()> {
     if let Err(error) = ensure_mosquitto() {
         eprintln!("{error:#}");
     }
-    let table = rows(&options);
+    let mut table = rows(&options);
+    // With --only, the other rows keep the commands (their runs and seconds) the report lists.
+    if let Some(only) = &options.only {
+        let listed = std::fs::read_to_string(&options.out)
+            .map(|text| saved_commands(&text))
+            .unwrap_or_default();
+        for row in &mut table {
+            if !only.iter().any(|letter| letter == row.letter)
+                && let Some(commands) = listed.get(row.letter)
+            {
+                row.commands.clone_from(commands);
+            }
+        }
+    }
     // With --only, the other rows keep the figures the report already holds.
     let mut figures: Vec<Figure> = match &options.only {
         Some(only) => std::fs::read_to_string(&options.out)
@@ -810,6 +823,36 @@ fn build_release() -> Result<()> {
 /// Figure lines saved in a report, for the next report's comparison.
 fn saved_figures(report: &str) -> Vec<Figure> {
     report.lines().filter_map(Figure::parse).collect()
+}
+
+/// The commands a report lists under "## Commands", by row letter.
+fn saved_commands(report: &str) -> BTreeMap<String, Vec<Vec<String>>> {
+    let mut commands: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+    let mut letter = None;
+    let section = report
+        .split_once("\n## Commands\n")
+        .map_or("", |(_, rest)| rest);
+    for line in section.lines() {
+        if line.starts_with("## ") {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("- (")
+            && let Some(found) = rest.strip_suffix("):")
+        {
+            letter = Some(found.to_owned());
+        } else if let (Some(letter), Some(command)) = (
+            &letter,
+            line.trim()
+                .strip_prefix("`cargo xtask bench load ")
+                .and_then(|rest| rest.strip_suffix('`')),
+        ) {
+            commands
+                .entry(letter.clone())
+                .or_default()
+                .push(args(command));
+        }
+    }
+    commands
 }
 
 /// The 1-minute load average: how busy the shared machine was.
@@ -880,7 +923,8 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
     let _ = writeln!(
         out,
         "- {} runs of each cheap row, each on a fresh server or broker: median (min-max); \
-         fixed-rate runs measure {} s after 1 s of warm-up.",
+         fixed-rate runs measure {} s after 1 s of warm-up (the last run's settings; each \
+         row's commands below say how its figures were taken).",
         options.runs, options.seconds
     );
     for run in figures
@@ -1057,6 +1101,25 @@ mod tests {
         assert_eq!(
             metric("p99", mqtt, "p99_ms", " ms").cell(&figures),
             "p99 1.20 ms"
+        );
+    }
+
+    #[test]
+    fn a_report_gives_back_the_commands_it_lists() {
+        let report = "# Performance\n\n## Commands\n\nEach row runs these.\n\n- (a):\n  \
+                      `cargo xtask bench load device-to-app --runs 3`\n  \
+                      `cargo xtask bench load device-to-app --system mosquitto --runs 3`\n\
+                      - (i):\n  `cargo xtask bench load per-protocol --seconds 3 --runs 1`\n\n\
+                      ## Noise\n\n- (z):\n  `cargo xtask bench load nothing`\n";
+        let commands = saved_commands(report);
+        assert_eq!(commands.len(), 2);
+        assert_eq!(
+            commands["a"][1],
+            args("device-to-app --system mosquitto --runs 3")
+        );
+        assert_eq!(
+            commands["i"],
+            vec![args("per-protocol --seconds 3 --runs 1")]
         );
     }
 
