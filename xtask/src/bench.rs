@@ -982,16 +982,21 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
                 .copied()
                 .filter(|metric| metric.summary == Summary::Median)
                 .collect();
-            let then = medians
-                .iter()
-                .map(|metric| {
-                    metric.median(before).map_or_else(
-                        || format!("{}: -", metric.label),
-                        |value| format!("{} {}{}", metric.label, show(value), metric.unit),
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            // A row the baseline never ran (a newer one) shows one dash, not one per figure.
+            let then = if medians.iter().all(|metric| metric.median(before).is_none()) {
+                "-".to_owned()
+            } else {
+                medians
+                    .iter()
+                    .map(|metric| {
+                        metric.median(before).map_or_else(
+                            || format!("{}: -", metric.label),
+                            |value| format!("{} {}{}", metric.label, show(value), metric.unit),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             let ratios = medians
                 .iter()
                 .filter_map(|metric| {
