@@ -42,7 +42,8 @@ usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [
   --runs N     runs of each cheap row, each on a fresh server or broker (default 3)
   --only LIST  rows to run (the others keep the figures the report holds), by letter: a (device -> app flood), b (device -> app 20k/s),
                c (app -> device 10k/s), d (reconnect storm), e (HTTP write over history),
-               f (idle classic connections), g (one app watching), h (rate ladder)
+               f (idle classic connections), g (one app watching), h (rate ladder),
+               i (classic, native and MQTT devices at 10k/s both ways)
   --out PATH   the report written (default docs/performance.md)
   --title T    the report's heading
   --figures-from PATH  write the report from the raw figures of an earlier one, running nothing";
@@ -111,6 +112,7 @@ impl Figure {
             "history-writes" => "e",
             "idle-classic" => "f",
             "watch-memory" => "g",
+            "protocol-device-to-app" | "protocol-app-to-device" => "i",
             _ => return None,
         })
     }
@@ -135,6 +137,8 @@ struct Select {
     durability: Option<&'static str>,
     /// A field that tells runs of one row apart, and its value (`rate`, `history_rows`).
     keyed: Option<(&'static str, u64)>,
+    /// The devices' protocol, for rows that measure each in turn.
+    protocol: Option<&'static str>,
 }
 
 impl Select {
@@ -147,6 +151,9 @@ impl Select {
             && self
                 .keyed
                 .is_none_or(|(name, value)| figure.number(name) == Some(value as f64))
+            && self
+                .protocol
+                .is_none_or(|protocol| figure.get("protocol") == Some(protocol))
     }
 }
 
@@ -296,6 +303,7 @@ fn select(row: &'static str, system: &'static str) -> Select {
         system,
         durability: None,
         keyed: None,
+        protocol: None,
     }
 }
 
@@ -352,6 +360,32 @@ fn rows(options: &Options) -> Vec<Row> {
                 "device-to-app-rate --system {system} --rate {step} --seconds 3 --warmup 0.5 --runs 1"
             )));
         }
+    }
+    let mut per_protocol = Vec::new();
+    for protocol in ["classic", "native", "mqtt"] {
+        let (to_app, to_device) = (
+            Select {
+                protocol: Some(protocol),
+                ..full("protocol-device-to-app")
+            },
+            Select {
+                protocol: Some(protocol),
+                ..full("protocol-app-to-device")
+            },
+        );
+        let (to_app_p50, to_device_p50) = match protocol {
+            "classic" => ("classic: device -> app p50", "app -> device p50"),
+            "native" => ("native: device -> app p50", "app -> device p50"),
+            _ => ("MQTT: device -> app p50", "app -> device p50"),
+        };
+        per_protocol.extend([
+            metric(to_app_p50, to_app, "p50_ms", " ms"),
+            metric("p99", to_app, "p99_ms", " ms"),
+            metric("CPU", to_app, "cpu_us_per_msg", " us/msg"),
+            metric(to_device_p50, to_device, "p50_ms", " ms"),
+            metric("p99", to_device, "p99_ms", " ms"),
+            metric("CPU", to_device, "cpu_us_per_write", " us/write"),
+        ]);
     }
     vec![
         Row {
@@ -576,6 +610,20 @@ fn rows(options: &Options) -> Vec<Row> {
             mosquitto: ladder_mosquitto,
             commands: ladder_commands,
         },
+        Row {
+            letter: "i",
+            workload: "per protocol, same run: device -> app at 10,000 msg/s (1,000 devices, one \
+                       app WebSocket watcher) and app -> device at 10,000 writes/s (one app \
+                       WebSocket, 1,000 devices), the devices classic, native, then MQTT \
+                       (QoS 1), each on a fresh server",
+            target: "as (b) and (c) for every protocol: device -> app p99 <= 2 ms, app -> device \
+                     p99 <= 1 ms",
+            server: per_protocol,
+            mosquitto: Vec::new(),
+            commands: vec![args(&format!(
+                "per-protocol --rate 10000 --seconds {seconds} --runs {runs}"
+            ))],
+        },
     ]
 }
 
@@ -699,7 +747,20 @@ pub fn run(extra: &[String]) -> Result<()> {
     if let Err(error) = ensure_mosquitto() {
         eprintln!("{error:#}");
     }
-    let table = rows(&options);
+    let mut table = rows(&options);
+    // With --only, the other rows keep the commands (their runs and seconds) the report lists.
+    if let Some(only) = &options.only {
+        let listed = std::fs::read_to_string(&options.out)
+            .map(|text| saved_commands(&text))
+            .unwrap_or_default();
+        for row in &mut table {
+            if !only.iter().any(|letter| letter == row.letter)
+                && let Some(commands) = listed.get(row.letter)
+            {
+                row.commands.clone_from(commands);
+            }
+        }
+    }
     // With --only, the other rows keep the figures the report already holds.
     let mut figures: Vec<Figure> = match &options.only {
         Some(only) => std::fs::read_to_string(&options.out)
@@ -767,6 +828,36 @@ fn saved_figures(report: &str) -> Vec<Figure> {
     report.lines().filter_map(Figure::parse).collect()
 }
 
+/// The commands a report lists under "## Commands", by row letter.
+fn saved_commands(report: &str) -> BTreeMap<String, Vec<Vec<String>>> {
+    let mut commands: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+    let mut letter = None;
+    let section = report
+        .split_once("\n## Commands\n")
+        .map_or("", |(_, rest)| rest);
+    for line in section.lines() {
+        if line.starts_with("## ") {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("- (")
+            && let Some(found) = rest.strip_suffix("):")
+        {
+            letter = Some(found.to_owned());
+        } else if let (Some(letter), Some(command)) = (
+            &letter,
+            line.trim()
+                .strip_prefix("`cargo xtask bench load ")
+                .and_then(|rest| rest.strip_suffix('`')),
+        ) {
+            commands
+                .entry(letter.clone())
+                .or_default()
+                .push(args(command));
+        }
+    }
+    commands
+}
+
 /// The 1-minute load average: how busy the shared machine was.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -828,8 +919,15 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
     );
     let _ = writeln!(
         out,
+        "- The server's MQTT devices (row i) log in with user `device` and their token on the \
+         server's MQTT port, publish QoS 1 to `ds/<datastream>` and subscribe to \
+         `downlink/ds/+` at QoS 1 (they acknowledge every app write)."
+    );
+    let _ = writeln!(
+        out,
         "- {} runs of each cheap row, each on a fresh server or broker: median (min-max); \
-         fixed-rate runs measure {} s after 1 s of warm-up.",
+         fixed-rate runs measure {} s after 1 s of warm-up (the last run's settings; each \
+         row's commands below say how its figures were taken).",
         options.runs, options.seconds
     );
     for run in figures
@@ -887,16 +985,21 @@ fn render(options: &Options, table: &[Row], figures: &[Figure]) -> String {
                 .copied()
                 .filter(|metric| metric.summary == Summary::Median)
                 .collect();
-            let then = medians
-                .iter()
-                .map(|metric| {
-                    metric.median(before).map_or_else(
-                        || format!("{}: -", metric.label),
-                        |value| format!("{} {}{}", metric.label, show(value), metric.unit),
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            // A row the baseline never ran (a newer one) shows one dash, not one per figure.
+            let then = if medians.iter().all(|metric| metric.median(before).is_none()) {
+                "-".to_owned()
+            } else {
+                medians
+                    .iter()
+                    .map(|metric| {
+                        metric.median(before).map_or_else(
+                            || format!("{}: -", metric.label),
+                            |value| format!("{} {}{}", metric.label, show(value), metric.unit),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             let ratios = medians
                 .iter()
                 .filter_map(|metric| {
@@ -996,6 +1099,47 @@ mod tests {
         assert_eq!(
             metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms").cell(&figures),
             "p99: not run"
+        );
+    }
+
+    #[test]
+    fn per_protocol_figures_are_told_apart_by_protocol() {
+        let figures: Vec<Figure> = [
+            "figure: row=protocol-app-to-device system=server protocol=native durability=full \
+             run=1 p99_ms=0.800",
+            "figure: row=protocol-app-to-device system=server protocol=mqtt durability=full \
+             run=1 p99_ms=1.200",
+        ]
+        .iter()
+        .filter_map(|line| Figure::parse(line))
+        .collect();
+        assert!(figures.iter().all(|figure| figure.letter() == Some("i")));
+        let mqtt = Select {
+            protocol: Some("mqtt"),
+            ..select("protocol-app-to-device", "server")
+        };
+        assert_eq!(
+            metric("p99", mqtt, "p99_ms", " ms").cell(&figures),
+            "p99 1.20 ms"
+        );
+    }
+
+    #[test]
+    fn a_report_gives_back_the_commands_it_lists() {
+        let report = "# Performance\n\n## Commands\n\nEach row runs these.\n\n- (a):\n  \
+                      `cargo xtask bench load device-to-app --runs 3`\n  \
+                      `cargo xtask bench load device-to-app --system mosquitto --runs 3`\n\
+                      - (i):\n  `cargo xtask bench load per-protocol --seconds 3 --runs 1`\n\n\
+                      ## Noise\n\n- (z):\n  `cargo xtask bench load nothing`\n";
+        let commands = saved_commands(report);
+        assert_eq!(commands.len(), 2);
+        assert_eq!(
+            commands["a"][1],
+            args("device-to-app --system mosquitto --runs 3")
+        );
+        assert_eq!(
+            commands["i"],
+            vec![args("per-protocol --seconds 3 --runs 1")]
         );
     }
 

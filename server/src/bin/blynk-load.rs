@@ -17,7 +17,9 @@
 //! of their own, in the modules under `blynk-load/` (`rows` lists them): device -> app as fast
 //! as devices can and at fixed rates, app -> device, HTTP writes over a large history, memory
 //! per idle classic connection and per watched device; the data-path rows run the same load
-//! against Mosquitto too (`--system mosquitto`). They print `figure:` lines, one per run.
+//! against Mosquitto too (`--system mosquitto`), and `per-protocol` runs device -> app and
+//! app -> device with the server's devices speaking classic, native and MQTT in turn. They print
+//! `figure:` lines, one per run.
 //!
 //! Every loop is bounded in time or count. In-process and child servers bind 127.0.0.1 only.
 //! The server and this generator share the machine's cores: the figures say how many.
@@ -110,6 +112,10 @@ struct TargetArgs {
     /// External server: its process id, for idle-rss.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// Child servers open their MQTT port (a free loopback port): set by the rows whose devices
+    /// speak MQTT; the others keep it off.
+    #[arg(skip)]
+    mqtt: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -445,6 +451,8 @@ enum Running {
 struct Target {
     http: SocketAddr,
     native: SocketAddr,
+    /// The MQTT device port, when the server opened one.
+    mqtt: Option<SocketAddr>,
     admin_key: String,
     devices: Vec<DeviceRef>,
     running: Running,
@@ -507,7 +515,7 @@ fn load_template(name: &str) -> Template {
         datastreams: (0..PINS)
             .map(|number| DatastreamDef {
                 pin: virtual_pin(number),
-                name: format!("value{number}"),
+                name: datastream_name(number),
                 value_type: DatastreamType::Integer,
                 min: None,
                 max: None,
@@ -518,6 +526,11 @@ fn load_template(name: &str) -> Template {
             })
             .collect(),
     }
+}
+
+/// The name of the load template's datastream on virtual pin `number` (MQTT topics use it).
+fn datastream_name(number: u32) -> String {
+    format!("value{number}")
 }
 
 fn virtual_pin(number: u32) -> Pin {
@@ -576,6 +589,7 @@ fn prepare(
             Target {
                 http,
                 native,
+                mqtt: None,
                 admin_key,
                 devices,
                 running: Running::External {
@@ -600,6 +614,7 @@ fn prepare(
                 Target {
                     http: server.http_address,
                     native: server.native_address,
+                    mqtt: server.mqtt_address,
                     admin_key: server.admin_key.clone(),
                     devices,
                     running: Running::InProcess {
@@ -613,10 +628,11 @@ fn prepare(
                 runtime.block_on(server.shutdown());
                 drop(engine);
                 runtime.shutdown_timeout(Duration::from_secs(2));
-                let (child, http, native, admin_key) = spawn_child(args, &data.0)?;
+                let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
                 Target {
-                    http,
-                    native,
+                    http: addresses.http,
+                    native: addresses.native,
+                    mqtt: addresses.mqtt,
                     admin_key,
                     devices,
                     running: Running::Child { child, _data: data },
@@ -751,9 +767,27 @@ async fn populate_rest(
     Ok(all.into_iter().map(|(_, device)| device).collect())
 }
 
+/// Where a child server listens, read from its start banner.
+#[derive(Clone, Copy, Debug)]
+struct ChildAddresses {
+    http: SocketAddr,
+    native: SocketAddr,
+    mqtt: Option<SocketAddr>,
+}
+
+/// A free loopback port, for a child server's MQTT listener (its command line takes a port
+/// number; 0 there turns MQTT off).
+fn free_loopback_port() -> Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
+}
+
 /// Starts `blynk-server` over the prepared data directory on ephemeral loopback ports and reads
 /// its addresses from the start banner.
-fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, SocketAddr, String)> {
+fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, ChildAddresses, String)> {
     let binary = match &args.server_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("blynk-server"),
@@ -771,6 +805,8 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
         "[limits]\nmessages_per_second = 10000000\nmessage_burst = 10000000\n\
          failed_logins_per_minute = 1000000\n",
     )?;
+    // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
+    let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };
     let mut child = Command::new(&binary)
         .arg("--config")
         .arg(&config)
@@ -783,10 +819,8 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
             "0",
             "--native-port",
             "0",
-            // No scenario drives MQTT devices yet; 1883 may be taken by another server.
-            "--mqtt-port",
-            "0",
         ])
+        .args(["--mqtt-port", &mqtt_port.to_string()])
         .args(["--durability", args.durability.name(), "serve"])
         .env("BLYNK_LOG", "warn")
         .stdin(Stdio::null())
@@ -798,7 +832,7 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
     let (found, banner) = std::sync::mpsc::channel();
     // Reads the banner, then keeps draining the output so the server never blocks on it.
     std::thread::spawn(move || {
-        let (mut http, mut native, mut key) = (None, None, None);
+        let (mut http, mut native, mut mqtt, mut key) = (None, None, None, None);
         let mut echoed = 0;
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -812,20 +846,33 @@ fn spawn_child(args: &TargetArgs, data: &Path) -> Result<(Child, SocketAddr, Soc
                     .ok();
             } else if trimmed.starts_with("native devices") {
                 native = last.parse::<SocketAddr>().ok();
+            } else if let Some(rest) = trimmed.strip_prefix("MQTT devices") {
+                // "MQTT devices     127.0.0.1:PORT (user `device`, ...)": printed before the key.
+                mqtt = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|address| address.parse::<SocketAddr>().ok());
             } else if trimmed.starts_with("admin key") {
                 key = Some(last.to_owned());
             } else if (line.contains("WARN") || line.contains("ERROR")) && echoed < 20 {
                 echoed += 1;
                 eprintln!("  server: {line}");
             }
-            if let (Some(h), Some(n), Some(k)) = (http, native, key.clone()) {
-                let _ = found.send((h, n, k));
+            if let (Some(http), Some(native), Some(k)) = (http, native, key.clone()) {
+                let _ = found.send((ChildAddresses { http, native, mqtt }, k));
                 key = None;
             }
         }
     });
     match banner.recv_timeout(Duration::from_secs(60)) {
-        Ok((http, native, key)) => Ok((child, http, native, key)),
+        Ok((addresses, key)) => {
+            if args.mqtt && addresses.mqtt.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the child server printed no MQTT address (its port was taken?)");
+            }
+            Ok((child, addresses, key))
+        }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();

@@ -296,7 +296,7 @@ async fn flood(device: &mut DeviceLink, per_device: usize) -> Result<usize> {
                 &mut out,
                 (sent % PINS as usize) as u32,
                 flood_value(device.index(), sent),
-            );
+            )?;
             sent += 1;
             outstanding += 1;
             in_batch += 1;
@@ -405,7 +405,7 @@ pub async fn device_to_app_rate(
                 let due = started + Duration::from_secs_f64(seq as f64 * seconds_per_message);
                 tokio::time::sleep_until(due.into()).await;
                 let (_, pin) = slot_of(seq, count);
-                writer.push_write(&mut out, pin, seq as i64);
+                writer.push_write(&mut out, pin, seq as i64)?;
                 sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
                 writer.write.write_all(&out).await?;
                 out.clear();
@@ -524,13 +524,13 @@ pub async fn app_to_device(
     // The app: one connection, writes at the rate, acknowledgements timed.
     let cpu = CpuMeter::start(under_test.pid()?)?;
     let ids: Arc<Vec<i64>> = Arc::new(match under_test {
-        UnderTest::Server(target) => target.devices.iter().map(|device| device.id).collect(),
+        UnderTest::Server(target, _) => target.devices.iter().map(|device| device.id).collect(),
         UnderTest::Mosquitto(_) => (0..args.devices as i64).collect(),
     });
     let started = Instant::now();
     let rate = args.rate as f64;
     let (ack_latencies, finished) = match under_test {
-        UnderTest::Server(target) => {
+        UnderTest::Server(target, _) => {
             let (mut reader, mut writer) = ws_connect(target.http, &target.admin_key).await?;
             let acks_sent_at = sent_at.clone();
             let mut acks_stopped = stopped.clone();

@@ -60,11 +60,12 @@ pub fn run(
     eprintln!("  {rows} history rows written in {fill_seconds:.1} s");
 
     let starting = Instant::now();
-    let (child, http, native, admin_key) = spawn_child(target_args, &data.0)?;
+    let (child, addresses, admin_key) = spawn_child(target_args, &data.0)?;
     let start_seconds = starting.elapsed().as_secs_f64();
     let target = Target {
-        http,
-        native,
+        http: addresses.http,
+        native: addresses.native,
+        mqtt: addresses.mqtt,
         admin_key,
         devices,
         running: Running::Child { child, _data: data },

@@ -1,6 +1,6 @@
 //! The connections of the data-path rows, one type per role whatever the system under test:
-//! a device (classic Blynk on blynk-server, an MQTT client on Mosquitto) and the app that
-//! watches every device (the app WebSocket, or an MQTT subscriber of `dev/#`).
+//! a device (on blynk-server a classic, native or MQTT device; on Mosquitto an MQTT client) and
+//! the app that watches every device (the app WebSocket, or an MQTT subscriber of `dev/#`).
 
 use std::collections::HashMap;
 
@@ -9,12 +9,23 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
 
+use blynk_proto::Value;
+use blynk_proto::native::{self, Decoded, Message, Write};
+
 use super::app_events::{self, AppEvent};
-use super::mqtt::{self, Mosquitto, MqttReader, Packet};
+use super::mqtt::{self, Credentials, Mosquitto, MqttReader, Packet};
 use super::{
-    PINS, ServerMode, Target, TargetArgs, WsReader, classic_frame, classic_header, classic_login,
-    join_all_ok, prepare, ws_connect, ws_parse, ws_text,
+    Incoming, NativeConn, PINS, ServerMode, Target, TargetArgs, WsReader, classic_frame,
+    classic_header, classic_login, datastream_name, join_all_ok, prepare, push_frame, summarize,
+    virtual_pin, ws_connect, ws_parse, ws_text,
 };
+
+/// What an MQTT device of blynk-server subscribes to for app writes (docs/protocol.md).
+const SERVER_DOWNLINK_FILTER: &str = "downlink/ds/+";
+/// Where blynk-server publishes a datastream's app writes: this and the datastream's name.
+const SERVER_DOWNLINK_PREFIX: &str = "downlink/ds/";
+/// Where blynk-server publishes refusals.
+const SERVER_ERROR_TOPIC: &[u8] = b"downlink/error";
 
 /// Which system a row measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,33 +36,68 @@ pub enum System {
     Mosquitto,
 }
 
+/// The protocol blynk-server's devices speak in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceProtocol {
+    /// Classic Blynk frames on the HTTP port (HARDWARE `vw` writes, PINGs).
+    Classic,
+    /// The native protocol on its own port (`Write`, acknowledged; `Update` from apps).
+    Native,
+    /// MQTT 3.1.1 on the server's MQTT port: `ds/<name>` at QoS 1, `downlink/ds/+`.
+    Mqtt,
+}
+
+impl DeviceProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceProtocol::Classic => "classic",
+            DeviceProtocol::Native => "native",
+            DeviceProtocol::Mqtt => "mqtt",
+        }
+    }
+}
+
 /// The system under test, running for one measurement.
 pub enum UnderTest {
-    Server(Target),
+    /// blynk-server, and the protocol its devices speak.
+    Server(Target, DeviceProtocol),
     Mosquitto(Mosquitto),
 }
 
 impl UnderTest {
-    /// A fresh server with `devices` devices (child process), or a fresh broker.
+    /// A fresh server with `devices` classic devices (child process), or a fresh broker.
     pub fn start(
         system: System,
         target_args: &TargetArgs,
         devices: usize,
         load: &tokio::runtime::Runtime,
     ) -> Result<Self> {
-        Ok(match system {
+        match system {
             System::Server => {
-                let mut args = target_args.clone();
-                args.server = Some(ServerMode::Child);
-                UnderTest::Server(prepare(&args, ServerMode::Child, devices, false, load)?)
+                Self::start_server(target_args, devices, DeviceProtocol::Classic, load)
             }
-            System::Mosquitto => UnderTest::Mosquitto(Mosquitto::start()?),
-        })
+            System::Mosquitto => Ok(UnderTest::Mosquitto(Mosquitto::start()?)),
+        }
+    }
+
+    /// A fresh server (child process) with `devices` devices that speak `protocol`; its MQTT
+    /// port is open only for MQTT devices.
+    pub fn start_server(
+        target_args: &TargetArgs,
+        devices: usize,
+        protocol: DeviceProtocol,
+        load: &tokio::runtime::Runtime,
+    ) -> Result<Self> {
+        let mut args = target_args.clone();
+        args.server = Some(ServerMode::Child);
+        args.mqtt = protocol == DeviceProtocol::Mqtt;
+        let target = prepare(&args, ServerMode::Child, devices, false, load)?;
+        Ok(UnderTest::Server(target, protocol))
     }
 
     pub fn name(&self) -> &'static str {
         match self {
-            UnderTest::Server(_) => "server",
+            UnderTest::Server(..) => "server",
             UnderTest::Mosquitto(_) => "mosquitto",
         }
     }
@@ -59,21 +105,21 @@ impl UnderTest {
     /// The durability the figures were taken with.
     pub fn durability(&self) -> &'static str {
         match self {
-            UnderTest::Server(target) => target.durability,
+            UnderTest::Server(target, _) => target.durability,
             UnderTest::Mosquitto(_) => "autosave",
         }
     }
 
     pub fn pid(&self) -> Result<u32> {
         match self {
-            UnderTest::Server(target) => target.server_pid().context("no server process id"),
+            UnderTest::Server(target, _) => target.server_pid().context("no server process id"),
             UnderTest::Mosquitto(broker) => Ok(broker.pid()),
         }
     }
 
     pub fn stop(self) {
         match self {
-            UnderTest::Server(target) => target.stop(),
+            UnderTest::Server(target, _) => target.stop(),
             UnderTest::Mosquitto(broker) => broker.stop(),
         }
     }
@@ -85,11 +131,30 @@ pub struct DeviceLink {
     pub reader: DeviceReader,
 }
 
+/// What a device connection speaks, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    /// Classic Blynk frames to blynk-server.
+    Classic,
+    /// Native frames to blynk-server.
+    Native,
+    /// MQTT to Mosquitto: `dev/<index>/V<pin>` retained, app writes on `app/<index>/#`.
+    Broker,
+    /// MQTT to blynk-server: Blynk's topics (`ds/<name>`, `downlink/ds/<name>`).
+    ServerMqtt,
+}
+
+impl Wire {
+    fn mqtt(self) -> bool {
+        matches!(self, Wire::Broker | Wire::ServerMqtt)
+    }
+}
+
 /// The sending half of a device connection, with its message ids.
 pub struct DeviceWriter {
     pub index: usize,
     pub write: OwnedWriteHalf,
-    mqtt: bool,
+    wire: Wire,
     next_id: u16,
 }
 
@@ -97,14 +162,15 @@ pub struct DeviceWriter {
 pub struct DeviceReader {
     read: OwnedReadHalf,
     buffer: Vec<u8>,
-    mqtt: bool,
+    wire: Wire,
 }
 
 /// What a device read from its system.
 pub enum DeviceIncoming {
-    /// Classic: a PING answered (status 200); MQTT: a PUBACK.
+    /// Classic: a PING answered (status 200); native: an `Ack`; MQTT: a PUBACK.
     Acknowledged,
-    /// Classic: a response with an error status.
+    /// Classic: a response with an error status; native: an `Error`; MQTT on the server: a
+    /// message on `downlink/error`.
     Refused,
     /// A value written by the app (the generator identifies a write by its value).
     AppWrite(i64),
@@ -112,7 +178,7 @@ pub enum DeviceIncoming {
 }
 
 /// Connects `count` devices, 250 at a time; with `subscribe`, MQTT devices subscribe to the
-/// app's writes (`app/<index>/#`).
+/// app's writes (`app/<index>/#` on Mosquitto, `downlink/ds/+` on the server).
 pub async fn connect_devices(
     under_test: &UnderTest,
     count: usize,
@@ -124,16 +190,57 @@ pub async fn connect_devices(
         let mut connecting: JoinSet<Result<DeviceLink>> = JoinSet::new();
         for &index in chunk {
             match under_test {
-                UnderTest::Server(target) => {
+                UnderTest::Server(target, protocol) => {
                     let device = target
                         .devices
                         .get(index)
                         .context("fewer devices than connections")?;
-                    let (http, token) = (target.http, device.token.clone());
-                    connecting.spawn(async move {
-                        let (read, write) = classic_login(http, &token).await?.into_split();
-                        Ok(DeviceLink::new(index, read, write, false))
-                    });
+                    let token = device.token.clone();
+                    match protocol {
+                        DeviceProtocol::Classic => {
+                            let http = target.http;
+                            connecting.spawn(async move {
+                                let (read, write) = classic_login(http, &token).await?.into_split();
+                                Ok(DeviceLink::new(index, read, write, Wire::Classic))
+                            });
+                        }
+                        DeviceProtocol::Native => {
+                            let address = target.native;
+                            connecting.spawn(async move {
+                                let conn = NativeConn::login(address, &token, false, 600).await?;
+                                Ok(DeviceLink::from_native(index, conn))
+                            });
+                        }
+                        DeviceProtocol::Mqtt => {
+                            let address = target.mqtt.context("the server has no MQTT port")?;
+                            connecting.spawn(async move {
+                                let login = Credentials {
+                                    username: "device",
+                                    password: &token,
+                                };
+                                let (mut reader, mut write) = mqtt::connect_client_with(
+                                    address,
+                                    &format!("dev-{index}"),
+                                    Some(login),
+                                )
+                                .await?;
+                                if subscribe {
+                                    mqtt::subscribe_and_wait(
+                                        &mut reader,
+                                        &mut write,
+                                        SERVER_DOWNLINK_FILTER,
+                                    )
+                                    .await?;
+                                }
+                                Ok(DeviceLink::from_mqtt(
+                                    index,
+                                    reader,
+                                    write,
+                                    Wire::ServerMqtt,
+                                ))
+                            });
+                        }
+                    }
                 }
                 UnderTest::Mosquitto(broker) => {
                     let address = broker.address;
@@ -148,7 +255,7 @@ pub async fn connect_devices(
                             )
                             .await?;
                         }
-                        Ok(DeviceLink::from_mqtt(index, reader, write))
+                        Ok(DeviceLink::from_mqtt(index, reader, write, Wire::Broker))
                     });
                 }
             }
@@ -160,25 +267,39 @@ pub async fn connect_devices(
 }
 
 impl DeviceLink {
-    fn new(index: usize, read: OwnedReadHalf, write: OwnedWriteHalf, mqtt: bool) -> Self {
+    fn new(index: usize, read: OwnedReadHalf, write: OwnedWriteHalf, wire: Wire) -> Self {
         DeviceLink {
             writer: DeviceWriter {
                 index,
                 write,
-                mqtt,
+                wire,
                 next_id: 0,
             },
             reader: DeviceReader {
                 read,
                 buffer: Vec::with_capacity(1024),
-                mqtt,
+                wire,
             },
         }
     }
 
-    fn from_mqtt(index: usize, reader: MqttReader, write: OwnedWriteHalf) -> Self {
+    fn from_mqtt(index: usize, reader: MqttReader, write: OwnedWriteHalf, wire: Wire) -> Self {
         let (read, buffer) = reader.into_parts();
-        let mut link = DeviceLink::new(index, read, write, true);
+        let mut link = DeviceLink::new(index, read, write, wire);
+        link.reader.buffer = buffer;
+        link
+    }
+
+    /// A logged-in native connection, with what it buffered after the login result.
+    fn from_native(index: usize, conn: NativeConn) -> Self {
+        let NativeConn {
+            stream,
+            mut buffer,
+            start,
+        } = conn;
+        buffer.drain(..start);
+        let (read, write) = stream.into_split();
+        let mut link = DeviceLink::new(index, read, write, Wire::Native);
         link.reader.buffer = buffer;
         link
     }
@@ -205,27 +326,45 @@ impl DeviceWriter {
         self.next_id
     }
 
-    /// Appends a write of `value` to virtual pin `pin`: classic HARDWARE `vw`, or a retained
-    /// QoS 1 PUBLISH to `dev/<index>/V<pin>`.
-    pub fn push_write(&mut self, out: &mut Vec<u8>, pin: u32, value: i64) {
+    /// Appends a write of `value` to virtual pin `pin`: classic HARDWARE `vw`, a native
+    /// `Write`, a QoS 1 PUBLISH to `ds/<datastream name>` on the server, or a retained QoS 1
+    /// PUBLISH to `dev/<index>/V<pin>` on Mosquitto.
+    pub fn push_write(&mut self, out: &mut Vec<u8>, pin: u32, value: i64) -> Result<()> {
         let id = self.take_id();
-        if self.mqtt {
-            let topic = format!("dev/{}/V{pin}", self.index);
-            mqtt::publish(
+        let payload = value.to_string();
+        match self.wire {
+            Wire::Classic => classic_frame(out, 20, id, format!("vw\0{pin}\0{value}").as_bytes()),
+            Wire::Native => push_frame(
                 out,
-                topic.as_bytes(),
-                value.to_string().as_bytes(),
+                &Message::Write(Write {
+                    id,
+                    pin: virtual_pin(pin),
+                    value: Value::int(value),
+                    age_ms: None,
+                }),
+            )?,
+            Wire::Broker => mqtt::publish(
+                out,
+                broker_topic(self.index, pin).as_bytes(),
+                payload.as_bytes(),
                 Some(id),
-            );
-        } else {
-            classic_frame(out, 20, id, format!("vw\0{pin}\0{value}").as_bytes());
+            ),
+            Wire::ServerMqtt => mqtt::publish_with(
+                out,
+                server_write_topic(pin).as_bytes(),
+                payload.as_bytes(),
+                Some(id),
+                false,
+            ),
         }
+        Ok(())
     }
 
     /// Classic only: appends a PING, answered once the server has read everything before it
-    /// (classic writes have no acknowledgement). `false` on MQTT, where every write is acked.
+    /// (classic writes have no acknowledgement). `false` on the others, where every write is
+    /// acknowledged.
     pub fn push_ping(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.mqtt {
+        if self.wire != Wire::Classic {
             return false;
         }
         let id = self.take_id();
@@ -249,7 +388,7 @@ impl DeviceReader {
             return Ok(false);
         }
         let mut consumed = 0;
-        if self.mqtt {
+        if self.wire.mqtt() {
             while let Some((packet, used)) = mqtt::parse(&self.buffer[consumed..])? {
                 match packet {
                     Packet::PubAck(_) => each(DeviceIncoming::Acknowledged),
@@ -261,13 +400,35 @@ impl DeviceReader {
                         if let Some(id) = packet_id {
                             mqtt::puback(acks, id);
                         }
-                        each(match (pin_of_topic(topic), integer(payload)) {
+                        let pin = match self.wire {
+                            Wire::ServerMqtt => pin_of_downlink(topic),
+                            _ => pin_of_topic(topic).map(|(_, pin)| pin),
+                        };
+                        each(match (pin, integer(payload)) {
                             (Some(_), Some(value)) => DeviceIncoming::AppWrite(value),
+                            _ if self.wire == Wire::ServerMqtt && topic == SERVER_ERROR_TOPIC => {
+                                DeviceIncoming::Refused
+                            }
                             _ => DeviceIncoming::Other,
                         });
                     }
                     _ => each(DeviceIncoming::Other),
                 }
+                consumed += used;
+            }
+        } else if self.wire == Wire::Native {
+            loop {
+                let (incoming, used) = match native::decode(&self.buffer[consumed..]) {
+                    Ok(Decoded::NeedMore) => break,
+                    Ok(Decoded::Frame { message, consumed }) => (summarize(&message), consumed),
+                    Err(error) => bail!("bad frame from the server: {error}"),
+                };
+                each(match incoming {
+                    Incoming::Ack => DeviceIncoming::Acknowledged,
+                    Incoming::Error(_) => DeviceIncoming::Refused,
+                    Incoming::Update(Some(value)) => DeviceIncoming::AppWrite(value),
+                    _ => DeviceIncoming::Other,
+                });
                 consumed += used;
             }
         } else {
@@ -302,6 +463,24 @@ fn classic_virtual_write(body: &[u8]) -> Option<(u32, i64)> {
 
 fn integer(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.trim().parse().ok()
+}
+
+/// Mosquitto's topic of device `index`'s pin: `dev/<index>/V<pin>`.
+fn broker_topic(index: usize, pin: u32) -> String {
+    format!("dev/{index}/V{pin}")
+}
+
+/// The topic an MQTT device of the server writes a pin to: `ds/<datastream name>`.
+fn server_write_topic(pin: u32) -> String {
+    format!("ds/{}", datastream_name(pin))
+}
+
+/// The pin of an app write the server published on `downlink/ds/<datastream name>`.
+fn pin_of_downlink(topic: &[u8]) -> Option<u32> {
+    let name = std::str::from_utf8(topic)
+        .ok()?
+        .strip_prefix(SERVER_DOWNLINK_PREFIX)?;
+    (0..PINS).find(|pin| datastream_name(*pin) == name)
 }
 
 /// `(index, pin)` of `dev/<index>/V<pin>` or `app/<index>/V<pin>`.
@@ -348,7 +527,7 @@ pub trait ValueSink: Send + 'static {
 /// MQTT SUBACK).
 pub async fn open_watcher(under_test: &UnderTest) -> Result<WatcherLink> {
     match under_test {
-        UnderTest::Server(target) => {
+        UnderTest::Server(target, _) => {
             let (mut reader, mut write) = ws_connect(target.http, &target.admin_key).await?;
             let mut out = Vec::new();
             ws_text(&mut out, br#"{"type":"watch","devices":"all"}"#);
@@ -529,5 +708,14 @@ mod tests {
         assert_eq!(pin_of_topic(b"dev/12/V16"), None);
         assert_eq!(classic_virtual_write(b"vw\x003\x00-42"), Some((3, -42)));
         assert_eq!(classic_virtual_write(b"dw\x003\x001"), None);
+    }
+
+    #[test]
+    fn server_mqtt_topics_name_datastreams_both_ways() {
+        assert_eq!(server_write_topic(7), "ds/value7");
+        assert_eq!(pin_of_downlink(b"downlink/ds/value7"), Some(7));
+        assert_eq!(pin_of_downlink(b"downlink/ds/value16"), None);
+        assert_eq!(pin_of_downlink(b"downlink/error"), None);
+        assert_eq!(pin_of_topic(broker_topic(3, 15).as_bytes()), Some((3, 15)));
     }
 }

@@ -1,6 +1,7 @@
 //! The reference broker of the data-path rows: Mosquitto as a child process on a free loopback
-//! port, and the few MQTT 3.1.1 packets the generator needs (connect, publish at QoS 1 retained,
-//! subscribe, acknowledgements), written by hand over tokio TCP like the other clients here.
+//! port, and the few MQTT 3.1.1 packets the generator needs (connect with or without a login,
+//! publish at QoS 1, subscribe, acknowledgements), written by hand over tokio TCP like the other
+//! clients here. The same client is the MQTT device of blynk-server's own MQTT port.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -148,21 +149,50 @@ fn push_string(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
 }
 
-/// CONNECT with a clean session.
-pub fn connect(out: &mut Vec<u8>, client_id: &str, keep_alive_seconds: u16) {
+/// A username and password for CONNECT (blynk-server: `device` and the device's token).
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+}
+
+/// CONNECT with a clean session, and a login when given.
+pub fn connect(
+    out: &mut Vec<u8>,
+    client_id: &str,
+    keep_alive_seconds: u16,
+    login: Option<Credentials<'_>>,
+) {
+    let login_len = login.map_or(0, |login| 4 + login.username.len() + login.password.len());
     out.push(0x10);
-    push_remaining_length(out, 10 + 2 + client_id.len());
+    push_remaining_length(out, 10 + 2 + client_id.len() + login_len);
     push_string(out, b"MQTT");
     out.push(4); // Protocol level 3.1.1.
-    out.push(0x02); // Clean session.
+    // Clean session, plus the username and password flags with a login.
+    out.push(if login.is_some() { 0xc2 } else { 0x02 });
     out.extend_from_slice(&keep_alive_seconds.to_be_bytes());
     push_string(out, client_id.as_bytes());
+    if let Some(login) = login {
+        push_string(out, login.username.as_bytes());
+        push_string(out, login.password.as_bytes());
+    }
 }
 
 /// PUBLISH at QoS 1 (with `packet_id`) or QoS 0 (without), retained.
 pub fn publish(out: &mut Vec<u8>, topic: &[u8], payload: &[u8], packet_id: Option<u16>) {
+    publish_with(out, topic, payload, packet_id, true);
+}
+
+/// PUBLISH at QoS 1 (with `packet_id`) or QoS 0 (without), retained or not.
+pub fn publish_with(
+    out: &mut Vec<u8>,
+    topic: &[u8],
+    payload: &[u8],
+    packet_id: Option<u16>,
+    retain: bool,
+) {
     let qos_bits = if packet_id.is_some() { 0x02 } else { 0 };
-    out.push(0x30 | qos_bits | 0x01);
+    out.push(0x30 | qos_bits | u8::from(retain));
     push_remaining_length(
         out,
         2 + topic.len() + if packet_id.is_some() { 2 } else { 0 } + payload.len(),
@@ -292,11 +322,20 @@ pub async fn connect_client(
     address: SocketAddr,
     client_id: &str,
 ) -> Result<(MqttReader, OwnedWriteHalf)> {
+    connect_client_with(address, client_id, None).await
+}
+
+/// Connects with a login, if given, and waits for an accepting CONNACK.
+pub async fn connect_client_with(
+    address: SocketAddr,
+    client_id: &str,
+    login: Option<Credentials<'_>>,
+) -> Result<(MqttReader, OwnedWriteHalf)> {
     let stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut out = Vec::new();
-    connect(&mut out, client_id, 600);
+    connect(&mut out, client_id, 600, login);
     write.write_all(&out).await?;
     let mut reader = MqttReader {
         read,
@@ -371,5 +410,31 @@ mod tests {
             Ok(Some((Packet::PubAck(9), 4)))
         ));
         assert!(matches!(parse(&out[..used - 1]), Ok(None)));
+    }
+
+    #[test]
+    fn a_connect_with_a_login_carries_both_and_its_flags() {
+        let mut out = Vec::new();
+        let login = Credentials {
+            username: "device",
+            password: "tok",
+        };
+        connect(&mut out, "d1", 60, Some(login));
+        let expected: &[u8] = b"\x10\x1b\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02d1\
+                                \x00\x06device\x00\x03tok";
+        assert_eq!(out, expected);
+        out.clear();
+        connect(&mut out, "d1", 60, None);
+        assert_eq!((out[1], out[9]), (14, 0x02));
+    }
+
+    #[test]
+    fn an_unretained_publish_has_no_retain_bit() {
+        let mut out = Vec::new();
+        publish_with(&mut out, b"ds/value3", b"7", Some(1), false);
+        assert_eq!(out[0], 0x32);
+        out.clear();
+        publish(&mut out, b"ds/value3", b"7", Some(1));
+        assert_eq!(out[0], 0x33);
     }
 }

@@ -3,11 +3,11 @@
 //! prints one `figure:` line per run for `cargo xtask bench` to aggregate.
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::data_path::{self, AppWriteArgs, FloodArgs, RateArgs};
 use super::history::{self, HistoryArgs};
-use super::links::UnderTest;
+use super::links::{DeviceProtocol, System, UnderTest};
 use super::measure::print_figures;
 use super::memory::{self, IdleClassicArgs, WatchArgs};
 use super::{ServerMode, TargetArgs, prepare};
@@ -44,7 +44,41 @@ pub enum Row {
     IdleClassic(IdleClassicArgs),
     /// Server memory per device watched by one app.
     WatchMemory(WatchArgs),
+    /// Device -> app and app -> device at fixed rates, the server's devices speaking each
+    /// protocol in turn (classic, native, MQTT), each measurement on a fresh server.
+    PerProtocol(PerProtocolArgs),
 }
+
+#[derive(Args, Clone, Debug)]
+pub struct PerProtocolArgs {
+    /// The device protocols measured, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [DeviceProtocol::Classic, DeviceProtocol::Native, DeviceProtocol::Mqtt]
+    )]
+    pub protocols: Vec<DeviceProtocol>,
+    /// Devices writing, and receiving the app's writes.
+    #[arg(long, default_value_t = 1_000)]
+    pub devices: usize,
+    /// Device writes per second in total, and app writes per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seconds measured in each direction.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Seconds sent before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Measurements of each protocol and direction, each on a fresh server.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+}
+
+/// The two directions of the per-protocol row, as the `row` of their figures.
+const PROTOCOL_DEVICE_TO_APP: &str = "protocol-device-to-app";
+const PROTOCOL_APP_TO_DEVICE: &str = "protocol-app-to-device";
 
 impl Row {
     pub fn name(&self) -> &'static str {
@@ -55,6 +89,7 @@ impl Row {
             Row::HistoryWrites(_) => "history-writes",
             Row::IdleClassic(_) => "idle-classic",
             Row::WatchMemory(_) => "watch-memory",
+            Row::PerProtocol(_) => "per-protocol",
         }
     }
 }
@@ -93,6 +128,7 @@ pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) 
             print_figures(name, "server", &figures?);
             return Ok(format!("{name}: done"));
         }
+        Row::PerProtocol(args) => return per_protocol(target_args, args, load),
     };
     let mut failed = 0;
     for run in 1..=runs.max(1) {
@@ -133,5 +169,77 @@ pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) 
     }
     Ok(format!(
         "{name} on {system:?}: {runs} runs, {failed} failed"
+    ))
+}
+
+/// The per-protocol row: for each run and protocol, device -> app at the rate with one app
+/// watcher, then app -> device at the rate, each on a fresh server. Figures carry `protocol`.
+fn per_protocol(
+    target_args: &TargetArgs,
+    args: &PerProtocolArgs,
+    load: &tokio::runtime::Runtime,
+) -> Result<String> {
+    let device_to_app = RateArgs {
+        system: System::Server,
+        devices: args.devices,
+        rate: args.rate,
+        seconds: args.seconds,
+        warmup: args.warmup,
+        drain_seconds: 5.0,
+    };
+    let app_to_device = AppWriteArgs {
+        system: System::Server,
+        devices: args.devices,
+        rate: args.rate,
+        seconds: args.seconds,
+        warmup: args.warmup,
+    };
+    let mut failed = 0;
+    for run in 1..=args.runs.max(1) {
+        for &protocol in &args.protocols {
+            for row in [PROTOCOL_DEVICE_TO_APP, PROTOCOL_APP_TO_DEVICE] {
+                let under_test =
+                    match UnderTest::start_server(target_args, args.devices, protocol, load) {
+                        Ok(under_test) => under_test,
+                        Err(error) => {
+                            eprintln!(
+                                "  {row} {} run {run}: no server: {error:#}",
+                                protocol.name()
+                            );
+                            failed += 1;
+                            continue;
+                        }
+                    };
+                let figures = load.block_on(async {
+                    if row == PROTOCOL_DEVICE_TO_APP {
+                        data_path::device_to_app_rate(&under_test, &device_to_app).await
+                    } else {
+                        data_path::app_to_device(&under_test, &app_to_device).await
+                    }
+                });
+                let durability = under_test.durability();
+                under_test.stop();
+                match figures {
+                    Ok(figures) => {
+                        let mut pairs = vec![
+                            ("protocol", protocol.name().to_owned()),
+                            ("durability", durability.to_owned()),
+                            ("run", run.to_string()),
+                        ];
+                        pairs.extend(figures);
+                        print_figures(row, "server", &pairs);
+                    }
+                    Err(error) => {
+                        eprintln!("  {row} {} run {run}: {error:#}", protocol.name());
+                        failed += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(format!(
+        "per-protocol: {} protocols x 2 directions x {} runs, {failed} failed",
+        args.protocols.len(),
+        args.runs.max(1)
     ))
 }
