@@ -75,6 +75,13 @@ impl Kind {
                 "paho-mqtt sends QoS 1 publishes made offline without their time, so SPEC 3.8's ordering cannot apply",
             ),
             (Kind::PahoMqtt, "delta-resync") => Some("delta resync is native only (SPEC 3.11)"),
+            (Kind::PahoMqtt, "timestamped-write") => Some(
+                "the scenario sends a classic GROUP frame; MQTT's timestamped_batch is tested in server/tests/all/mqtt.rs",
+            ),
+            (Kind::PahoMqtt, "bridge") => Some("BRIDGE is a classic command; MQTT has none"),
+            (Kind::PahoMqtt, "time-request") => {
+                Some("INTERNAL time requests are classic; MQTT has none")
+            }
             (Kind::BlynkDevice | Kind::EmbassyNetSim, "timestamped-write") => {
                 Some("classic GROUP: the native device stamps only its offline queue (scenario 11)")
             }
