@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use blynk_proto::Pin;
 use rusqlite::types::ToSql;
@@ -19,14 +19,6 @@ use crate::store::{StoreError, ValueWrite};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 4096;
-/// Under steady traffic, how long a batch keeps gathering operations after its first one. A
-/// commit of a hundred writes costs about what a commit of one does, and only acknowledgements
-/// wait for it (forwarding to devices and publishing to apps do not), so at moderate rates this
-/// trades a millisecond of acknowledgement latency for several times fewer commits.
-const GATHER: Duration = Duration::from_millis(1);
-/// Traffic counts as steady when the previous commit ended less than this ago; a write after a
-/// quiet spell commits at once.
-const STEADY: Duration = Duration::from_millis(10);
 /// Most rows in one multi-row statement: 128 rows of 6 columns stay under 999 variables, the
 /// smallest limit SQLite was ever built with.
 const ROWS_PER_STATEMENT: usize = 128;
@@ -51,8 +43,6 @@ pub(super) enum Op {
 pub(super) struct Writer {
     pub(super) connection: Connection,
     trimmer: Trimmer,
-    /// When the last batch committed.
-    last_commit: Option<Instant>,
     history_insert: MultiRow,
     latest_upsert: MultiRow,
     version_upsert: MultiRow,
@@ -81,7 +71,6 @@ impl Writer {
         Writer {
             connection,
             trimmer: Trimmer::new(retention),
-            last_commit: None,
             history_insert: MultiRow::new(
                 "INSERT OR REPLACE INTO history (device_id, pin, version, value, set_at, origin) VALUES",
                 6,
@@ -118,30 +107,14 @@ impl Writer {
                 },
             };
             if let Some(first) = first {
-                let gather_until = self
-                    .last_commit
-                    .filter(|at| at.elapsed() < STEADY)
-                    .map(|_| Instant::now() + GATHER);
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match queue.try_recv() {
                         Ok(op) => batch.push(op),
-                        Err(mpsc::TryRecvError::Disconnected) => break,
-                        Err(mpsc::TryRecvError::Empty) => {
-                            let Some(wait) = gather_until
-                                .and_then(|until| until.checked_duration_since(Instant::now()))
-                            else {
-                                break;
-                            };
-                            match queue.recv_timeout(wait) {
-                                Ok(op) => batch.push(op),
-                                Err(_) => break,
-                            }
-                        }
+                        Err(_) => break,
                     }
                 }
                 self.apply(batch);
-                self.last_commit = Some(Instant::now());
             }
             if self.trimmer.step_due(Instant::now()) {
                 self.trim_step();
