@@ -953,17 +953,13 @@ impl NativeConn {
 
     /// Reads more bytes; 0 when the server closed the connection.
     async fn fill(&mut self) -> Result<usize> {
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        } else if self.start > 16 * 1024 {
-            self.buffer.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buffer.capacity() - self.buffer.len() < 4096 {
-            self.buffer.reserve(8192);
-        }
-        Ok(self.stream.read_buf(&mut self.buffer).await?)
+        read_more(
+            &mut self.stream,
+            &mut self.buffer,
+            &mut self.start,
+            8 * 1024,
+        )
+        .await
     }
 
     /// The next whole message already buffered.
@@ -1158,17 +1154,7 @@ impl WsReader {
     }
 
     async fn fill(&mut self) -> Result<usize> {
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        } else if self.start > 64 * 1024 {
-            self.buffer.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
-            self.buffer.reserve(64 * 1024);
-        }
-        Ok(self.read.read_buf(&mut self.buffer).await?)
+        read_more(&mut self.read, &mut self.buffer, &mut self.start, 64 * 1024).await
     }
 }
 
@@ -1624,6 +1610,29 @@ fn durability_of(target: &Target) -> &'static str {
 }
 
 /// Nanoseconds since `epoch`, as stored send times.
+/// Reads more bytes into `buffer`, whose bytes before `start` are parsed: those are dropped
+/// first (all of them, or once they pass two chunks), and room for a `chunk` is made when less
+/// than a quarter of one is left. Every client of the generator reads this way; 0 when the
+/// peer closed.
+async fn read_more(
+    read: &mut (impl tokio::io::AsyncRead + Unpin),
+    buffer: &mut Vec<u8>,
+    start: &mut usize,
+    chunk: usize,
+) -> Result<usize> {
+    if *start == buffer.len() {
+        buffer.clear();
+        *start = 0;
+    } else if *start > 2 * chunk {
+        buffer.drain(..*start);
+        *start = 0;
+    }
+    if buffer.capacity() - buffer.len() < chunk / 4 {
+        buffer.reserve(chunk);
+    }
+    Ok(read.read_buf(buffer).await?)
+}
+
 fn nanos_since(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }

@@ -566,30 +566,23 @@ pub async fn app_to_device(
                 }
                 latencies
             });
-            let mut out = Vec::with_capacity(8192);
-            let mut next = 0usize;
-            while next < total {
-                let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
-                for seq in next..due.max(next) {
+            send_paced(
+                &mut writer,
+                total,
+                rate,
+                started,
+                epoch,
+                &sent_at,
+                |seq, out| {
                     let (index, pin) = slot_of(seq, args.devices);
                     let text = format!(
                         r#"{{"type":"write","id":{seq},"device":{},"pin":"V{pin}","value":{seq}}}"#,
                         ids[index]
                     );
-                    ws_text(&mut out, text.as_bytes());
-                }
-                if !out.is_empty() {
-                    let now = nanos_since(epoch).max(1);
-                    for seq in next..due.max(next) {
-                        sent_at[seq].store(now, Ordering::Relaxed);
-                    }
-                    writer.write_all(&out).await?;
-                    out.clear();
-                }
-                next = due.max(next);
-                let at = started + Duration::from_secs_f64(next as f64 / rate);
-                tokio::time::sleep_until(at.into()).await;
-            }
+                    ws_text(out, text.as_bytes());
+                },
+            )
+            .await?;
             let finished = started.elapsed();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = stop.send(true);
@@ -624,34 +617,27 @@ pub async fn app_to_device(
                 }
                 latencies
             });
-            let mut out = Vec::with_capacity(8192);
-            let mut next = 0usize;
-            while next < total {
-                let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
-                for seq in next..due.max(next) {
+            send_paced(
+                &mut writer,
+                total,
+                rate,
+                started,
+                epoch,
+                &sent_at,
+                |seq, out| {
                     let (index, pin) = slot_of(seq, args.devices);
                     let packet_id = (seq % usize::from(u16::MAX)) as u16 + 1;
                     seq_of_packet[usize::from(packet_id)].store(seq as u64, Ordering::Relaxed);
                     let topic = format!("app/{}/V{pin}", ids[index]);
                     mqtt::publish(
-                        &mut out,
+                        out,
                         topic.as_bytes(),
                         seq.to_string().as_bytes(),
                         Some(packet_id),
                     );
-                }
-                if !out.is_empty() {
-                    let now = nanos_since(epoch).max(1);
-                    for seq in next..due.max(next) {
-                        sent_at[seq].store(now, Ordering::Relaxed);
-                    }
-                    writer.write_all(&out).await?;
-                    out.clear();
-                }
-                next = due.max(next);
-                let at = started + Duration::from_secs_f64(next as f64 / rate);
-                tokio::time::sleep_until(at.into()).await;
-            }
+                },
+            )
+            .await?;
             let finished = started.elapsed();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = stop.send(true);
@@ -684,4 +670,40 @@ pub async fn app_to_device(
         ("ack_p99_ms", num(percentile_ms(&ack_latencies, 0.99))),
         ("cpu_us_per_write", num(cpu_us)),
     ])
+}
+
+/// Sends messages `0..total` at `rate` per second from `started`, all those due in one socket
+/// write: `encode(seq, out)` appends message `seq`, and its send time (nanoseconds since
+/// `epoch`) goes into `sent_at[seq]`.
+async fn send_paced(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    total: usize,
+    rate: f64,
+    started: Instant,
+    epoch: Instant,
+    sent_at: &[AtomicU64],
+    mut encode: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<()> {
+    let mut out = Vec::with_capacity(8192);
+    let mut next = 0usize;
+    while next < total {
+        let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1)
+            .min(total)
+            .max(next);
+        for seq in next..due {
+            encode(seq, &mut out);
+        }
+        if !out.is_empty() {
+            let now = nanos_since(epoch).max(1);
+            for at in &sent_at[next..due] {
+                at.store(now, Ordering::Relaxed);
+            }
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        next = due;
+        let at = started + Duration::from_secs_f64(next as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -288,17 +288,7 @@ pub struct MqttReader {
 impl MqttReader {
     /// Reads more bytes; 0 when the broker closed the connection.
     pub async fn fill(&mut self) -> Result<usize> {
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        } else if self.start > 64 * 1024 {
-            self.buffer.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buffer.capacity() - self.buffer.len() < 8 * 1024 {
-            self.buffer.reserve(32 * 1024);
-        }
-        Ok(self.read.read_buf(&mut self.buffer).await?)
+        super::read_more(&mut self.read, &mut self.buffer, &mut self.start, 32 * 1024).await
     }
 
     /// The read half and the bytes buffered but not parsed yet.
