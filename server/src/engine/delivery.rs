@@ -162,15 +162,14 @@ impl SessionLink {
             if state.overflowed {
                 return false;
             }
-            let behind = state.entries.len() >= COALESCE_AFTER;
-            let older = behind && outbound.command.is_none();
+            let merges = state.entries.len() >= COALESCE_AFTER && outbound.command.is_none();
             // The newest waiting value of the pin: replacing it keeps the pin's values in order.
-            if let Some(waiting) = state
-                .entries
-                .iter_mut()
-                .rev()
-                .filter(|_| older)
-                .find(|waiting| waiting.command.is_none() && waiting.pin == outbound.pin)
+            if merges
+                && let Some(waiting) = state
+                    .entries
+                    .iter_mut()
+                    .rev()
+                    .find(|waiting| waiting.command.is_none() && waiting.pin == outbound.pin)
             {
                 // The session reports the newer version delivered, which settles the
                 // waiters of the older one too.

@@ -510,19 +510,7 @@ async fn mosquitto_clients_are_devices_unchanged() {
 
 #[tokio::test]
 async fn spec_6_mqtt_speaks_tls_with_the_same_setting() {
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start_with(|config| {
-        config.tls = Some(blynk_server::config::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        });
-    })
-    .await;
-    let tls = crate::tls::connector(generated.cert.der().clone());
+    let (server, tls) = crate::tls::tls_server().await;
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tcp = tokio::net::TcpStream::connect(server.mqtt()).await.unwrap();
     let mut stream = tls.connect(name, tcp).await.unwrap();

@@ -13,7 +13,25 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use crate::support::TestServer;
 use crate::support::classic::frame;
 
-pub fn connector(certificate: CertificateDer<'static>) -> TlsConnector {
+/// A server with TLS on every port, from a fresh self-signed certificate for `localhost`, and
+/// a connector that trusts it.
+pub async fn tls_server() -> (TestServer, TlsConnector) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.tls = Some(blynk_server::config::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    (server, connector(generated.cert.der().clone()))
+}
+
+fn connector(certificate: CertificateDer<'static>) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(certificate).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -27,19 +45,7 @@ pub fn connector(certificate: CertificateDer<'static>) -> TlsConnector {
 
 #[tokio::test]
 async fn spec_6_tls_on_the_native_and_shared_ports_with_one_setting() {
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start_with(|config| {
-        config.tls = Some(blynk_server::config::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        });
-    })
-    .await;
-    let tls = connector(generated.cert.der().clone());
+    let (server, tls) = tls_server().await;
     let name = ServerName::try_from("localhost").unwrap();
 
     // Native login over TLS.
