@@ -2,8 +2,8 @@
 //!
 //! Writes return a [`Ticket`] that resolves once the change is durable; a backend batches
 //! concurrent writes into one commit so durability does not cap throughput. SQLite is the
-//! embedded backend ([`sqlite`]); the trait is also the seam where a backend for several nodes
-//! (such as PostgreSQL) would plug in; none exists yet.
+//! embedded backend ([`sqlite`], the default); PostgreSQL ([`postgres`]) holds the state of
+//! several nodes sharing one database. Both trim the history on one schedule ([`retention`]).
 
 pub mod postgres;
 pub mod retention;

@@ -20,6 +20,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+/// Where Debian's `postgresql` package puts `initdb` (one directory per major version).
+const DEBIAN_INITDB: &str = "/usr/lib/postgresql/*/bin/initdb";
+
 /// What to do when the programs are missing.
 const HOW_TO_INSTALL: &str = "PostgreSQL's server programs (initdb, pg_ctl) were not found in \
     /usr/lib/postgresql/*/bin, in BLYNK_PG_BIN or on the PATH: install Debian's `postgresql` \
@@ -228,7 +231,8 @@ fn find_programs() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("BLYNK_PG_BIN").map(PathBuf::from) {
         return has_initdb(&dir).then_some(dir);
     }
-    let debian = std::fs::read_dir("/usr/lib/postgresql")
+    let (versions, _) = DEBIAN_INITDB.split_once("/*/")?;
+    let debian = std::fs::read_dir(versions)
         .into_iter()
         .flatten()
         .flatten()
@@ -238,10 +242,10 @@ fn find_programs() -> Option<PathBuf> {
         })
         .filter(|(_, bin)| has_initdb(bin))
         .max();
-    if let Some((_, bin)) = debian {
-        return Some(bin);
+    match debian {
+        Some((_, bin)) => Some(bin),
+        None => std::env::split_paths(&std::env::var_os("PATH")?).find(|dir| has_initdb(dir)),
     }
-    std::env::split_paths(&std::env::var_os("PATH")?).find(|dir| has_initdb(dir))
 }
 
 fn is_root() -> bool {
