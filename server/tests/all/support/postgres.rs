@@ -11,7 +11,8 @@
 //! removes the directory.
 //!
 //! Durability is traded for speed (`fsync=off`): the tests stop and kill processes, never the
-//! machine, so every committed transaction still survives them.
+//! machine, so every committed transaction still survives them. Benchmarks use
+//! [`Postgres::start_durable`] (PostgreSQL's defaults: every commit flushed).
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -41,6 +42,8 @@ pub struct Postgres {
     port: u16,
     /// Run the programs as the `postgres` user (this process is root).
     as_postgres: bool,
+    /// Whether commits are flushed to disk.
+    fsync: bool,
     /// Holds the watchdog's pipe open; dropping it lets the watchdog stop the server.
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU32,
@@ -51,6 +54,15 @@ pub struct Postgres {
 impl Postgres {
     /// Creates a cluster in a new temporary directory and starts it on a free loopback port.
     pub fn start() -> Result<Postgres, String> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with every commit flushed to disk (for figures).
+    pub fn start_durable() -> Result<Postgres, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> Result<Postgres, String> {
         let bin = find_programs().ok_or_else(|| HOW_TO_INSTALL.to_owned())?;
         let as_postgres = is_root();
         let root = std::env::temp_dir().join(format!(
@@ -66,6 +78,7 @@ impl Postgres {
             root,
             port: 0,
             as_postgres,
+            fsync,
             watchdog: Mutex::new(Some(watchdog)),
             databases: AtomicU32::new(0),
             lifecycle: Mutex::new(()),
@@ -141,11 +154,14 @@ impl Postgres {
             .lifecycle
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let options = format!(
-            "-k {} -p {} -h 127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
+        let mut options = format!(
+            "-k {} -p {} -h 127.0.0.1 -c max_connections=300",
             self.root.join("socket").display(),
             self.port
         );
+        if !self.fsync {
+            options.push_str(" -c fsync=off -c full_page_writes=off");
+        }
         let log = self.root.join("postgres.log");
         self.pg_ctl(&["-o", &options, "-l", &log.display().to_string(), "start"])
             .map_err(|error| {
