@@ -90,11 +90,13 @@ async fn start(data: &Path) -> Process {
     }
 }
 
+/// A new admin key for the data directory (`key rotate`, which a running server honours: the
+/// key is stored hashed, so no command can print the one made at first start).
 async fn admin_key(data: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
         .arg("--data")
         .arg(data)
-        .arg("key")
+        .args(["key", "rotate"])
         .output()
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 //! its own connection, so they never wait behind writes (WAL); history is trimmed off the write
 //! path in bounded steps (see [`retention`]).
 
+pub mod backup;
 mod reader;
 mod retention;
 mod schema;
@@ -330,6 +331,22 @@ impl Store for SqliteStore {
                     params![key, value],
                 )
                 .map(drop)
+                .map_err(database)
+        })
+    }
+
+    fn settings_with_prefix(&self, prefix: &str) -> Ticket<Vec<(String, String)>> {
+        let prefix = prefix.to_owned();
+        self.read(move |reader| reader.settings_with_prefix(&prefix))
+    }
+
+    fn delete_setting(&self, key: &str) -> Ticket<bool> {
+        let key = key.to_owned();
+        self.submit(move |writer| {
+            writer
+                .connection
+                .execute("DELETE FROM settings WHERE key = ?1", params![key])
+                .map(|removed| removed > 0)
                 .map_err(database)
         })
     }
