@@ -233,7 +233,7 @@ async function renderDevices() {
     el('section', { class: 'card' }, devices.length
       ? el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', { class: 'hide-small' }, 'Template'), el('th', {}, 'Status'), el('th', {}, 'Last seen'))), el('tbody', { id: 'device-rows' }, rows))
       : el('p', { class: 'muted' }, 'No devices yet.')),
-    isAdmin() ? el('section', { class: 'card' }, el('h2', {}, 'Add a device'), form, message, created) : null);
+    ...(isAdmin() ? [el('section', { class: 'card' }, el('h2', {}, 'Add a device'), form, message, created)] : []));
 }
 
 function renderDeviceRows(device) {
@@ -286,7 +286,7 @@ async function renderDevice(id) {
       el('div', { 'data-device': details.id },
         el('span', { 'data-cell': 'presence' }, badge(details.online)), ' ',
         el('span', { 'data-cell': 'seen', class: 'muted' }, details.online ? 'now' : ago(details.last_seen)))),
-    details.token ? el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token)) : null,
+    ...(details.token ? [el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token))] : []),
     grid,
     el('section', { class: 'card', style: 'margin-top:1rem' }, el('h2', {}, 'Recent events'), events));
   for (const [pin, entry] of Object.entries(details.values)) updateWidget(pin, entry.value);
@@ -467,7 +467,7 @@ async function renderTemplates() {
           el('td', {}, d.pin), el('td', {}, d.name), el('td', {}, d.type),
           el('td', {}, d.min !== null || d.max !== null ? `${d.min ?? ''}..${d.max ?? ''}` : ''),
           el('td', {}, show(d.default)), el('td', {}, d.sync ? 'yes' : ''), el('td', {}, d.kind))))))),
-    isAdmin() ? el('section', { class: 'card' }, el('h2', {}, 'New template'), form, message) : null);
+    ...(isAdmin() ? [el('section', { class: 'card' }, el('h2', {}, 'New template'), form, message)] : []));
 }
 
 async function route() {
