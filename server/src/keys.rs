@@ -185,6 +185,11 @@ impl KeyRing {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether a key authenticated earlier still stands (neither revoked nor rotated since).
+    pub fn is_current(&self, key: &ApiKey) -> bool {
+        self.list().iter().any(|current| current == key)
+    }
+
     /// The key whose secret this is, among those cached.
     fn find_cached(&self, secret: &str) -> Option<ApiKey> {
         let hash = hash(secret);

@@ -417,7 +417,22 @@ async fn key(config: Config, command: Option<KeyCommand>) -> Result<()> {
         );
     };
     let engine = open_engine(&config).await?;
-    let keys = bootstrap_for_tools(&engine).await?.keys;
+    let boot = blynk_server::bootstrap::run(&engine, None).await?;
+    let keys = boot.keys;
+    match (&command, boot.admin_key) {
+        // A data directory's first admin key, made just now: that is the new key to print.
+        (KeyCommand::Rotate { name }, Some(made)) if name == blynk_server::keys::ADMIN_NAME => {
+            println!("{made}");
+            eprintln!("made the admin key of a new data directory (above, shown this once)");
+            return Ok(());
+        }
+        (_, Some(made)) => {
+            eprintln!(
+                "first use of this data directory: the admin key is {made} (shown this once)"
+            );
+        }
+        (_, None) => {}
+    }
     match command {
         KeyCommand::Rotate { name } => {
             let secret = keys.rotate(&name).await?;

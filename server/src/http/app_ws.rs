@@ -117,8 +117,15 @@ async fn serve(socket: WebSocket, state: AppState, key: Arc<ApiKey>, peer: Socke
     let mut taken = Vec::with_capacity(EVENT_BATCH);
     // Pings keep an otherwise quiet client inside the connection's idle timeout.
     let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+    // A key revoked or rotated while the client is connected ends its session too.
+    let mut key_check = tokio::time::interval(crate::keys::RELOAD_EVERY);
     let ending = loop {
         tokio::select! {
+            _ = key_check.tick() => {
+                if !state.keys.is_current(&key) {
+                    break Ending::Closed(format!("the key `{}` was revoked or replaced", key.name));
+                }
+            }
             _ = keepalive.tick() => {
                 if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall, &watcher).await {
                     break ending;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::support::http::{self, AppSocket};
+use crate::support::http::{self, AppSocket, AppSocketEnd};
 use crate::support::{ADMIN_KEY, PATIENCE, TestServer, test_config};
 
 /// Makes a key through the app API and returns its secret.
@@ -366,10 +366,29 @@ async fn admin_manages_keys_and_a_revoked_key_stops_at_once() {
     .await;
     assert_eq!(unknown_device.status, 400, "{}", unknown_device.body);
 
+    let mut watching = AppSocket::connect_with_key(http, &reader).await;
+    watching.watch(json!("all")).await;
     let revoked = http::app(http, "DELETE", "/api/keys/viewer", None).await;
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     let after = http::app_with_key(http, &reader, "GET", "/api/devices", None).await;
     assert_eq!(after.status, 401);
+    // A WebSocket opened with the key is closed too, with the reason.
+    let ending = loop {
+        match watching
+            .next_event(blynk_server::keys::RELOAD_EVERY + PATIENCE)
+            .await
+        {
+            Ok(_) => continue,
+            Err(ending) => break ending,
+        }
+    };
+    match ending {
+        AppSocketEnd::Closed(code, reason) => {
+            assert_eq!(code, 1008);
+            assert!(reason.contains("revoked"), "{reason}");
+        }
+        other => panic!("closed without a reason: {other:?}"),
+    }
 
     // The last admin key cannot be revoked (that would lock everyone out).
     assert_eq!(
