@@ -19,6 +19,9 @@ use crate::store::{Store, StoreError, settle};
 
 /// The settings holding keys: `api_key.NAME`.
 const SETTING_PREFIX: &str = "api_key.";
+/// The value of a revoked key's setting (and of the plain admin key once hashed): settings are
+/// only ever written, never deleted, which every store can do in one statement.
+const REVOKED: &str = "";
 /// Where servers before hashed keys kept the admin key, in plain text.
 const LEGACY_ADMIN_KEY: &str = "admin_key";
 /// The name of the key made at first start and renewed by `blynk-server key rotate`.
@@ -167,6 +170,7 @@ impl KeyRing {
         let rows = settle(self.store.settings_with_prefix(SETTING_PREFIX)).await?;
         let keys: Vec<ApiKey> = rows
             .iter()
+            .filter(|(_, text)| text != REVOKED)
             .filter_map(|(setting, text)| match serde_json::from_str(text) {
                 Ok(key) => Some(key),
                 Err(error) => {
@@ -297,7 +301,7 @@ impl KeyRing {
         if key.is_admin() && admins == 1 {
             return Err(KeyError::LastAdmin(name.to_owned()));
         }
-        settle(self.store.delete_setting(&setting(name))).await?;
+        settle(self.store.set_setting(&setting(name), REVOKED)).await?;
         self.reload().await?;
         Ok(())
     }
@@ -338,9 +342,11 @@ impl KeyRing {
     /// Makes sure an admin key exists: turns the plain admin key of an older data directory into
     /// a hashed one, or makes a new one. Returns the secret when one was made.
     pub async fn ensure_admin(&self) -> Result<Option<String>, KeyError> {
-        if let Some(plain) = settle(self.store.setting(LEGACY_ADMIN_KEY)).await? {
+        if let Some(plain) = settle(self.store.setting(LEGACY_ADMIN_KEY)).await?
+            && !plain.is_empty()
+        {
             self.set_secret(ADMIN_NAME, &plain).await?;
-            settle(self.store.delete_setting(LEGACY_ADMIN_KEY)).await?;
+            settle(self.store.set_setting(LEGACY_ADMIN_KEY, REVOKED)).await?;
             // SQLite may keep the deleted text in free pages until they are reused.
             tracing::warn!(
                 "the admin key is now stored hashed (the key itself is unchanged); its old plain \

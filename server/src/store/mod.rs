@@ -85,8 +85,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every setting whose key starts with `prefix`, ordered by key (the API keys are kept as
     /// one setting each, so creating or revoking one never rewrites another).
     fn settings_with_prefix(&self, prefix: &str) -> Ticket<Vec<(String, String)>>;
-    /// Removes a setting; resolves to whether it existed.
-    fn delete_setting(&self, key: &str) -> Ticket<bool>;
     /// Stores a new template; returns it with its id.
     fn create_template(&self, template: Template) -> Ticket<Template>;
     /// Stores a new device; returns it with its id.

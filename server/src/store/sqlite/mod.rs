@@ -340,17 +340,6 @@ impl Store for SqliteStore {
         self.read(move |reader| reader.settings_with_prefix(&prefix))
     }
 
-    fn delete_setting(&self, key: &str) -> Ticket<bool> {
-        let key = key.to_owned();
-        self.submit(move |writer| {
-            writer
-                .connection
-                .execute("DELETE FROM settings WHERE key = ?1", params![key])
-                .map(|removed| removed > 0)
-                .map_err(database)
-        })
-    }
-
     fn create_template(&self, template: Template) -> Ticket<Template> {
         self.submit(move |writer| writer.create_template(template))
     }
