@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod keys;
 pub mod limits;
 pub mod model;
 pub mod mqtt;
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The store setting is wrong.
     #[error("store: {0}")]
     StoreSetting(String),
+    /// The admin key could not be set up.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     /// A port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -77,13 +81,15 @@ pub struct Server {
     pub native_address: SocketAddr,
     /// Where MQTT devices connect, unless MQTT is off.
     pub mqtt_address: Option<SocketAddr>,
-    /// The admin key of the app API.
-    pub admin_key: String,
+    /// The admin key of the app API, when this start knows it: made now (first start) or given
+    /// by the operator. Otherwise only its hash is stored.
+    pub admin_key: Option<String>,
     /// The demo device's token, if it exists.
     pub demo_token: Option<String>,
     /// Whether this start created the admin key and the demo.
     pub first_start: bool,
     engine: Arc<Engine>,
+    keys: Arc<keys::KeyRing>,
     context: Arc<Context>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -159,7 +165,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_admin_key(config, None).await
 }
 
-/// Like [`start`], with a fixed admin key instead of the stored one.
+/// Like [`start`], with a fixed admin key: stored (hashed) in place of the one before, so
+/// tests and tools that start a server know its key without reading the start banner.
 pub async fn start_with_admin_key(
     config: Config,
     admin_key: Option<&str>,
@@ -210,7 +217,7 @@ pub async fn start_with_admin_key(
     let state = http::AppState {
         engine: engine.clone(),
         context: context.clone(),
-        admin_key: Arc::from(boot.admin_key.as_str()),
+        keys: boot.keys.clone(),
         uploads: Arc::default(),
     };
     let (http_connections, incoming) = mpsc::channel(1024);
@@ -227,6 +234,7 @@ pub async fn start_with_admin_key(
     }
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
     tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    tasks.spawn(boot.keys.clone().run_reload(shutdown_signal.clone()));
     let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
     let mut http_shutdown = shutdown_signal.clone();
     tasks.spawn(async move {
@@ -247,6 +255,7 @@ pub async fn start_with_admin_key(
         demo_token: boot.demo_token,
         first_start: boot.first_start,
         engine,
+        keys: boot.keys,
         context,
         shutdown,
         tasks,
@@ -257,6 +266,11 @@ impl Server {
     /// The engine, for tests and tools in the same process.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The API keys, for tests and tools in the same process.
+    pub fn keys(&self) -> &Arc<keys::KeyRing> {
+        &self.keys
     }
 
     /// Stops accepting, closes every session, and waits until everything acknowledged is durable.

@@ -214,7 +214,7 @@ pub(crate) fn prepare(
                     http: server.http_address,
                     native: server.native_address,
                     mqtt: server.mqtt_address,
-                    admin_key: server.admin_key.clone(),
+                    admin_key: ADMIN_KEY.to_owned(),
                     devices,
                     running: Running::InProcess {
                         runtime,
@@ -429,6 +429,8 @@ pub(crate) fn spawn_child(
         .args(["--mqtt-port", &mqtt_port.to_string()])
         .args(["--durability", args.durability.name(), "serve"])
         .env("BLYNK_LOG", "warn")
+        // The key the data directory was populated with (it is stored hashed, never printed).
+        .env("BLYNK_ADMIN_KEY", ADMIN_KEY)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -459,7 +461,8 @@ pub(crate) fn spawn_child(
                     .next()
                     .and_then(|address| address.parse::<SocketAddr>().ok());
             } else if trimmed.starts_with("admin key") {
-                key = Some(last.to_owned());
+                // The line after the addresses; the key is the one given in BLYNK_ADMIN_KEY.
+                key = Some(ADMIN_KEY.to_owned());
             } else if (line.contains("WARN") || line.contains("ERROR")) && echoed < 20 {
                 echoed += 1;
                 eprintln!("  server: {line}");

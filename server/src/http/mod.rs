@@ -7,17 +7,19 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod keys_api;
 mod timed_upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 
 pub use error::ApiError;
 
 use crate::engine::Engine;
+use crate::keys::KeyRing;
 use crate::net::listener::HttpIncoming;
 use crate::session::Context;
 
@@ -28,8 +30,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The session context (limits, login limiter), for classic WebSocket sessions.
     pub context: Arc<Context>,
-    /// The key apps authenticate with.
-    pub admin_key: Arc<str>,
+    /// The keys apps authenticate with.
+    pub keys: Arc<KeyRing>,
     /// Points uploaded per device today (the timestamped upload's daily limit).
     pub uploads: Arc<timed_upload::UploadQuota>,
 }
@@ -95,6 +97,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{device}/history/{pin}", get(app_api::history))
         .route("/api/devices/{device}/events", get(app_api::events))
         .route("/api/devices/{device}/properties", get(app_api::properties))
+        .route("/api/me", get(keys_api::me))
+        .route("/api/keys", get(keys_api::list).post(keys_api::create))
+        .route("/api/keys/{name}", delete(keys_api::revoke))
         .route("/api/ws", get(app_ws::upgrade))
         .route("/websockets", get(classic_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -3,11 +3,13 @@
 
 mod support;
 
+mod backup;
 mod bad_input;
 mod classic_extras;
 mod durability;
 mod http_api;
 mod interleavings;
+mod keys;
 mod mqtt;
 mod postgres_store;
 mod publication;
