@@ -14,6 +14,7 @@ use serde_json::{Value as Json_, json};
 
 use super::{ApiError, AppState, PeerAddr};
 use crate::engine::{DeviceSlot, Protocol, constant_time_eq};
+use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, StoredValue, Template, type_name};
 
 /// Proof that the request carries the admin key (`Authorization: Bearer KEY`, or `?key=KEY`
@@ -27,17 +28,6 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<PeerAddr>>()
-            .map(|info| info.0.0.ip());
-        if let Some(peer) = peer {
-            state
-                .context
-                .login_limiter
-                .check(peer)
-                .map_err(ApiError::TooManyAttempts)?;
-        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -52,10 +42,20 @@ impl FromRequestParts<AppState> for Admin {
                 Ok(Admin)
             }
             Some(_) => {
-                if let Some(peer) = peer {
-                    state.context.login_limiter.record_failure(peer);
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<PeerAddr>>()
+                    .map(|info| info.0.0.ip());
+                // The admin's own bucket: bad device tokens do not count here. A right key is
+                // let in above whatever this says.
+                let verdict =
+                    peer.map(|peer| state.context.admin_login_limiter.record_failure(peer));
+                match verdict {
+                    Some(Verdict::Limited {
+                        retry_after_seconds,
+                    }) => Err(ApiError::TooManyAttempts(retry_after_seconds)),
+                    _ => Err(ApiError::Unauthorized("wrong admin key".into())),
                 }
-                Err(ApiError::Unauthorized("wrong admin key".into()))
             }
             None => Err(ApiError::Unauthorized(
                 "send the admin key as `Authorization: Bearer KEY`".into(),

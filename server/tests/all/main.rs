@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod classic_extras;
+mod connection_limits;
 mod durability;
 mod http_api;
 mod interleavings;

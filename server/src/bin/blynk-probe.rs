@@ -1,0 +1,396 @@
+//! `blynk-probe`: replays the connection attacks of SPEC section 6 at full scale against a
+//! `blynk-server` child on loopback and prints what the server did and its memory (RSS from
+//! `/proc`, so Linux only). The figures are in `docs/reliability.md`.
+//!
+//! ```text
+//! blynk-probe websocket   # 16 unfinished 60 MB messages on /websockets
+//! blynk-probe headers     # 200 unfinished 390 KB request headers, 300 header trickles
+//! blynk-probe per-address # 19,200 idle connections from one address, then others
+//! blynk-probe limiter     # bad tokens from 120,000 addresses, a good client meanwhile
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Replays SPEC 6's connection attacks against a blynk-server child")]
+struct Cli {
+    /// The server binary (default: `blynk-server` next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    #[command(subcommand)]
+    probe: Probe,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Probe {
+    /// Unfinished oversized messages on the classic WebSocket endpoint.
+    Websocket,
+    /// Unfinished oversized request headers, and headers trickled a byte at a time.
+    Headers,
+    /// Idle connections from one address, then a client from another.
+    PerAddress,
+    /// Bad tokens from many addresses, with a good client's latency meanwhile.
+    Limiter,
+}
+
+/// A server child on loopback ports over a temporary data directory.
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    native: SocketAddr,
+    token: String,
+    _data: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    async fn start(binary: &Path) -> Result<Self> {
+        let data = std::env::temp_dir().join(format!("blynk-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&data)?;
+        let data = TempDir(data);
+        let added = Command::new(binary)
+            .arg("--data")
+            .arg(&data.0)
+            .args(["device", "add", "--template", "light", "--name", "probe"])
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", binary.display()))?;
+        let token = String::from_utf8(added.stdout)?.trim().to_owned();
+        if token.len() != 32 {
+            bail!("`device add` printed no token");
+        }
+        let (http, native) = (free_port()?, free_port()?);
+        let child = Command::new(binary)
+            .arg("--data")
+            .arg(&data.0)
+            .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
+            .args(["--http-port", &http.to_string()])
+            .args(["--native-port", &native.to_string(), "serve"])
+            .env("BLYNK_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let server = Server {
+            child,
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, http)),
+            native: SocketAddr::from((Ipv4Addr::LOCALHOST, native)),
+            token,
+            _data: data,
+        };
+        for _ in 0..300 {
+            if TcpStream::connect(server.native).await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the server did not start listening within 30 s")
+    }
+
+    /// Resident memory in MB.
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    socket.connect(target).await
+}
+
+/// Whether the server closed `stream` (read 0 or an error) within `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Sends one HTTP request on a new connection from `source` and returns the status (0: none).
+async fn http_status(source: Ipv4Addr, target: SocketAddr, path: &str) -> u16 {
+    let Ok(mut stream) = connect_from(source, target).await else {
+        return 0;
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    std::str::from_utf8(answer.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn websocket(server: &Server) -> Result<()> {
+    const CONNECTIONS: usize = 16;
+    const MESSAGE: u64 = 60_000_000;
+    const FRAME: usize = 1 << 20;
+    let before = server.rss_mb();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let (target, sent) = (server.http, sent.clone());
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(target).await.ok()?;
+            let upgrade = "GET /websockets HTTP/1.1\r\nHost: probe\r\nUpgrade: websocket\r\n\
+                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                Sec-WebSocket-Version: 13\r\n\r\n";
+            stream.write_all(upgrade.as_bytes()).await.ok()?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.ok()?;
+            let payload = vec![0u8; FRAME];
+            // A 60 MB binary message in 1 MiB fragments (under the library's default 16 MiB
+            // frame limit), never finished.
+            for index in 0..(MESSAGE as usize).div_ceil(FRAME) {
+                let mut frame = vec![if index == 0 { 0x02 } else { 0x00 }, 0x80 | 127];
+                frame.extend_from_slice(&(FRAME as u64).to_be_bytes());
+                frame.extend_from_slice(&[0; 4]);
+                if stream.write_all(&frame).await.is_err()
+                    || stream.write_all(&payload).await.is_err()
+                {
+                    return Some(true);
+                }
+                sent.fetch_add(FRAME as u64, Ordering::Relaxed);
+            }
+            Some(closed_within(&mut stream, Duration::from_secs(5)).await)
+        });
+    }
+    let mut closed = 0;
+    while let Some(result) = tasks.join_next().await {
+        closed += usize::from(result.ok().flatten().unwrap_or(false));
+    }
+    println!(
+        "websocket: {CONNECTIONS} x unfinished {} MB messages; server took {:.1} MB before closing; \
+         {closed}/{CONNECTIONS} closed by the server; RSS {before:.0} MB -> {:.0} MB",
+        MESSAGE / 1_000_000,
+        sent.load(Ordering::Relaxed) as f64 / 1e6,
+        server.rss_mb()
+    );
+    Ok(())
+}
+
+async fn headers(server: &Server) -> Result<()> {
+    const CONNECTIONS: usize = 200;
+    const HEADER: usize = 390 * 1024;
+    let before = server.rss_mb();
+    let started = Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut stream = TcpStream::connect(server.http).await?;
+        let mut header = b"GET / HTTP/1.1\r\nX-Padding: ".to_vec();
+        header.resize(HEADER, b'a');
+        // The server may stop reading (and close) long before the end: that is the point.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&header)).await;
+        streams.push(stream);
+    }
+    let peak = server.rss_mb();
+    let mut closed = 0;
+    for stream in &mut streams {
+        closed += usize::from(closed_within(stream, Duration::from_millis(20)).await);
+    }
+    println!(
+        "headers: {CONNECTIONS} x unfinished {} KB headers: {closed}/{CONNECTIONS} closed by the \
+         server after {:.1} s; RSS {before:.0} MB -> {peak:.0} MB",
+        HEADER / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    drop(streams);
+
+    const TRICKLES: usize = 300;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TRICKLES {
+        let target = server.http;
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(target).await.ok()?;
+            stream.write_all(b"GET / HTTP/1.1\r\n").await.ok()?;
+            // One header byte every 5 s for up to 75 s.
+            for _ in 0..15 {
+                if stream.write_all(b"X").await.is_err()
+                    || closed_within(&mut stream, Duration::from_secs(5)).await
+                {
+                    return Some(started.elapsed());
+                }
+            }
+            None
+        });
+    }
+    let (mut closed, mut last) = (0, Duration::ZERO);
+    while let Some(result) = tasks.join_next().await {
+        if let Some(after) = result.ok().flatten() {
+            closed += 1;
+            last = last.max(after);
+        }
+    }
+    println!(
+        "trickle: {TRICKLES} connections sending a header byte every 5 s: {closed}/{TRICKLES} \
+         closed by the server, the last after {:.1} s",
+        last.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn per_address(server: &Server) -> Result<()> {
+    const IDLE: usize = 19_200;
+    let attacker = Ipv4Addr::new(127, 0, 0, 1);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..IDLE {
+        match connect_from(attacker, server.http).await {
+            Ok(stream) => held.push(stream),
+            Err(_) => refused += 1,
+        }
+    }
+    // Refused connections are accepted by the kernel and closed by the server at once.
+    let mut open = 0;
+    for stream in &mut held {
+        open += usize::from(!closed_within(stream, Duration::from_millis(1)).await);
+    }
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    let good = http_status(other, server.http, "/").await;
+    let device = connect_from(other, server.native).await.is_ok();
+    println!(
+        "per-address: {IDLE} idle connections from one address: {open} kept open \
+         ({refused} failed to connect); a client from another address got HTTP {good}, \
+         a native connection {}",
+        if device { "accepted" } else { "refused" }
+    );
+    Ok(())
+}
+
+async fn limiter(server: &Server) -> Result<()> {
+    const ADDRESSES: u32 = 120_000;
+    const WORKERS: u32 = 64;
+    let before = server.rss_mb();
+    let next = Arc::new(AtomicU64::new(0));
+    let statuses: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let started = Instant::now();
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let (next, statuses, target) = (next.clone(), statuses.clone(), server.http);
+        attackers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed) as u32;
+                if n >= ADDRESSES {
+                    return;
+                }
+                // 127.1.0.0 onwards: every request from an address of its own.
+                let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n);
+                let path = "/external/api/get?token=wrongwrongwrongwrongwrongwrong12&v1";
+                let slot = match http_status(source, target, path).await {
+                    401 => 0,
+                    429 => 1,
+                    0 => 2,
+                    _ => 3,
+                };
+                statuses[slot].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let good_path = format!("/external/api/isHardwareConnected?token={}", server.token);
+    let mut latencies = Vec::new();
+    let mut good_failures = 0;
+    while next.load(Ordering::Relaxed) < u64::from(ADDRESSES) {
+        let sent = Instant::now();
+        if http_status(Ipv4Addr::new(127, 0, 0, 9), server.http, &good_path).await != 200 {
+            good_failures += 1;
+        }
+        latencies.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while attackers.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |share: f64| {
+        latencies
+            .get(((latencies.len() as f64 * share) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    };
+    let count = |slot: usize| statuses[slot].load(Ordering::Relaxed);
+    println!(
+        "limiter: {ADDRESSES} addresses, one bad token each, {WORKERS} at a time: {:.0} \
+         failures/s ({} answered 401, {} 429, {} no answer, {} other); good requests \
+         meanwhile: {} ({good_failures} failed), latency median {:.1} ms, p99 {:.1} ms, max \
+         {:.1} ms; RSS {before:.0} MB -> {:.0} MB",
+        f64::from(ADDRESSES) / elapsed,
+        count(0),
+        count(1),
+        count(2),
+        count(3),
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        server.rss_mb()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let binary = match cli.server_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("blynk-server"),
+    };
+    let server = Server::start(&binary).await?;
+    // Let the start settle, so that the first RSS reading is the idle server's.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match cli.probe {
+        Probe::Websocket => websocket(&server).await,
+        Probe::Headers => headers(&server).await,
+        Probe::PerAddress => per_address(&server).await,
+        Probe::Limiter => limiter(&server).await,
+    }
+}
