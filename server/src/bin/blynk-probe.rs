@@ -76,7 +76,9 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    async fn start(binary: &Path) -> Result<Self> {
+    /// Starts the server with `limits` (TOML lines for the `[limits]` table) on top of the
+    /// defaults.
+    async fn start(binary: &Path, limits: &str) -> Result<Self> {
         let data = std::env::temp_dir().join(format!("blynk-probe-{}", std::process::id()));
         std::fs::create_dir_all(&data)?;
         let data = TempDir(data);
@@ -92,7 +94,11 @@ impl Server {
             bail!("`device add` printed no token");
         }
         let (http, native) = (free_port()?, free_port()?);
+        let config = data.0.join("probe.toml");
+        std::fs::write(&config, format!("[limits]\n{limits}\n"))?;
         let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config)
             .arg("--data")
             .arg(&data.0)
             .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
@@ -211,7 +217,8 @@ async fn websocket(server: &Server) -> Result<()> {
         closed += usize::from(result.ok().flatten().unwrap_or(false));
     }
     println!(
-        "websocket: {CONNECTIONS} x unfinished {} MB messages; server took {:.1} MB before closing; \
+        "websocket: {CONNECTIONS} x unfinished {} MB messages: the clients wrote {:.1} MB (mostly into \
+         the kernel's socket buffers) before the server closed them; \
          {closed}/{CONNECTIONS} closed by the server; RSS {before:.0} MB -> {:.0} MB",
         MESSAGE / 1_000_000,
         sent.load(Ordering::Relaxed) as f64 / 1e6,
@@ -283,15 +290,37 @@ async fn headers(server: &Server) -> Result<()> {
 
 async fn per_address(server: &Server) -> Result<()> {
     const IDLE: usize = 19_200;
-    let attacker = Ipv4Addr::new(127, 0, 0, 1);
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for _ in 0..IDLE {
-        match connect_from(attacker, server.http).await {
-            Ok(stream) => held.push(stream),
-            Err(_) => refused += 1,
+    // Opened 64 at a time, so that all are open well within the header deadline (10 s), which
+    // would otherwise close the first ones.
+    let started = Instant::now();
+    let mut openers = tokio::task::JoinSet::new();
+    for worker in 0..64 {
+        let target = server.http;
+        openers.spawn(async move {
+            let mut streams = Vec::new();
+            for _ in (worker..IDLE).step_by(64) {
+                // From 127.0.0.1, the default source: binding first would make the kernel search
+                // the port range for every connection.
+                // One request each, then idle on keep-alive.
+                let mut stream = TcpStream::connect(target).await;
+                if let Ok(open) = &mut stream {
+                    let _ = open.write_all(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n").await;
+                }
+                streams.push(stream);
+            }
+            streams
+        });
+    }
+    let (mut held, mut refused) = (Vec::new(), 0);
+    while let Some(streams) = openers.join_next().await {
+        for stream in streams? {
+            match stream {
+                Ok(stream) => held.push(stream),
+                Err(_) => refused += 1,
+            }
         }
     }
+    let opening = started.elapsed();
     // Refused connections are accepted by the kernel and closed by the server at once.
     let mut open = 0;
     for stream in &mut held {
@@ -301,17 +330,66 @@ async fn per_address(server: &Server) -> Result<()> {
     let good = http_status(other, server.http, "/").await;
     let device = connect_from(other, server.native).await.is_ok();
     println!(
-        "per-address: {IDLE} idle connections from one address: {open} kept open \
-         ({refused} failed to connect); a client from another address got HTTP {good}, \
+        "per-address: {IDLE} idle keep-alive HTTP connections from one address, opened in {:.1} \
+         s: {open} kept open ({refused} failed to connect); a client from another address got HTTP {good}, \
          a native connection {}",
+        opening.as_secs_f64(),
         if device { "accepted" } else { "refused" }
     );
     Ok(())
 }
 
+/// Median latency in ms of `count` good requests from an address of their own, 100 ms apart.
+async fn good_latency(server: &Server, count: usize) -> (Vec<Duration>, usize) {
+    let path = format!("/external/api/isHardwareConnected?token={}", server.token);
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    for _ in 0..count {
+        let sent = Instant::now();
+        if http_status(Ipv4Addr::new(127, 0, 0, 9), server.http, &path).await != 200 {
+            failures += 1;
+        }
+        latencies.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (latencies, failures)
+}
+
+fn percentile_ms(sorted: &[Duration], share: f64) -> f64 {
+    let index = ((sorted.len() as f64 * share) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+}
+
+/// The limiter alone, in this process: the cost of a failure as the number of addresses grows.
+fn limiter_in_process() {
+    use blynk_server::login_limiter::LoginLimiter;
+    const FAILURES: u32 = 1_000_000;
+    let limiter = LoginLimiter::new(20);
+    let mut per_step = Vec::new();
+    let started = std::time::Instant::now();
+    let mut step_started = started;
+    for n in 0..FAILURES {
+        let address = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + n));
+        let _ = limiter.record_failure(address);
+        if (n + 1) % 250_000 == 0 {
+            per_step.push(step_started.elapsed().as_nanos() as f64 / 250_000.0);
+            step_started = std::time::Instant::now();
+        }
+    }
+    let steps: Vec<String> = per_step.iter().map(|ns| format!("{ns:.0}")).collect();
+    println!(
+        "limiter in process: {FAILURES} failures from distinct addresses: ns per failure by \
+         quarter {}; addresses kept {}",
+        steps.join(" / "),
+        limiter.tracked()
+    );
+}
+
 async fn limiter(server: &Server) -> Result<()> {
     const ADDRESSES: u32 = 120_000;
     const WORKERS: u32 = 64;
+    limiter_in_process();
+    let (mut baseline, _) = good_latency(server, 50).await;
+    baseline.sort();
     let before = server.rss_mb();
     let next = Arc::new(AtomicU64::new(0));
     let statuses: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -338,40 +416,39 @@ async fn limiter(server: &Server) -> Result<()> {
             }
         });
     }
-    let good_path = format!("/external/api/isHardwareConnected?token={}", server.token);
     let mut latencies = Vec::new();
     let mut good_failures = 0;
+    let mut first_10k = None;
     while next.load(Ordering::Relaxed) < u64::from(ADDRESSES) {
-        let sent = Instant::now();
-        if http_status(Ipv4Addr::new(127, 0, 0, 9), server.http, &good_path).await != 200 {
-            good_failures += 1;
+        if first_10k.is_none() && next.load(Ordering::Relaxed) >= 10_000 {
+            first_10k = Some(started.elapsed());
         }
-        latencies.push(sent.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (latency, failures) = good_latency(server, 1).await;
+        latencies.extend(latency);
+        good_failures += failures;
     }
     while attackers.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let at = |share: f64| {
-        latencies
-            .get(((latencies.len() as f64 * share) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
-    };
     let count = |slot: usize| statuses[slot].load(Ordering::Relaxed);
+    let first_rate = first_10k.map_or(0.0, |took| 10_000.0 / took.as_secs_f64());
     println!(
         "limiter: {ADDRESSES} addresses, one bad token each, {WORKERS} at a time: {:.0} \
-         failures/s ({} answered 401, {} 429, {} no answer, {} other); good requests \
-         meanwhile: {} ({good_failures} failed), latency median {:.1} ms, p99 {:.1} ms, max \
-         {:.1} ms; RSS {before:.0} MB -> {:.0} MB",
+         failures/s overall, {first_rate:.0}/s over the first 10,000 ({} answered 401, {} 429, \
+         {} no answer, {} other); a good request every 100 ms from another address: before \
+         the attack median {:.1} ms, p99 {:.1} ms; during it {} requests ({good_failures} \
+         failed), median {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS {before:.0} MB -> {:.0} MB",
         f64::from(ADDRESSES) / elapsed,
         count(0),
         count(1),
         count(2),
         count(3),
+        percentile_ms(&baseline, 0.5),
+        percentile_ms(&baseline, 0.99),
         latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0),
+        percentile_ms(&latencies, 0.5),
+        percentile_ms(&latencies, 0.99),
+        percentile_ms(&latencies, 1.0),
         server.rss_mb()
     );
     Ok(())
@@ -384,7 +461,13 @@ async fn main() -> Result<()> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("blynk-server"),
     };
-    let server = Server::start(&binary).await?;
+    // The per-address probe keeps its idle keep-alive connections open longer than the header
+    // deadline would (which also ends idle keep-alives), to see the cap alone.
+    let limits = match cli.probe {
+        Probe::PerAddress => "http_header_seconds = 600",
+        _ => "",
+    };
+    let server = Server::start(&binary, limits).await?;
     // Let the start settle, so that the first RSS reading is the idle server's.
     tokio::time::sleep(Duration::from_secs(1)).await;
     match cli.probe {
