@@ -7,6 +7,7 @@
 //! blynk-probe headers     # 200 unfinished 390 KB request headers, 300 header trickles
 //! blynk-probe per-address # 19,200 idle connections from one address, then others
 //! blynk-probe limiter     # bad tokens from 120,000 addresses, a good client meanwhile
+//! blynk-probe limiter --control --addresses 30000   # the same load with right tokens
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,7 +42,15 @@ enum Probe {
     /// Idle connections from one address, then a client from another.
     PerAddress,
     /// Bad tokens from many addresses, with a good client's latency meanwhile.
-    Limiter,
+    Limiter {
+        /// Addresses, one request each.
+        #[arg(long, default_value_t = 120_000)]
+        addresses: u32,
+        /// The same requests with the right token: the load without a single failure, to
+        /// compare the good client's latency with.
+        #[arg(long)]
+        control: bool,
+    },
 }
 
 /// A server child on loopback ports over a temporary data directory.
@@ -304,7 +313,9 @@ async fn per_address(server: &Server) -> Result<()> {
                 // One request each, then idle on keep-alive.
                 let mut stream = TcpStream::connect(target).await;
                 if let Ok(open) = &mut stream {
-                    let _ = open.write_all(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n").await;
+                    let _ = open
+                        .write_all(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n")
+                        .await;
                 }
                 streams.push(stream);
             }
@@ -356,7 +367,9 @@ async fn good_latency(server: &Server, count: usize) -> (Vec<Duration>, usize) {
 
 fn percentile_ms(sorted: &[Duration], share: f64) -> f64 {
     let index = ((sorted.len() as f64 * share) as usize).min(sorted.len().saturating_sub(1));
-    sorted.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    sorted
+        .get(index)
+        .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
 }
 
 /// The limiter alone, in this process: the cost of a failure as the number of addresses grows.
@@ -384,10 +397,16 @@ fn limiter_in_process() {
     );
 }
 
-async fn limiter(server: &Server) -> Result<()> {
-    const ADDRESSES: u32 = 120_000;
+async fn limiter(server: &Server, addresses: u32, control: bool) -> Result<()> {
     const WORKERS: u32 = 64;
-    limiter_in_process();
+    if !control {
+        limiter_in_process();
+    }
+    let attack_path: Arc<str> = if control {
+        format!("/external/api/isHardwareConnected?token={}", server.token).into()
+    } else {
+        "/external/api/get?token=wrongwrongwrongwrongwrongwrong12&v1".into()
+    };
     let (mut baseline, _) = good_latency(server, 50).await;
     baseline.sort();
     let before = server.rss_mb();
@@ -397,17 +416,17 @@ async fn limiter(server: &Server) -> Result<()> {
     let mut attackers = tokio::task::JoinSet::new();
     for _ in 0..WORKERS {
         let (next, statuses, target) = (next.clone(), statuses.clone(), server.http);
+        let path = attack_path.clone();
         attackers.spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed) as u32;
-                if n >= ADDRESSES {
+                if n >= addresses {
                     return;
                 }
                 // 127.1.0.0 onwards: every request from an address of its own.
                 let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n);
-                let path = "/external/api/get?token=wrongwrongwrongwrongwrongwrong12&v1";
-                let slot = match http_status(source, target, path).await {
-                    401 => 0,
+                let slot = match http_status(source, target, &path).await {
+                    401 | 200 => 0,
                     429 => 1,
                     0 => 2,
                     _ => 3,
@@ -419,7 +438,7 @@ async fn limiter(server: &Server) -> Result<()> {
     let mut latencies = Vec::new();
     let mut good_failures = 0;
     let mut first_10k = None;
-    while next.load(Ordering::Relaxed) < u64::from(ADDRESSES) {
+    while next.load(Ordering::Relaxed) < u64::from(addresses) {
         if first_10k.is_none() && next.load(Ordering::Relaxed) >= 10_000 {
             first_10k = Some(started.elapsed());
         }
@@ -433,12 +452,14 @@ async fn limiter(server: &Server) -> Result<()> {
     let count = |slot: usize| statuses[slot].load(Ordering::Relaxed);
     let first_rate = first_10k.map_or(0.0, |took| 10_000.0 / took.as_secs_f64());
     println!(
-        "limiter: {ADDRESSES} addresses, one bad token each, {WORKERS} at a time: {:.0} \
-         failures/s overall, {first_rate:.0}/s over the first 10,000 ({} answered 401, {} 429, \
+        "limiter{}: {addresses} addresses, one {} token each, {WORKERS} at a time: {:.0} \
+         requests/s overall, {first_rate:.0}/s over the first 10,000 ({} answered 401 or 200, {} 429, \
          {} no answer, {} other); a good request every 100 ms from another address: before \
          the attack median {:.1} ms, p99 {:.1} ms; during it {} requests ({good_failures} \
          failed), median {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS {before:.0} MB -> {:.0} MB",
-        f64::from(ADDRESSES) / elapsed,
+        if control { " (control)" } else { "" },
+        if control { "right" } else { "bad" },
+        f64::from(addresses) / elapsed,
         count(0),
         count(1),
         count(2),
@@ -474,6 +495,6 @@ async fn main() -> Result<()> {
         Probe::Websocket => websocket(&server).await,
         Probe::Headers => headers(&server).await,
         Probe::PerAddress => per_address(&server).await,
-        Probe::Limiter => limiter(&server).await,
+        Probe::Limiter { addresses, control } => limiter(&server, addresses, control).await,
     }
 }
