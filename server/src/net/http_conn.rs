@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::address::forwarded_client;
+use super::address::{AddressRange, forwarded_client};
 use super::io::{Activity, MaybeTls, Prefixed};
 use crate::http::PeerAddr;
 use crate::session::Context;
@@ -42,6 +42,7 @@ pub async fn serve(
 ) {
     let limits = &context.limits;
     let body_deadline = Duration::from_secs(limits.http_body_seconds.max(1));
+    let header_deadline = Duration::from_secs(limits.http_header_seconds.max(1));
     let trusted = context.trusted_proxies.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         activity.touch();
@@ -49,6 +50,7 @@ pub async fn serve(
         let mut request = request.map(|body| {
             Body::new(DeadlineBody {
                 inner: body,
+                peer: client,
                 deadline: Instant::now() + body_deadline,
                 timer: None,
             })
@@ -69,7 +71,7 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.http_header_seconds.max(1)))
+        .header_read_timeout(header_deadline)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_header_size(MAX_HEADER_BYTES);
     let connection = builder
@@ -85,21 +87,30 @@ pub async fn serve(
         }
     };
     if let Err(error) = result {
-        // Deadlines, oversized headers and clients that vanish mid-request end here.
+        log_ending(peer, &error, header_deadline);
+    }
+}
+
+/// One log line for a connection ended by a limit; other endings (a client that left) only
+/// at debug level.
+fn log_ending(peer: SocketAddr, error: &hyper::Error, header_deadline: Duration) {
+    let idle = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+    if error.is_timeout() {
+        tracing::info!(%peer, "HTTP connection closed: no whole request headers within {header_deadline:?}");
+    } else if error.is_parse_too_large() {
+        tracing::info!(%peer, "HTTP connection closed: request headers over {MAX_HEADER_BYTES} bytes");
+    } else if idle {
+        tracing::info!(%peer, "HTTP connection closed: idle for too long");
+    } else {
         tracing::debug!(%peer, %error, "HTTP connection closed");
-        if error.is_timeout() {
-            tracing::info!(%peer, "HTTP connection closed: request headers not received in time");
-        }
     }
 }
 
 /// The client a request comes from: `peer`, or behind a trusted proxy the address it names in
 /// `X-Forwarded-For` (port 0: unknown).
-fn client_of(
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    trusted: &[super::address::AddressRange],
-) -> SocketAddr {
+fn client_of(peer: SocketAddr, headers: &HeaderMap, trusted: &[AddressRange]) -> SocketAddr {
     if trusted.is_empty() {
         return peer;
     }
@@ -120,6 +131,8 @@ fn client_of(
 /// announces one and sends nothing) holds the connection no longer than that.
 struct DeadlineBody {
     inner: Incoming,
+    /// For the log line.
+    peer: SocketAddr,
     deadline: Instant,
     /// Made only when the body is waited for: most requests have none.
     timer: Option<Pin<Box<Sleep>>>,
@@ -151,7 +164,10 @@ impl hyper::body::Body for DeadlineBody {
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Deadline))),
+                    Poll::Ready(()) => {
+                        tracing::info!(peer = %this.peer, "HTTP request refused: its body did not arrive in time");
+                        Poll::Ready(Some(Err(BodyError::Deadline)))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
