@@ -9,6 +9,7 @@ pub mod engine;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod login_limiter;
 pub mod model;
 pub mod mqtt;
 pub mod net;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use config::{Config, DurabilitySetting, MqttPort, StoreLocation};
@@ -206,13 +207,11 @@ pub async fn start_with_admin_key(
     })?;
 
     let (shutdown, shutdown_signal) = watch::channel(false);
-    let mut context = Context::new(
-        engine.clone(),
-        config.limits.clone(),
-        shutdown_signal.clone(),
-        tls,
-    );
+    let mut limits = config.limits.clone();
+    limits.max_connections = net::file_limit::clamp_connections(limits.max_connections);
+    let mut context = Context::new(engine.clone(), limits, shutdown_signal.clone(), tls);
     context.timezone = timezone;
+    context.trusted_proxies = config.trusted_proxies.clone();
     let context = Arc::new(context);
     let state = http::AppState {
         engine: engine.clone(),
@@ -220,14 +219,10 @@ pub async fn start_with_admin_key(
         keys: boot.keys.clone(),
         uploads: Arc::default(),
     };
-    let (http_connections, incoming) = mpsc::channel(1024);
+    let router = http::router(state);
     let mut tasks = JoinSet::new();
     tasks.spawn(net::listener::run_native(native, context.clone()));
-    tasks.spawn(net::listener::run_shared(
-        shared,
-        context.clone(),
-        http_connections,
-    ));
+    tasks.spawn(net::listener::run_shared(shared, context.clone(), router));
     if let Some((listener, _)) = mqtt {
         let broker = Arc::new(mqtt::Mqtt::new(context.clone()));
         tasks.spawn(net::listener::run_mqtt(listener, broker));
@@ -235,17 +230,6 @@ pub async fn start_with_admin_key(
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
     tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
     tasks.spawn(boot.keys.clone().run_reload(shutdown_signal.clone()));
-    let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
-    let mut http_shutdown = shutdown_signal.clone();
-    tasks.spawn(async move {
-        let incoming = net::listener::HttpIncoming::new(incoming, http_address);
-        let serving = axum::serve(incoming, router).with_graceful_shutdown(async move {
-            let _ = http_shutdown.changed().await;
-        });
-        if let Err(error) = serving.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
     tracing::info!(%http_address, %native_address, ?mqtt_address, "server listening");
     Ok(Server {
         http_address,

@@ -152,6 +152,8 @@ pub(crate) fn server_config(data: &Path, durability: Durability) -> Config {
     config.limits.messages_per_second = 10_000_000;
     config.limits.message_burst = 10_000_000;
     config.limits.failed_logins_per_minute = 1_000_000;
+    // Every simulated device connects from loopback.
+    config.limits.max_connections_per_address = 0;
     config
 }
 
@@ -409,7 +411,7 @@ pub(crate) fn spawn_child(
     std::fs::write(
         &config,
         "[limits]\nmessages_per_second = 10000000\nmessage_burst = 10000000\n\
-         failed_logins_per_minute = 1000000\n",
+         failed_logins_per_minute = 1000000\nmax_connections_per_address = 0\n",
     )?;
     // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
     let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };

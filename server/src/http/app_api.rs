@@ -15,6 +15,7 @@ use serde_json::{Value as Json_, json};
 use super::{ApiError, AppState, PeerAddr};
 use crate::engine::{DeviceSlot, Protocol};
 use crate::keys::{ApiKey, Scope};
+use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, StoredValue, Template, type_name};
 
 /// A request's checked key, of any scope: enough to read (values, history, events, watch).
@@ -37,13 +38,6 @@ impl Caller {
             .extensions
             .get::<ConnectInfo<PeerAddr>>()
             .map(|info| info.0.0.ip());
-        if let Some(peer) = peer {
-            state
-                .context
-                .login_limiter
-                .check(peer)
-                .map_err(ApiError::TooManyAttempts)?;
-        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -71,10 +65,16 @@ impl Caller {
         match state.keys.authenticate(presented.trim()).await {
             Some(key) => Ok(key),
             None => {
-                if let Some(peer) = peer {
-                    state.context.login_limiter.record_failure(peer);
+                // The keys' own bucket: bad device tokens do not count here. A right key is let
+                // in above whatever this says.
+                let verdict =
+                    peer.map(|peer| state.context.admin_login_limiter.record_failure(peer));
+                match verdict {
+                    Some(Verdict::Limited {
+                        retry_after_seconds,
+                    }) => Err(ApiError::TooManyAttempts(retry_after_seconds)),
+                    _ => Err(ApiError::Unauthorized("wrong key".into())),
                 }
-                Err(ApiError::Unauthorized("wrong key".into()))
             }
         }
     }

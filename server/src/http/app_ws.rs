@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -34,7 +35,12 @@ use crate::engine::DeviceSlot;
 use crate::engine::watch::{Queued, WatchLimits, Watcher};
 use crate::keys::ApiKey;
 use crate::model::{Origin, OwnedValue};
+use crate::net::io::Activity;
 
+/// The longest message a client may send: a watch list or a write of the longest value fits
+/// many times over. The WebSocket library refuses a longer one from its header, before
+/// buffering it.
+pub const MAX_CLIENT_MESSAGE: usize = 8 * 1024;
 /// Writes of one client waiting to be stored before the server stops reading from it.
 const MAX_PIPELINED: usize = 256;
 /// Entries taken from the queue for one round of sends at most.
@@ -75,10 +81,15 @@ pub async fn upgrade(
     WebSocketCaller(key): WebSocketCaller,
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    Extension(activity): Extension<Arc<Activity>>,
     socket: WebSocketUpgrade,
 ) -> Response {
     let key = Arc::new(key);
-    socket.on_upgrade(move |socket| serve(socket, state, key, peer))
+    socket
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, state, key, peer, activity))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +114,13 @@ enum Ending {
     Closed(String),
 }
 
-async fn serve(socket: WebSocket, state: AppState, key: Arc<ApiKey>, peer: SocketAddr) {
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    key: Arc<ApiKey>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) {
     let limits = &state.context.limits;
     let stall = Duration::from_secs(limits.watch_stall_seconds.max(1));
     let watcher = Arc::new(Watcher::new(WatchLimits {
@@ -132,9 +149,19 @@ async fn serve(socket: WebSocket, state: AppState, key: Arc<ApiKey>, peer: Socke
                 }
             }
             incoming = stream.next(), if replies.len() < MAX_PIPELINED => {
+                if matches!(incoming, Some(Ok(_))) {
+                    // Whole messages (the pongs to the keepalive pings among them) are what
+                    // keeps the connection from counting as idle.
+                    activity.touch();
+                }
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ending::ClientLeft,
+                    Some(Ok(Message::Close(_))) | None => break Ending::ClientLeft,
+                    Some(Err(error)) => {
+                        // Broken connections, and messages over the size limit.
+                        tracing::info!(%peer, %error, "app WebSocket closed: unreadable message");
+                        break Ending::ClientLeft;
+                    }
                     Some(Ok(_)) => continue,
                 };
                 let reply = match serde_json::from_str::<ClientMessage>(&text) {

@@ -20,7 +20,6 @@ pub use error::ApiError;
 
 use crate::engine::Engine;
 use crate::keys::KeyRing;
-use crate::net::listener::HttpIncoming;
 use crate::session::Context;
 
 /// What every handler shares.
@@ -36,17 +35,10 @@ pub struct AppState {
     pub uploads: Arc<timed_upload::UploadQuota>,
 }
 
-/// The address of an HTTP client, as handlers see it.
+/// The address of an HTTP client, as handlers see it: the peer, or behind a trusted proxy the
+/// client it forwarded for (with port 0).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpIncoming>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpIncoming>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// Every route of the shared port.
 pub fn router(state: AppState) -> Router {

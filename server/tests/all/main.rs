@@ -6,6 +6,7 @@ mod support;
 mod backup;
 mod bad_input;
 mod classic_extras;
+mod connection_limits;
 mod durability;
 mod http_api;
 mod interleavings;

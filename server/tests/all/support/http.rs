@@ -14,6 +14,8 @@ use super::{ADMIN_KEY, PATIENCE, TestServer};
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The status line and headers.
+    pub head: String,
     pub body: String,
 }
 
@@ -68,7 +70,11 @@ pub async fn request(
     } else {
         rest.to_owned()
     };
-    Response { status, body }
+    Response {
+        status,
+        head: head.to_owned(),
+        body,
+    }
 }
 
 fn dechunk(mut rest: &str) -> String {
