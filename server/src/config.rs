@@ -34,6 +34,23 @@ pub struct Config {
     pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
+    /// A token that opens `GET /metrics` only (the admin key opens it too), for a scraper that
+    /// should not hold the admin key.
+    pub metrics_token: Option<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written: `text` for people (the default), `json` (one object a line) for
+/// log shippers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where the MQTT device API listens. In a file, flag or variable it is a number: `0` turns
@@ -166,6 +183,8 @@ impl Default for Config {
             timezone: "UTC".to_owned(),
             store: StoreSettings::default(),
             limits: Limits::default(),
+            metrics_token: None,
+            log_format: LogFormat::Text,
         }
     }
 }

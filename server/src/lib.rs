@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod net;
@@ -194,6 +195,11 @@ pub async fn start_with_admin_key(
         context: context.clone(),
         admin_key: Arc::from(boot.admin_key.as_str()),
         uploads: Arc::default(),
+        metrics_token: config
+            .metrics_token
+            .as_deref()
+            .filter(|token| !token.is_empty())
+            .map(Arc::from),
     };
     let (http_connections, incoming) = mpsc::channel(1024);
     let mut tasks = JoinSet::new();

@@ -7,6 +7,7 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod metrics;
 mod timed_upload;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub admin_key: Arc<str>,
     /// Points uploaded per device today (the timestamped upload's daily limit).
     pub uploads: Arc<timed_upload::UploadQuota>,
+    /// The token that opens `/metrics` besides the admin key, if one is configured.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// The address of an HTTP client, as handlers see it.
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{device}/events", get(app_api::events))
         .route("/api/devices/{device}/properties", get(app_api::properties))
         .route("/api/ws", get(app_ws::upgrade))
+        .route("/metrics", get(metrics::scrape))
         .route("/websockets", get(classic_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

@@ -445,10 +445,12 @@ fn admit(
         .and_then(|token| context.engine.authenticate(token.as_str()));
     let Some(slot) = slot else {
         context.login_limiter.record_failure(peer.ip());
+        context.engine.metrics().failed_login();
         tracing::info!(%peer, "classic login refused: invalid token");
         response(out, id, Status::InvalidToken);
         return None;
     };
+    context.engine.metrics().login();
     Some(ClassicSession {
         slot,
         context: context.clone(),

@@ -447,10 +447,12 @@ fn admit(
     }
     let Some(slot) = context.engine.authenticate(login.token.as_str()) else {
         context.login_limiter.record_failure(peer.ip());
+        context.engine.metrics().failed_login();
         tracing::info!(%peer, token = ?login.token, "native login refused: invalid token");
         reject(LoginRejection::InvalidToken);
         return None;
     };
+    context.engine.metrics().login();
     let info = &login.info;
     let heartbeat = match info.heartbeat_seconds {
         0 => context.limits.default_heartbeat_seconds,

@@ -114,6 +114,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Ticket<(Vec<Template>, Vec<Device>)>;
     /// Waits until everything queued so far is durable.
     fn flush(&self) -> Ticket;
+    /// What the store reports about its commits for the metrics, if anything.
+    fn metrics(&self) -> Option<std::sync::Arc<crate::metrics::StoreMetrics>> {
+        None
+    }
 }
 
 /// Helper for backends: a value written as the store keeps it.

@@ -8,6 +8,7 @@ mod classic_extras;
 mod durability;
 mod http_api;
 mod interleavings;
+mod metrics;
 mod mqtt;
 mod publication;
 mod python_clients;
