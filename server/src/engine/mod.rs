@@ -296,6 +296,16 @@ impl Engine {
         self.metrics.render(online, self.app_watchers(), pending)
     }
 
+    /// A page of a pin's history in a time range, oldest first: what charts and exports read.
+    pub async fn history(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        range: crate::store::HistoryRange,
+    ) -> Result<Vec<crate::model::HistoryPoint>, StoreError> {
+        settle(self.store.history_range(device_id, pin, range)).await
+    }
+
     /// The store behind the engine.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

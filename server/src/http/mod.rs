@@ -7,6 +7,7 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod history;
 mod metrics;
 mod timed_upload;
 
@@ -95,7 +96,7 @@ pub fn router(state: AppState) -> Router {
             "/api/devices/{device}/values/{pin}",
             put(app_api::write_value).get(app_api::value),
         )
-        .route("/api/devices/{device}/history/{pin}", get(app_api::history))
+        .route("/api/devices/{device}/history/{pin}", get(history::history))
         .route("/api/devices/{device}/events", get(app_api::events))
         .route("/api/devices/{device}/properties", get(app_api::properties))
         .route("/api/ws", get(app_ws::upgrade))

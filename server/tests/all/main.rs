@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod classic_extras;
 mod durability;
+mod history;
 mod http_api;
 mod interleavings;
 mod metrics;

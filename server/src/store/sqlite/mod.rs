@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use self::reader::Reader;
 pub use self::retention::Retention;
 use self::writer::{Job, Op, Writer};
-use super::{Snapshot, Store, StoreError, Ticket, ValueWrite};
+use super::{HistoryRange, Snapshot, Store, StoreError, Ticket, ValueWrite};
 use crate::metrics::StoreMetrics;
 use crate::model::{
     Device, DeviceId, EventRecord, HistoryPoint, PendingCommand, PropertyRecord, Template,
@@ -453,6 +453,15 @@ impl Store for SqliteStore {
 
     fn history(&self, device_id: DeviceId, pin: Pin, limit: usize) -> Ticket<Vec<HistoryPoint>> {
         self.read(move |reader| reader.history(device_id, pin, limit))
+    }
+
+    fn history_range(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        range: HistoryRange,
+    ) -> Ticket<Vec<HistoryPoint>> {
+        self.read(move |reader| reader.history_range(device_id, pin, range))
     }
 
     fn events(&self, device_id: DeviceId, limit: usize) -> Ticket<Vec<EventRecord>> {
