@@ -56,6 +56,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/app.css", get(dashboard::style))
+        .route("/assets/history.js", get(dashboard::history_script))
+        .route(
+            "/assets/vendor/uPlot.iife.min.js",
+            get(dashboard::uplot_script),
+        )
+        .route("/assets/vendor/uPlot.min.css", get(dashboard::uplot_style))
         .route("/external/api/update", get(device_api::update))
         .route(
             "/external/api/batch/update",
