@@ -9,6 +9,7 @@ mod durability;
 mod history;
 mod http_api;
 mod interleavings;
+mod logs;
 mod metrics;
 mod mqtt;
 mod publication;
