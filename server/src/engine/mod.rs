@@ -9,6 +9,7 @@
 
 mod delivery;
 pub mod events;
+mod operator_reads;
 mod sessions;
 mod sync;
 mod versions;
@@ -283,27 +284,6 @@ impl Engine {
     /// The server's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
-    }
-
-    /// The metrics as a scrape shows them, with the connections and pending commands of now.
-    pub fn render_metrics(&self) -> String {
-        let devices = self.devices();
-        let pending = devices
-            .iter()
-            .map(|slot| slot.lock().pending_commands.len())
-            .sum();
-        let online = devices.iter().filter_map(|slot| slot.protocol());
-        self.metrics.render(online, self.app_watchers(), pending)
-    }
-
-    /// A page of a pin's history in a time range, oldest first: what charts and exports read.
-    pub async fn history(
-        &self,
-        device_id: DeviceId,
-        pin: Pin,
-        range: crate::store::HistoryRange,
-    ) -> Result<Vec<crate::model::HistoryPoint>, StoreError> {
-        settle(self.store.history_range(device_id, pin, range)).await
     }
 
     /// The store behind the engine.
