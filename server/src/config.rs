@@ -264,4 +264,15 @@ mod tests {
         let chosen = Config::from_toml("mqtt_port = 1884").unwrap().mqtt_port;
         assert_eq!(chosen.resolve(true), Some(1884));
     }
+
+    #[test]
+    fn log_format_is_text_unless_json_and_the_metrics_token_is_off_unless_set() {
+        let default = Config::default();
+        assert_eq!(default.log_format, LogFormat::Text);
+        assert_eq!(default.metrics_token, None);
+        let config = Config::from_toml("log_format = \"json\"\nmetrics_token = \"t\"\n").unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_token.as_deref(), Some("t"));
+        assert!(Config::from_toml("log_format = \"xml\"").is_err());
+    }
 }
