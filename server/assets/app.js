@@ -43,6 +43,14 @@ async function api(path, options = {}) {
   return body;
 }
 
+/** A GET with the admin key whose body is read by the caller (a stream, a download). */
+async function authorized(path) {
+  const response = await fetch(path, { headers: { 'Authorization': `Bearer ${state.key}` } });
+  if (response.status === 401) { logout(); throw new Error('wrong admin key'); }
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response;
+}
+
 function ago(ms) {
   if (!ms) return 'never';
   const seconds = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -144,6 +152,7 @@ function handle(event) {
       if (state.device && event.device === state.device.id) {
         state.device.values[event.pin] = { value: event.value, version: event.version, at: event.at, origin: event.origin };
         pushHistory(event.pin, event.value);
+        chartValue(event.device, event.pin, event.value, event.at);
         updateWidget(event.pin, event.value);
       }
       break;
@@ -288,12 +297,14 @@ async function renderDevice(id) {
         el('span', { 'data-cell': 'seen', class: 'muted' }, details.online ? 'now' : ago(details.last_seen)))),
     ...(details.token ? [el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token))] : []),
     grid,
+    historySection(details, authorized),
     el('section', { class: 'card', style: 'margin-top:1rem' }, el('h2', {}, 'Recent events'), events));
   for (const [pin, entry] of Object.entries(details.values)) updateWidget(pin, entry.value);
   for (const property of details.properties) applyProperty(property.pin, property.name, property.value);
   watch(details.id);
   const [recent] = await Promise.all([
     api(`/api/devices/${id}/events?limit=20`),
+    loadCharts(details, authorized),
     ...details.datastreams.map(async (datastream) => {
       const points = await api(`/api/devices/${id}/history/${datastream.pin}?limit=40`);
       state.history.set(datastream.pin, points.reverse().map((point) => Number(Array.isArray(point.value) ? point.value[0] : point.value)).filter(Number.isFinite));

@@ -38,6 +38,23 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client
     /// on the HTTP port; they are also exempt from the per-address connection cap.
     pub trusted_proxies: Vec<AddressRange>,
+    /// A token that opens `GET /metrics` only (the admin key opens it too), for a scraper that
+    /// should not hold the admin key.
+    pub metrics_token: Option<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written: `text` for people (the default), `json` (one object a line) for
+/// log shippers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where the MQTT device API listens. In a file, flag or variable it is a number: `0` turns
@@ -208,6 +225,8 @@ impl Default for Config {
             store: StoreSettings::default(),
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
+            metrics_token: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -316,5 +335,16 @@ mod tests {
         assert_eq!(off.resolve(false), None);
         let chosen = Config::from_toml("mqtt_port = 1884").unwrap().mqtt_port;
         assert_eq!(chosen.resolve(true), Some(1884));
+    }
+
+    #[test]
+    fn log_format_is_text_unless_json_and_the_metrics_token_is_off_unless_set() {
+        let default = Config::default();
+        assert_eq!(default.log_format, LogFormat::Text);
+        assert_eq!(default.metrics_token, None);
+        let config = Config::from_toml("log_format = \"json\"\nmetrics_token = \"t\"\n").unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_token.as_deref(), Some("t"));
+        assert!(Config::from_toml("log_format = \"xml\"").is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod login_limiter;
+pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod net;
@@ -218,6 +219,11 @@ pub async fn start_with_admin_key(
         context: context.clone(),
         keys: boot.keys.clone(),
         uploads: Arc::default(),
+        metrics_token: config
+            .metrics_token
+            .as_deref()
+            .filter(|token| !token.is_empty())
+            .map(Arc::from),
     };
     let router = http::router(state);
     let mut tasks = JoinSet::new();

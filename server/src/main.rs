@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use blynk_server::config::{Config, DurabilitySetting, StoreLocation, TlsFiles};
+use blynk_server::config::{Config, DurabilitySetting, LogFormat, StoreLocation, TlsFiles};
 use blynk_server::engine::Engine;
 use blynk_server::model::Template;
 use clap::{Parser, Subcommand};
@@ -61,6 +61,12 @@ struct Cli {
     /// Days after which a value leaves the history (default 0: kept whatever its age).
     #[arg(long, env = "BLYNK_HISTORY_MAX_AGE_DAYS", global = true)]
     history_max_age_days: Option<u32>,
+    /// A token that opens `GET /metrics` only (the admin key opens it too).
+    #[arg(long, env = "BLYNK_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// `text` (the default) or `json` (one object a line, for log shippers).
+    #[arg(long, env = "BLYNK_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -198,19 +204,21 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(days) = cli.history_max_age_days {
         config.store.history_max_age_days = days;
     }
+    if let Some(token) = &cli.metrics_token {
+        config.metrics_token = Some(token.clone());
+    }
+    match cli.log_format.as_deref() {
+        Some("json") => config.log_format = LogFormat::Json,
+        Some("text") => config.log_format = LogFormat::Text,
+        _ => {}
+    }
     Ok(config)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BLYNK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .init();
     let config = config(&cli)?;
+    init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -227,6 +235,20 @@ fn main() -> Result<()> {
     })
 }
 
+/// Log lines go to stdout, filtered by `BLYNK_LOG` (default `info`): plain text, or one JSON
+/// object a line (`timestamp`, `level`, `fields.message` and the other fields) for log shippers.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BLYNK_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+}
+
 /// Prints a line of the start banner; a closed stdout (a supervisor that stopped reading) must
 /// not take the server down, so write errors are ignored.
 macro_rules! say {
@@ -241,6 +263,7 @@ macro_rules! say {
 }
 
 async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
+    let json_logs = config.log_format == LogFormat::Json;
     let tls = config.tls.is_some();
     let store = match config.store.location() {
         Ok(StoreLocation::Postgres(url)) => format!("PostgreSQL {}", without_password(&url)),
@@ -252,6 +275,31 @@ async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
         ip if ip.is_unspecified() => "localhost".to_string(),
         ip => ip.to_string(),
     };
+    if json_logs {
+        // Every stdout line stays one JSON object; the admin key stays out of shipped logs.
+        tracing::info!(
+            dashboard = %format!("{scheme}://{host}:{}/", server.http_address.port()),
+            store = %store,
+            first_start = server.first_start,
+            "blynk-server is running; `blynk-server key rotate` prints a new admin key"
+        );
+    } else {
+        banner(&server, scheme, &host, &store, admin_key);
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// The start banner: where to connect, and the admin key.
+fn banner(
+    server: &blynk_server::Server,
+    scheme: &str,
+    host: &str,
+    store: &str,
+    admin_key: Option<&str>,
+) {
     say!();
     say!(
         "  blynk-server is running ({})",
@@ -297,10 +345,6 @@ async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
         say!("  demo device      token {token}");
     }
     say!();
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    Ok(())
 }
 
 async fn wait_for_signal() {

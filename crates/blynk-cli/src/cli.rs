@@ -68,6 +68,23 @@ pub enum Command {
     /// Create, show or delete a device
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Print a pin's past values over a time range, oldest first
+    History(HistoryArgs),
+}
+
+/// `blynk history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Device id or name
+    pub device: String,
+    /// Pin, like V1
+    pub pin: String,
+    /// How far back: a number and a unit, s, m, h, d or w (`90m`, `1d`, `2w`)
+    #[arg(long, default_value = "1d")]
+    pub since: String,
+    /// CSV (`time,at_ms,value,version,origin`), as the server exports it
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
 }
 
 /// `blynk set`.

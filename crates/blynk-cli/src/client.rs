@@ -50,6 +50,77 @@ impl Client {
         self.request(Method::GET, path, None, Duration::ZERO).await
     }
 
+    /// `GET path`, handing the body to `on_line` a line at a time as it arrives (a long export
+    /// is never held whole). Each part of the answer must come within the request timeout.
+    pub async fn get_lines(&self, path: &str, mut on_line: impl FnMut(&str)) -> Result<()> {
+        let what = format!("GET {path}");
+        let late = || {
+            anyhow!(
+                "{what}: the server at {} stopped answering for {} s",
+                self.endpoint.url,
+                REQUEST_TIMEOUT.as_secs()
+            )
+        };
+        let stream = self.endpoint.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.endpoint.prefix))
+            .header(HOST, &self.endpoint.authority)
+            .header(AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(USER_AGENT, concat!("blynk-cli/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::new()))
+            .context("the admin key or URL holds characters HTTP cannot carry")?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| late())?
+            .map_err(|error| {
+                anyhow!(
+                    "the server at {} closed the connection: {error}",
+                    self.endpoint.url
+                )
+            })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes =
+                tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+                    .await
+                    .map_err(|_| late())?
+                    .map_err(|error| anyhow!("reading the server's answer: {error}"))?
+                    .to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| late())?;
+            let Some(frame) = frame else { break };
+            let frame = frame
+                .map_err(|error| anyhow!("{what}: the answer broke off (incomplete): {error}"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            // Every whole line so far; the rest waits for the next part.
+            if let Some(end) = pending.iter().rposition(|&byte| byte == b'\n') {
+                for line in String::from_utf8_lossy(&pending[..end]).split('\n') {
+                    on_line(line);
+                }
+                pending.drain(..=end);
+            }
+        }
+        if !pending.is_empty() {
+            on_line(&String::from_utf8_lossy(&pending));
+        }
+        driver.abort();
+        Ok(())
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.request(Method::POST, path, Some(body), Duration::ZERO)

@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device(DeviceCommand::Delete { device }) => {
             device_delete(&client, &device, json).await
         }
+        Command::History(args) => crate::history::history(&client, &args, json).await,
     }
 }
 

@@ -849,3 +849,62 @@ async fn https_with_a_ca_file() {
     let run = run_command(command).await.failure();
     assert!(run.stderr.contains("TLS handshake"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_prints_the_values_of_the_range_oldest_first_as_text_csv_and_json() {
+    let setup = Setup::start().await;
+    let token = setup.demo_token();
+    for value in [11, 22, 33] {
+        let (status, _) = setup
+            .device_api(&format!("/external/api/update?token={token}&v2={value}"))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let run = setup
+        .run(&["history", "demo", "V2", "--since", "1h"])
+        .await
+        .success();
+    let values: Vec<&str> = run
+        .stdout
+        .lines()
+        .map(|line| line.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(values, ["11", "22", "33"], "{}", run.stdout);
+    assert!(run.stdout.lines().all(|line| line.ends_with("http")));
+
+    let csv = setup
+        .run(&["history", "demo", "V2", "--csv"])
+        .await
+        .success();
+    let mut lines = csv.stdout.lines();
+    assert_eq!(lines.next(), Some("time,at_ms,value,version,origin"));
+    let values: Vec<&str> = lines.map(|line| line.split(',').nth(2).unwrap()).collect();
+    assert_eq!(values, ["11", "22", "33"]);
+
+    let json = setup
+        .json(&["history", "demo", "V2", "--since", "2w"])
+        .await;
+    let values: Vec<i64> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|point| point["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(values, [11, 22, 33]);
+
+    // Nothing in the range says so; a bad `--since` is refused before any request.
+    let empty = setup
+        .run(&["history", "demo", "V1", "--since", "1m"])
+        .await
+        .success();
+    assert!(
+        empty.stdout.starts_with("no values of V1"),
+        "{}",
+        empty.stdout
+    );
+    let bad = setup
+        .run(&["history", "demo", "V2", "--since", "yesterday"])
+        .await
+        .failure();
+    assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+}

@@ -120,6 +120,11 @@ impl OutboundQueue {
         })
     }
 
+    /// Whether the engine dropped the session for falling too far behind.
+    pub fn overflowed(&self) -> bool {
+        self.shared.lock().overflowed
+    }
+
     /// The next value if one waits; `Err(true)` once the session overflowed, `Err(false)` when
     /// nothing waits.
     pub fn try_recv(&mut self) -> Result<Outbound, bool> {

@@ -9,6 +9,7 @@
 
 mod delivery;
 pub mod events;
+mod operator_reads;
 mod sessions;
 mod sync;
 mod versions;
@@ -171,6 +172,7 @@ pub struct Engine {
     closing: AtomicBool,
     /// Where versions start after a crash (see `versions.rs`).
     floor: versions::Floor,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Engine {
@@ -200,7 +202,7 @@ impl Engine {
             versions::Floor::default()
         };
         let engine = Engine {
-            store,
+            store: store.clone(),
             templates: RwLock::default(),
             devices: RwLock::default(),
             by_token: RwLock::default(),
@@ -210,6 +212,7 @@ impl Engine {
             with_pending_commands: Mutex::default(),
             closing: AtomicBool::new(!serving),
             floor,
+            metrics: crate::metrics::Metrics::new(store.metrics()),
         };
         for template in snapshot.templates {
             write_lock(&engine.templates).insert(template.id, Arc::new(template));
@@ -276,6 +279,11 @@ impl Engine {
         if let Err(error) = versions::Floor::mark_clean(self.store.as_ref()).await {
             tracing::error!(%error, "could not mark the shutdown as clean");
         }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The store behind the engine.

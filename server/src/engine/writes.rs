@@ -117,6 +117,7 @@ impl Engine {
             let mut state = slot.lock();
             self.check_open(&state)?;
             let version = state.next_version();
+            self.metrics.write(origin);
             let current = state.values.get(&pin);
             let superseded = timed && current.is_some_and(|current| current.set_at > made_at);
             let stored = StoredValue {
@@ -175,6 +176,7 @@ impl Engine {
             let mut state = slot.lock();
             self.check_open(&state)?;
             let version = state.next_version();
+            self.metrics.write(origin);
             let stored = StoredValue {
                 value: normalized,
                 version,

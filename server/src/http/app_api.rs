@@ -404,26 +404,6 @@ pub struct Limit {
     limit: Option<usize>,
 }
 
-/// `GET /api/devices/{device}/history/{pin}?limit=N`: newest first.
-pub async fn history(
-    _: Caller,
-    State(state): State<AppState>,
-    Path((device, pin)): Path<(String, String)>,
-    Query(limit): Query<Limit>,
-) -> Result<Json<Vec<Json_>>, ApiError> {
-    let slot = find_device(&state, &device)?;
-    let pin = parse_pin(&pin)?;
-    let limit = limit.limit.unwrap_or(100).min(1000);
-    let points =
-        crate::store::settle(state.engine.store().history(slot.device.id, pin, limit)).await?;
-    Ok(Json(
-        points
-            .iter()
-            .map(|p| json!({ "value": p.value.to_json(), "version": p.version, "at": p.set_at, "origin": p.origin.as_str() }))
-            .collect(),
-    ))
-}
-
 /// `GET /api/devices/{device}/events?limit=N`: newest first.
 pub async fn events(
     _: Caller,

@@ -187,6 +187,7 @@ async fn serve(
                 if let Some(report) = report {
                     tasks.spawn(report);
                 }
+                state.engine.metrics().app_messages(1);
                 if let Err(ending) = send(&mut sink, Message::Text(reply.to_string().into()), stall, &watcher).await {
                     break ending;
                 }
@@ -196,6 +197,7 @@ async fn serve(
                 if let Err(reason) = watcher.take(&mut taken, EVENT_BATCH) {
                     break Ending::Closed(reason.to_string());
                 }
+                state.engine.metrics().app_messages(taken.len() as u64);
                 if let Err(ending) = send_events(&mut sink, &mut taken, stall, &watcher).await {
                     break ending;
                 }
@@ -212,6 +214,9 @@ async fn serve(
         }
         Ending::Closed(reason) => {
             tracing::warn!(client = %peer, %reason, "app connection closed");
+            if reason.starts_with("too slow") {
+                state.engine.metrics().slow_app_closed();
+            }
             let close = Message::Close(Some(CloseFrame {
                 code: 1008,
                 reason: reason.into(),

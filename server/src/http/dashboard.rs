@@ -11,6 +11,10 @@ use axum::response::IntoResponse;
 const INDEX: &str = include_str!("../../assets/index.html");
 const SCRIPT: &str = include_str!("../../assets/app.js");
 const STYLE: &str = include_str!("../../assets/app.css");
+const HISTORY_SCRIPT: &str = include_str!("../../assets/history.js");
+/// uPlot, the chart library, as its package ships it (MIT, `assets/vendor/uplot/LICENSE`).
+const UPLOT_SCRIPT: &str = include_str!("../../assets/vendor/uplot/uPlot.iife.min.js");
+const UPLOT_STYLE: &str = include_str!("../../assets/vendor/uplot/uPlot.min.css");
 
 /// The policy: nothing from elsewhere, no inline script or style, no framing. `connect-src
 /// 'self'` covers the app API and its WebSocket on the same host and port.
@@ -35,12 +39,37 @@ pub async fn index() -> impl IntoResponse {
     (headers("text/html; charset=utf-8"), INDEX)
 }
 
+/// A script of the page.
+fn javascript(text: &'static str) -> impl IntoResponse {
+    (headers("text/javascript; charset=utf-8"), text)
+}
+
+/// A style sheet of the page.
+fn css(text: &'static str) -> impl IntoResponse {
+    (headers("text/css; charset=utf-8"), text)
+}
+
 /// `GET /assets/app.js`.
 pub async fn script() -> impl IntoResponse {
-    (headers("text/javascript; charset=utf-8"), SCRIPT)
+    javascript(SCRIPT)
+}
+
+/// `GET /assets/history.js`: the history charts and downloads.
+pub async fn history_script() -> impl IntoResponse {
+    javascript(HISTORY_SCRIPT)
+}
+
+/// `GET /assets/vendor/uPlot.iife.min.js`.
+pub async fn uplot_script() -> impl IntoResponse {
+    javascript(UPLOT_SCRIPT)
 }
 
 /// `GET /assets/app.css`.
 pub async fn style() -> impl IntoResponse {
-    (headers("text/css; charset=utf-8"), STYLE)
+    css(STYLE)
+}
+
+/// `GET /assets/vendor/uPlot.min.css`.
+pub async fn uplot_style() -> impl IntoResponse {
+    css(UPLOT_STYLE)
 }

@@ -7,7 +7,9 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod history;
 mod keys_api;
+mod metrics;
 mod timed_upload;
 
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Points uploaded per device today (the timestamped upload's daily limit).
     pub uploads: Arc<timed_upload::UploadQuota>,
+    /// The token that opens `/metrics` besides the admin key, if one is configured.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// The address of an HTTP client, as handlers see it: the peer, or behind a trusted proxy the
@@ -46,6 +50,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/app.css", get(dashboard::style))
+        .route("/assets/history.js", get(dashboard::history_script))
+        .route(
+            "/assets/vendor/uPlot.iife.min.js",
+            get(dashboard::uplot_script),
+        )
+        .route("/assets/vendor/uPlot.min.css", get(dashboard::uplot_style))
         .route("/external/api/update", get(device_api::update))
         .route(
             "/external/api/batch/update",
@@ -86,13 +96,14 @@ pub fn router(state: AppState) -> Router {
             "/api/devices/{device}/values/{pin}",
             put(app_api::write_value).get(app_api::value),
         )
-        .route("/api/devices/{device}/history/{pin}", get(app_api::history))
+        .route("/api/devices/{device}/history/{pin}", get(history::history))
         .route("/api/devices/{device}/events", get(app_api::events))
         .route("/api/devices/{device}/properties", get(app_api::properties))
         .route("/api/me", get(keys_api::me))
         .route("/api/keys", get(keys_api::list).post(keys_api::create))
         .route("/api/keys/{name}", delete(keys_api::revoke))
         .route("/api/ws", get(app_ws::upgrade))
+        .route("/metrics", get(metrics::scrape))
         .route("/websockets", get(classic_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

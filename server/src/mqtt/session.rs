@@ -272,8 +272,10 @@ fn admit(
         .filter(|login| login.username == USERNAME)
         .and_then(|login| context.engine.authenticate(&login.password));
     if let Some(slot) = slot {
+        context.engine.metrics().login();
         return Ok(slot);
     }
+    context.engine.metrics().failed_login();
     let username = connect.login.as_ref().map(|login| login.username.as_str());
     match context.login_limiter.record_failure(peer.ip()) {
         Verdict::Counted => {
@@ -383,9 +385,17 @@ impl Session {
                 }
                 message = outbound.recv(), if can_send => match message {
                     Some(message) => self.forward(message).await,
-                    None => return Ending::Engine("dropped by the server (too slow to read)"),
+                    None => {
+                        self.context.engine.metrics().slow_device_closed();
+                        return Ending::Engine("dropped by the server (too slow to read)");
+                    }
                 },
-                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
+                () = kill.notified() => {
+                    if outbound.overflowed() {
+                        self.context.engine.metrics().slow_device_closed();
+                    }
+                    return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
+                }
                 () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
                 _ = shutdown.changed() => return Ending::Shutdown,
             }
@@ -442,6 +452,7 @@ impl Session {
         // A dropped QoS 1 publish is not acknowledged, so the client sends it again after it
         // reconnects; `downlink/error` says why, at most once a minute.
         if counted && !self.rate.allow() {
+            self.context.engine.metrics().rate_limited(1);
             if self.rate.should_warn() {
                 tracing::warn!(
                     device = self.slot.device.id,

@@ -446,6 +446,7 @@ fn admit(
         .ok()
         .and_then(|token| context.engine.authenticate(token.as_str()));
     let Some(slot) = slot else {
+        context.engine.metrics().failed_login();
         match context.login_limiter.record_failure(peer.ip()) {
             Verdict::Counted => {
                 tracing::info!(%peer, "classic login refused: invalid token");
@@ -458,6 +459,7 @@ fn admit(
         }
         return None;
     };
+    context.engine.metrics().login();
     Some(ClassicSession {
         slot,
         context: context.clone(),

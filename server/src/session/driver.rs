@@ -198,6 +198,7 @@ fn run<'a, P: Protocol, T: Transport>(
         };
         let timer = tokio::time::sleep_until(wake_at(last_frame, ready, session.silence()));
         tokio::pin!(timer);
+        let mut dropped_counted = 0;
         loop {
             // Handle every whole frame already buffered, unless too many requests are in flight.
             while in_flight.len() < MAX_IN_FLIGHT {
@@ -217,6 +218,12 @@ fn run<'a, P: Protocol, T: Transport>(
                     return Ending::Io(error);
                 }
                 ready = true;
+            }
+            // What the rate limit dropped of the frames just handled, counted once per read.
+            let dropped = session.dropped();
+            if dropped > dropped_counted {
+                engine.metrics().rate_limited(dropped - dropped_counted);
+                dropped_counted = dropped;
             }
             // From the last frame, with the silence the frames read since may have changed.
             let due = wake_at(last_frame, ready, session.silence());
@@ -255,9 +262,17 @@ fn run<'a, P: Protocol, T: Transport>(
                             engine.delivered(&slot, pin, version);
                         }
                     }
-                    None => return Ending::Engine("dropped by the server (too slow to read)"),
+                    None => {
+                        engine.metrics().slow_device_closed();
+                        return Ending::Engine("dropped by the server (too slow to read)");
+                    }
                 },
-                () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
+                () = kill.notified() => {
+                    if outbound.overflowed() {
+                        engine.metrics().slow_device_closed();
+                    }
+                    return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
+                }
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= last_frame + session.silence() {

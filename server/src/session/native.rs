@@ -441,6 +441,7 @@ fn admit(
     }
     // The credential first: a right token is never refused for what others did (SPEC 6).
     let Some(slot) = context.engine.authenticate(login.token.as_str()) else {
+        context.engine.metrics().failed_login();
         match context.login_limiter.record_failure(peer.ip()) {
             Verdict::Counted => {
                 tracing::info!(%peer, token = ?login.token, "native login refused: invalid token");
@@ -457,6 +458,7 @@ fn admit(
         }
         return None;
     };
+    context.engine.metrics().login();
     let info = &login.info;
     let heartbeat = match info.heartbeat_seconds {
         0 => context.limits.default_heartbeat_seconds,

@@ -79,6 +79,31 @@ pub struct ValueWrite {
     pub latest: bool,
 }
 
+/// A page of a pin's history in a time range, oldest first: what an export reads, page after
+/// page, so that it never holds the whole range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRange {
+    /// The earliest time (ms since the epoch), included.
+    pub from: i64,
+    /// The latest time (ms since the epoch), excluded.
+    pub to: i64,
+    /// Only points after this one (its time and version): the last point of the page before.
+    pub after: Option<(i64, u64)>,
+    /// The most points in the page.
+    pub limit: usize,
+}
+
+impl HistoryRange {
+    /// Whether a point belongs to the page (before the limit is applied).
+    pub fn holds(&self, point: &HistoryPoint) -> bool {
+        point.set_at >= self.from
+            && point.set_at < self.to
+            && self
+                .after
+                .is_none_or(|after| (point.set_at, point.version) > after)
+    }
+}
+
 /// The durable store. Every method queues its work and returns at once; the [`Ticket`] tells
 /// when it is durable. Writes on one store are applied in the order they were called; reads
 /// (`load`, `setting`, `settings_with_prefix`, `history`, `events`, `created_since`) do not wait behind queued writes
@@ -113,6 +138,29 @@ pub trait Store: Send + Sync + 'static {
     fn set_last_seen(&self, device_id: DeviceId, at: i64) -> Ticket;
     /// The most recent values of a pin, newest first.
     fn history(&self, device_id: DeviceId, pin: Pin, limit: usize) -> Ticket<Vec<HistoryPoint>>;
+    /// A page of a pin's history in a time range, oldest first (by time, then version).
+    ///
+    /// The default reads the pin's whole history for each page; a backend should answer it
+    /// with one ranged query instead.
+    fn history_range(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        range: HistoryRange,
+    ) -> Ticket<Vec<HistoryPoint>> {
+        let whole = self.history(device_id, pin, usize::MAX);
+        let (reply, ticket) = oneshot::channel();
+        tokio::spawn(async move {
+            let page = settle(whole).await.map(|mut points| {
+                points.retain(|point| range.holds(point));
+                points.sort_by_key(|point| (point.set_at, point.version));
+                points.truncate(range.limit);
+                points
+            });
+            let _ = reply.send(page);
+        });
+        ticket
+    }
     /// The most recent events of a device, newest first.
     fn events(&self, device_id: DeviceId, limit: usize) -> Ticket<Vec<EventRecord>>;
     /// Templates and devices with ids above the given ones (created by another process, such
@@ -125,6 +173,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Ticket<(Vec<Template>, Vec<Device>)>;
     /// Waits until everything queued so far is durable.
     fn flush(&self) -> Ticket;
+    /// What the store reports about its commits for the metrics, if anything.
+    fn metrics(&self) -> Option<std::sync::Arc<crate::metrics::StoreMetrics>> {
+        None
+    }
 }
 
 /// Helper for backends: a value written as the store keeps it.

@@ -226,6 +226,7 @@ async fn spec_3_13_a_watcher_whose_unmergeable_backlog_overflows_is_closed_with_
     }
     eventually("the server closes the app", || engine.app_watchers() == 0).await;
     assert_closed_with(&mut app, "too slow").await;
+    assert_slow_app_counted(engine);
 }
 
 #[tokio::test]
@@ -238,6 +239,18 @@ async fn spec_3_13_a_watcher_that_stops_reading_is_closed_with_a_reason() {
     let engine = server.server().engine();
     eventually("the server closes the app", || engine.app_watchers() == 0).await;
     assert_closed_with(&mut app, "read nothing").await;
+    assert_slow_app_counted(engine);
+}
+
+/// The metrics count the app closed for being slow (counted before its close frame is sent).
+fn assert_slow_app_counted(engine: &blynk_server::engine::Engine) {
+    let metrics = engine.render_metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "blynk_slow_sessions_closed_total{client=\"app\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Reads what the server had sent, then expects its close frame: code 1008 and the reason.

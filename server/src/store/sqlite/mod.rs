@@ -12,7 +12,8 @@ mod tests;
 mod writer;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ use tokio::sync::oneshot;
 
 use self::reader::Reader;
 use self::writer::{Job, Op, Writer};
-use super::{Snapshot, Store, StoreError, Ticket, ValueWrite};
+use super::{HistoryRange, Snapshot, Store, StoreError, Ticket, ValueWrite};
+use crate::metrics::StoreMetrics;
 use crate::model::{
     Device, DeviceId, EventRecord, HistoryPoint, PendingCommand, PropertyRecord, Template,
     TemplateId,
@@ -56,6 +58,7 @@ pub struct SqliteStore {
     reads: mpsc::Sender<ReadJob>,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoints: mpsc::Sender<()>,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl SqliteStore {
@@ -88,9 +91,11 @@ impl SqliteStore {
             .map_err(database)?;
 
         let (writes, write_queue) = mpsc::channel::<Op>();
+        let metrics = Arc::new(StoreMetrics::default());
+        let writer_metrics = metrics.clone();
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer::new(connection, retention).run(write_queue))
+            .spawn(move || Writer::new(connection, retention, writer_metrics).run(write_queue))
             .map_err(|error| StoreError::Database(error.to_string()))?;
         let (reads, read_queue) = mpsc::channel::<ReadJob>();
         thread::Builder::new()
@@ -112,6 +117,7 @@ impl SqliteStore {
             writes,
             reads,
             _checkpoints: checkpoints,
+            metrics,
         })
     }
 
@@ -120,8 +126,17 @@ impl SqliteStore {
     /// itself in the background; this is for maintenance and tests.)
     pub fn trim_history(&self) -> Ticket<u64> {
         let (reply, ticket) = oneshot::channel();
-        let _ = self.writes.send(Op::TrimHistory(reply));
+        self.send(Op::TrimHistory(reply));
         ticket
+    }
+
+    /// Queues an operation on the writer, counted until its batch is done.
+    fn send(&self, op: Op) {
+        self.metrics.queued.fetch_add(1, Ordering::Relaxed);
+        if self.writes.send(op).is_err() {
+            // The writer is gone: nothing will count it done.
+            self.metrics.done.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Holds the writer until the returned sender is dropped, so that everything queued
@@ -158,7 +173,7 @@ impl SqliteStore {
         });
         // When the writer thread is gone the job is dropped with its reply sender, so the
         // ticket resolves at once to `StoreError::Closed` instead of hanging.
-        let _ = self.writes.send(Op::Job(job));
+        self.send(Op::Job(job));
         ticket
     }
 
@@ -367,7 +382,7 @@ impl Store for SqliteStore {
 
     fn put_value(&self, write: ValueWrite) -> Ticket {
         let (reply, ticket) = oneshot::channel();
-        let _ = self.writes.send(Op::Value(write, reply));
+        self.send(Op::Value(write, reply));
         ticket
     }
 
@@ -458,6 +473,15 @@ impl Store for SqliteStore {
         self.read(move |reader| reader.history(device_id, pin, limit))
     }
 
+    fn history_range(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        range: HistoryRange,
+    ) -> Ticket<Vec<HistoryPoint>> {
+        self.read(move |reader| reader.history_range(device_id, pin, range))
+    }
+
     fn events(&self, device_id: DeviceId, limit: usize) -> Ticket<Vec<EventRecord>> {
         self.read(move |reader| reader.events(device_id, limit))
     }
@@ -472,6 +496,10 @@ impl Store for SqliteStore {
                 .created_since(template_id, device_id)?
                 .unwrap_or_default())
         })
+    }
+
+    fn metrics(&self) -> Option<Arc<StoreMetrics>> {
+        Some(self.metrics.clone())
     }
 
     fn flush(&self) -> Ticket {

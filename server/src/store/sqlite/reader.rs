@@ -8,7 +8,7 @@ use crate::model::{
     DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
     PropertyRecord, StoredValue, Template, TemplateId,
 };
-use crate::store::Snapshot;
+use crate::store::{HistoryRange, Snapshot};
 
 /// The read connection's state.
 pub(super) struct Reader {
@@ -86,35 +86,51 @@ impl Reader {
         pin: Pin,
         limit: usize,
     ) -> rusqlite::Result<Vec<HistoryPoint>> {
-        let rows = self
-            .connection
-            .prepare_cached(
-                "SELECT value, version, set_at, origin FROM history WHERE device_id = ?1 AND pin = ?2
-                 ORDER BY version DESC LIMIT ?3",
-            )?
-            .query_map(
-                params![device_id, pin.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(value, version, set_at, origin)| {
-                Some(HistoryPoint {
-                    value: OwnedValue::from_store_text(&value)?,
-                    version: version as u64,
-                    set_at,
-                    origin: Origin::parse(&origin)?,
-                })
-            })
-            .collect())
+        let mut statement = self.connection.prepare_cached(
+            "SELECT value, version, set_at, origin FROM history WHERE device_id = ?1 AND pin = ?2
+             ORDER BY version DESC LIMIT ?3",
+        )?;
+        let rows = statement.query_map(
+            params![
+                device_id,
+                pin.to_string(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            history_row,
+        )?;
+        collect_points(rows)
+    }
+
+    /// A page of a pin's history in a time range, oldest first.
+    pub(super) fn history_range(
+        &self,
+        device_id: DeviceId,
+        pin: Pin,
+        range: HistoryRange,
+    ) -> rusqlite::Result<Vec<HistoryPoint>> {
+        // Without a point to start after, start before everything in the range.
+        let (after_at, after_version) = range
+            .after
+            .map_or((range.from, -1), |(at, version)| (at, version as i64));
+        let mut statement = self.connection.prepare_cached(
+            "SELECT value, version, set_at, origin FROM history
+             WHERE device_id = ?1 AND pin = ?2 AND set_at >= ?3 AND set_at < ?4
+               AND (set_at, version) > (?5, ?6)
+             ORDER BY set_at, version LIMIT ?7",
+        )?;
+        let rows = statement.query_map(
+            params![
+                device_id,
+                pin.to_string(),
+                range.from,
+                range.to,
+                after_at,
+                after_version,
+                i64::try_from(range.limit).unwrap_or(i64::MAX)
+            ],
+            history_row,
+        )?;
+        collect_points(rows)
     }
 
     pub(super) fn events(
@@ -275,4 +291,31 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         })?
         .collect::<Result<_, _>>()?;
     Ok(snapshot)
+}
+
+type HistoryRow = (String, i64, i64, String);
+
+fn history_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+/// The points of history rows; a row this version cannot read is skipped.
+fn collect_points(
+    rows: impl Iterator<Item = rusqlite::Result<HistoryRow>>,
+) -> rusqlite::Result<Vec<HistoryPoint>> {
+    let mut points = Vec::new();
+    for row in rows {
+        let (value, version, set_at, origin) = row?;
+        if let (Some(value), Some(origin)) =
+            (OwnedValue::from_store_text(&value), Origin::parse(&origin))
+        {
+            points.push(HistoryPoint {
+                value,
+                version: version as u64,
+                set_at,
+                origin,
+            });
+        }
+    }
+    Ok(points)
 }

@@ -4,7 +4,8 @@
 //! statements, however many writes it holds.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use blynk_proto::Pin;
@@ -14,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::database;
 use super::retention;
+use crate::metrics::StoreMetrics;
 use crate::model::{DeviceId, now_ms};
 use crate::store::retention::{Retention, Trimmer};
 use crate::store::{StoreError, ValueWrite};
@@ -44,6 +46,7 @@ pub(super) enum Op {
 pub(super) struct Writer {
     pub(super) connection: Connection,
     trimmer: Trimmer,
+    metrics: Arc<StoreMetrics>,
     history_insert: MultiRow,
     latest_upsert: MultiRow,
     version_upsert: MultiRow,
@@ -67,10 +70,15 @@ struct ValueRow {
 }
 
 impl Writer {
-    pub(super) fn new(connection: Connection, retention: Retention) -> Self {
+    pub(super) fn new(
+        connection: Connection,
+        retention: Retention,
+        metrics: Arc<StoreMetrics>,
+    ) -> Self {
         connection.set_prepared_statement_cache_capacity(64);
         Writer {
             connection,
+            metrics,
             trimmer: Trimmer::new(retention),
             history_insert: MultiRow::new(
                 "INSERT OR REPLACE INTO history (device_id, pin, version, value, set_at, origin) VALUES",
@@ -125,6 +133,8 @@ impl Writer {
 
     /// Applies a batch in one transaction, then reports every outcome.
     fn apply(&mut self, batch: Vec<Op>) {
+        let started = Instant::now();
+        let operations = batch.len();
         let began = self
             .connection
             .execute_batch("BEGIN IMMEDIATE")
@@ -162,9 +172,16 @@ impl Writer {
             tracing::error!(%error, "store commit failed; the batch is reported as failed");
             let _ = self.connection.execute_batch("ROLLBACK");
         }
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(operations as f64);
         for completion in completions {
             completion(committed.as_ref().err());
         }
+        self.metrics
+            .done
+            .fetch_add(operations as u64, Ordering::Relaxed);
         for reply in trims {
             let _ = reply.send(self.trim_all());
         }
