@@ -4,6 +4,7 @@
 
 const state = {
   key: localStorage.getItem('blynk-key') || '',
+  me: null,                // the key's name and scope, from GET /api/me
   socket: null,
   devices: new Map(),      // id -> summary from GET /api/devices
   templates: [],
@@ -35,7 +36,7 @@ async function api(path, options = {}) {
     ...options,
     headers: { 'Authorization': `Bearer ${state.key}`, 'Content-Type': 'application/json' },
   });
-  if (response.status === 401) { logout(); throw new Error('wrong admin key'); }
+  if (response.status === 401) { logout(); throw new Error('wrong key'); }
   const text = await response.text();
   const body = text ? JSON.parse(text) : null;
   if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
@@ -60,6 +61,24 @@ function show(value) {
 function badge(online) {
   return el('span', { class: `badge ${online ? 'online' : ''}`, 'data-presence': online ? 'online' : 'offline' },
     el('span', { class: 'dot' }), online ? 'online' : 'offline');
+}
+
+// ---- what the key may do (the server refuses the rest with a 403; the page hides it) ------
+
+function isAdmin() {
+  return Boolean(state.me && state.me.scope === 'admin');
+}
+
+function canControl(device) {
+  if (!state.me) return false;
+  if (state.me.scope === 'admin') return true;
+  return state.me.scope === 'control'
+    && (state.me.devices.includes(device.id) || state.me.templates.includes(device.template_id));
+}
+
+async function loadMe() {
+  state.me = await api('/api/me');
+  document.body.dataset.scope = state.me.scope;
 }
 
 // ---- live connection -------------------------------------------------------------------
@@ -161,7 +180,7 @@ function renderLogin() {
     submit.preventDefault();
     state.key = document.getElementById('key').value.trim();
     try {
-      await api('/api/devices');
+      await loadMe();
       localStorage.setItem('blynk-key', state.key);
       document.getElementById('logout').hidden = false;
       connect();
@@ -174,6 +193,8 @@ function renderLogin() {
 
 function logout() {
   state.key = '';
+  state.me = null;
+  delete document.body.dataset.scope;
   localStorage.removeItem('blynk-key');
   const socket = state.socket;
   state.socket = null;
@@ -212,7 +233,7 @@ async function renderDevices() {
     el('section', { class: 'card' }, devices.length
       ? el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', { class: 'hide-small' }, 'Template'), el('th', {}, 'Status'), el('th', {}, 'Last seen'))), el('tbody', { id: 'device-rows' }, rows))
       : el('p', { class: 'muted' }, 'No devices yet.')),
-    el('section', { class: 'card' }, el('h2', {}, 'Add a device'), form, message, created));
+    ...(isAdmin() ? [el('section', { class: 'card' }, el('h2', {}, 'Add a device'), form, message, created)] : []));
 }
 
 function renderDeviceRows(device) {
@@ -255,7 +276,9 @@ async function renderDevice(id) {
   const details = await api(`/api/devices/${id}`);
   state.device = details;
   state.history = new Map();
-  const grid = el('div', { class: 'grid', id: 'widgets' }, details.datastreams.map(widget));
+  const writable = canControl(details);
+  const grid = el('div', { class: 'grid', id: 'widgets', 'data-writable': String(writable) },
+    details.datastreams.map((datastream) => widget(datastream, writable)));
   const events = el('ul', { class: 'events', id: 'events' });
   main.replaceChildren(
     el('div', { class: 'head' },
@@ -263,7 +286,7 @@ async function renderDevice(id) {
       el('div', { 'data-device': details.id },
         el('span', { 'data-cell': 'presence' }, badge(details.online)), ' ',
         el('span', { 'data-cell': 'seen', class: 'muted' }, details.online ? 'now' : ago(details.last_seen)))),
-    el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token)),
+    ...(details.token ? [el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token))] : []),
     grid,
     el('section', { class: 'card', style: 'margin-top:1rem' }, el('h2', {}, 'Recent events'), events));
   for (const [pin, entry] of Object.entries(details.values)) updateWidget(pin, entry.value);
@@ -292,20 +315,23 @@ function kindOf(datastream) {
   return 'display';
 }
 
-function widget(datastream) {
+/** A widget; without `writable` (the key may not write to the device) it only shows values. */
+function widget(datastream, writable) {
   const kind = kindOf(datastream);
   const status = el('div', { class: 'status', 'data-status': datastream.pin });
   const value = el('div', { class: 'value', 'data-value': datastream.pin }, show(datastream.default));
   let control = null;
-  if (kind === 'switch') {
+  if (kind === 'led') {
+    control = el('div', { class: 'led', role: 'img', 'aria-label': `${datastream.name} LED`, 'data-led': datastream.pin });
+  } else if (!writable) {
+    control = null;
+  } else if (kind === 'switch') {
     control = el('button', { class: 'switch', role: 'switch', 'aria-checked': 'false', 'aria-label': datastream.name, 'data-control': datastream.pin,
       onclick: () => write(datastream.pin, control.getAttribute('aria-checked') === 'true' ? 0 : 1) });
   } else if (kind === 'slider') {
     const step = datastream.type === 'double' ? 'any' : '1';
     control = el('input', { type: 'range', min: datastream.min, max: datastream.max, step, 'aria-label': datastream.name, 'data-control': datastream.pin,
       onchange: () => write(datastream.pin, Number(control.value)) });
-  } else if (kind === 'led') {
-    control = el('div', { class: 'led', role: 'img', 'aria-label': `${datastream.name} LED`, 'data-led': datastream.pin });
   } else if (kind === 'button') {
     control = el('button', { type: 'button', 'data-control': datastream.pin, onclick: () => write(datastream.pin, 1) }, 'Send');
   } else {
@@ -321,7 +347,7 @@ function widget(datastream) {
   const tags = [datastream.pin, datastream.type, datastream.sync ? 'sync' : null, datastream.kind === 'command' ? 'command' : null].filter(Boolean).join(' · ');
   return el('article', { class: 'widget', 'data-widget': datastream.pin, 'data-kind': kind },
     el('header', {}, el('span', { class: 'name', 'data-label': datastream.pin }, datastream.name), el('span', { class: 'pin' }, tags)),
-    kind === 'button' ? null : value, control, spark, status);
+    kind === 'button' && writable ? null : value, control, spark, status);
 }
 
 function updateWidget(pin, value) {
@@ -441,7 +467,7 @@ async function renderTemplates() {
           el('td', {}, d.pin), el('td', {}, d.name), el('td', {}, d.type),
           el('td', {}, d.min !== null || d.max !== null ? `${d.min ?? ''}..${d.max ?? ''}` : ''),
           el('td', {}, show(d.default)), el('td', {}, d.sync ? 'yes' : ''), el('td', {}, d.kind))))))),
-    el('section', { class: 'card' }, el('h2', {}, 'New template'), form, message));
+    ...(isAdmin() ? [el('section', { class: 'card' }, el('h2', {}, 'New template'), form, message)] : []));
 }
 
 async function route() {
@@ -450,6 +476,7 @@ async function route() {
   document.body.classList.add('signed-in');
   const hash = location.hash || '#/';
   try {
+    if (!state.me) await loadMe();
     const device = hash.match(/^#\/device\/(\d+)$/);
     if (device) await renderDevice(Number(device[1]));
     else if (hash === '#/templates') await renderTemplates();

@@ -1,14 +1,16 @@
 //! First start: the admin key, the demo template (the light bulb of the reference text) and a
-//! demo device. Later starts find them in the store and reuse them.
+//! demo device. Later starts find them in the store and reuse them; the admin key is stored
+//! hashed, so only the start that makes it can show it.
+
+use std::sync::Arc;
 
 use blynk_proto::{DatastreamType, Pin};
 
 use crate::engine::Engine;
+use crate::keys::{ADMIN_NAME, KeyError, KeyRing, MIN_KEY_LEN};
 use crate::model::{DatastreamDef, KindDef, OwnedScalar, OwnedValue, Template};
-use crate::store::{StoreError, settle};
+use crate::store::settle;
 
-/// The setting that holds the admin key.
-const ADMIN_KEY: &str = "admin_key";
 /// The setting that marks the demo as created (so deleting it does not bring it back).
 const DEMO_CREATED: &str = "demo_created";
 /// The setting that holds the demo device's token, for the start banner.
@@ -17,11 +19,13 @@ pub const DEMO_TOKEN: &str = "demo_token";
 /// What a start found or created.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
-    /// The key apps authenticate with.
-    pub admin_key: String,
+    /// The admin key when this start knows it: made now (first start) or given by the operator.
+    pub admin_key: Option<String>,
+    /// Every API key, the admin key included.
+    pub keys: Arc<KeyRing>,
     /// The demo device's token, when it still exists.
     pub demo_token: Option<String>,
-    /// Whether this start created them.
+    /// Whether this start created the admin key or the demo.
     pub first_start: bool,
 }
 
@@ -80,21 +84,26 @@ pub fn light_template() -> Template {
     }
 }
 
-/// Finds or creates the admin key and, on the very first start, the demo.
-pub async fn run(
-    engine: &Engine,
-    admin_key_override: Option<&str>,
-) -> Result<Bootstrap, StoreError> {
+/// Finds or creates the admin key and, on the very first start, the demo. With
+/// `admin_key_override`, that becomes the admin key (stored hashed, replacing the one before).
+pub async fn run(engine: &Engine, admin_key_override: Option<&str>) -> Result<Bootstrap, KeyError> {
     let store = engine.store();
+    let keys = Arc::new(KeyRing::open(store.clone()).await?);
     let mut first_start = false;
-    let admin_key = match (admin_key_override, settle(store.setting(ADMIN_KEY)).await?) {
-        (Some(key), _) => key.to_owned(),
-        (None, Some(key)) => key,
-        (None, None) => {
-            first_start = true;
-            let key = crate::token::random_string(40);
-            settle(store.set_setting(ADMIN_KEY, &key)).await?;
-            key
+    let admin_key = match admin_key_override {
+        Some(key) if key.len() < MIN_KEY_LEN => {
+            return Err(KeyError::Invalid(format!(
+                "the admin key must have at least {MIN_KEY_LEN} characters"
+            )));
+        }
+        Some(key) => {
+            keys.set_secret(ADMIN_NAME, key).await?;
+            Some(key.to_owned())
+        }
+        None => {
+            let made = keys.ensure_admin().await?;
+            first_start |= made.is_some();
+            made
         }
     };
     if settle(store.setting(DEMO_CREATED)).await?.is_none() {
@@ -112,6 +121,7 @@ pub async fn run(
         .filter(|token| engine.authenticate(token).is_some());
     Ok(Bootstrap {
         admin_key,
+        keys,
         demo_token,
         first_start,
     })

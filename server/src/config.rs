@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::net::address::AddressRange;
 use crate::store::retention::Retention;
 
 /// Everything the server needs to run.
@@ -34,6 +35,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client
+    /// on the HTTP port; they are also exempt from the per-address connection cap.
+    pub trusted_proxies: Vec<AddressRange>,
 }
 
 /// Where the MQTT device API listens. In a file, flag or variable it is a number: `0` turns
@@ -157,8 +161,11 @@ impl StoreSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Most open device and HTTP connections at once.
+    /// Most open device and HTTP connections at once (lowered at start to what the process's
+    /// open-file limit allows).
     pub max_connections: usize,
+    /// Most open connections from one address (IPv6: one /64) at once; 0 for no cap.
+    pub max_connections_per_address: u32,
     /// Messages per second a device connection may send on average (the classic server's 100).
     pub messages_per_second: u32,
     /// Messages a device may send in one burst above the average.
@@ -171,8 +178,14 @@ pub struct Limits {
     pub send_queue: usize,
     /// Heartbeat assumed for classic devices that announce none, in seconds.
     pub default_heartbeat_seconds: u16,
-    /// Seconds an HTTP or app connection may stay idle.
+    /// Seconds an HTTP or app connection may go without a whole request or WebSocket message
+    /// (bytes that do not finish one do not count).
     pub http_idle_seconds: u64,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection is kept.
+    pub http_header_seconds: u64,
+    /// Seconds a client has to send a request's body, counted from its headers.
+    pub http_body_seconds: u64,
     /// Events for one app WebSocket that cannot be merged (everything but values: presence,
     /// write reports, ...) waiting at most; one more closes the connection.
     pub watch_backlog: usize,
@@ -194,6 +207,7 @@ impl Default for Config {
             timezone: "UTC".to_owned(),
             store: StoreSettings::default(),
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -202,6 +216,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 19_000,
+            max_connections_per_address: 1_000,
             messages_per_second: 100,
             message_burst: 200,
             failed_logins_per_minute: 20,
@@ -209,6 +224,8 @@ impl Default for Limits {
             send_queue: 256,
             default_heartbeat_seconds: 45,
             http_idle_seconds: 300,
+            http_header_seconds: 10,
+            http_body_seconds: 30,
             watch_backlog: 65_536,
             watch_stall_seconds: 30,
         }
@@ -249,6 +266,17 @@ mod tests {
         assert_eq!(config.native_port, 8441);
         assert_eq!(config.limits.messages_per_second, 5);
         assert!(Config::from_toml("htp_port = 1").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let config =
+            Config::from_toml("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]")
+                .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 3);
+        assert!(config.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
+        let error = Config::from_toml("trusted_proxies = [\"proxy.lan\"]").unwrap_err();
+        assert!(error.to_string().contains("not an IP address"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ pub mod bootstrap;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod keys;
 pub mod limits;
+pub mod login_limiter;
 pub mod model;
 pub mod mqtt;
 pub mod net;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use config::{Config, DurabilitySetting, MqttPort, StoreLocation};
@@ -50,6 +52,9 @@ pub enum StartError {
     /// The store setting is wrong.
     #[error("store: {0}")]
     StoreSetting(String),
+    /// The admin key could not be set up.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     /// A port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -77,13 +82,15 @@ pub struct Server {
     pub native_address: SocketAddr,
     /// Where MQTT devices connect, unless MQTT is off.
     pub mqtt_address: Option<SocketAddr>,
-    /// The admin key of the app API.
-    pub admin_key: String,
+    /// The admin key of the app API, when this start knows it: made now (first start) or given
+    /// by the operator. Otherwise only its hash is stored.
+    pub admin_key: Option<String>,
     /// The demo device's token, if it exists.
     pub demo_token: Option<String>,
     /// Whether this start created the admin key and the demo.
     pub first_start: bool,
     engine: Arc<Engine>,
+    keys: Arc<keys::KeyRing>,
     context: Arc<Context>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -159,7 +166,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_admin_key(config, None).await
 }
 
-/// Like [`start`], with a fixed admin key instead of the stored one.
+/// Like [`start`], with a fixed admin key: stored (hashed) in place of the one before, so
+/// tests and tools that start a server know its key without reading the start banner.
 pub async fn start_with_admin_key(
     config: Config,
     admin_key: Option<&str>,
@@ -199,45 +207,29 @@ pub async fn start_with_admin_key(
     })?;
 
     let (shutdown, shutdown_signal) = watch::channel(false);
-    let mut context = Context::new(
-        engine.clone(),
-        config.limits.clone(),
-        shutdown_signal.clone(),
-        tls,
-    );
+    let mut limits = config.limits.clone();
+    limits.max_connections = net::file_limit::clamp_connections(limits.max_connections);
+    let mut context = Context::new(engine.clone(), limits, shutdown_signal.clone(), tls);
     context.timezone = timezone;
+    context.trusted_proxies = config.trusted_proxies.clone();
     let context = Arc::new(context);
     let state = http::AppState {
         engine: engine.clone(),
         context: context.clone(),
-        admin_key: Arc::from(boot.admin_key.as_str()),
+        keys: boot.keys.clone(),
         uploads: Arc::default(),
     };
-    let (http_connections, incoming) = mpsc::channel(1024);
+    let router = http::router(state);
     let mut tasks = JoinSet::new();
     tasks.spawn(net::listener::run_native(native, context.clone()));
-    tasks.spawn(net::listener::run_shared(
-        shared,
-        context.clone(),
-        http_connections,
-    ));
+    tasks.spawn(net::listener::run_shared(shared, context.clone(), router));
     if let Some((listener, _)) = mqtt {
         let broker = Arc::new(mqtt::Mqtt::new(context.clone()));
         tasks.spawn(net::listener::run_mqtt(listener, broker));
     }
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
     tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
-    let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
-    let mut http_shutdown = shutdown_signal.clone();
-    tasks.spawn(async move {
-        let incoming = net::listener::HttpIncoming::new(incoming, http_address);
-        let serving = axum::serve(incoming, router).with_graceful_shutdown(async move {
-            let _ = http_shutdown.changed().await;
-        });
-        if let Err(error) = serving.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
+    tasks.spawn(boot.keys.clone().run_reload(shutdown_signal.clone()));
     tracing::info!(%http_address, %native_address, ?mqtt_address, "server listening");
     Ok(Server {
         http_address,
@@ -247,6 +239,7 @@ pub async fn start_with_admin_key(
         demo_token: boot.demo_token,
         first_start: boot.first_start,
         engine,
+        keys: boot.keys,
         context,
         shutdown,
         tasks,
@@ -257,6 +250,11 @@ impl Server {
     /// The engine, for tests and tools in the same process.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The API keys, for tests and tools in the same process.
+    pub fn keys(&self) -> &Arc<keys::KeyRing> {
+        &self.keys
     }
 
     /// Stops accepting, closes every session, and waits until everything acknowledged is durable.

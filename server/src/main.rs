@@ -2,7 +2,7 @@
 //! in the data directory from the shell.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use blynk_server::config::{Config, DurabilitySetting, StoreLocation, TlsFiles};
@@ -51,6 +51,10 @@ struct Cli {
     /// The IANA timezone of classic time requests (default UTC), e.g. `Europe/Berlin`.
     #[arg(long, env = "BLYNK_TIMEZONE")]
     timezone: Option<String>,
+    /// The admin key to use, stored hashed in place of the one before (at least 16
+    /// characters). Without it, the first start makes one and prints it, once.
+    #[arg(long, env = "BLYNK_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
     /// Values kept per pin in the history (default 1000; 0 keeps any number).
     #[arg(long, env = "BLYNK_HISTORY_PER_PIN", global = true)]
     history_per_pin: Option<u32>,
@@ -71,8 +75,54 @@ enum Command {
     /// Manage templates.
     #[command(subcommand)]
     Template(TemplateCommand),
-    /// Print the admin key.
-    Key,
+    /// Manage API keys: `rotate` prints a new admin key; `create`, `list`, `revoke`.
+    Key {
+        #[command(subcommand)]
+        command: Option<KeyCommand>,
+    },
+    /// Back up the database into a new file, while the server runs (SQLite's online backup).
+    Backup {
+        /// The backup file to create.
+        path: PathBuf,
+    },
+    /// Restore a backup into an empty (or new) data directory; then start the server on it.
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Give a key (by default the admin key) a new secret and print it; the old one stops
+    /// working within seconds, on a running server too.
+    Rotate {
+        /// The key's name.
+        #[arg(default_value = blynk_server::keys::ADMIN_NAME)]
+        name: String,
+    },
+    /// Make a key and print its secret (shown this once; only its hash is stored).
+    Create {
+        /// A name for it (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// `admin`, `read` (values, history, watch) or `control` (read, plus writes to the
+        /// devices of --template and --device).
+        #[arg(long)]
+        scope: String,
+        /// `control`: a template (name or id) whose devices it may write to; repeatable.
+        #[arg(long = "template")]
+        templates: Vec<String>,
+        /// `control`: a device (name or id) it may write to; repeatable.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+    },
+    /// List the keys (names and scopes; secrets are not stored).
+    List,
+    /// Revoke a key.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,17 +214,15 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let admin_key = cli.admin_key.clone();
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(config, admin_key.as_deref()).await,
             Command::Device(command) => device(config, command).await,
             Command::Template(command) => template(config, command).await,
-            Command::Key => {
-                let engine = open_engine(&config).await?;
-                let boot = blynk_server::bootstrap::run(&engine, None).await?;
-                println!("{}", boot.admin_key);
-                Ok(())
-            }
+            Command::Key { command } => key(config, command).await,
+            Command::Backup { path } => backup(&config, &path),
+            Command::Restore { path } => restore(&config, &path),
         }
     })
 }
@@ -192,13 +240,13 @@ macro_rules! say {
     }};
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
     let tls = config.tls.is_some();
     let store = match config.store.location() {
         Ok(StoreLocation::Postgres(url)) => format!("PostgreSQL {}", without_password(&url)),
         _ => format!("SQLite in {}", config.data_dir.display()),
     };
-    let server = blynk_server::start(config).await?;
+    let server = blynk_server::start_with_admin_key(config, admin_key).await?;
     let scheme = if tls { "https" } else { "http" };
     let host = match server.http_address.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
@@ -233,7 +281,18 @@ async fn serve(config: Config) -> Result<()> {
             mqtt.port()
         );
     }
-    say!("  admin key        {}", server.admin_key);
+    match (&server.admin_key, admin_key) {
+        (Some(_), Some(_)) => {
+            say!("  admin key        the one given (--admin-key / BLYNK_ADMIN_KEY)")
+        }
+        (Some(key), None) => {
+            say!("  admin key        {key}");
+            say!("                   (shown this once: only its hash is stored)");
+        }
+        (None, _) => {
+            say!("  admin key        stored hashed; `blynk-server key rotate` prints a new one")
+        }
+    }
     if let Some(token) = &server.demo_token {
         say!("  demo device      token {token}");
     }
@@ -284,9 +343,19 @@ async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
     Ok(Engine::open_for_tools(store).await?)
 }
 
+/// Runs the first-start steps for a tool command; an admin key made now is shown (on stderr,
+/// once), since no server start will show it later.
+async fn bootstrap_for_tools(engine: &Engine) -> Result<blynk_server::bootstrap::Bootstrap> {
+    let boot = blynk_server::bootstrap::run(engine, None).await?;
+    if let Some(key) = &boot.admin_key {
+        eprintln!("first use of this data directory: the admin key is {key} (shown this once)");
+    }
+    Ok(boot)
+}
+
 async fn device(config: Config, command: DeviceCommand) -> Result<()> {
     let engine = open_engine(&config).await?;
-    blynk_server::bootstrap::run(&engine, None).await?;
+    bootstrap_for_tools(&engine).await?;
     match command {
         DeviceCommand::Add { template, name } => {
             let Some(template) = engine.find_template(&template) else {
@@ -314,7 +383,7 @@ async fn device(config: Config, command: DeviceCommand) -> Result<()> {
 
 async fn template(config: Config, command: TemplateCommand) -> Result<()> {
     let engine = open_engine(&config).await?;
-    blynk_server::bootstrap::run(&engine, None).await?;
+    bootstrap_for_tools(&engine).await?;
     match command {
         TemplateCommand::Add { file } => {
             let text = std::fs::read_to_string(&file)
@@ -353,5 +422,127 @@ async fn template(config: Config, command: TemplateCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn key(config: Config, command: Option<KeyCommand>) -> Result<()> {
+    let Some(command) = command else {
+        bail!(
+            "the admin key is stored hashed and cannot be shown; `blynk-server key rotate` \
+             prints a new one (`blynk-server key --help` lists the key commands)"
+        );
+    };
+    let engine = open_engine(&config).await?;
+    let boot = blynk_server::bootstrap::run(&engine, None).await?;
+    let keys = boot.keys;
+    match (&command, boot.admin_key) {
+        // A data directory's first admin key, made just now: that is the new key to print.
+        (KeyCommand::Rotate { name }, Some(made)) if name == blynk_server::keys::ADMIN_NAME => {
+            println!("{made}");
+            eprintln!("made the admin key of a new data directory (above, shown this once)");
+            return Ok(());
+        }
+        (_, Some(made)) => {
+            eprintln!(
+                "first use of this data directory: the admin key is {made} (shown this once)"
+            );
+        }
+        (_, None) => {}
+    }
+    match command {
+        KeyCommand::Rotate { name } => {
+            let secret = keys.rotate(&name).await?;
+            println!("{secret}");
+            eprintln!(
+                "key `{name}` has a new secret (above, shown this once); the old one stops \
+                 working within {} s",
+                blynk_server::keys::RELOAD_EVERY.as_secs()
+            );
+        }
+        KeyCommand::Create {
+            name,
+            scope,
+            templates,
+            devices,
+        } => {
+            let scope = scope.parse()?;
+            let (templates, devices) =
+                blynk_server::keys::resolve_targets(&engine, &templates, &devices)?;
+            let (_, secret) = keys.create(&name, scope, templates, devices).await?;
+            println!("{secret}");
+            eprintln!("key `{name}` created; its secret is above (shown this once)");
+        }
+        KeyCommand::List => {
+            println!(
+                "{:<24} {:<8} {:<24} created",
+                "name", "scope", "may write to"
+            );
+            for key in keys.list().iter() {
+                let targets: Vec<String> = key
+                    .templates
+                    .iter()
+                    .map(|id| match engine.templates().iter().find(|t| t.id == *id) {
+                        Some(template) => format!("template {}", template.name),
+                        None => format!("template {id} (gone)"),
+                    })
+                    .chain(key.devices.iter().map(|id| match engine.device(*id) {
+                        Some(slot) => format!("device {}", slot.device.name),
+                        None => format!("device {id} (gone)"),
+                    }))
+                    .collect();
+                let targets = match key.scope {
+                    blynk_server::keys::Scope::Admin => "every device".to_owned(),
+                    blynk_server::keys::Scope::Read => "-".to_owned(),
+                    blynk_server::keys::Scope::Control => targets.join(", "),
+                };
+                let created = jiff::Timestamp::from_millisecond(key.created_at)
+                    .map(|at| at.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:<8} {:<24} {created}",
+                    key.name,
+                    key.scope.as_str(),
+                    targets
+                );
+            }
+        }
+        KeyCommand::Revoke { name } => {
+            keys.revoke(&name).await?;
+            eprintln!(
+                "key `{name}` revoked; a running server refuses it within {} s",
+                blynk_server::keys::RELOAD_EVERY.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn backup(config: &Config, path: &Path) -> Result<()> {
+    let database = config.data_dir.join(blynk_server::DATABASE_FILE);
+    let copied = blynk_server::store::sqlite::backup::backup(&database, path)?;
+    eprintln!(
+        "backed up {} ({} KiB) into {} in {} ms",
+        database.display(),
+        copied.bytes / 1024,
+        path.display(),
+        copied.elapsed.as_millis()
+    );
+    Ok(())
+}
+
+fn restore(config: &Config, path: &Path) -> Result<()> {
+    let copied = blynk_server::store::sqlite::backup::restore(
+        path,
+        &config.data_dir,
+        blynk_server::DATABASE_FILE,
+    )?;
+    eprintln!(
+        "restored {} ({} KiB) into {} in {} ms; start the server on it with --data {}",
+        path.display(),
+        copied.bytes / 1024,
+        config.data_dir.display(),
+        copied.elapsed.as_millis(),
+        config.data_dir.display()
+    );
     Ok(())
 }

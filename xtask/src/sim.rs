@@ -333,10 +333,10 @@ fn expect_line(
     }
 }
 
-/// What the server's banner says: HTTP address, native address, admin key, demo token.
-fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String, String)> {
+/// What the server's banner says: HTTP address, native address, demo token.
+fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String)> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let (mut http, mut native, mut key) = (None, None, None);
+    let (mut http, mut native) = (None, None);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = lines
@@ -352,12 +352,11 @@ fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, Str
                     .ok()
             }
             ["native", "devices", address] => native = address.parse().ok(),
-            ["admin", "key", value] => key = Some(value.to_string()),
             ["demo", "device", "token", token] => {
-                let (Some(http), Some(native), Some(key)) = (http, native, key) else {
-                    bail!("the server's banner lacks an address or the admin key");
+                let (Some(http), Some(native)) = (http, native) else {
+                    bail!("the server's banner lacks an address");
                 };
-                return Ok((http, native, key, token.to_string()));
+                return Ok((http, native, token.to_string()));
             }
             _ => {}
         }
@@ -424,6 +423,7 @@ pub fn check() -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let result = (|| -> Result<()> {
         let tap = Tap::create(&tap_name, &format!("{CHECK_HOST}/24"))?;
+        let key = crate::conformance::server::admin_key();
         let mut server = Command::new(&server_binary)
             .args([
                 "--bind",
@@ -438,6 +438,7 @@ pub fn check() -> Result<()> {
             .arg("--data")
             .arg(scratch.join("data"))
             .env("BLYNK_LOG", "warn")
+            .env("BLYNK_ADMIN_KEY", &key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(scratch.join("server.log"))?)
@@ -446,7 +447,7 @@ pub fn check() -> Result<()> {
         tap.watch(server.id());
         let server_lines = lines(server.stdout.take().context("no stdout")?, "");
         let _server = Killed(server);
-        let (http_address, native, key, token) = banner(&server_lines)?;
+        let (http_address, native, token) = banner(&server_lines)?;
         println!("server on {native} (native) and {http_address} (HTTP), on {tap_name} only");
         let mut device = Command::new(&sim_binary)
             .args(["--tap", &tap_name, "--token", &token])

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// The server URL and admin key come from flags, then the environment (`BLYNK_SERVER`,
 /// `BLYNK_KEY`), then the config file (`$BLYNK_CONFIG`, else `~/.config/blynk/config.toml`,
-/// with `server = ".."` and `key = ".."`). `blynk-server key` prints the admin key.
+/// with `server = ".."` and `key = ".."`). The server prints its admin key on first start;
+/// `blynk-server key rotate` prints a new one, `blynk-server key create` makes scoped keys.
 #[derive(Debug, Parser)]
 #[command(name = "blynk", version, about, long_about)]
 pub struct Cli {
@@ -26,7 +27,7 @@ pub struct Global {
     /// Server URL [default: http://localhost:8080]
     #[arg(long, global = true, env = "BLYNK_SERVER", value_name = "URL")]
     pub server: Option<String>,
-    /// Admin key (`blynk-server key` prints it)
+    /// API key: the admin key, or a scoped key (`blynk-server key create`)
     #[arg(
         long,
         global = true,

@@ -165,9 +165,10 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
         });
     match status {
         StatusCode::UNAUTHORIZED => anyhow!(
-            "the server refused the admin key (401 Unauthorized: {message}); \
-             `blynk-server key` prints the right one, give it with --key or BLYNK_KEY"
+            "the server refused the key (401 Unauthorized: {message}); \
+             `blynk-server key rotate` prints a new admin key, give it with --key or BLYNK_KEY"
         ),
+        StatusCode::FORBIDDEN => anyhow!("not allowed with this key: {message}"),
         StatusCode::NOT_FOUND => anyhow!("not found: {message}"),
         StatusCode::BAD_REQUEST => anyhow!("refused: {message}"),
         StatusCode::CONFLICT => anyhow!("conflict: {message}"),

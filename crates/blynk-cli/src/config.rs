@@ -87,7 +87,7 @@ pub fn resolve(global: &Global) -> Result<Settings> {
     let Some(key) = nonempty(&global.key).or(nonempty(&file.key)) else {
         bail!(
             "no admin key: pass --key KEY, set BLYNK_KEY, or put `key = \"..\"` in {} \
-             (`blynk-server key` prints the key)",
+             (the server prints its admin key on first start; `blynk-server key rotate` prints a new one)",
             global
                 .config
                 .clone()

@@ -13,12 +13,101 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::{DeviceSlot, Protocol, constant_time_eq};
+use crate::engine::{DeviceSlot, Protocol};
+use crate::keys::{ApiKey, Scope};
+use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, StoredValue, Template, type_name};
 
-/// Proof that the request carries the admin key (`Authorization: Bearer KEY`, or `?key=KEY`
-/// for WebSockets, which browsers open without headers).
+/// A request's checked key, of any scope: enough to read (values, history, events, watch).
+/// REST requests carry it as `Authorization: Bearer KEY`; only the WebSocket, which browsers
+/// open without headers, also takes `?key=KEY` (see [`Caller::from_websocket_request`]), so a
+/// key never lands in the access logs of REST routes.
+pub struct Caller(pub ApiKey);
+
+/// Proof that a request's key has the `admin` scope; any other key gets a 403.
 pub struct Admin;
+
+impl Caller {
+    /// Checks the key of a request; `accept_query` takes `?key=` too (the WebSocket only).
+    async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+        accept_query: bool,
+    ) -> Result<ApiKey, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .map(|info| info.0.0.ip());
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let query = || {
+            parts
+                .uri
+                .query()
+                .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("key=")))
+        };
+        let presented = match header {
+            Some(key) => Some(key),
+            None if accept_query => query(),
+            None => None,
+        };
+        let Some(presented) = presented else {
+            let hint = if query().is_some() {
+                "send the key as `Authorization: Bearer KEY` (`?key=` is accepted on /api/ws only)"
+            } else {
+                "send the key as `Authorization: Bearer KEY`"
+            };
+            return Err(ApiError::Unauthorized(hint.into()));
+        };
+        match state.keys.authenticate(presented.trim()).await {
+            Some(key) => Ok(key),
+            None => {
+                // The keys' own bucket: bad device tokens do not count here. A right key is let
+                // in above whatever this says.
+                let verdict =
+                    peer.map(|peer| state.context.admin_login_limiter.record_failure(peer));
+                match verdict {
+                    Some(Verdict::Limited {
+                        retry_after_seconds,
+                    }) => Err(ApiError::TooManyAttempts(retry_after_seconds)),
+                    _ => Err(ApiError::Unauthorized("wrong key".into())),
+                }
+            }
+        }
+    }
+
+    /// Checks the key of a WebSocket upgrade, which may come as `?key=KEY`.
+    pub async fn from_websocket_request(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::authenticate(parts, state, true).await.map(Caller)
+    }
+}
+
+/// Refuses with a 403 unless the key may write to this device.
+pub fn require_control(key: &ApiKey, slot: &DeviceSlot) -> Result<(), ApiError> {
+    if key.can_control(slot) {
+        Ok(())
+    } else {
+        Err(ApiError::missing_scope(
+            Scope::Control,
+            key,
+            &format!("write to device {} `{}`", slot.device.id, slot.device.name),
+        ))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Self::authenticate(parts, state, false).await.map(Caller)
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -27,39 +116,15 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<PeerAddr>>()
-            .map(|info| info.0.0.ip());
-        if let Some(peer) = peer {
-            state
-                .context
-                .login_limiter
-                .check(peer)
-                .map_err(ApiError::TooManyAttempts)?;
-        }
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let query = parts
-            .uri
-            .query()
-            .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("key=")));
-        match header.or(query) {
-            Some(key) if constant_time_eq(key.trim().as_bytes(), state.admin_key.as_bytes()) => {
-                Ok(Admin)
-            }
-            Some(_) => {
-                if let Some(peer) = peer {
-                    state.context.login_limiter.record_failure(peer);
-                }
-                Err(ApiError::Unauthorized("wrong admin key".into()))
-            }
-            None => Err(ApiError::Unauthorized(
-                "send the admin key as `Authorization: Bearer KEY`".into(),
-            )),
+        let Caller(key) = Caller::from_request_parts(parts, state).await?;
+        if key.is_admin() {
+            Ok(Admin)
+        } else {
+            Err(ApiError::missing_scope(
+                Scope::Admin,
+                &key,
+                "use this call (templates, devices and keys are for admin keys)",
+            ))
         }
     }
 }
@@ -146,8 +211,19 @@ pub fn device_details_json(slot: &DeviceSlot) -> Json_ {
     details
 }
 
+/// [`device_details_json`] as a key may see it: the device's token is for admin keys only.
+pub fn device_details_for(slot: &DeviceSlot, key: &ApiKey) -> Json_ {
+    let mut details = device_details_json(slot);
+    if !key.is_admin()
+        && let Some(object) = details.as_object_mut()
+    {
+        object.remove("token");
+    }
+    details
+}
+
 /// `GET /api/templates`.
-pub async fn list_templates(_: Admin, State(state): State<AppState>) -> Json<Vec<Json_>> {
+pub async fn list_templates(_: Caller, State(state): State<AppState>) -> Json<Vec<Json_>> {
     Json(
         state
             .engine
@@ -179,7 +255,7 @@ pub async fn create_template(
 }
 
 /// `GET /api/devices`.
-pub async fn list_devices(_: Admin, State(state): State<AppState>) -> Json<Vec<Json_>> {
+pub async fn list_devices(_: Caller, State(state): State<AppState>) -> Json<Vec<Json_>> {
     Json(
         state
             .engine
@@ -220,12 +296,12 @@ pub async fn create_device(
 
 /// `GET /api/devices/{id or name}`: with token, datastreams, values and properties.
 pub async fn device_details(
-    _: Admin,
+    Caller(key): Caller,
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
     let slot = find_device(&state, &device)?;
-    Ok(Json(device_details_json(&slot)))
+    Ok(Json(device_details_for(&slot, &key)))
 }
 
 /// `DELETE /api/devices/{id or name}`.
@@ -241,7 +317,7 @@ pub async fn delete_device(
 
 /// `GET /api/devices/{device}/values`.
 pub async fn values(
-    _: Admin,
+    _: Caller,
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
@@ -256,7 +332,7 @@ pub async fn values(
 
 /// `GET /api/devices/{device}/values/{pin}`.
 pub async fn value(
-    _: Admin,
+    _: Caller,
     State(state): State<AppState>,
     Path((device, pin)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
@@ -293,12 +369,13 @@ fn default_wait() -> u64 {
 /// `PUT /api/devices/{device}/values/{pin}` with `{"value": ..}`: stored durably, then
 /// `delivered` if the device received it within `wait_ms`, else `pending` (or `expired`).
 pub async fn write_value(
-    _: Admin,
+    Caller(key): Caller,
     State(state): State<AppState>,
     Path((device, pin)): Path<(String, String)>,
     Json(body): Json<WriteBody>,
 ) -> Result<Json<Json_>, ApiError> {
     let slot = find_device(&state, &device)?;
+    require_control(&key, &slot)?;
     let pin = parse_pin(&pin)?;
     let value = OwnedValue::from_json(&body.value).map_err(ApiError::BadRequest)?;
     let value = value
@@ -329,7 +406,7 @@ pub struct Limit {
 
 /// `GET /api/devices/{device}/history/{pin}?limit=N`: newest first.
 pub async fn history(
-    _: Admin,
+    _: Caller,
     State(state): State<AppState>,
     Path((device, pin)): Path<(String, String)>,
     Query(limit): Query<Limit>,
@@ -349,7 +426,7 @@ pub async fn history(
 
 /// `GET /api/devices/{device}/events?limit=N`: newest first.
 pub async fn events(
-    _: Admin,
+    _: Caller,
     State(state): State<AppState>,
     Path(device): Path<String>,
     Query(limit): Query<Limit>,
@@ -362,7 +439,7 @@ pub async fn events(
 
 /// `GET /api/devices/{device}/properties`.
 pub async fn properties(
-    _: Admin,
+    _: Caller,
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {

@@ -1,5 +1,7 @@
 //! The app WebSocket (`/api/ws?key=KEY`): a snapshot of the watched devices, then their live
 //! values, presence, properties and events, and the lifecycle of every write the client makes.
+//! Any key may watch; a write needs the `control` scope for its device (else an error reply
+//! with `"code": 403` and the missing scope).
 //!
 //! Client messages: `{"type":"watch","devices":[1,2]}` (or `"all"`), and
 //! `{"type":"write","id":"w1","device":1,"pin":"V0","value":1}`. Events come from the
@@ -15,8 +17,10 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::response::Response;
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -24,12 +28,19 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use tokio::task::JoinSet;
 
-use super::app_api::{Admin, device_details_json};
+use super::ApiError;
+use super::app_api::{Caller, device_details_for, require_control};
 use super::{AppState, PeerAddr};
 use crate::engine::DeviceSlot;
 use crate::engine::watch::{Queued, WatchLimits, Watcher};
+use crate::keys::ApiKey;
 use crate::model::{Origin, OwnedValue};
+use crate::net::io::Activity;
 
+/// The longest message a client may send: a watch list or a write of the longest value fits
+/// many times over. The WebSocket library refuses a longer one from its header, before
+/// buffering it.
+pub const MAX_CLIENT_MESSAGE: usize = 8 * 1024;
 /// Writes of one client waiting to be stored before the server stops reading from it.
 const MAX_PIPELINED: usize = 256;
 /// Entries taken from the queue for one round of sends at most.
@@ -49,14 +60,36 @@ fn ready_reply(reply: Json_) -> PendingReply {
     Box::pin(std::future::ready((reply, None)))
 }
 
+/// The key of a WebSocket client: a header, or `?key=KEY` (browsers cannot set headers on a
+/// WebSocket); this route is the only one that takes the query form.
+pub struct WebSocketCaller(ApiKey);
+
+impl FromRequestParts<AppState> for WebSocketCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(key) = Caller::from_websocket_request(parts, state).await?;
+        Ok(WebSocketCaller(key))
+    }
+}
+
 /// `GET /api/ws`: upgrades an authenticated client.
 pub async fn upgrade(
-    _: Admin,
+    WebSocketCaller(key): WebSocketCaller,
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    Extension(activity): Extension<Arc<Activity>>,
     socket: WebSocketUpgrade,
 ) -> Response {
-    socket.on_upgrade(move |socket| serve(socket, state, peer))
+    let key = Arc::new(key);
+    socket
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, state, key, peer, activity))
 }
 
 #[derive(Deserialize)]
@@ -81,7 +114,13 @@ enum Ending {
     Closed(String),
 }
 
-async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    key: Arc<ApiKey>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) {
     let limits = &state.context.limits;
     let stall = Duration::from_secs(limits.watch_stall_seconds.max(1));
     let watcher = Arc::new(Watcher::new(WatchLimits {
@@ -95,26 +134,43 @@ async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
     let mut taken = Vec::with_capacity(EVENT_BATCH);
     // Pings keep an otherwise quiet client inside the connection's idle timeout.
     let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+    // A key revoked or rotated while the client is connected ends its session too.
+    let mut key_check = tokio::time::interval(crate::keys::RELOAD_EVERY);
     let ending = loop {
         tokio::select! {
+            _ = key_check.tick() => {
+                if !state.keys.is_current(&key) {
+                    break Ending::Closed(format!("the key `{}` was revoked or replaced", key.name));
+                }
+            }
             _ = keepalive.tick() => {
                 if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall, &watcher).await {
                     break ending;
                 }
             }
             incoming = stream.next(), if replies.len() < MAX_PIPELINED => {
+                if matches!(incoming, Some(Ok(_))) {
+                    // Whole messages (the pongs to the keepalive pings among them) are what
+                    // keeps the connection from counting as idle.
+                    activity.touch();
+                }
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ending::ClientLeft,
+                    Some(Ok(Message::Close(_))) | None => break Ending::ClientLeft,
+                    Some(Err(error)) => {
+                        // Broken connections, and messages over the size limit.
+                        tracing::info!(%peer, %error, "app WebSocket closed: unreadable message");
+                        break Ending::ClientLeft;
+                    }
                     Some(Ok(_)) => continue,
                 };
                 let reply = match serde_json::from_str::<ClientMessage>(&text) {
                     Ok(ClientMessage::Watch { devices }) => {
-                        watch(&state, &devices, &watcher);
+                        watch(&state, &key, &devices, &watcher);
                         continue;
                     }
                     Ok(ClientMessage::Write { id, device, pin, value }) => {
-                        let mut pending: PendingReply = Box::pin(write(state.clone(), id.unwrap_or(Json_::Null), device, pin, value, Arc::downgrade(&watcher)));
+                        let mut pending: PendingReply = Box::pin(write(state.clone(), key.clone(), id.unwrap_or(Json_::Null), device, pin, value, Arc::downgrade(&watcher)));
                         // The first poll validates the write and queues it to the store, so
                         // writes are stored in the order they came while the loop goes on
                         // reading: a client's writes are pipelined, not one commit each.
@@ -296,7 +352,7 @@ fn device_ids(state: &AppState, devices: &Json_) -> Vec<Arc<DeviceSlot>> {
 
 /// Watches devices and queues their snapshot, after the events already waiting: registered
 /// first, so no change falls between the snapshot and the live events.
-fn watch(state: &AppState, devices: &Json_, watcher: &Watcher) {
+fn watch(state: &AppState, key: &ApiKey, devices: &Json_, watcher: &Watcher) {
     let slots = device_ids(state, devices);
     // Written device by device: the JSON tree of one device at a time, never of thousands,
     // which would leave the server's memory fragmented long after the snapshot went out.
@@ -307,7 +363,7 @@ fn watch(state: &AppState, devices: &Json_, watcher: &Watcher) {
             snapshot.push(b',');
         }
         // Writing JSON values into a `Vec` cannot fail.
-        let _ = serde_json::to_writer(&mut snapshot, &device_details_json(slot));
+        let _ = serde_json::to_writer(&mut snapshot, &device_details_for(slot, key));
     }
     snapshot.extend_from_slice(b"]}");
     if let Ok(snapshot) = String::from_utf8(snapshot) {
@@ -321,6 +377,7 @@ fn watch(state: &AppState, devices: &Json_, watcher: &Watcher) {
 /// Everything up to queueing the write to the store happens in the first poll.
 async fn write(
     state: AppState,
+    key: Arc<ApiKey>,
     id: Json_,
     device: Json_,
     pin: String,
@@ -336,6 +393,13 @@ async fn write(
     let Some(slot) = device_ids(&state, &device).into_iter().next() else {
         return error(format!("no device {device}"));
     };
+    if let Err(ApiError::Forbidden { missing, message }) = require_control(&key, &slot) {
+        let reply = json!({
+            "type": "write", "id": id, "status": "error", "code": 403,
+            "missing_scope": missing.as_str(), "message": message,
+        });
+        return (reply, None);
+    }
     let pin = match pin.parse() {
         Ok(pin) => pin,
         Err(problem) => return error(format!("pin `{pin}`: {problem}")),

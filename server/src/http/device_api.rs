@@ -12,25 +12,27 @@ use serde_json::json;
 
 use super::{ApiError, AppState, PeerAddr};
 use crate::engine::DeviceSlot;
+use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, PropertyRecord};
 
 type Pairs = Query<Vec<(String, String)>>;
 
-/// Finds the device of a token, counting failures against the caller's address.
+/// Finds the device of a token, counting a wrong one as a failed login of the caller's address
+/// (a right one is never refused, whatever others did from there).
 pub(super) fn device_of(
     state: &AppState,
     peer: SocketAddr,
     token: Option<&str>,
 ) -> Result<Arc<DeviceSlot>, ApiError> {
-    let limiter = &state.context.login_limiter;
-    limiter
-        .check(peer.ip())
-        .map_err(ApiError::TooManyAttempts)?;
     let token =
         token.ok_or_else(|| ApiError::BadRequest("the token parameter is missing".into()))?;
     state.engine.authenticate(token).ok_or_else(|| {
-        limiter.record_failure(peer.ip());
-        ApiError::Unauthorized("Invalid token.".into())
+        match state.context.login_limiter.record_failure(peer.ip()) {
+            Verdict::Counted => ApiError::Unauthorized("Invalid token.".into()),
+            Verdict::Limited {
+                retry_after_seconds,
+            } => ApiError::TooManyAttempts(retry_after_seconds),
+        }
     })
 }
 

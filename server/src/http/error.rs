@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::engine::WriteError;
+use crate::keys::{ApiKey, KeyError, Scope};
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
@@ -17,6 +18,14 @@ pub enum ApiError {
     /// The token or key is wrong.
     #[error("{0}")]
     Unauthorized(String),
+    /// The key is valid but lacks the scope the call needs.
+    #[error("{message}")]
+    Forbidden {
+        /// The scope the call needs.
+        missing: Scope,
+        /// What to tell the client.
+        message: String,
+    },
     /// Nothing is there.
     #[error("{0}")]
     NotFound(String),
@@ -42,6 +51,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyAttempts(_) | ApiError::QuotaExceeded(_) => {
@@ -53,13 +63,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 403 for a key that lacks `missing` to do `action` ("write to device 1 `demo`").
+    pub fn missing_scope(missing: Scope, key: &ApiKey, action: &str) -> Self {
+        ApiError::Forbidden {
+            missing,
+            message: format!(
+                "missing scope `{}`: the key `{}` (scope `{}`) may not {action}",
+                missing.as_str(),
+                key.name,
+                key.scope.as_str()
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status(),
-            Json(json!({ "error": { "message": self.to_string() } })),
-        )
-            .into_response()
+        let body = match &self {
+            ApiError::Forbidden { missing, message } => {
+                json!({ "error": { "message": message, "missing_scope": missing.as_str() } })
+            }
+            _ => json!({ "error": { "message": self.to_string() } }),
+        };
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -76,6 +103,17 @@ impl From<WriteError> for ApiError {
             WriteError::Store(_) | WriteError::ShuttingDown => {
                 ApiError::Internal(error.to_string())
             }
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Invalid(_) => ApiError::BadRequest(error.to_string()),
+            KeyError::Exists(_) | KeyError::LastAdmin(_) => ApiError::Conflict(error.to_string()),
+            KeyError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            KeyError::Store(error) => error.into(),
         }
     }
 }

@@ -7,18 +7,19 @@ mod classic_ws;
 mod dashboard;
 mod device_api;
 mod error;
+mod keys_api;
 mod timed_upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 
 pub use error::ApiError;
 
 use crate::engine::Engine;
-use crate::net::listener::HttpIncoming;
+use crate::keys::KeyRing;
 use crate::session::Context;
 
 /// What every handler shares.
@@ -28,23 +29,16 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The session context (limits, login limiter), for classic WebSocket sessions.
     pub context: Arc<Context>,
-    /// The key apps authenticate with.
-    pub admin_key: Arc<str>,
+    /// The keys apps authenticate with.
+    pub keys: Arc<KeyRing>,
     /// Points uploaded per device today (the timestamped upload's daily limit).
     pub uploads: Arc<timed_upload::UploadQuota>,
 }
 
-/// The address of an HTTP client, as handlers see it.
+/// The address of an HTTP client, as handlers see it: the peer, or behind a trusted proxy the
+/// client it forwarded for (with port 0).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpIncoming>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpIncoming>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// Every route of the shared port.
 pub fn router(state: AppState) -> Router {
@@ -95,6 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{device}/history/{pin}", get(app_api::history))
         .route("/api/devices/{device}/events", get(app_api::events))
         .route("/api/devices/{device}/properties", get(app_api::properties))
+        .route("/api/me", get(keys_api::me))
+        .route("/api/keys", get(keys_api::list).post(keys_api::create))
+        .route("/api/keys/{name}", delete(keys_api::revoke))
         .route("/api/ws", get(app_ws::upgrade))
         .route("/websockets", get(classic_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -30,6 +30,7 @@ use super::{MAX_PACKET, Mqtt};
 use crate::config::Limits;
 use crate::engine::{DeviceSlot, Outbound, OutboundQueue, Protocol, SyncItem, SyncSelection};
 use crate::limits::RateLimiter;
+use crate::login_limiter::Verdict;
 use crate::model::OwnedValue;
 use crate::session::{Context, MAX_IN_FLIGHT};
 
@@ -246,8 +247,8 @@ where
     }
 }
 
-/// Checks a CONNECT: MQTT 3.1.1, a client id the server can keep, an address that has not
-/// failed too often, user `device` and a known token as password.
+/// Checks a CONNECT: MQTT 3.1.1, a client id the server can keep, user `device` and a known
+/// token as password; a wrong one counts as a failed login of the address.
 fn admit(
     connect: &Connect,
     peer: SocketAddr,
@@ -264,22 +265,24 @@ fn admit(
         tracing::info!(%peer, "MQTT login refused: client id too long, or empty with a persistent session");
         return Err(ConnectReturnCode::BadClientId);
     }
-    if context.login_limiter.check(peer.ip()).is_err() {
-        tracing::warn!(%peer, "MQTT login refused: too many failed logins from this address");
-        return Err(ConnectReturnCode::ServiceUnavailable);
-    }
+    // The credential first: a right token is never refused for what others did (SPEC 6).
     let slot = connect
         .login
         .as_ref()
         .filter(|login| login.username == USERNAME)
         .and_then(|login| context.engine.authenticate(&login.password));
-    match slot {
-        Some(slot) => Ok(slot),
-        None => {
-            context.login_limiter.record_failure(peer.ip());
-            let username = connect.login.as_ref().map(|login| login.username.as_str());
+    if let Some(slot) = slot {
+        return Ok(slot);
+    }
+    let username = connect.login.as_ref().map(|login| login.username.as_str());
+    match context.login_limiter.record_failure(peer.ip()) {
+        Verdict::Counted => {
             tracing::info!(%peer, ?username, "MQTT login refused: user `device` with a valid token as password expected");
             Err(ConnectReturnCode::NotAuthorized)
+        }
+        Verdict::Limited { .. } => {
+            tracing::warn!(%peer, ?username, "MQTT login refused: wrong credentials, too many failed logins from this address");
+            Err(ConnectReturnCode::ServiceUnavailable)
         }
     }
 }

@@ -2,12 +2,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use super::address::AddressSlot;
 
 /// A TCP connection, in the clear or inside TLS.
 pub enum MaybeTls {
@@ -59,28 +63,78 @@ impl AsyncWrite for MaybeTls {
 
 /// A stream whose first bytes were read to tell protocols apart; they are read again first.
 ///
-/// It also holds the connection's slot under the server's connection cap, released on drop.
+/// It also holds the connection's slots under the server's connection caps, released on drop.
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
     position: usize,
     inner: S,
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    idle: Option<Idle>,
+    _slot: Option<ConnectionSlot>,
+    /// Boxed: only HTTP connections have one, and every device session carries this field.
+    idle: Option<Box<Idle>>,
 }
 
-/// An idle deadline, pushed back by every byte read or written.
+/// A connection's places under the server-wide and the per-address connection caps.
+pub struct ConnectionSlot {
+    /// The server-wide cap's permit.
+    pub server: tokio::sync::OwnedSemaphorePermit,
+    /// The per-address cap's slot.
+    pub address: AddressSlot,
+}
+
+/// When a connection last did something whole (received a request or a WebSocket message).
+/// Its idle deadline counts from there, so bytes that finish nothing (a trickle) do not keep it
+/// open.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last activity.
+    last: AtomicU64,
+}
+
+impl Activity {
+    /// Activity now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    /// Records activity now.
+    pub fn touch(&self) {
+        let elapsed = Instant::now().duration_since(self.origin).as_millis();
+        self.last.fetch_max(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// An idle deadline: `limit` after the last [`Activity`].
 struct Idle {
     limit: Duration,
+    activity: Arc<Activity>,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl Idle {
-    fn touch(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.limit);
-    }
-
+    /// Whether the deadline passed; otherwise the task is woken when it may have.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            // The timer is moved only when it fires, not on every activity.
+            let due = self.activity.last() + self.limit;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
     }
 }
 
@@ -100,19 +154,24 @@ impl<S> Prefixed<S> {
         }
     }
 
-    /// Fails reads and writes once nothing was read or written for `limit`.
-    pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
-        self.idle = Some(Idle {
+    /// Fails reads and writes that wait once `limit` passed since the last `activity`.
+    pub fn with_idle_timeout(mut self, limit: Duration, activity: Arc<Activity>) -> Self {
+        self.idle = Some(Box::new(Idle {
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
-        });
+            deadline: Box::pin(tokio::time::sleep_until(activity.last() + limit)),
+            activity,
+        }));
         self
     }
 
     /// Keeps `slot` until the stream is dropped.
-    pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+    pub fn holding(mut self, slot: ConnectionSlot) -> Self {
         self._slot = Some(slot);
         self
+    }
+
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.idle.as_mut().is_some_and(|idle| idle.expired(cx))
     }
 }
 
@@ -135,23 +194,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if let Some(idle) = &mut this.idle
-                    && buf.filled().len() > before
-                {
-                    idle.touch();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().is_some_and(|idle| idle.expired(cx)) {
-                    Poll::Ready(Err(idle_error()))
-                } else {
-                    Poll::Pending
-                }
-            }
+            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
         }
     }
 }
@@ -162,7 +207,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        // A client that stops reading holds the connection no longer than an idle one.
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -6,29 +6,37 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::io::{MaybeTls, Prefixed};
+use super::address::{AddressSlot, is_trusted};
+use super::http_conn;
+use super::io::{Activity, ConnectionSlot, MaybeTls, Prefixed};
 use crate::session::connection::StreamIo;
 use crate::session::{Context, classic, native};
 
 /// Time a TLS handshake or the first byte may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP connection handed to the HTTP server.
-pub type HttpConnection = (Prefixed<MaybeTls>, SocketAddr);
-
-/// Takes a slot under the connection cap, or logs the refusal.
-fn take_slot(context: &Context, peer: SocketAddr, port: &str) -> Option<OwnedSemaphorePermit> {
-    match context.connections.clone().try_acquire_owned() {
-        Ok(slot) => Some(slot),
-        Err(_) => {
-            tracing::warn!(%peer, port, "connection refused: the server is at its connection limit");
-            None
-        }
-    }
+/// Takes a slot under the server-wide cap and one under the peer's per-address cap (trusted
+/// proxies have none), or logs the refusal.
+fn take_slot(context: &Context, peer: SocketAddr, port: &str) -> Option<ConnectionSlot> {
+    let Ok(server) = context.connections.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, port, "connection refused: the server is at its connection limit");
+        return None;
+    };
+    let address = if is_trusted(&context.trusted_proxies, peer.ip()) {
+        AddressSlot::exempt()
+    } else {
+        let Some(address) = context.per_address.take(peer.ip()) else {
+            tracing::warn!(%peer, port, cap = context.limits.max_connections_per_address,
+                "connection refused: too many connections from this address");
+            return None;
+        };
+        address
+    };
+    Some(ConnectionSlot { server, address })
 }
 
 async fn wrap(context: &Context, stream: TcpStream, peer: SocketAddr) -> Option<MaybeTls> {
@@ -58,7 +66,7 @@ async fn accept_next(
     context: &Context,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     port: &str,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, ConnectionSlot)> {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,7 +100,7 @@ pub async fn run_native(listener: TcpListener, context: Arc<Context>) {
 async fn serve_native(
     stream: TcpStream,
     peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     context: Arc<Context>,
 ) {
     if let Some(stream) = wrap(&context, stream, peer).await {
@@ -118,13 +126,9 @@ pub async fn run_mqtt(listener: TcpListener, mqtt: Arc<crate::mqtt::Mqtt>) {
     }
 }
 
-/// Accepts connections on the shared port until shutdown: classic hardware sessions run here,
-/// HTTP connections go to `http`.
-pub async fn run_shared(
-    listener: TcpListener,
-    context: Arc<Context>,
-    http: mpsc::Sender<HttpConnection>,
-) {
+/// Accepts connections on the shared port until shutdown: classic hardware sessions and HTTP
+/// connections (served by `router`) each run in a task of their own.
+pub async fn run_shared(listener: TcpListener, context: Arc<Context>, router: Router) {
     let mut shutdown = context.shutdown.clone();
     while let Some((stream, peer, slot)) =
         accept_next(&listener, &context, &mut shutdown, "shared").await
@@ -134,19 +138,19 @@ pub async fn run_shared(
             peer,
             slot,
             context.clone(),
-            http.clone(),
+            router.clone(),
         ));
     }
 }
 
 /// One connection's task on the shared port: TLS if configured, then the first byte says
-/// classic hardware (served here) or HTTP (handed to the HTTP server).
+/// classic hardware or HTTP.
 async fn serve_shared(
     stream: TcpStream,
     peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     context: Arc<Context>,
-    http: mpsc::Sender<HttpConnection>,
+    router: Router,
 ) {
     let Some(mut stream) = wrap(&context, stream, peer).await else {
         return;
@@ -169,15 +173,11 @@ async fn serve_shared(
         // A task of its own, sized to the session alone: this one, which sniffed the byte and
         // did the TLS handshake, ends here.
         tokio::spawn(classic::serve(StreamIo::new(stream), peer, context));
-    } else if http
-        .send((
-            stream.with_idle_timeout(Duration::from_secs(context.limits.http_idle_seconds)),
-            peer,
-        ))
-        .await
-        .is_err()
-    {
-        tracing::debug!(%peer, "HTTP server is shutting down; connection dropped");
+    } else {
+        let activity = Activity::new();
+        let idle = Duration::from_secs(context.limits.http_idle_seconds.max(1));
+        let stream = stream.with_idle_timeout(idle, activity.clone());
+        http_conn::serve(stream, peer, activity, router, context).await;
     }
 }
 
@@ -185,36 +185,6 @@ async fn serve_shared(
 pub fn is_classic_login(byte: u8) -> bool {
     byte == blynk_proto::classic::Command::HwLogin.code()
         || byte == blynk_proto::classic::Command::Login.code()
-}
-
-/// The HTTP server's view of the connections `run_shared` hands over.
-pub struct HttpIncoming {
-    connections: mpsc::Receiver<HttpConnection>,
-    local: SocketAddr,
-}
-
-impl HttpIncoming {
-    /// Connections arriving on `connections`, accepted on `local`.
-    pub fn new(connections: mpsc::Receiver<HttpConnection>, local: SocketAddr) -> Self {
-        HttpIncoming { connections, local }
-    }
-}
-
-impl axum::serve::Listener for HttpIncoming {
-    type Io = Prefixed<MaybeTls>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop stopped (shutdown): wait for the graceful shutdown to finish.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 #[cfg(test)]

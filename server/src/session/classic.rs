@@ -24,6 +24,7 @@ use super::in_flight::InFlight;
 use crate::config::Limits;
 use crate::engine::{self, DeviceSlot, SyncItem, SyncSelection, WriteError};
 use crate::limits::RateLimiter;
+use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
 
 /// The receive buffer assumed until the device announces its `buff-in` (the smallest boards').
@@ -97,7 +98,12 @@ impl Protocol for ClassicSession {
     ) -> Option<(Self, Option<SyncSelection>)> {
         match connection.fill_frame::<ClassicCodec>().await {
             Ok(true) => {}
-            Ok(false) | Err(ReadError::Io(_)) => return None,
+            Ok(false) => return None,
+            Err(ReadError::Io(error)) => {
+                // Over WebSocket, also a message over the size limit.
+                tracing::info!(%peer, %error, "classic connection closed before its login");
+                return None;
+            }
             Err(ReadError::Frame(error)) => {
                 tracing::info!(%peer, %error, "classic connection refused: bad first frame");
                 return None;
@@ -421,8 +427,8 @@ impl ClassicSession {
     }
 }
 
-/// Checks a login frame: HW_LOGIN or LOGIN, from an address that has not failed too often, with
-/// a known token. `None`: refused, with the refusal queued in `out`.
+/// Checks a login frame: HW_LOGIN or LOGIN with a known token; a wrong one counts as a failed
+/// login of the address. `None`: refused, with the refusal queued in `out`.
 fn admit(
     frame: &ClassicFrame<'_>,
     peer: SocketAddr,
@@ -435,18 +441,21 @@ fn admit(
         response(out, id, Status::NotAuthenticated);
         return None;
     }
-    if context.login_limiter.check(peer.ip()).is_err() {
-        tracing::warn!(%peer, "classic login refused: too many failed logins from this address");
-        response(out, id, Status::QuotaLimit);
-        return None;
-    }
+    // The credential first: a right token is never refused for what others did (SPEC 6).
     let slot = classic::messages::parse_login(frame.body)
         .ok()
         .and_then(|token| context.engine.authenticate(token.as_str()));
     let Some(slot) = slot else {
-        context.login_limiter.record_failure(peer.ip());
-        tracing::info!(%peer, "classic login refused: invalid token");
-        response(out, id, Status::InvalidToken);
+        match context.login_limiter.record_failure(peer.ip()) {
+            Verdict::Counted => {
+                tracing::info!(%peer, "classic login refused: invalid token");
+                response(out, id, Status::InvalidToken);
+            }
+            Verdict::Limited { .. } => {
+                tracing::warn!(%peer, "classic login refused: invalid token, too many failed logins from this address");
+                response(out, id, Status::QuotaLimit);
+            }
+        }
         return None;
     };
     Some(ClassicSession {

@@ -183,20 +183,20 @@ fn run<'a, P: Protocol, T: Transport>(
         let slot = session.slot().clone();
         let mut in_flight = InFlight::default();
         let mut shutdown = context.shutdown.clone();
-        let mut last_read = Instant::now();
-        let grace_ends = P::PUSH_GRACE.map(|grace| last_read + grace);
+        let mut last_frame = Instant::now();
+        let grace_ends = P::PUSH_GRACE.map(|grace| last_frame + grace);
         let mut ready = grace_ends.is_none();
         // One timer serves the silence and the push grace. It is moved earlier when it must be,
         // and otherwise re-armed only when it fires: a busy device costs one timer update per
-        // silence period, not one per read.
-        let wake_at = |last_read: Instant, ready: bool, silence: Duration| {
-            let silent_at = last_read + silence;
+        // silence period, not one per frame.
+        let wake_at = |last_frame: Instant, ready: bool, silence: Duration| {
+            let silent_at = last_frame + silence;
             match grace_ends {
                 Some(grace_ends) if !ready => silent_at.min(grace_ends),
                 _ => silent_at,
             }
         };
-        let timer = tokio::time::sleep_until(wake_at(last_read, ready, session.silence()));
+        let timer = tokio::time::sleep_until(wake_at(last_frame, ready, session.silence()));
         tokio::pin!(timer);
         loop {
             // Handle every whole frame already buffered, unless too many requests are in flight.
@@ -210,13 +210,16 @@ fn run<'a, P: Protocol, T: Transport>(
                     Err(error) => return Ending::Frame(error),
                 };
                 connection.inbox.consume(consumed);
+                // Only whole frames count as signs of life: a trickle of bytes that never
+                // finishes one does not keep the session open.
+                last_frame = Instant::now();
                 if let Err(error) = connection.flush().await {
                     return Ending::Io(error);
                 }
                 ready = true;
             }
-            // From the last read, with the silence the frames read since may have changed.
-            let due = wake_at(last_read, ready, session.silence());
+            // From the last frame, with the silence the frames read since may have changed.
+            let due = wake_at(last_frame, ready, session.silence());
             if due < timer.deadline() {
                 timer.as_mut().reset(due);
             }
@@ -224,7 +227,7 @@ fn run<'a, P: Protocol, T: Transport>(
             tokio::select! {
                 read = connection.fill(), if can_read => match read {
                     Ok(0) => return Ending::Closed,
-                    Ok(_) => last_read = Instant::now(),
+                    Ok(_) => {}
                     Err(error) => return Ending::Io(error),
                 },
                 () = in_flight.oldest_done(), if !in_flight.is_empty() => {
@@ -257,13 +260,13 @@ fn run<'a, P: Protocol, T: Transport>(
                 () = kill.notified() => return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)"),
                 () = &mut timer => {
                     let now = Instant::now();
-                    if now >= last_read + session.silence() {
+                    if now >= last_frame + session.silence() {
                         return Ending::Silent(session.silence());
                     }
                     if grace_ends.is_some_and(|grace_ends| now >= grace_ends) {
                         ready = true;
                     }
-                    timer.as_mut().reset(wake_at(last_read, ready, session.silence()));
+                    timer.as_mut().reset(wake_at(last_frame, ready, session.silence()));
                 }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }

@@ -21,7 +21,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::engine::Engine;
-use crate::limits::LoginLimiter;
+use crate::login_limiter::LoginLimiter;
+use crate::net::address::{AddressRange, PerAddressCap};
 
 /// What every session shares.
 pub struct Context {
@@ -29,16 +30,23 @@ pub struct Context {
     pub engine: Arc<Engine>,
     /// The limits in force.
     pub limits: Limits,
-    /// Failed logins per address.
+    /// Failed device logins (tokens) per address.
     pub login_limiter: LoginLimiter,
+    /// Failed admin logins (the app API's key) per address: a bucket of its own, so that bad
+    /// device tokens do not count against the admin and the reverse.
+    pub admin_login_limiter: LoginLimiter,
     /// The connection cap.
     pub connections: Arc<Semaphore>,
+    /// The per-address connection cap.
+    pub per_address: Arc<PerAddressCap>,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
     /// The zone of time requests for devices without a `timezone` property of their own.
     pub timezone: jiff::tz::TimeZone,
+    /// Reverse proxies trusted for `X-Forwarded-For` and exempt from the per-address cap.
+    pub trusted_proxies: Vec<AddressRange>,
 }
 
 impl Context {
@@ -52,11 +60,14 @@ impl Context {
         Context {
             engine,
             login_limiter: LoginLimiter::new(limits.failed_logins_per_minute),
+            admin_login_limiter: LoginLimiter::new(limits.failed_logins_per_minute),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            per_address: PerAddressCap::new(limits.max_connections_per_address),
             limits,
             shutdown,
             tls,
             timezone: jiff::tz::TimeZone::UTC,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -21,6 +21,7 @@ use super::in_flight::InFlight;
 use crate::config::Limits;
 use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, SyncItem, SyncSelection, WriteError};
 use crate::limits::RateLimiter;
+use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
 
 /// Serves one native connection until it ends.
@@ -438,17 +439,22 @@ fn admit(
         });
         return None;
     }
-    if let Err(retry_after_seconds) = context.login_limiter.check(peer.ip()) {
-        tracing::warn!(%peer, "native login refused: too many failed logins from this address");
-        reject(LoginRejection::TooManyAttempts {
-            retry_after_seconds,
-        });
-        return None;
-    }
+    // The credential first: a right token is never refused for what others did (SPEC 6).
     let Some(slot) = context.engine.authenticate(login.token.as_str()) else {
-        context.login_limiter.record_failure(peer.ip());
-        tracing::info!(%peer, token = ?login.token, "native login refused: invalid token");
-        reject(LoginRejection::InvalidToken);
+        match context.login_limiter.record_failure(peer.ip()) {
+            Verdict::Counted => {
+                tracing::info!(%peer, token = ?login.token, "native login refused: invalid token");
+                reject(LoginRejection::InvalidToken);
+            }
+            Verdict::Limited {
+                retry_after_seconds,
+            } => {
+                tracing::warn!(%peer, "native login refused: invalid token, too many failed logins from this address");
+                reject(LoginRejection::TooManyAttempts {
+                    retry_after_seconds,
+                });
+            }
+        }
         return None;
     };
     let info = &login.info;

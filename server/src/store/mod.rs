@@ -81,7 +81,7 @@ pub struct ValueWrite {
 
 /// The durable store. Every method queues its work and returns at once; the [`Ticket`] tells
 /// when it is durable. Writes on one store are applied in the order they were called; reads
-/// (`load`, `setting`, `history`, `events`, `created_since`) do not wait behind queued writes
+/// (`load`, `setting`, `settings_with_prefix`, `history`, `events`, `created_since`) do not wait behind queued writes
 /// and see every write whose ticket has resolved.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything the engine caches.
@@ -90,6 +90,9 @@ pub trait Store: Send + Sync + 'static {
     fn setting(&self, key: &str) -> Ticket<Option<String>>;
     /// Writes a setting.
     fn set_setting(&self, key: &str, value: &str) -> Ticket;
+    /// Every setting whose key starts with `prefix`, ordered by key (the API keys are kept as
+    /// one setting each, so creating or revoking one never rewrites another).
+    fn settings_with_prefix(&self, prefix: &str) -> Ticket<Vec<(String, String)>>;
     /// Stores a new template; returns it with its id.
     fn create_template(&self, template: Template) -> Ticket<Template>;
     /// Stores a new device; returns it with its id.

@@ -443,6 +443,19 @@ async fn settings_and_names_are_kept_and_taken_names_refused(fixture: Fixture) {
         settle(store.setting("admin_key")).await.unwrap().as_deref(),
         Some("second")
     );
+    for (key, value) in [("api_key.b", "2"), ("api_key.a", "1"), ("api_keys", "x")] {
+        settle(store.set_setting(key, value)).await.unwrap();
+    }
+    assert_eq!(
+        settle(store.settings_with_prefix("api_key."))
+            .await
+            .unwrap(),
+        vec![
+            ("api_key.a".to_owned(), "1".to_owned()),
+            ("api_key.b".to_owned(), "2".to_owned())
+        ],
+        "only the keys under the prefix, ordered by key"
+    );
 
     let plain = || Template {
         id: 0,

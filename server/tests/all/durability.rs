@@ -101,6 +101,8 @@ async fn start_on(data: &Path, store: Option<&str>) -> Process {
     }
 }
 
+/// A new admin key for the data directory (`key rotate`, which a running server honours: the
+/// key is stored hashed, so no command can print the one made at first start).
 async fn admin_key(data: &Path) -> String {
     admin_key_on(data, None).await
 }
@@ -113,7 +115,7 @@ async fn admin_key_on(data: &Path, store: Option<&str>) -> String {
     let output = command
         .arg("--data")
         .arg(data)
-        .arg("key")
+        .args(["key", "rotate"])
         .output()
         .await
         .unwrap();

@@ -3,11 +3,14 @@
 
 mod support;
 
+mod backup;
 mod bad_input;
 mod classic_extras;
+mod connection_limits;
 mod durability;
 mod http_api;
 mod interleavings;
+mod keys;
 mod mqtt;
 mod postgres_store;
 mod publication;

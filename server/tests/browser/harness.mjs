@@ -1,6 +1,7 @@
 // Test harness: starts the real server binary on loopback over a fresh data directory, a real
 // device process, and headless Chromium; collects console errors; cleans everything up.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,17 +57,28 @@ class Lines {
 export async function startServer() {
   if (!SERVER) throw new Error('BLYNK_SERVER_BIN is not set (run through `cargo xtask test`)');
   const data = mkdtempSync(join(tmpdir(), 'blynk-browser-'));
+  // The admin key is given, not read from the banner (which shows it on a first start only).
+  const key = randomBytes(24).toString('base64url');
   const child = spawn(SERVER, ['--bind', '127.0.0.1', '--http-port', '0', '--native-port', '0', '--mqtt-port', '0', '--data', data], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BLYNK_LOG: 'warn' },
+    env: { ...process.env, BLYNK_LOG: 'warn', BLYNK_ADMIN_KEY: key },
   });
   const lines = new Lines(child.stdout);
   const [, http] = await lines.next(/dashboard\s+http:\/\/([^/]+)\//);
   const [, native] = await lines.next(/native devices\s+(\S+)/);
-  const [, key] = await lines.next(/admin key\s+(\S+)/);
   const [, token] = await lines.next(/demo device\s+token (\S+)/);
   return {
     url: `http://${http}/`, native, key, token,
+    /** An app API request with the admin key; the parsed JSON answer. */
+    async api(method, path, body) {
+      const response = await fetch(`http://${http}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+      return response.json();
+    },
     async stop() { child.kill('SIGTERM'); rmSync(data, { recursive: true, force: true }); },
   };
 }

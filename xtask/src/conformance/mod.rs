@@ -25,7 +25,7 @@
 mod device;
 mod proxy;
 mod scenario;
-mod server;
+pub(crate) mod server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

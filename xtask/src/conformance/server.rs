@@ -24,7 +24,8 @@ pub struct Server {
     pub native: SocketAddr,
     /// MQTT devices.
     pub mqtt: SocketAddr,
-    /// The admin key.
+    /// The admin key, given to the server (`BLYNK_ADMIN_KEY`): it is printed on a first start
+    /// only, and a case restarts its server.
     pub key: String,
     /// The demo device's token.
     pub token: String,
@@ -35,7 +36,6 @@ struct Banner {
     http: SocketAddr,
     native: SocketAddr,
     mqtt: SocketAddr,
-    key: String,
     token: String,
 }
 
@@ -51,7 +51,7 @@ impl Server {
             http: "127.0.0.1:1".parse()?,
             native: "127.0.0.1:1".parse()?,
             mqtt: "127.0.0.1:1".parse()?,
-            key: String::new(),
+            key: admin_key(),
             token: String::new(),
         };
         server.launch()?;
@@ -78,6 +78,7 @@ impl Server {
             .arg("--data")
             .arg(&self.data)
             .env("BLYNK_LOG", "info")
+            .env("BLYNK_ADMIN_KEY", &self.key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -102,7 +103,6 @@ impl Server {
         self.http = banner.http;
         self.native = banner.native;
         self.mqtt = banner.mqtt;
-        self.key = banner.key;
         self.token = banner.token;
         Ok(())
     }
@@ -166,7 +166,6 @@ fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>,
     let mut http = None;
     let mut native = None;
     let mut mqtt = None;
-    let mut key = None;
     let mut sent = false;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
@@ -182,16 +181,12 @@ fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>,
             }
             ["native", "devices", address] => native = address.parse().ok(),
             ["MQTT", "devices", address, ..] => mqtt = address.parse().ok(),
-            ["admin", "key", value] => key = Some(value.to_string()),
             ["demo", "device", "token", token] if !sent => {
-                if let (Some(http), Some(native), Some(mqtt), Some(key)) =
-                    (http, native, mqtt, key.clone())
-                {
+                if let (Some(http), Some(native), Some(mqtt)) = (http, native, mqtt) {
                     let _ = sender.send(Banner {
                         http,
                         native,
                         mqtt,
-                        key,
                         token: token.to_string(),
                     });
                     sent = true;
@@ -200,6 +195,16 @@ fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>,
             _ => {}
         }
     }
+}
+
+/// An admin key for a test server on loopback: unique per process and moment, which is all
+/// a server that lives for one case and listens on loopback needs.
+pub fn admin_key() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    format!("xtask-admin-{}-{nanos}", std::process::id())
 }
 
 /// A loopback port that was free a moment ago.

@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 
 use super::{Answers, body_status, write_status};
 use crate::engine::DeviceSlot;
+use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue};
 use crate::session::Context;
 use crate::session::classic_reply::response;
@@ -46,7 +47,7 @@ impl BridgeChannels {
             Ok(command) => command,
             Err(error) => {
                 if matches!(error, blynk_proto::classic::ClassicError::BadToken) {
-                    context.login_limiter.record_failure(peer);
+                    let _ = context.login_limiter.record_failure(peer);
                 }
                 tracing::info!(device, %error, "bridge frame refused");
                 return response(answers.out, id, body_status(&error));
@@ -102,14 +103,17 @@ impl BridgeChannels {
         channel: u8,
         token: &str,
     ) -> Status {
-        if context.login_limiter.check(peer).is_err() {
-            tracing::warn!(device, %peer, "bridge token refused: too many failed logins from this address");
-            return Status::QuotaLimit;
-        }
         let Some(target) = context.engine.authenticate(token) else {
-            context.login_limiter.record_failure(peer);
-            tracing::info!(device, channel, "bridge token refused: no device has it");
-            return Status::InvalidToken;
+            return match context.login_limiter.record_failure(peer) {
+                Verdict::Counted => {
+                    tracing::info!(device, channel, "bridge token refused: no device has it");
+                    Status::InvalidToken
+                }
+                Verdict::Limited { .. } => {
+                    tracing::warn!(device, %peer, "bridge token refused: no device has it, too many failed logins from this address");
+                    Status::QuotaLimit
+                }
+            };
         };
         if let Some((_, slot)) = self.bound.iter_mut().find(|(bound, _)| *bound == channel) {
             *slot = target;

@@ -217,6 +217,11 @@ impl Store for PostgresStore {
         )
     }
 
+    fn settings_with_prefix(&self, prefix: &str) -> Ticket<Vec<(String, String)>> {
+        let prefix = prefix.to_owned();
+        self.read(move |client| async move { reader::settings_with_prefix(&client, &prefix).await })
+    }
+
     fn create_template(&self, template: Template) -> Ticket<Template> {
         self.submit(Work::CreateTemplate(template), Reply::Template)
     }

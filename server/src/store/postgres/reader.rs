@@ -22,6 +22,20 @@ pub(super) async fn setting(client: &ClientWrapper, key: &str) -> Result<Option<
     }
 }
 
+/// Every setting whose key starts with `prefix`, ordered by key.
+pub(super) async fn settings_with_prefix(
+    client: &ClientWrapper,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let statement = client
+        .prepare_cached("SELECT key, value FROM settings WHERE starts_with(key, $1) ORDER BY key")
+        .await?;
+    let rows = client.query(&statement, &[&prefix]).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
 pub(super) async fn history(
     client: &ClientWrapper,
     device_id: DeviceId,

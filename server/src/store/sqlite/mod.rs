@@ -3,6 +3,7 @@
 //! its own connection, so they never wait behind writes (WAL); history is trimmed off the write
 //! path in bounded steps (see [`retention`]).
 
+pub mod backup;
 mod reader;
 mod retention;
 mod schema;
@@ -344,6 +345,11 @@ impl Store for SqliteStore {
                 .map(drop)
                 .map_err(database)
         })
+    }
+
+    fn settings_with_prefix(&self, prefix: &str) -> Ticket<Vec<(String, String)>> {
+        let prefix = prefix.to_owned();
+        self.read(move |reader| reader.settings_with_prefix(&prefix))
     }
 
     fn create_template(&self, template: Template) -> Ticket<Template> {

@@ -65,6 +65,21 @@ impl Reader {
             .optional()
     }
 
+    pub(super) fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> rusqlite::Result<Vec<(String, String)>> {
+        // A range on the primary key rather than LIKE, whose wildcards a prefix might contain.
+        let mut end = prefix.to_owned();
+        end.push(char::MAX);
+        self.connection
+            .prepare_cached(
+                "SELECT key, value FROM settings WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )?
+            .query_map([prefix, end.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect()
+    }
+
     pub(super) fn history(
         &self,
         device_id: DeviceId,

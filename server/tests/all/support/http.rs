@@ -14,6 +14,8 @@ use super::{ADMIN_KEY, PATIENCE, TestServer};
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The status line and headers.
+    pub head: String,
     pub body: String,
 }
 
@@ -68,7 +70,11 @@ pub async fn request(
     } else {
         rest.to_owned()
     };
-    Response { status, body }
+    Response {
+        status,
+        head: head.to_owned(),
+        body,
+    }
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -90,7 +96,18 @@ pub async fn get(address: SocketAddr, path: &str) -> Response {
 
 /// A request to the app API with the admin key.
 pub async fn app(address: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Response {
-    let auth = format!("Bearer {ADMIN_KEY}");
+    app_with_key(address, ADMIN_KEY, method, path, body).await
+}
+
+/// A request to the app API with the given key.
+pub async fn app_with_key(
+    address: SocketAddr,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let auth = format!("Bearer {key}");
     let body = body.map(|body| body.to_string());
     request(
         address,
@@ -120,7 +137,12 @@ pub enum AppSocketEnd {
 
 impl AppSocket {
     pub async fn connect(address: SocketAddr) -> Self {
-        let url = format!("ws://{address}/api/ws?key={ADMIN_KEY}");
+        Self::connect_with_key(address, ADMIN_KEY).await
+    }
+
+    /// An app socket authenticated with the given key (`?key=`, as a browser sends it).
+    pub async fn connect_with_key(address: SocketAddr, key: &str) -> Self {
+        let url = format!("ws://{address}/api/ws?key={key}");
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Self::over(socket)
     }
