@@ -6,8 +6,11 @@
 //! the SQL files in `server/migrations/postgres`, applied at start.
 
 mod health;
+mod operations;
 mod reader;
 mod retention;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::str::FromStr;
