@@ -34,6 +34,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// Limits that keep one client from hurting the others.
     pub limits: Limits,
+    /// The NATS server linking several nodes on one store (`nats://host:4222`); none: this
+    /// process serves alone.
+    pub bus: Option<String>,
 }
 
 /// Where the MQTT device API listens. In a file, flag or variable it is a number: `0` turns
@@ -166,6 +169,7 @@ impl Default for Config {
             timezone: "UTC".to_owned(),
             store: StoreSettings::default(),
             limits: Limits::default(),
+            bus: None,
         }
     }
 }

@@ -57,6 +57,9 @@ pub enum StartError {
     /// TLS files are wrong.
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    /// The bus to the other nodes could not be joined.
+    #[error(transparent)]
+    Bus(#[from] engine::BusError),
     /// The configured timezone is not a known IANA zone.
     #[error("timezone `{name}` is not a known IANA zone (e.g. UTC, Europe/Berlin)")]
     Timezone {
@@ -169,6 +172,14 @@ pub async fn start_with_admin_key(
         config.store.retention(),
     )?);
     let engine = Engine::open(store).await?;
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    if let Some(url) = &config.bus {
+        let settings = engine::BusSettings {
+            url: url.clone(),
+            heartbeat: Duration::from_secs(config.limits.default_heartbeat_seconds.max(1).into()),
+        };
+        engine.join_bus(settings, shutdown_signal.clone()).await?;
+    }
     let boot = bootstrap::run(&engine, admin_key).await?;
     let mqtt_address = mqtt.as_ref().map(|(_, address)| *address);
     let http_address = shared.local_addr().map_err(|source| StartError::Bind {
@@ -180,7 +191,6 @@ pub async fn start_with_admin_key(
         source,
     })?;
 
-    let (shutdown, shutdown_signal) = watch::channel(false);
     let mut context = Context::new(
         engine.clone(),
         config.limits.clone(),
@@ -208,7 +218,10 @@ pub async fn start_with_admin_key(
         tasks.spawn(net::listener::run_mqtt(listener, broker));
     }
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
-    tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    if config.bus.is_none() {
+        // With a bus, the other nodes say when they add a template or a device.
+        tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    }
     let router = http::router(state).into_make_service_with_connect_info::<http::PeerAddr>();
     let mut http_shutdown = shutdown_signal.clone();
     tasks.spawn(async move {

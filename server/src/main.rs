@@ -55,6 +55,9 @@ struct Cli {
     /// Days after which a value leaves the history (default 0: kept whatever its age).
     #[arg(long, env = "BLYNK_HISTORY_MAX_AGE_DAYS", global = true)]
     history_max_age_days: Option<u32>,
+    /// The NATS server linking several nodes on one store, e.g. `nats://127.0.0.1:4222`.
+    #[arg(long, env = "BLYNK_BUS")]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -110,6 +113,9 @@ fn config(cli: &Cli) -> Result<Config> {
     };
     if let Some(data) = &cli.data {
         config.data_dir = data.clone();
+    }
+    if let Some(bus) = &cli.bus {
+        config.bus = Some(bus.clone());
     }
     if let Some(bind) = cli.bind {
         config.bind = bind;

@@ -66,7 +66,7 @@ impl From<WriteError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             WriteError::Deleted => ApiError::NotFound(error.to_string()),
-            WriteError::Store(_) | WriteError::ShuttingDown => {
+            WriteError::Store(_) | WriteError::ShuttingDown | WriteError::Unreachable(_) => {
                 ApiError::Internal(error.to_string())
             }
         }

@@ -78,7 +78,10 @@ fn write_error(out: &mut Outgoing, id: u16, error: &WriteError) {
     let code = match error {
         WriteError::UnknownPin(_) => ErrorCode::UnknownPin,
         WriteError::Invalid(_) => ErrorCode::WrongType,
-        WriteError::Store(_) | WriteError::Deleted | WriteError::ShuttingDown => {
+        WriteError::Store(_)
+        | WriteError::Deleted
+        | WriteError::ShuttingDown
+        | WriteError::Unreachable(_) => {
             ErrorCode::Internal
         }
     };

@@ -3,7 +3,7 @@
 //! Writes return a [`Ticket`] that resolves once the change is durable; a backend batches
 //! concurrent writes into one commit so durability does not cap throughput. SQLite is the
 //! embedded backend ([`sqlite`]); the trait is also the seam where a backend for several nodes
-//! (such as PostgreSQL) would plug in; none exists yet.
+//! plugs in, with the few methods that say which node holds a device.
 
 pub mod sqlite;
 
@@ -71,6 +71,32 @@ pub struct ValueWrite {
     pub latest: bool,
 }
 
+/// What a node learns when it takes over a device's session (several nodes; see
+/// `docs/state-sync.md`, "Several nodes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The highest version the store holds for the device.
+    pub durable: u64,
+    /// Where the new holder's counter resumes: above every version any earlier holder may have
+    /// handed out. Above `durable` when the previous holder did not release the device (it
+    /// died, or it is being replaced): versions in between may have been seen and lost.
+    pub resume_at: u64,
+}
+
+/// What renewing a node's lease found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Devices held by nodes whose lease ran out, now released: `(device, dead node)`.
+    pub reaped: Vec<(DeviceId, String)>,
+    /// Whether this node's own lease had run out (and was reaped) before this renewal: the
+    /// node must claim its devices again.
+    pub lost: bool,
+}
+
+/// How far a device's counter jumps when its holder did not release it: more versions than a
+/// holder can have handed out beyond what the store holds (its queue of uncommitted writes).
+pub const TAKEOVER_GAP: u64 = 1 << 24;
+
 /// The durable store. Every method queues its work and returns at once; the [`Ticket`] tells
 /// when it is durable. Writes on one store are applied in the order they were called; reads
 /// (`load`, `setting`, `history`, `events`, `created_since`) do not wait behind queued writes
@@ -114,6 +140,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Ticket<(Vec<Template>, Vec<Device>)>;
     /// Waits until everything queued so far is durable.
     fn flush(&self) -> Ticket;
+
+    // Several nodes (`--bus`): who holds each device, under the store's row locks.
+
+    /// `node` takes the device (its session connected there), whatever node held it before.
+    fn claim_device(&self, device_id: DeviceId, node: &str) -> Ticket<Claim>;
+    /// `node` lets the device go (its session ended), having handed out versions up to
+    /// `version`; nothing happens if another node holds it now.
+    fn release_device(&self, device_id: DeviceId, node: &str, version: u64) -> Ticket;
+    /// A version for a write made by a node that does not hold the device, taken under the
+    /// device's row lock; `None` while a node with a live lease holds it (ask that node).
+    fn take_version(&self, device_id: DeviceId, node: &str) -> Ticket<Option<u64>>;
+    /// Renews `node`'s lease for `ttl_ms` and, if `reap`, releases the devices of nodes whose
+    /// lease ran out.
+    fn renew_lease(&self, node: &str, ttl_ms: i64, reap: bool) -> Ticket<Lease>;
+    /// The devices held by a node with a live lease: `(device, node)`.
+    fn held_devices(&self) -> Ticket<Vec<(DeviceId, String)>>;
+    /// Removes a pending command; `true` only for the one caller that removed it, so that a
+    /// command is delivered at most once whichever node its device connects to.
+    fn claim_command(&self, id: i64) -> Ticket<bool>;
 }
 
 /// Helper for backends: a value written as the store keeps it.

@@ -9,6 +9,7 @@ mod durability;
 mod http_api;
 mod interleavings;
 mod mqtt;
+mod nodes;
 mod publication;
 mod python_clients;
 mod smoke;

@@ -6,6 +6,7 @@
 pub mod classic;
 pub mod http;
 pub mod mqtt;
+pub mod nats;
 pub mod native;
 
 use std::path::{Path, PathBuf};
