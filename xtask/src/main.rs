@@ -6,6 +6,7 @@ mod bench;
 mod boards;
 mod browser;
 mod conformance;
+mod packages;
 mod sim;
 mod steps;
 
@@ -15,7 +16,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test    format check, clippy -D warnings, every test, no_std builds (what CI runs)
+  test    format check, clippy -D warnings, every test, no_std builds (what CI runs); first
+          installs the missing system packages it needs (as root; otherwise prints the line)
   bench   every row of the performance table (blynk-load against the release server, and
           Mosquitto beside it), then writes docs/performance.md; `--only a,c` picks rows,
           `--seconds`, `--runs` set durations (`bench --help`); `bench load ARGS` runs one

@@ -143,52 +143,11 @@ pub fn ensure_target(target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether `program` is on the `PATH`.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-/// Installs a Debian package with apt-get, as root, when `program` is missing, saying so; without
-/// root it says what to install (the tests that need it then say they were skipped).
-fn ensure_debian_package(program: &str, package: &str, needed_by: &str) -> Result<()> {
-    if on_path(program) {
-        return Ok(());
-    }
-    if !crate::sim::is_root() {
-        println!(
-            "{program} is missing and this is not root: `apt-get install {package}` ({needed_by} are skipped without it)"
-        );
-        return Ok(());
-    }
-    println!("installing Debian's {package} for {needed_by} (apt-get install -y {package})");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    if !install()?.success() {
-        // A fresh machine may not have package lists yet.
-        let _ = Command::new("apt-get").arg("update").status()?;
-        if !install()?.success() {
-            bail!("`apt-get install {package}` failed");
-        }
-    }
-    Ok(())
-}
-
 /// Every check CI runs; all steps run even when one fails, and the failures are listed at the end.
 pub fn test() -> Result<()> {
-    // A failed install is reported, not fatal: the MQTT test that needs it then fails and says
-    // what is missing, and every other step still runs.
-    if let Err(error) = ensure_debian_package(
-        "mosquitto_pub",
-        "mosquitto-clients",
-        "the MQTT tests with mosquitto_pub/mosquitto_sub",
-    ) {
-        eprintln!("{error:#}");
-    }
+    // Before anything builds: a missing package would fail a step only after minutes of work.
+    crate::packages::ensure_rust_components()?;
+    crate::packages::ensure()?;
     let mut steps: Vec<(String, bool)> = Vec::new();
     let mut record = |label: &str, ok: bool| steps.push((label.to_string(), ok));
 
