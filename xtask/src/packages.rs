@@ -62,6 +62,11 @@ pub const PACKAGES: &[Package] = &[
         proof: Proof::Program("ip"),
         needed_by: "the TAP devices of the simulated embassy-net device",
     },
+    Package {
+        name: "nats-server",
+        proof: Proof::Program("nats-server"),
+        needed_by: "the tests of several nodes linked by a bus",
+    },
 ];
 
 impl Proof {

@@ -468,12 +468,15 @@ impl Engine {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let ticket = {
             let mut state = slot.lock();
-            self.publish(slot, events::property(
-                slot.device.id,
-                property.pin,
-                &property.name,
-                &property.value,
-            ));
+            self.publish(
+                slot,
+                events::property(
+                    slot.device.id,
+                    property.pin,
+                    &property.name,
+                    &property.value,
+                ),
+            );
             let ticket = self.store.put_property(slot.device.id, property.clone());
             match state
                 .properties

@@ -73,7 +73,10 @@ impl Engine {
                 }
             }
             if let Some(cluster) = self.cluster.get()
-                && state.cluster.as_ref().is_none_or(|held| held.writes.is_none())
+                && state
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|held| held.writes.is_none())
             {
                 // An older session of the device here released it between this session's
                 // claim and now: claim it again.
@@ -92,7 +95,11 @@ impl Engine {
                 .global
                 .send(events::presence(slot.device.id, true, now));
             if let Some(cluster) = self.cluster.get() {
-                cluster.send(super::cluster::Outgoing::Presence(slot.device.id, true, now));
+                cluster.send(super::cluster::Outgoing::Presence(
+                    slot.device.id,
+                    true,
+                    now,
+                ));
             }
         }
         tracing::debug!(

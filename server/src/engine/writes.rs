@@ -210,7 +210,8 @@ impl Engine {
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, true)? {
             Ok(pending) => Ok(Some(
-                self.finish_app_write(slot, pin, is_command, pending).await?,
+                self.finish_app_write(slot, pin, is_command, pending)
+                    .await?,
             )),
             Err(_) => Ok(None),
         }

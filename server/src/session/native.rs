@@ -81,9 +81,7 @@ fn write_error(out: &mut Outgoing, id: u16, error: &WriteError) {
         WriteError::Store(_)
         | WriteError::Deleted
         | WriteError::ShuttingDown
-        | WriteError::Unreachable(_) => {
-            ErrorCode::Internal
-        }
+        | WriteError::Unreachable(_) => ErrorCode::Internal,
     };
     error_reply(out, id, code, &error.to_string());
 }

@@ -9,8 +9,8 @@ use blynk_proto::Pin;
 use serde_json::{Value, json};
 
 use crate::support::http::{AppSocket, app};
-use crate::support::nats::NatsServer;
 use crate::support::native::{LoginOptions, NativeClient, Received};
+use crate::support::nats::NatsServer;
 use crate::support::{PATIENCE, TestServer, test_config};
 
 /// Nodes of one cluster, each a whole server in this process.
@@ -168,7 +168,10 @@ async fn spec_7_a_write_while_no_node_holds_the_device_waits_for_its_sync_on_ano
     assert_eq!(value, vec!["5".to_string()]);
     assert_eq!(json!(version), written["version"]);
     let later = write_via(a, "demo", "V1", json!(6)).await;
-    assert!(later["version"].as_u64() > written["version"].as_u64(), "{later}");
+    assert!(
+        later["version"].as_u64() > written["version"].as_u64(),
+        "{later}"
+    );
     assert_eq!(later["status"], "delivered", "{later}");
 }
 
@@ -202,10 +205,17 @@ async fn spec_7_templates_and_devices_added_on_one_node_appear_on_the_others_at_
     // No polling: B knows it as soon as the bus says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
-        if app(b.http(), "GET", "/api/devices/porch", None).await.status == 200 {
+        if app(b.http(), "GET", "/api/devices/porch", None)
+            .await
+            .status
+            == 200
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "B never learnt of the device");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never learnt of the device"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_device, result) = NativeClient::login(b.native(), &token, LoginOptions::default()).await;

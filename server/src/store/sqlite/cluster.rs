@@ -8,10 +8,15 @@ use crate::model::DeviceId;
 use crate::store::{Claim, Lease, TAKEOVER_GAP};
 
 /// The device's holder (if any) and floor, and its highest stored version.
-fn holder(connection: &Connection, device_id: DeviceId) -> rusqlite::Result<(Option<String>, u64, u64)> {
+fn holder(
+    connection: &Connection,
+    device_id: DeviceId,
+) -> rusqlite::Result<(Option<String>, u64, u64)> {
     let (node, floor) = connection
         .prepare_cached("SELECT node, floor FROM device_holders WHERE device_id = ?1")?
-        .query_row([device_id], |row| Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?)))
+        .query_row([device_id], |row| {
+            Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?))
+        })
         .optional()?
         .unwrap_or((None, 0));
     let durable: i64 = connection
@@ -37,7 +42,11 @@ fn set_holder(
         .map(drop)
 }
 
-pub(super) fn claim(connection: &Connection, device_id: DeviceId, node: &str) -> rusqlite::Result<Claim> {
+pub(super) fn claim(
+    connection: &Connection,
+    device_id: DeviceId,
+    node: &str,
+) -> rusqlite::Result<Claim> {
     let (holder, floor, durable) = holder(connection, device_id)?;
     let base = durable.max(floor);
     let resume_at = match holder {
@@ -48,7 +57,12 @@ pub(super) fn claim(connection: &Connection, device_id: DeviceId, node: &str) ->
     Ok(Claim { durable, resume_at })
 }
 
-pub(super) fn release(connection: &Connection, device_id: DeviceId, node: &str, version: u64) -> rusqlite::Result<()> {
+pub(super) fn release(
+    connection: &Connection,
+    device_id: DeviceId,
+    node: &str,
+    version: u64,
+) -> rusqlite::Result<()> {
     connection
         .prepare_cached(
             "UPDATE device_holders SET node = NULL, floor = max(floor, ?3)
@@ -130,7 +144,10 @@ pub(super) fn renew_lease(
     Ok(lease)
 }
 
-pub(super) fn held_devices(connection: &Connection, now: i64) -> rusqlite::Result<Vec<(DeviceId, String)>> {
+pub(super) fn held_devices(
+    connection: &Connection,
+    now: i64,
+) -> rusqlite::Result<Vec<(DeviceId, String)>> {
     connection
         .prepare_cached(
             "SELECT device_holders.device_id, device_holders.node FROM device_holders

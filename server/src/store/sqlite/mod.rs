@@ -463,7 +463,9 @@ impl Store for SqliteStore {
 
     fn claim_device(&self, device_id: DeviceId, node: &str) -> Ticket<Claim> {
         let node = node.to_owned();
-        self.submit(move |writer| cluster::claim(&writer.connection, device_id, &node).map_err(database))
+        self.submit(move |writer| {
+            cluster::claim(&writer.connection, device_id, &node).map_err(database)
+        })
     }
 
     fn release_device(&self, device_id: DeviceId, node: &str, version: u64) -> Ticket {
@@ -484,8 +486,14 @@ impl Store for SqliteStore {
     fn renew_lease(&self, node: &str, ttl_ms: i64, reap: bool) -> Ticket<Lease> {
         let node = node.to_owned();
         self.submit(move |writer| {
-            cluster::renew_lease(&writer.connection, &node, ttl_ms, reap, crate::model::now_ms())
-                .map_err(database)
+            cluster::renew_lease(
+                &writer.connection,
+                &node,
+                ttl_ms,
+                reap,
+                crate::model::now_ms(),
+            )
+            .map_err(database)
         })
     }
 

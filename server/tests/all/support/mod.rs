@@ -6,8 +6,8 @@
 pub mod classic;
 pub mod http;
 pub mod mqtt;
-pub mod nats;
 pub mod native;
+pub mod nats;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
