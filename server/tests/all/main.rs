@@ -10,6 +10,7 @@ mod http_api;
 mod interleavings;
 mod mqtt;
 mod nodes;
+mod nodes_failures;
 mod publication;
 mod python_clients;
 mod smoke;

@@ -13,6 +13,7 @@ use crate::engine::delivery::{Delivery, Outbound};
 use crate::engine::events::{self, AppEvent};
 use crate::engine::{DeviceSlot, Engine, lock, write_lock};
 use crate::model::{EventRecord, Origin, OwnedValue, PropertyRecord, StoredValue};
+use crate::store::settle;
 
 /// The subject and body of a message for the bus.
 pub(super) fn encode(node: &str, message: Outgoing) -> (String, Vec<u8>) {
@@ -54,6 +55,7 @@ pub(super) fn encode(node: &str, message: Outgoing) -> (String, Vec<u8>) {
                 node: node.to_owned(),
                 online,
                 at,
+                reaped: false,
             }),
         ),
         Outgoing::Reaped(device, dead, at) => (
@@ -62,6 +64,7 @@ pub(super) fn encode(node: &str, message: Outgoing) -> (String, Vec<u8>) {
                 node: dead,
                 online: false,
                 at,
+                reaped: true,
             }),
         ),
         Outgoing::Delivered(device, pin, version) => (
@@ -132,8 +135,16 @@ impl Engine {
                 };
                 self.apply_remote_value(&slot, pin, stored);
             }
-            DeviceMessage::Presence { node, online, at } => {
+            DeviceMessage::Presence {
+                node,
+                online,
+                at,
+                reaped,
+            } => {
                 self.remote_presence(device, &node, online, at);
+                if reaped && let Some(cluster) = self.cluster.get() {
+                    cluster.mark_stale(device);
+                }
             }
             DeviceMessage::Property { pin, name, value } => {
                 let (Ok(pin), Some(value)) =
@@ -247,6 +258,45 @@ impl Engine {
         };
         if changed {
             let _ = self.global.send(events::presence(device, online, at));
+        }
+    }
+
+    /// Replaces the cached values of `devices` with the store's (their holder died: what it
+    /// published and never made durable is gone), showing the apps every value that changes.
+    pub(super) async fn reload_values(&self, devices: &[i64]) {
+        let snapshot = match settle(self.store.load()).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::error!(%error, "could not read values again from the store");
+                return;
+            }
+        };
+        let mut by_device: std::collections::HashMap<i64, Vec<(Pin, StoredValue)>> =
+            std::collections::HashMap::new();
+        for (device, pin, stored) in snapshot.values {
+            if devices.contains(&device) {
+                by_device.entry(device).or_default().push((pin, stored));
+            }
+        }
+        for device in devices {
+            let Some(slot) = self.device(*device) else {
+                continue;
+            };
+            let mut state = slot.lock();
+            if state.session.is_some() {
+                // Held here now: the claim read the store.
+                continue;
+            }
+            for (pin, stored) in by_device.remove(device).unwrap_or_default() {
+                if state
+                    .values
+                    .get(&pin)
+                    .is_none_or(|cached| cached.version != stored.version)
+                {
+                    slot.publish(events::value(*device, pin, &stored));
+                    state.values.insert(pin, stored);
+                }
+            }
         }
     }
 

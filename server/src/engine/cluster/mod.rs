@@ -93,12 +93,21 @@ pub(super) struct Cluster {
     outbox: mpsc::UnboundedSender<Outgoing>,
     engine: Weak<Engine>,
     connected: Arc<AtomicBool>,
+    /// Devices whose values are read again from the store (their holder died), in batches.
+    stale: std::sync::Mutex<Vec<DeviceId>>,
+    stale_ready: tokio::sync::Notify,
 }
 
 impl Cluster {
     /// Queues a message for the bus without waiting.
     pub fn send(&self, outgoing: Outgoing) {
         let _ = self.outbox.send(outgoing);
+    }
+
+    /// Queues a device whose values are read again from the store.
+    pub fn mark_stale(&self, device: DeviceId) {
+        crate::engine::lock(&self.stale).push(device);
+        self.stale_ready.notify_one();
     }
 
     /// Claims a device again, in the background.
@@ -174,6 +183,8 @@ impl Engine {
             outbox,
             engine: Arc::downgrade(self),
             connected: connected.clone(),
+            stale: std::sync::Mutex::default(),
+            stale_ready: tokio::sync::Notify::new(),
         });
         if self.cluster.set(cluster.clone()).is_err() {
             return Err(connect_error("this engine is on a bus already".into()));
@@ -236,6 +247,18 @@ impl Engine {
                 }
             }
         });
+        let engine = self.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cluster.stale_ready.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                let devices = std::mem::take(&mut *crate::engine::lock(&cluster.stale));
+                engine.reload_values(&devices).await;
+            }
+        });
         tokio::spawn(self.clone().run_lease(settings, shutdown));
         Ok(())
     }
@@ -275,6 +298,7 @@ impl Engine {
                         let at = now_ms();
                         self.remote_presence(device, &dead, false, at);
                         cluster.send(Outgoing::Reaped(device, dead, at));
+                        cluster.mark_stale(device);
                     }
                     if lease.lost {
                         tracing::warn!("this node's lease had run out: claiming its devices again");

@@ -89,15 +89,14 @@ impl Engine {
             }
         };
         let mut state = slot.lock();
-        for (_, pin, stored) in snapshot.values.into_iter().filter(|row| row.0 == device) {
-            let newer = state
-                .values
-                .get(&pin)
-                .is_none_or(|cached| cached.version < stored.version);
-            if newer {
-                state.values.insert(pin, stored);
-            }
-        }
+        // The store's values, not the cache's: a value another node published but never made
+        // durable (it died) is gone (SPEC 3.10).
+        state.values = snapshot
+            .values
+            .into_iter()
+            .filter(|row| row.0 == device)
+            .map(|(_, pin, stored)| (pin, stored))
+            .collect();
         state.properties = snapshot
             .properties
             .into_iter()
@@ -241,9 +240,14 @@ impl Engine {
         is_command: bool,
         origin: Origin,
     ) -> Result<AppWrite, WriteError> {
-        let (ticket, stored, report) = {
+        let (ticket, stored, report, gone) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
+            // The store found no live holder: one this node still counts as holding it died.
+            let gone = state.cluster_mut().holder.take();
+            if gone.is_some() {
+                state.last_seen = Some(now_ms());
+            }
             let stored = StoredValue {
                 value,
                 version,
@@ -273,9 +277,21 @@ impl Engine {
                 }
             }
             let report = state.waiters.add(pin, version);
-            (ticket, stored, report)
+            (ticket, stored, report, gone)
         };
-        settle(ticket).await?;
+        let durable = settle(ticket).await;
+        if let Some(dead) = gone {
+            let at = now_ms();
+            let _ = self
+                .global
+                .send(events::presence(slot.device.id, false, at));
+            if let Some(cluster) = self.cluster.get() {
+                cluster.send(Outgoing::Reaped(slot.device.id, dead.to_string(), at));
+                // Once this write is durable, so the reload keeps it.
+                cluster.mark_stale(slot.device.id);
+            }
+        }
+        durable?;
         if is_command {
             self.park_command(slot, pin, stored).await?;
         }

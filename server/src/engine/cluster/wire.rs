@@ -50,6 +50,10 @@ pub enum DeviceMessage {
         online: bool,
         /// When (ms).
         at: i64,
+        /// Said by another node for `node`, which died: values it published may never have
+        /// become durable, so nodes read the device's values from the store again.
+        #[serde(default)]
+        reaped: bool,
     },
     /// The device set a property.
     Property {
