@@ -16,7 +16,8 @@ use crate::support::{PATIENCE, TestServer, test_config};
 /// Nodes of one cluster, each a whole server in this process.
 pub struct Nodes {
     pub nodes: Vec<TestServer>,
-    pub nats: NatsServer,
+    /// Kept running while the nodes are.
+    _nats: NatsServer,
     _dir: tempfile::TempDir,
 }
 
@@ -35,7 +36,7 @@ impl Nodes {
         }
         Nodes {
             nodes,
-            nats,
+            _nats: nats,
             _dir: dir,
         }
     }

@@ -33,6 +33,7 @@ impl Store {
         }
     }
 
+    #[allow(dead_code, reason = "used once the PostgreSQL store lands")]
     pub fn postgres(url: String) -> Self {
         Store {
             dir: tempfile::tempdir().unwrap(),
@@ -73,6 +74,9 @@ pub async fn node(store: &Store, bus: &str, heartbeat: u16) -> TestServer {
     TestServer::start_in(&data, config).await
 }
 
+/// Per device, the versions and values of its acknowledged writes.
+type Acknowledged = HashMap<i64, Vec<(u64, i64)>>;
+
 /// Devices' heartbeat in these tests (seconds): a node's lease is 1.5 of it.
 const HEARTBEAT: u16 = 2;
 
@@ -97,7 +101,7 @@ pub async fn node_killed_under_load(store: Store) {
         NodeProcess::start(store.dir.path(), &nats.url(), HEARTBEAT, &store.toml()).await;
 
     // Every device on the victim, writing V1 as fast as it is acknowledged.
-    let acknowledged: Arc<Mutex<HashMap<i64, Vec<(u64, i64)>>>> = Arc::default();
+    let acknowledged: Arc<Mutex<Acknowledged>> = Arc::default();
     let mut writers = tokio::task::JoinSet::new();
     for (device, token) in tokens.clone() {
         let (mut client, _) =
