@@ -11,6 +11,8 @@ mod interleavings;
 mod mqtt;
 mod nodes;
 mod nodes_failures;
+mod nodes_postgres;
+mod postgres_store;
 mod publication;
 mod python_clients;
 mod smoke;

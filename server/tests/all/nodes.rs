@@ -8,37 +8,29 @@ use std::time::Duration;
 use blynk_proto::Pin;
 use serde_json::{Value, json};
 
+use crate::nodes_failures::{Store, node};
 use crate::support::http::{AppSocket, app};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::nats::NatsServer;
-use crate::support::{PATIENCE, TestServer, test_config};
+use crate::support::{PATIENCE, TestServer};
 
 /// Nodes of one cluster, each a whole server in this process.
 pub struct Nodes {
     pub nodes: Vec<TestServer>,
     /// Kept running while the nodes are.
     _nats: NatsServer,
-    _dir: tempfile::TempDir,
 }
 
 impl Nodes {
-    /// `count` nodes on one SQLite file and one nats-server, devices' heartbeat `heartbeat`
-    /// seconds (a node's lease follows it).
-    pub async fn start(count: usize, heartbeat: u16) -> Self {
+    /// `count` nodes on `store` and one nats-server, devices' heartbeat `heartbeat` seconds (a
+    /// node's lease follows it).
+    pub async fn start(store: &Store, count: usize, heartbeat: u16) -> Self {
         let nats = NatsServer::start().await;
-        let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for _ in 0..count {
-            let mut config = test_config(dir.path());
-            config.bus = Some(nats.url());
-            config.limits.default_heartbeat_seconds = heartbeat;
-            nodes.push(TestServer::start_in(dir.path(), config).await);
+            nodes.push(node(store, &nats.url(), heartbeat).await);
         }
-        Nodes {
-            nodes,
-            _nats: nats,
-            _dir: dir,
-        }
+        Nodes { nodes, _nats: nats }
     }
 }
 
@@ -93,9 +85,9 @@ pub async fn next_update(device: &mut NativeClient, pin: Pin) -> (Vec<String>, u
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_7_device_on_one_node_app_and_http_writes_on_the_others() {
-    let cluster = Nodes::start(3, 10).await;
+/// SPEC 7: a device on node A, apps and HTTP clients on B and C.
+pub async fn device_on_one_node_writes_on_the_others(store: Store) {
+    let cluster = Nodes::start(&store, 3, 10).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -148,9 +140,9 @@ async fn spec_7_device_on_one_node_app_and_http_writes_on_the_others() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_7_a_write_while_no_node_holds_the_device_waits_for_its_sync_on_another_node() {
-    let cluster = Nodes::start(2, 10).await;
+/// SPEC 7 and 3.2: a write while no node holds the device waits for its sync, on another node.
+pub async fn unheld_write_then_sync_elsewhere(store: Store) {
+    let cluster = Nodes::start(&store, 2, 10).await;
     let [a, b] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -196,9 +188,9 @@ pub async fn next_update_or_sync(device: &mut NativeClient, pin: Pin) -> (Vec<St
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_7_templates_and_devices_added_on_one_node_appear_on_the_others_at_once() {
-    let cluster = Nodes::start(2, 10).await;
+/// SPEC 7: templates and devices added on one node appear on the others at once.
+pub async fn added_devices_appear_everywhere(store: Store) {
+    let cluster = Nodes::start(&store, 2, 10).await;
     let [a, b] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -224,4 +216,19 @@ async fn spec_7_templates_and_devices_added_on_one_node_appear_on_the_others_at_
         matches!(result, blynk_proto::native::LoginResult::Accepted { .. }),
         "{result:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_7_device_on_one_node_app_and_http_writes_on_the_others() {
+    device_on_one_node_writes_on_the_others(Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_7_a_write_while_no_node_holds_the_device_waits_for_its_sync_on_another_node() {
+    unheld_write_then_sync_elsewhere(Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_7_templates_and_devices_added_on_one_node_appear_on_the_others_at_once() {
+    added_devices_appear_everywhere(Store::sqlite()).await;
 }

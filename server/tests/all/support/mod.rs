@@ -9,6 +9,7 @@ pub mod mqtt;
 pub mod native;
 pub mod nats;
 pub mod node;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
