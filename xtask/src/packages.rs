@@ -75,6 +75,11 @@ pub const PACKAGES: &[Package] = &[
         proof: Proof::Program("nats-server"),
         needed_by: "the tests of several nodes linked by a bus",
     },
+    Package {
+        name: "haproxy",
+        proof: Proof::Program("haproxy"),
+        needed_by: "the test of two nodes behind a TCP load balancer",
+    },
 ];
 
 impl Proof {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use blynk_proto::Pin;
 
-pub use cluster::{BusError, BusSettings};
+pub use cluster::{BusError, BusSettings, announce_added};
 pub use delivery::{Delivery, DeliveryReport, Outbound, OutboundQueue, Protocol};
 pub use sessions::Attached;
 pub use sync::{SyncItem, SyncSelection};

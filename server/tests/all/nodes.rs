@@ -232,3 +232,70 @@ async fn spec_7_a_write_while_no_node_holds_the_device_waits_for_its_sync_on_ano
 async fn spec_7_templates_and_devices_added_on_one_node_appear_on_the_others_at_once() {
     added_devices_appear_everywhere(Store::sqlite()).await;
 }
+
+/// `docs/operations.md`: two nodes behind HAProxy (TCP mode). A device connects through it,
+/// apps on either node reach it; when its node stops, it connects through HAProxy again, lands
+/// on the other node and is restored there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_behind_haproxy_serve_a_device_through_it() {
+    let store = Store::sqlite();
+    let mut cluster = Nodes::start(&store, 2, 10).await;
+    let proxy = crate::support::haproxy::HaProxy::start(&[
+        cluster.nodes[0].native(),
+        cluster.nodes[1].native(),
+    ])
+    .await;
+    let token = cluster.nodes[0].demo_token();
+    let (mut device, _) = NativeClient::login(proxy.address, &token, LoginOptions::default()).await;
+    for node in &cluster.nodes {
+        wait_presence(node, "demo", true).await;
+    }
+    let holder = cluster
+        .nodes
+        .iter()
+        .position(|node| {
+            node.server()
+                .engine()
+                .find_device("demo")
+                .unwrap()
+                .protocol()
+                .is_some()
+        })
+        .expect("one node holds the device");
+    let other = 1 - holder;
+    let written = write_via(&cluster.nodes[other], "demo", "V1", json!(12)).await;
+    assert_eq!(written["status"], "delivered", "{written}");
+    let (value, _) = next_update(&mut device, Pin::Virtual(1)).await;
+    assert_eq!(value, vec!["12".to_string()]);
+
+    // Its node stops: the device reconnects through HAProxy and lands on the other one.
+    cluster.nodes[holder].stop().await;
+    device.expect_closed().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut device = loop {
+        let mut client = NativeClient::connect(proxy.address).await;
+        let login = blynk_proto::native::Message::Login(blynk_proto::native::Login {
+            protocol: blynk_proto::native::PROTOCOL_VERSION,
+            token: blynk_proto::text::Token::new(&token).unwrap(),
+            info: blynk_proto::native::DeviceInfo {
+                firmware: blynk_proto::text::BoundedStr::new("test-1.0").unwrap(),
+                rx_buffer: 2048,
+                heartbeat_seconds: 10,
+                sync_on_connect: true,
+                known_version: None,
+            },
+        });
+        client.send(&login).await;
+        if let Ok(Some(Received::LoginResult(_))) = client.recv_within(PATIENCE).await {
+            break client;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device never got through HAProxy to the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (value, _) = next_update_or_sync(&mut device, Pin::Virtual(1)).await;
+    assert_eq!(value, vec!["12".to_string()], "restored on the other node");
+    wait_presence(&cluster.nodes[other], "demo", true).await;
+}

@@ -122,6 +122,26 @@ impl Cluster {
     }
 }
 
+/// Tells the nodes on the bus at `url` that templates or devices were added to the store (the
+/// shell commands, which run beside the nodes, call this).
+pub async fn announce_added(url: &str) -> Result<(), BusError> {
+    let failed = |error: &dyn std::fmt::Display| BusError::Connect {
+        url: url.to_owned(),
+        message: error.to_string(),
+    };
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|error| failed(&error))?;
+    let body = serde_json::to_vec(&wire::MetaMessage::Added).unwrap_or_default();
+    client
+        .publish(wire::META, body.into())
+        .await
+        .map_err(|error| failed(&error))?;
+    client.flush().await.map_err(|error| failed(&error))
+}
+
 impl Engine {
     /// Joins the bus: connects, subscribes, takes a lease in the store, and starts the tasks
     /// that carry messages until `shutdown` fires. Call once, right after opening the engine.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod classic;
+pub mod haproxy;
 pub mod http;
 pub mod mqtt;
 pub mod native;
