@@ -548,6 +548,28 @@ mod postgres_only {
     }
 
     #[tokio::test]
+    async fn a_latest_value_never_replaces_a_newer_one_written_by_another_node() {
+        let fixture = Fixture::postgres();
+        let first_node = fixture.open(Retention::default()).await;
+        let second_node = fixture.open(Retention::default()).await;
+        let device = add_device(&*first_node, "one").await;
+        settle(first_node.put_value(write(device, pin(0), 5, 5, true)))
+            .await
+            .unwrap();
+        settle(second_node.put_value(write(device, pin(0), 3, 3, true)))
+            .await
+            .unwrap();
+
+        let snapshot = settle(second_node.load()).await.unwrap();
+        assert_eq!(latest_of(&snapshot, device, pin(0)), Some(5));
+        assert_eq!(version_of(&snapshot, device), Some(5));
+        let history = settle(second_node.history(device, pin(0), 10))
+            .await
+            .unwrap();
+        assert_eq!(versions_in(&history), vec![5, 3], "both are in the history");
+    }
+
+    #[tokio::test]
     async fn the_store_rides_out_a_restart_of_postgres() {
         // A server of its own: the shared one must not go away under other tests.
         let database = Postgres::start().unwrap_or_else(|error| panic!("{error}"));

@@ -33,6 +33,11 @@ use crate::model::{
 const READ_CONNECTIONS: usize = 4;
 /// How long making a connection may take before the request fails as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read may wait for a connection and its answer before it fails as unavailable.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection whose peer vanished without closing it (a network cut, a crashed host) is
+/// closed by the kernel after this long without an answer, instead of hanging.
+const DEAD_PEER_AFTER: Duration = Duration::from_secs(30);
 
 /// The migrations, read from `server/migrations/postgres` at build time.
 mod embedded {
@@ -59,6 +64,16 @@ impl PostgresStore {
         }
         if config.get_application_name().is_none() {
             config.application_name("blynk-server");
+        }
+        // Unless the URL says otherwise: probe idle connections after 10 s, and give up on
+        // unanswered sends after [`DEAD_PEER_AFTER`].
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
+            config.keepalives_idle(Duration::from_secs(10));
+            config.keepalives_interval(Duration::from_secs(5));
+            config.keepalives_retries(4);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(DEAD_PEER_AFTER);
         }
         migrate(&config).await?;
         let health = Arc::new(Health::default());
@@ -110,10 +125,20 @@ impl PostgresStore {
         let (reply, ticket) = oneshot::channel();
         let (pool, health) = (self.reads.clone(), self.health.clone());
         self.runtime.spawn(async move {
-            let outcome = match pool.get().await {
-                Ok(client) => work(client).await.map_err(|error| health.failed(&error)),
-                Err(error) => Err(health.pool_failed(&error)),
+            let attempt = async {
+                match pool.get().await {
+                    Ok(client) => work(client).await.map_err(|error| health.failed(&error)),
+                    Err(error) => Err(health.pool_failed(&error)),
+                }
             };
+            let outcome = tokio::time::timeout(READ_TIMEOUT, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "PostgreSQL did not answer within {} s",
+                        READ_TIMEOUT.as_secs()
+                    )))
+                });
             if outcome.is_ok() {
                 health.succeeded();
             }

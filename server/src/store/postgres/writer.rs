@@ -292,8 +292,9 @@ async fn transaction(
 }
 
 /// Every write goes to the history (the later of two with one version wins); per pin, the
-/// highest version of those that become the latest value is upserted once; per device, the
-/// highest version is recorded once. The three statements are sent without waiting between
+/// highest version of those that become the latest value is upserted once, and never over a
+/// higher version already there (another node's); per device, the highest version is recorded
+/// once. The three statements are sent without waiting between
 /// them.
 async fn write_values(
     client: &ClientWrapper,
@@ -339,7 +340,7 @@ async fn write_values(
              ON CONFLICT (device_id, pin) DO UPDATE SET
                value = excluded.value, version = excluded.version,
                set_at = excluded.set_at, origin = excluded.origin
-             WHERE excluded.version > latest_values.version",
+             WHERE latest_values.version <= excluded.version",
         ),
         client.prepare_cached(
             "INSERT INTO device_versions (device_id, version)

@@ -1,6 +1,8 @@
 //! A real PostgreSQL for tests, from Debian's `postgresql` package: one server per test binary
 //! ([`shared`]) on a free loopback port in a temporary directory, a fresh database per test
-//! ([`Postgres::fresh_database`]), and [`Postgres::restart`] for tests of an outage.
+//! ([`Postgres::fresh_database`]), and [`Postgres::stop`], [`Postgres::resume`] and
+//! [`Postgres::restart`] for tests of an outage. A test that stops PostgreSQL starts one of its
+//! own ([`Postgres::start`], about a second): the shared one must not go away under the others.
 //!
 //! PostgreSQL refuses to run as root, so as root its programs run as the `postgres` user
 //! (`runuser`). It is stopped on every exit path: [`Drop`] stops it, and since a `static` is
