@@ -48,14 +48,14 @@ impl HaProxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy is not installed (Debian package `haproxy`; `cargo xtask test` installs it)");
-        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        let proxy = HaProxy {
+            child,
+            address: ([127, 0, 0, 1], port).into(),
+            _dir: dir,
+        };
         for _ in 0..500 {
-            if tokio::net::TcpStream::connect(address).await.is_ok() {
-                return HaProxy {
-                    child,
-                    address,
-                    _dir: dir,
-                };
+            if tokio::net::TcpStream::connect(proxy.address).await.is_ok() {
+                return proxy;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
