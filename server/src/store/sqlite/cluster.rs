@@ -163,3 +163,105 @@ pub(super) fn claim_command(connection: &Connection, id: i64) -> rusqlite::Resul
         .execute([id])?
         == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&connection).unwrap();
+        connection
+            .execute(
+                "INSERT INTO device_versions (device_id, version) VALUES (1, 10)",
+                [],
+            )
+            .unwrap();
+        connection
+    }
+
+    #[test]
+    fn a_claim_after_a_release_goes_on_without_a_gap() {
+        let connection = database();
+        assert_eq!(
+            claim(&connection, 1, "a").unwrap(),
+            Claim {
+                durable: 10,
+                resume_at: 10
+            }
+        );
+        // A handed out versions up to 15 (some not yet stored) and let the device go.
+        release(&connection, 1, "a", 15).unwrap();
+        assert_eq!(claim(&connection, 1, "b").unwrap().resume_at, 15);
+    }
+
+    #[test]
+    fn a_claim_that_replaces_a_holder_jumps_past_what_it_may_have_handed_out() {
+        let connection = database();
+        claim(&connection, 1, "a").unwrap();
+        let taken = claim(&connection, 1, "b").unwrap();
+        assert_eq!(taken.durable, 10);
+        assert_eq!(taken.resume_at, 10 + TAKEOVER_GAP);
+        // A's late release changes nothing: B holds it.
+        release(&connection, 1, "a", 12).unwrap();
+        assert_eq!(holder(&connection, 1).unwrap().0.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_version_for_a_held_device_is_refused_while_its_holder_lives() {
+        let connection = database();
+        renew_lease(&connection, "a", 1_000, false, 0).unwrap();
+        claim(&connection, 1, "a").unwrap();
+        assert_eq!(take_version(&connection, 1, "b", 500).unwrap(), None);
+        // Its lease ran out: the version jumps past what it may have handed out.
+        assert_eq!(
+            take_version(&connection, 1, "b", 2_000).unwrap(),
+            Some(10 + TAKEOVER_GAP + 1)
+        );
+        assert_eq!(
+            take_version(&connection, 1, "b", 2_000).unwrap(),
+            Some(10 + TAKEOVER_GAP + 2)
+        );
+    }
+
+    #[test]
+    fn a_node_whose_lease_ran_out_loses_its_devices_to_the_next_renewal() {
+        let connection = database();
+        assert!(
+            renew_lease(&connection, "a", 1_000, false, 0).unwrap().lost,
+            "first lease"
+        );
+        claim(&connection, 1, "a").unwrap();
+        renew_lease(&connection, "b", 1_000, true, 500).unwrap();
+        assert_eq!(
+            held_devices(&connection, 500).unwrap(),
+            vec![(1, "a".to_owned())]
+        );
+        let lease = renew_lease(&connection, "b", 1_000, true, 1_500).unwrap();
+        assert_eq!(lease.reaped, vec![(1, "a".to_owned())]);
+        assert!(held_devices(&connection, 1_500).unwrap().is_empty());
+        assert_eq!(
+            claim(&connection, 1, "b").unwrap().resume_at,
+            10 + TAKEOVER_GAP
+        );
+        assert!(
+            renew_lease(&connection, "a", 1_000, true, 1_600)
+                .unwrap()
+                .lost
+        );
+    }
+
+    #[test]
+    fn a_pending_command_is_claimed_once() {
+        let connection = database();
+        connection
+            .execute(
+                "INSERT INTO pending_commands (id, device_id, pin, value, version, expires_at)
+                 VALUES (7, 1, 'V4', '1', 11, 99)",
+                [],
+            )
+            .unwrap();
+        assert!(claim_command(&connection, 7).unwrap());
+        assert!(!claim_command(&connection, 7).unwrap());
+    }
+}
