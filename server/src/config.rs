@@ -43,6 +43,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The NATS server linking several nodes on one store (`nats://host:4222`); none: this
+    /// process serves alone.
+    pub bus: Option<String>,
 }
 
 /// How log lines are written: `text` for people (the default), `json` (one object a line) for
@@ -227,6 +230,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics_token: None,
             log_format: LogFormat::Text,
+            bus: None,
         }
     }
 }

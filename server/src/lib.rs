@@ -67,6 +67,9 @@ pub enum StartError {
     /// TLS files are wrong.
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    /// The bus to the other nodes could not be joined.
+    #[error(transparent)]
+    Bus(#[from] engine::BusError),
     /// The configured timezone is not a known IANA zone.
     #[error("timezone `{name}` is not a known IANA zone (e.g. UTC, Europe/Berlin)")]
     Timezone {
@@ -196,6 +199,14 @@ pub async fn start_with_admin_key(
     // clean shutdown left it.
     let store = open_store(&config).await?;
     let engine = Engine::open(store).await?;
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    if let Some(url) = &config.bus {
+        let settings = engine::BusSettings {
+            url: url.clone(),
+            heartbeat: Duration::from_secs(config.limits.default_heartbeat_seconds.max(1).into()),
+        };
+        engine.join_bus(settings, shutdown_signal.clone()).await?;
+    }
     let boot = bootstrap::run(&engine, admin_key).await?;
     let mqtt_address = mqtt.as_ref().map(|(_, address)| *address);
     let http_address = shared.local_addr().map_err(|source| StartError::Bind {
@@ -207,7 +218,6 @@ pub async fn start_with_admin_key(
         source,
     })?;
 
-    let (shutdown, shutdown_signal) = watch::channel(false);
     let mut limits = config.limits.clone();
     limits.max_connections = net::file_limit::clamp_connections(limits.max_connections);
     let mut context = Context::new(engine.clone(), limits, shutdown_signal.clone(), tls);
@@ -234,7 +244,10 @@ pub async fn start_with_admin_key(
         tasks.spawn(net::listener::run_mqtt(listener, broker));
     }
     tasks.spawn(engine.clone().run_command_expiry(shutdown_signal.clone()));
-    tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    if config.bus.is_none() {
+        // With a bus, the other nodes say when they add a template or a device.
+        tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
+    }
     tasks.spawn(boot.keys.clone().run_reload(shutdown_signal.clone()));
     tracing::info!(%http_address, %native_address, ?mqtt_address, "server listening");
     Ok(Server {

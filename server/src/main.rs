@@ -67,6 +67,9 @@ struct Cli {
     /// `text` (the default) or `json` (one object a line, for log shippers).
     #[arg(long, env = "BLYNK_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// The NATS server linking several nodes on one store, e.g. `nats://127.0.0.1:4222`.
+    #[arg(long, env = "BLYNK_BUS", global = true)]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -168,6 +171,9 @@ fn config(cli: &Cli) -> Result<Config> {
     };
     if let Some(data) = &cli.data {
         config.data_dir = data.clone();
+    }
+    if let Some(bus) = &cli.bus {
+        config.bus = Some(bus.clone());
     }
     if let Some(store) = &cli.store {
         config.store.url = Some(store.clone());
@@ -380,6 +386,18 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// With a bus, tells the running nodes what a shell command added (they do not poll then).
+async fn tell_the_nodes(config: &Config) {
+    if let Some(bus) = &config.bus
+        && let Err(error) = blynk_server::engine::announce_added(bus).await
+    {
+        eprintln!(
+            "warning: the nodes were not told ({error}); they pick it up when they next \
+             reconnect to the bus"
+        );
+    }
+}
+
 async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
     // The same store and retention as the server's: this process trims the history too while
     // it runs.
@@ -406,6 +424,7 @@ async fn device(config: Config, command: DeviceCommand) -> Result<()> {
                 bail!("no template `{template}`; `blynk-server template list` shows them");
             };
             let slot = engine.create_device(&name, &template).await?;
+            tell_the_nodes(&config).await;
             println!("{}", slot.device.token);
             eprintln!(
                 "device {} `{}` added (template {}); its token is above",
@@ -438,6 +457,7 @@ async fn template(config: Config, command: TemplateCommand) -> Result<()> {
                 bail!("{}: {problem}", file.display());
             }
             let stored = engine.create_template(template).await?;
+            tell_the_nodes(&config).await;
             println!(
                 "template {} `{}` added with {} datastreams",
                 stored.id,

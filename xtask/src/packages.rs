@@ -70,6 +70,16 @@ pub const PACKAGES: &[Package] = &[
         proof: Proof::Program("ip"),
         needed_by: "the TAP devices of the simulated embassy-net device",
     },
+    Package {
+        name: "nats-server",
+        proof: Proof::Program("nats-server"),
+        needed_by: "the tests of several nodes linked by a bus",
+    },
+    Package {
+        name: "haproxy",
+        proof: Proof::Program("haproxy"),
+        needed_by: "the test of two nodes behind a TCP load balancer",
+    },
 ];
 
 impl Proof {

@@ -7,9 +7,11 @@
 //! publish it to the watching apps; the writer's acknowledgement waits until it is durable.
 //! Sessions and the HTTP/app APIs only call this module; none of them touches the store.
 
+mod cluster;
 mod delivery;
 pub mod events;
 mod operator_reads;
+mod refresh;
 mod sessions;
 mod sync;
 mod versions;
@@ -19,10 +21,11 @@ mod writes;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use blynk_proto::Pin;
 
+pub use cluster::{BusError, BusSettings, announce_added};
 pub use delivery::{Delivery, DeliveryReport, Outbound, OutboundQueue, Protocol};
 pub use sessions::Attached;
 pub use sync::{SyncItem, SyncSelection};
@@ -59,6 +62,8 @@ struct DeviceState {
     pending_commands: Vec<PendingCommand>,
     waiters: delivery::Waiters,
     deleted: bool,
+    /// With a bus: which other node holds the session, and the rest (see `cluster/`).
+    cluster: Option<Box<cluster::ClusterState>>,
 }
 
 impl DeviceState {
@@ -91,7 +96,7 @@ impl DeviceSlot {
 
     /// Whether a session is attached.
     pub fn is_online(&self) -> bool {
-        self.lock().session.is_some()
+        self.lock().is_online()
     }
 
     /// The protocol of the connected session, if any.
@@ -102,7 +107,7 @@ impl DeviceSlot {
     /// When the device was last connected (now, when it is).
     pub fn last_seen(&self) -> Option<i64> {
         let state = self.lock();
-        if state.session.is_some() {
+        if state.is_online() {
             Some(now_ms())
         } else {
             state.last_seen
@@ -173,6 +178,8 @@ pub struct Engine {
     /// Where versions start after a crash (see `versions.rs`).
     floor: versions::Floor,
     metrics: crate::metrics::Metrics,
+    /// The bus to the other nodes, if any (set once, by [`Engine::join_bus`]).
+    cluster: OnceLock<Arc<cluster::Cluster>>,
 }
 
 impl Engine {
@@ -213,6 +220,7 @@ impl Engine {
             closing: AtomicBool::new(!serving),
             floor,
             metrics: crate::metrics::Metrics::new(store.metrics()),
+            cluster: OnceLock::new(),
         };
         for template in snapshot.templates {
             write_lock(&engine.templates).insert(template.id, Arc::new(template));
@@ -377,6 +385,7 @@ impl Engine {
         template.check().map_err(StoreError::Database)?;
         let stored = Arc::new(settle(self.store.create_template(template)).await?);
         write_lock(&self.templates).insert(stored.id, stored.clone());
+        self.announce_meta(cluster::wire::MetaMessage::Added);
         Ok(stored)
     }
 
@@ -420,6 +429,7 @@ impl Engine {
                 .global
                 .send(events::device_changed(slot.device.id, true));
         }
+        self.announce_meta(cluster::wire::MetaMessage::Added);
         Ok(slot)
     }
 
@@ -441,6 +451,7 @@ impl Engine {
         }
         settle(self.store.delete_device(id)).await?;
         let _ = self.global.send(events::device_changed(id, false));
+        self.announce_meta(cluster::wire::MetaMessage::Deleted { device: id });
         Ok(())
     }
 
@@ -465,12 +476,15 @@ impl Engine {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let ticket = {
             let mut state = slot.lock();
-            slot.publish(events::property(
-                slot.device.id,
-                property.pin,
-                &property.name,
-                &property.value,
-            ));
+            self.publish(
+                slot,
+                events::property(
+                    slot.device.id,
+                    property.pin,
+                    &property.name,
+                    &property.value,
+                ),
+            );
             let ticket = self.store.put_property(slot.device.id, property.clone());
             match state
                 .properties
@@ -502,57 +516,19 @@ impl Engine {
         let ticket = {
             // Under the device's lock, so it reaches the apps in order with the values.
             let _state = slot.lock();
-            slot.publish(events::logged(slot.device.id, &event));
+            self.publish(slot, events::logged(slot.device.id, &event));
             self.store.append_event(slot.device.id, event)
         };
         settle(ticket)
     }
 
-    /// Picks up templates and devices that another process (the `device add` command) created
-    /// in the store, every two seconds until `shutdown` fires.
-    pub async fn run_refresh(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let newest_template = read_lock(&self.templates)
-                .keys()
-                .copied()
-                .max()
-                .unwrap_or(0);
-            let newest_device = read_lock(&self.devices).keys().copied().max().unwrap_or(0);
-            let Ok((templates, devices)) =
-                settle(self.store.created_since(newest_template, newest_device)).await
-            else {
-                continue;
-            };
-            for template in templates {
-                write_lock(&self.templates)
-                    .entry(template.id)
-                    .or_insert_with(|| Arc::new(template));
-            }
-            for device in devices {
-                let template = read_lock(&self.templates).get(&device.template_id).cloned();
-                if let Some(template) = template
-                    && self.device(device.id).is_none()
-                {
-                    let (id, name) = (device.id, device.name.clone());
-                    if self
-                        .index(Arc::new(DeviceSlot::new(
-                            device,
-                            template,
-                            self.floor.counter(0),
-                        )))
-                        .1
-                    {
-                        tracing::info!(device = id, %name, "device added from the command line");
-                        let _ = self.global.send(events::device_changed(id, true));
-                    }
-                }
-            }
+    /// Queues an event for the device's watchers here and, with a bus, on every other node.
+    /// Called under the device's lock, so both get a device's events in version order.
+    fn publish(&self, slot: &DeviceSlot, event: AppEvent) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.send(cluster::Outgoing::Event(event.clone()));
         }
+        slot.publish(event);
     }
 
     fn session_id(&self) -> u64 {

@@ -72,6 +72,16 @@ impl Engine {
                     });
                 }
             }
+            if let Some(cluster) = self.cluster.get()
+                && state
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|held| held.writes.is_none())
+            {
+                // An older session of the device here released it between this session's
+                // claim and now: claim it again.
+                cluster.reclaim_soon(slot.clone());
+            }
             let items = sync
                 .map(|selection| super::sync::select(slot, &state, &selection))
                 .unwrap_or_default();
@@ -80,9 +90,17 @@ impl Engine {
         if came_online {
             // Presence goes to every app on the global channel (not also the device's channel,
             // which would show it twice to a client watching the device).
+            let now = now_ms();
             let _ = self
                 .global
-                .send(events::presence(slot.device.id, true, now_ms()));
+                .send(events::presence(slot.device.id, true, now));
+            if let Some(cluster) = self.cluster.get() {
+                cluster.send(super::cluster::Outgoing::Presence(
+                    slot.device.id,
+                    true,
+                    now,
+                ));
+            }
         }
         tracing::debug!(
             device = slot.device.id,
@@ -113,7 +131,8 @@ impl Engine {
             {
                 state.session = None;
                 state.last_seen = Some(now);
-                true
+                // With a bus: a device that moved to another node stays online.
+                !(self.cluster.get().is_some() && self.release_here(&mut state, slot.device.id))
             } else {
                 false
             }
@@ -133,6 +152,14 @@ impl Engine {
         slot.lock()
             .waiters
             .settle(pin, Delivery::Delivered, |waiting| waiting <= version);
+        if let Some(cluster) = self.cluster.get() {
+            // The write may have come from an app on another node.
+            cluster.send(super::cluster::Outgoing::Delivered(
+                slot.device.id,
+                pin,
+                version,
+            ));
+        }
     }
 
     /// Takes a pending command out of the store before a session sends it, so that it is
@@ -155,6 +182,20 @@ impl Engine {
         };
         if !claimed {
             return false;
+        }
+        if self.cluster.get().is_some() {
+            // Another node may have loaded the command too: the store's row decides.
+            let claimed = match settle(self.store.claim_command(command_id)).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::error!(%error, command_id, "could not claim a command: not sent");
+                    false
+                }
+            };
+            if slot.lock().pending_commands.is_empty() {
+                lock(&self.with_pending_commands).remove(&slot.device.id);
+            }
+            return claimed;
         }
         if let Err(error) = settle(self.store.remove_pending_command(command_id)).await {
             tracing::error!(%error, command_id, "could not remove a delivered command from the store");

@@ -78,6 +78,23 @@ pub(super) struct VersionCounter {
 }
 
 impl VersionCounter {
+    /// The counter of a device this node just claimed from the store (several nodes): it
+    /// resumes at `resume_at` (or `at_least`, what this node itself handed out), and trusts
+    /// what a device saw up to `durable` (see [`crate::store::Claim`]).
+    pub fn claimed(durable: u64, resume_at: u64, at_least: u64) -> Self {
+        let resumed_at = resume_at.max(durable);
+        VersionCounter {
+            current: resumed_at.max(at_least),
+            durable_at_start: durable,
+            resumed_at,
+        }
+    }
+
+    /// Raises the counter to a version another node handed out, so that the next one is above.
+    pub fn observe(&mut self, version: u64) {
+        self.current = self.current.max(version);
+    }
+
     /// Takes the next version.
     pub fn next(&mut self) -> u64 {
         self.current += 1;

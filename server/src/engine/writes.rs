@@ -15,7 +15,7 @@ use blynk_proto::{Pin, Value};
 
 use super::delivery::{Delivery, DeliveryReport, Outbound};
 use super::{DeviceSlot, Engine, events, lock};
-use crate::model::{Origin, PendingCommand, StoredValue, now_ms};
+use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue, now_ms};
 use crate::store::{StoreError, ValueWrite, settle};
 
 /// Why a write was refused.
@@ -36,6 +36,18 @@ pub enum WriteError {
     /// The server is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// With several nodes: the node holding the device could not be reached (the bus is
+    /// down, or that node is failing); nothing was stored.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// An app write queued to the store, not yet durable.
+struct PendingAppWrite {
+    ticket: crate::store::Ticket,
+    stored: StoredValue,
+    report: DeliveryReport,
+    device_online: bool,
 }
 
 /// What became of a device write.
@@ -144,7 +156,7 @@ impl Engine {
                 state
                     .waiters
                     .settle(pin, Delivery::Superseded, |waiting| waiting < version);
-                slot.publish(events::value(slot.device.id, pin, &stored));
+                self.publish(slot, events::value(slot.device.id, pin, &stored));
                 state.values.insert(pin, stored);
             }
             (ticket, outcome)
@@ -172,43 +184,111 @@ impl Engine {
             .ok_or(WriteError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
-        let (ticket, stored, report, device_online) = {
-            let mut state = slot.lock();
-            self.check_open(&state)?;
-            let version = state.next_version();
-            self.metrics.write(origin);
-            let stored = StoredValue {
-                value: normalized,
-                version,
-                set_at: now_ms(),
-                origin,
-            };
-            let ticket = self.store.put_value(ValueWrite {
-                device_id: slot.device.id,
-                pin,
-                stored: stored.clone(),
-                latest: !is_command,
-            });
-            if !is_command {
-                slot.publish(events::value(slot.device.id, pin, &stored));
-                state.values.insert(pin, stored.clone());
+        match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
+            Ok(pending) => self.finish_app_write(slot, pin, is_command, pending).await,
+            // With a bus, and the session is not here.
+            Err(normalized) => {
+                self.remote_app_write(slot, pin, normalized, is_command, origin)
+                    .await
             }
-            let report = state.waiters.add(pin, version);
-            // Forward, then commit: the device does not wait for the disk (SPEC 3.2).
-            let device_online = match &state.session {
-                Some(session) => {
-                    session.forward(Outbound {
-                        pin,
-                        value: stored.value.clone(),
-                        version,
-                        command: None,
-                    });
-                    true
-                }
-                None => false,
-            };
-            (ticket, stored, report, device_online)
+        }
+    }
+
+    /// An app write another node sent for a device whose session is here; `None` when it is
+    /// not here any more.
+    pub(super) async fn app_write_here(
+        &self,
+        slot: &Arc<DeviceSlot>,
+        pin: Pin,
+        value: &Value<'_>,
+        origin: Origin,
+    ) -> Result<Option<AppWrite>, WriteError> {
+        let datastream = slot
+            .template
+            .datastream(pin)
+            .ok_or(WriteError::UnknownPin(pin))?;
+        let normalized = Arc::new(datastream.normalize(value)?);
+        let is_command = datastream.is_command();
+        match self.app_write_stored(slot, pin, normalized, is_command, origin, true)? {
+            Ok(pending) => Ok(Some(
+                self.finish_app_write(slot, pin, is_command, pending)
+                    .await?,
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The locked step of an app write: version, queue to the store, publish, forward. With a
+    /// bus (or `held_only`) and no session here, nothing is done and the value comes back: the
+    /// node holding the session takes the write, with its own counter.
+    fn app_write_stored(
+        &self,
+        slot: &Arc<DeviceSlot>,
+        pin: Pin,
+        normalized: Arc<OwnedValue>,
+        is_command: bool,
+        origin: Origin,
+        held_only: bool,
+    ) -> Result<Result<PendingAppWrite, Arc<OwnedValue>>, WriteError> {
+        let mut state = slot.lock();
+        self.check_open(&state)?;
+        if state.session.is_none() && (held_only || self.cluster.get().is_some()) {
+            return Ok(Err(normalized));
+        }
+        let version = state.next_version();
+        self.metrics.write(origin);
+        let stored = StoredValue {
+            value: normalized,
+            version,
+            set_at: now_ms(),
+            origin,
         };
+        let ticket = self.store.put_value(ValueWrite {
+            device_id: slot.device.id,
+            pin,
+            stored: stored.clone(),
+            latest: !is_command,
+        });
+        if !is_command {
+            self.publish(slot, events::value(slot.device.id, pin, &stored));
+            state.values.insert(pin, stored.clone());
+        }
+        let report = state.waiters.add(pin, version);
+        // Forward, then commit: the device does not wait for the disk (SPEC 3.2).
+        let device_online = match &state.session {
+            Some(session) => {
+                session.forward(Outbound {
+                    pin,
+                    value: stored.value.clone(),
+                    version,
+                    command: None,
+                });
+                true
+            }
+            None => false,
+        };
+        Ok(Ok(PendingAppWrite {
+            ticket,
+            stored,
+            report,
+            device_online,
+        }))
+    }
+
+    /// Waits for an app write to be durable, and parks a command of an offline device.
+    async fn finish_app_write(
+        &self,
+        slot: &Arc<DeviceSlot>,
+        pin: Pin,
+        is_command: bool,
+        pending: PendingAppWrite,
+    ) -> Result<AppWrite, WriteError> {
+        let PendingAppWrite {
+            ticket,
+            stored,
+            report,
+            device_online,
+        } = pending;
         settle(ticket).await?;
         let version = stored.version;
         if is_command && !device_online {
@@ -223,7 +303,7 @@ impl Engine {
     }
 
     /// Keeps a command for an offline device until it connects or the ttl passes.
-    async fn park_command(
+    pub(super) async fn park_command(
         &self,
         slot: &Arc<DeviceSlot>,
         pin: Pin,

@@ -100,7 +100,7 @@ impl From<WriteError> for ApiError {
             WriteError::Store(StoreError::Unavailable(_)) => {
                 ApiError::Unavailable(error.to_string())
             }
-            WriteError::Store(_) | WriteError::ShuttingDown => {
+            WriteError::Store(_) | WriteError::ShuttingDown | WriteError::Unreachable(_) => {
                 ApiError::Internal(error.to_string())
             }
         }

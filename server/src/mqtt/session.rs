@@ -142,6 +142,9 @@ where
     let resync = saved.as_ref().map(|saved| SyncSelection::Reconnect {
         known_version: Some(saved.known_version),
     });
+    if !context.engine.prepare_attach(&slot).await {
+        return;
+    }
     let Some(mut attached) =
         context
             .engine

@@ -228,7 +228,10 @@ impl Session {
             {
                 Ok(future) => durable.push((pin, future)),
                 Err(
-                    error @ (WriteError::Store(_) | WriteError::Deleted | WriteError::ShuttingDown),
+                    error @ (WriteError::Store(_)
+                    | WriteError::Deleted
+                    | WriteError::ShuttingDown
+                    | WriteError::Unreachable(_)),
                 ) => {
                     replies.push(refusal(&error));
                     return ready(replies);

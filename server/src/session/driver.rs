@@ -149,6 +149,10 @@ async fn admit<P: Protocol, T: Transport>(
         Ok(Some((session, sync))) => {
             let slot = session.slot();
             let queue = context.limits.send_queue;
+            if !context.engine.prepare_attach(slot).await {
+                connection.close().await;
+                return None;
+            }
             match context.engine.attach(slot, P::ENGINE_PROTOCOL, queue, sync) {
                 Some(attached) => return Some((session, attached)),
                 None => {

@@ -79,9 +79,10 @@ fn write_error(out: &mut Outgoing, id: u16, error: &WriteError) {
     let code = match error {
         WriteError::UnknownPin(_) => ErrorCode::UnknownPin,
         WriteError::Invalid(_) => ErrorCode::WrongType,
-        WriteError::Store(_) | WriteError::Deleted | WriteError::ShuttingDown => {
-            ErrorCode::Internal
-        }
+        WriteError::Store(_)
+        | WriteError::Deleted
+        | WriteError::ShuttingDown
+        | WriteError::Unreachable(_) => ErrorCode::Internal,
     };
     error_reply(out, id, code, &error.to_string());
 }

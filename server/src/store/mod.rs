@@ -4,6 +4,7 @@
 //! concurrent writes into one commit so durability does not cap throughput. SQLite is the
 //! embedded backend ([`sqlite`], the default); PostgreSQL ([`postgres`]) holds the state of
 //! several nodes sharing one database. Both trim the history on one schedule ([`retention`]).
+//! The trait also says which node holds a device when several share the store.
 
 pub mod postgres;
 pub mod retention;
@@ -104,6 +105,32 @@ impl HistoryRange {
     }
 }
 
+/// What a node learns when it takes over a device's session (several nodes; see
+/// `docs/state-sync.md`, "Several nodes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The highest version the store holds for the device.
+    pub durable: u64,
+    /// Where the new holder's counter resumes: above every version any earlier holder may have
+    /// handed out. Above `durable` when the previous holder did not release the device (it
+    /// died, or it is being replaced): versions in between may have been seen and lost.
+    pub resume_at: u64,
+}
+
+/// What renewing a node's lease found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Devices held by nodes whose lease ran out, now released: `(device, dead node)`.
+    pub reaped: Vec<(DeviceId, String)>,
+    /// Whether this node's own lease had run out (and was reaped) before this renewal: the
+    /// node must claim its devices again.
+    pub lost: bool,
+}
+
+/// How far a device's counter jumps when its holder did not release it: more versions than a
+/// holder can have handed out beyond what the store holds (its queue of uncommitted writes).
+pub const TAKEOVER_GAP: u64 = 1 << 24;
+
 /// The durable store. Every method queues its work and returns at once; the [`Ticket`] tells
 /// when it is durable. Writes on one store are applied in the order they were called; reads
 /// (`load`, `setting`, `settings_with_prefix`, `history`, `events`, `created_since`) do not wait behind queued writes
@@ -177,6 +204,25 @@ pub trait Store: Send + Sync + 'static {
     fn metrics(&self) -> Option<std::sync::Arc<crate::metrics::StoreMetrics>> {
         None
     }
+
+    // Several nodes (`--bus`): who holds each device, under the store's row locks.
+
+    /// `node` takes the device (its session connected there), whatever node held it before.
+    fn claim_device(&self, device_id: DeviceId, node: &str) -> Ticket<Claim>;
+    /// `node` lets the device go (its session ended), having handed out versions up to
+    /// `version`; nothing happens if another node holds it now.
+    fn release_device(&self, device_id: DeviceId, node: &str, version: u64) -> Ticket;
+    /// A version for a write made by a node that does not hold the device, taken under the
+    /// device's row lock; `None` while a node with a live lease holds it (ask that node).
+    fn take_version(&self, device_id: DeviceId, node: &str) -> Ticket<Option<u64>>;
+    /// Renews `node`'s lease for `ttl_ms` and, if `reap`, releases the devices of nodes whose
+    /// lease ran out.
+    fn renew_lease(&self, node: &str, ttl_ms: i64, reap: bool) -> Ticket<Lease>;
+    /// The devices held by a node with a live lease: `(device, node)`.
+    fn held_devices(&self) -> Ticket<Vec<(DeviceId, String)>>;
+    /// Removes a pending command; `true` only for the one caller that removed it, so that a
+    /// command is delivered at most once whichever node its device connects to.
+    fn claim_command(&self, id: i64) -> Ticket<bool>;
 }
 
 /// Helper for backends: a value written as the store keeps it.

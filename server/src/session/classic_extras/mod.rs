@@ -158,7 +158,9 @@ fn write_status(error: &WriteError) -> Status {
     match error {
         WriteError::UnknownPin(_) | WriteError::Invalid(_) => Status::IllegalCommandBody,
         WriteError::Deleted => Status::InvalidToken,
-        WriteError::Store(_) | WriteError::ShuttingDown => Status::ServerException,
+        WriteError::Store(_) | WriteError::ShuttingDown | WriteError::Unreachable(_) => {
+            Status::ServerException
+        }
     }
 }
 

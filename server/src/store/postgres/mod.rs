@@ -5,6 +5,7 @@
 //! is unreachable, tickets fail at once with [`StoreError::Unavailable`]. The schema comes from
 //! the SQL files in `server/migrations/postgres`, applied at start.
 
+mod cluster;
 mod health;
 mod operations;
 mod reader;
@@ -25,7 +26,7 @@ use tokio_postgres::NoTls;
 use self::health::Health;
 use self::writer::{Op, Reply, Sender, Work, Writer};
 use super::retention::Retention;
-use super::{Snapshot, Store, StoreError, Ticket, ValueWrite};
+use super::{Claim, Lease, Snapshot, Store, StoreError, Ticket, ValueWrite};
 use crate::model::{
     Device, DeviceId, EventRecord, HistoryPoint, PendingCommand, PropertyRecord, Template,
     TemplateId,
@@ -287,5 +288,33 @@ impl Store for PostgresStore {
 
     fn flush(&self) -> Ticket {
         self.submit(Work::Flush, Reply::Unit)
+    }
+
+    fn claim_device(&self, device_id: DeviceId, node: &str) -> Ticket<Claim> {
+        let node = node.to_owned();
+        self.read(move |client| cluster::claim(client, device_id, node))
+    }
+
+    fn release_device(&self, device_id: DeviceId, node: &str, version: u64) -> Ticket {
+        let node = node.to_owned();
+        self.read(move |client| cluster::release(client, device_id, node, version))
+    }
+
+    fn take_version(&self, device_id: DeviceId, node: &str) -> Ticket<Option<u64>> {
+        let node = node.to_owned();
+        self.read(move |client| cluster::take_version(client, device_id, node))
+    }
+
+    fn renew_lease(&self, node: &str, ttl_ms: i64, reap: bool) -> Ticket<Lease> {
+        let node = node.to_owned();
+        self.read(move |client| cluster::renew_lease(client, node, ttl_ms, reap))
+    }
+
+    fn held_devices(&self) -> Ticket<Vec<(DeviceId, String)>> {
+        self.read(cluster::held_devices)
+    }
+
+    fn claim_command(&self, id: i64) -> Ticket<bool> {
+        self.read(move |client| cluster::claim_command(client, id))
     }
 }

@@ -4,6 +4,7 @@
 //! path in bounded steps (see [`retention`]).
 
 pub mod backup;
+mod cluster;
 mod reader;
 mod retention;
 mod schema;
@@ -23,7 +24,7 @@ use tokio::sync::oneshot;
 
 use self::reader::Reader;
 use self::writer::{Job, Op, Writer};
-use super::{HistoryRange, Snapshot, Store, StoreError, Ticket, ValueWrite};
+use super::{Claim, HistoryRange, Lease, Snapshot, Store, StoreError, Ticket, ValueWrite};
 use crate::metrics::StoreMetrics;
 use crate::model::{
     Device, DeviceId, EventRecord, HistoryPoint, PendingCommand, PropertyRecord, Template,
@@ -504,5 +505,49 @@ impl Store for SqliteStore {
 
     fn flush(&self) -> Ticket {
         self.submit(|_| Ok(()))
+    }
+
+    fn claim_device(&self, device_id: DeviceId, node: &str) -> Ticket<Claim> {
+        let node = node.to_owned();
+        self.submit(move |writer| {
+            cluster::claim(&writer.connection, device_id, &node).map_err(database)
+        })
+    }
+
+    fn release_device(&self, device_id: DeviceId, node: &str, version: u64) -> Ticket {
+        let node = node.to_owned();
+        self.submit(move |writer| {
+            cluster::release(&writer.connection, device_id, &node, version).map_err(database)
+        })
+    }
+
+    fn take_version(&self, device_id: DeviceId, node: &str) -> Ticket<Option<u64>> {
+        let node = node.to_owned();
+        self.submit(move |writer| {
+            cluster::take_version(&writer.connection, device_id, &node, crate::model::now_ms())
+                .map_err(database)
+        })
+    }
+
+    fn renew_lease(&self, node: &str, ttl_ms: i64, reap: bool) -> Ticket<Lease> {
+        let node = node.to_owned();
+        self.submit(move |writer| {
+            cluster::renew_lease(
+                &writer.connection,
+                &node,
+                ttl_ms,
+                reap,
+                crate::model::now_ms(),
+            )
+            .map_err(database)
+        })
+    }
+
+    fn held_devices(&self) -> Ticket<Vec<(DeviceId, String)>> {
+        self.read(|reader| cluster::held_devices(&reader.connection, crate::model::now_ms()))
+    }
+
+    fn claim_command(&self, id: i64) -> Ticket<bool> {
+        self.submit(move |writer| cluster::claim_command(&writer.connection, id).map_err(database))
     }
 }

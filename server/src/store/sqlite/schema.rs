@@ -87,6 +87,16 @@ INSERT INTO device_versions (device_id, version)
     SELECT device_id, MAX(version) FROM pending_commands WHERE true GROUP BY device_id
     ON CONFLICT (device_id) DO UPDATE SET version = max(version, excluded.version);
 "#,
+    // Several nodes sharing the store: which node holds each device (`floor`: where its next
+    // holder's counter resumes at least), and each node's lease.
+    r#"
+CREATE TABLE device_holders (
+    device_id INTEGER PRIMARY KEY,
+    node TEXT,
+    floor INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE nodes (node TEXT PRIMARY KEY, lease_until INTEGER NOT NULL);
+"#,
 ];
 
 /// Applies the migrations `connection`'s database lacks. Each runs in its own write

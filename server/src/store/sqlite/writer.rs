@@ -90,7 +90,8 @@ impl Writer {
                 6,
                 "ON CONFLICT (device_id, pin) DO UPDATE SET
                    value = excluded.value, version = excluded.version,
-                   set_at = excluded.set_at, origin = excluded.origin",
+                   set_at = excluded.set_at, origin = excluded.origin
+                 WHERE excluded.version > latest_values.version",
             ),
             version_upsert: MultiRow::new(
                 "INSERT INTO device_versions (device_id, version) VALUES",

@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 pub mod classic;
+pub mod haproxy;
 pub mod http;
 pub mod mqtt;
 pub mod native;
+pub mod nats;
+pub mod node;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -165,4 +168,16 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Every stored value of a pin of a device (its whole history), read from the server's store.
+pub async fn settle_history(
+    server: &TestServer,
+    device: i64,
+    pin: blynk_proto::Pin,
+) -> Vec<blynk_server::model::HistoryPoint> {
+    let store = server.server().engine().store().clone();
+    blynk_server::store::settle(store.history(device, pin, 1_000_000))
+        .await
+        .unwrap()
 }

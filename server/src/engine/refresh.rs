@@ -1,0 +1,62 @@
+//! Templates and devices created in the store by another process: the `device add` command
+//! beside a running server (polled every two seconds), or another node (told over the bus).
+
+use std::sync::Arc;
+
+use super::{DeviceSlot, Engine, events, read_lock, write_lock};
+use crate::store::settle;
+
+impl Engine {
+    /// Picks up templates and devices that another process (the `device add` command) created
+    /// in the store, every two seconds until `shutdown` fires. With a bus, the other nodes say
+    /// when they create one instead, and this loop is not run.
+    pub async fn run_refresh(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.pick_up_created().await;
+        }
+    }
+
+    /// Indexes the templates and devices the store holds and this engine does not.
+    pub(super) async fn pick_up_created(&self) {
+        let newest_template = read_lock(&self.templates)
+            .keys()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let newest_device = read_lock(&self.devices).keys().copied().max().unwrap_or(0);
+        let Ok((templates, devices)) =
+            settle(self.store.created_since(newest_template, newest_device)).await
+        else {
+            return;
+        };
+        for template in templates {
+            write_lock(&self.templates)
+                .entry(template.id)
+                .or_insert_with(|| Arc::new(template));
+        }
+        for device in devices {
+            let template = read_lock(&self.templates).get(&device.template_id).cloned();
+            if let Some(template) = template
+                && self.device(device.id).is_none()
+            {
+                let (id, name) = (device.id, device.name.clone());
+                if self
+                    .index(Arc::new(DeviceSlot::new(
+                        device,
+                        template,
+                        self.floor.counter(0),
+                    )))
+                    .1
+                {
+                    tracing::info!(device = id, %name, "device added by another process");
+                    let _ = self.global.send(events::device_changed(id, true));
+                }
+            }
+        }
+    }
+}
