@@ -62,6 +62,11 @@ pub const PACKAGES: &[Package] = &[
         proof: Proof::Program("ip"),
         needed_by: "the TAP devices of the simulated embassy-net device",
     },
+    Package {
+        name: "nftables",
+        proof: Proof::Program("nft"),
+        needed_by: "the packet loss of the soak (cargo xtask soak and its smoke step)",
+    },
 ];
 
 impl Proof {
