@@ -461,6 +461,20 @@ fn packet_counts(listing: &str) -> [(u64, u64); 2] {
     counts
 }
 
+/// The first RSS sample of each minute, in MiB: `19.3, 24.0, 25.5`.
+fn rss_by_minute(samples: &[(f64, u64)]) -> String {
+    let mut minute = None;
+    let mut figures = Vec::new();
+    for (at, kib) in samples {
+        let this = (*at / 60.0) as u64;
+        if minute != Some(this) {
+            minute = Some(this);
+            figures.push(format!("{:.1}", *kib as f64 / 1024.0));
+        }
+    }
+    figures.join(", ")
+}
+
 /// The resident set of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -528,6 +542,12 @@ fn print_report(options: &Options, report: &Report, processes: usize) {
         mib(max),
         report.rss.len(),
         if report.rss_flat() { "flat" } else { "GROWING" }
+    );
+    println!("  server RSS by min   {} MiB", rss_by_minute(&report.rss));
+    println!(
+        "  writes per second  {:.0} by apps, {:.0} by devices",
+        total("app_acknowledged") as f64 / options.seconds as f64,
+        total("device_acknowledged") as f64 / options.seconds as f64
     );
     println!(
         "  verdict            {}",

@@ -11,16 +11,22 @@
 //! temporary directory, removed afterwards) with one [`proxy::Proxy`] per device on a fixed
 //! loopback port: devices connect to the proxy, so the link can be cut and restored and the
 //! server restarted on new ports without the device noticing more than a dropped connection.
-//! Cases run in parallel (`CONFORMANCE_JOBS`, 6 by default). Everything binds 127.0.0.1; every
+//! Cases run in parallel (`CONFORMANCE_JOBS`, 6 by default). Everything binds 127.0.0.1, except
+//! the simulated device's proxies, which listen inside the run's network namespace (below); every
 //! wait has a deadline; child processes are killed when their owner is dropped, failure included.
+//!
+//! With `--sim`, the simulated devices run inside a network namespace the run creates
+//! (`crate::netns`), each on a TAP device of its own there, and the namespace goes on every exit
+//! path (failures and Ctrl-C included): nothing of the suite shows on the host's interfaces. The
+//! server stays on the host's loopback; a device reaches it through its proxy, whose listener is
+//! made inside the namespace on the TAP's host address.
 //!
 //! `packet loss P% for D` is done by the proxy, not by dropping bytes (TCP would retransmit them
 //! and dropping chunks corrupts the stream): for D, in 500 ms slots, the link is cut with
 //! probability P, so connections die at random short intervals and new ones go unanswered about
 //! P of the time (held until the link is back, as over a dead link; the proxy never resets a
-//! connection: `blynklib` 0.2.6 dies of a reset during its login). Real packet loss (netem in a
-//! network namespace, or the `--loss` of `firmware/sim`) needs the simulated embassy-net device,
-//! which is not wired into this runner yet.
+//! connection: `blynklib` 0.2.6 dies of a reset during its login). The simulated embassy-net
+//! device gets real packet loss instead: it drops that share of its Ethernet frames itself.
 
 mod device;
 mod proxy;
