@@ -97,6 +97,9 @@ pub struct Report {
     pub unsettled: u64,
     /// The server's RSS in KiB: (seconds since the writing began, KiB).
     pub rss: Vec<(f64, u64)>,
+    /// The size of the server's data directory (the database and its write-ahead log) at the
+    /// same moments, KiB.
+    pub data: Vec<(f64, u64)>,
     /// Packets seen and dropped by the loss rules, towards the devices and from them:
     /// `[(seen, dropped); 2]`.
     pub packets: [(u64, u64); 2],
@@ -346,18 +349,20 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
             device_ns.nft(&args)?;
         }
     }
-    let rss = Arc::new(Mutex::new(Vec::new()));
+    // The database's size beside the RSS: SQLite caches its pages (up to the cache sizes the
+    // store sets), so memory that follows the data is told apart from memory that leaks.
+    let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (rss, sampling) = (rss.clone(), sampling.clone());
+        let (samples, sampling, data) = (samples.clone(), sampling.clone(), data.clone());
         let begun = Instant::now();
         std::thread::spawn(move || {
             while sampling.load(Ordering::SeqCst) {
                 if let Some(kib) = rss_kib(server_pid) {
                     let at = begun.elapsed().as_secs_f64();
-                    rss.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((at, kib));
+                    let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+                    samples.0.push((at, kib));
+                    samples.1.push((at, directory_kib(&data)));
                 }
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -388,7 +393,7 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
     }
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
-    report.rss = rss.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (report.rss, report.data) = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // The network healed, every device and write is checked against the server.
     let counters = device_ns.nft_output(&["list", "table", "inet", "chaos"])?;
     report.packets = packet_counts(&counters);
@@ -461,8 +466,8 @@ fn packet_counts(listing: &str) -> [(u64, u64); 2] {
     counts
 }
 
-/// The first RSS sample of each minute, in MiB: `19.3, 24.0, 25.5`.
-fn rss_by_minute(samples: &[(f64, u64)]) -> String {
+/// The first sample of each minute, in MiB: `19.3, 24.0, 25.5`.
+fn by_minute(samples: &[(f64, u64)]) -> String {
     let mut minute = None;
     let mut figures = Vec::new();
     for (at, kib) in samples {
@@ -473,6 +478,19 @@ fn rss_by_minute(samples: &[(f64, u64)]) -> String {
         }
     }
     figures.join(", ")
+}
+
+/// The total size of the files in `dir`, in KiB.
+fn directory_kib(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum::<u64>()
+                / 1024
+        })
+        .unwrap_or(0)
 }
 
 /// The resident set of process `pid`, in KiB.
@@ -543,7 +561,8 @@ fn print_report(options: &Options, report: &Report, processes: usize) {
         report.rss.len(),
         if report.rss_flat() { "flat" } else { "GROWING" }
     );
-    println!("  server RSS by min   {} MiB", rss_by_minute(&report.rss));
+    println!("  server RSS by min   {} MiB", by_minute(&report.rss));
+    println!("  database by min     {} MiB", by_minute(&report.data));
     println!(
         "  writes per second  {:.0} by apps, {:.0} by devices",
         total("app_acknowledged") as f64 / options.seconds as f64,
