@@ -28,7 +28,7 @@ commands:
           against the real server, for every device kind, as a table (names filter the
           scenarios; --kind runs one kind: blynk-device, blynklib, blynk-library-python,
           embassy-net-sim, paho-mqtt; --sim, as root, adds the simulated embassy-net device
-          on TAP devices)
+          on TAP devices in a network namespace of the run, removed at the end)
   soak [--devices N] [--minutes M] [--loss PCT]  (as root) the server and N devices of the
           native library (default 1000) in network namespaces made for the run, nftables
           dropping PCT% of packets each way (default 20), apps and devices writing for M

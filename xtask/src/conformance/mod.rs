@@ -118,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
             None,
             Some(
                 "opt-in: `cargo xtask conformance --sim` (as root: a TAP device per device, \
-                 the proxy on the TAP's host address)"
+                 in a network namespace of the run)"
                     .to_string(),
             ),
         )
