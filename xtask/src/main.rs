@@ -6,8 +6,10 @@ mod bench;
 mod boards;
 mod browser;
 mod conformance;
+mod netns;
 mod packages;
 mod sim;
+mod soak;
 mod steps;
 
 use std::process::ExitCode;
@@ -26,7 +28,12 @@ commands:
           against the real server, for every device kind, as a table (names filter the
           scenarios; --kind runs one kind: blynk-device, blynklib, blynk-library-python,
           embassy-net-sim, paho-mqtt; --sim, as root, adds the simulated embassy-net device
-          on TAP devices)
+          on TAP devices in a network namespace of the run, removed at the end)
+  soak [--devices N] [--minutes M] [--loss PCT]  (as root) the server and N devices of the
+          native library (default 1000) in network namespaces made for the run, nftables
+          dropping PCT% of packets each way (default 20), apps and devices writing for M
+          minutes (default 5); then checks every device's state and every acknowledged write
+          against the server and reports the server's RSS over the run
   build [--board B]  cross-builds the board firmware under firmware/ (every board, or one:
           esp32c3 | nucleo-f767zi) and prints its flash and RAM use; `--polling` builds the
           polling button, `--features F` passes cargo features (e.g. led-active-low)
@@ -47,6 +54,7 @@ fn main() -> ExitCode {
         Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

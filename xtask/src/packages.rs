@@ -80,6 +80,11 @@ pub const PACKAGES: &[Package] = &[
         proof: Proof::Program("haproxy"),
         needed_by: "the test of two nodes behind a TCP load balancer",
     },
+    Package {
+        name: "nftables",
+        proof: Proof::Program("nft"),
+        needed_by: "the packet loss of the soak (cargo xtask soak and its smoke step)",
+    },
 ];
 
 impl Proof {

@@ -286,7 +286,7 @@ const CHECK_HOST: &str = "192.168.70.100";
 const CHECK_DEVICE: &str = "192.168.70.2/24";
 
 /// A child process killed when dropped.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -296,7 +296,10 @@ impl Drop for Killed {
 }
 
 /// Lines of a child's standard output, read on a thread.
-fn lines(stdout: impl Read + Send + 'static, echo: &'static str) -> mpsc::Receiver<String> {
+pub(crate) fn lines(
+    stdout: impl Read + Send + 'static,
+    echo: &'static str,
+) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -313,7 +316,7 @@ fn lines(stdout: impl Read + Send + 'static, echo: &'static str) -> mpsc::Receiv
 }
 
 /// Waits (at most `within`) for a line `wanted` says yes to.
-fn expect_line(
+pub(crate) fn expect_line(
     lines: &mpsc::Receiver<String>,
     within: Duration,
     what: &str,
@@ -334,7 +337,7 @@ fn expect_line(
 }
 
 /// What the server's banner says: HTTP address, native address, demo token.
-fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String)> {
+pub(crate) fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mut http, mut native) = (None, None);
     loop {

@@ -201,6 +201,24 @@ pub fn test() -> Result<()> {
         eprintln!("conformance suite: {error:#}");
     }
     record("conformance suite", conformance.is_ok());
+    // A short soak under loss (about 30 s): the long one is `cargo xtask soak`. It needs root
+    // for its network namespaces; without root it says so and is left out.
+    if crate::netns::available() {
+        let smoke = crate::soak::soak(crate::soak::Options {
+            devices: 20,
+            seconds: 20,
+            loss: 20,
+        });
+        if let Err(error) = &smoke {
+            eprintln!("soak smoke: {error:#}");
+        }
+        record(
+            "soak smoke (20 devices, 20 s, 20% loss)",
+            smoke.is_ok_and(|report| report.passed()),
+        );
+    } else {
+        println!("\nsoak smoke: left out (it needs root for its network namespaces)");
+    }
     for target in NO_STD_TARGETS {
         ensure_target(target)?;
         let builds: [(&str, &[&str]); 3] = [

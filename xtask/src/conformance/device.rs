@@ -126,6 +126,8 @@ pub struct Launch {
     pub host_light: PathBuf,
     /// `firmware/sim`'s `light-sim`, when that kind runs.
     pub light_sim: Option<PathBuf>,
+    /// The network namespace the simulated device's TAP devices live in.
+    pub netns: Option<String>,
     /// The virtualenv's python.
     pub python: PathBuf,
     /// `server/tests/python`.
@@ -189,11 +191,16 @@ impl Device {
                 command
             }
             Kind::EmbassyNetSim => {
-                let (Some(binary), Some((name, net))) = (&launch.light_sim, &tap) else {
-                    bail!("the simulated device needs its binary and a TAP device");
+                let (Some(binary), Some((name, net)), Some(netns)) =
+                    (&launch.light_sim, &tap, &launch.netns)
+                else {
+                    bail!("the simulated device needs its binary, a namespace and a TAP device");
                 };
-                let mut command = Command::new(binary);
+                // Inside the namespace, where its TAP device is.
+                let mut command = Command::new("ip");
                 command
+                    .args(["netns", "exec", netns])
+                    .arg(binary)
                     .args(["--tap", name, "--token", token])
                     .arg("--server")
                     .arg(server.to_string())

@@ -11,16 +11,22 @@
 //! temporary directory, removed afterwards) with one [`proxy::Proxy`] per device on a fixed
 //! loopback port: devices connect to the proxy, so the link can be cut and restored and the
 //! server restarted on new ports without the device noticing more than a dropped connection.
-//! Cases run in parallel (`CONFORMANCE_JOBS`, 6 by default). Everything binds 127.0.0.1; every
+//! Cases run in parallel (`CONFORMANCE_JOBS`, 6 by default). Everything binds 127.0.0.1, except
+//! the simulated device's proxies, which listen inside the run's network namespace (below); every
 //! wait has a deadline; child processes are killed when their owner is dropped, failure included.
+//!
+//! With `--sim`, the simulated devices run inside a network namespace the run creates
+//! (`crate::netns`), each on a TAP device of its own there, and the namespace goes on every exit
+//! path (failures and Ctrl-C included): nothing of the suite shows on the host's interfaces. The
+//! server stays on the host's loopback; a device reaches it through its proxy, whose listener is
+//! made inside the namespace on the TAP's host address.
 //!
 //! `packet loss P% for D` is done by the proxy, not by dropping bytes (TCP would retransmit them
 //! and dropping chunks corrupts the stream): for D, in 500 ms slots, the link is cut with
 //! probability P, so connections die at random short intervals and new ones go unanswered about
 //! P of the time (held until the link is back, as over a dead link; the proxy never resets a
-//! connection: `blynklib` 0.2.6 dies of a reset during its login). Real packet loss (netem in a
-//! network namespace, or the `--loss` of `firmware/sim`) needs the simulated embassy-net device,
-//! which is not wired into this runner yet.
+//! connection: `blynklib` 0.2.6 dies of a reset during its login). The simulated embassy-net
+//! device gets real packet loss instead: it drops that share of its Ethernet frames itself.
 
 mod device;
 mod proxy;
@@ -112,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
             None,
             Some(
                 "opt-in: `cargo xtask conformance --sim` (as root: a TAP device per device, \
-                 the proxy on the TAP's host address)"
+                 in a network namespace of the run)"
                     .to_string(),
             ),
         )
@@ -124,6 +130,16 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         (Some(crate::sim::build_sim(false)?), None)
     };
+    // The simulated devices' TAP devices live in a namespace of this run, removed on every
+    // exit path (crate::netns): nothing of the suite shows on the host's interfaces. The
+    // devices reach the server through their proxies, whose listeners are made inside it.
+    let netns = match &light_sim {
+        Some(_) => Some(crate::netns::Netns::create(&format!(
+            "blynk-conf-{}",
+            std::process::id()
+        ))?),
+        None => None,
+    };
     let debug = target_dir().join("debug");
     let server_binary = debug.join("blynk-server");
     let scratch = std::env::temp_dir().join(format!("blynk-conformance-{}", std::process::id()));
@@ -131,6 +147,7 @@ pub fn run(args: &[String]) -> Result<()> {
         kind: Kind::BlynkDevice,
         host_light: debug.join("examples/host_light"),
         light_sim,
+        netns: netns.as_ref().map(|netns| netns.name().to_string()),
         python,
         drivers: root.join("server/tests/python"),
         stderr: PathBuf::new(),
@@ -306,8 +323,8 @@ struct Slot {
     proxy: Arc<Proxy>,
     name: String,
     token: String,
-    /// The simulated device's TAP device, its name and network number.
-    tap: Option<(crate::sim::Tap, String, u32)>,
+    /// The simulated device's TAP device (in the run's namespace), its name and network number.
+    tap: Option<(crate::netns::NsTap, String, u32)>,
 }
 
 /// Everything one case runs; dropping it kills the processes.
@@ -381,22 +398,33 @@ fn start_case<'a>(launch: &'a Launch, binary: &Path, dir: &Path) -> Result<Case<
 
 impl Case<'_> {
     /// A device's slot: its proxy on 127.0.0.1, or for the simulated device a TAP device of
-    /// its own with the proxy on the TAP's host address (the device cannot reach loopback).
+    /// its own in the run's namespace, with the proxy listening on the TAP's host address
+    /// there (the device cannot reach loopback) and forwarding to the server on loopback.
     fn new_slot(&self, name: &str, token: String) -> Result<Slot> {
-        let (host, tap) = if self.launch.kind == Kind::EmbassyNetSim {
+        let (proxy, tap) = if self.launch.kind == Kind::EmbassyNetSim {
+            let netns = self
+                .launch
+                .netns
+                .as_deref()
+                .context("the simulated device needs the run's namespace")?;
             let net = NEXT_NET.fetch_add(1, Ordering::SeqCst);
             if net > 250 {
                 bail!("out of TAP networks");
             }
             let tap_name = format!("bconf{net}");
-            let tap = crate::sim::Tap::create(&tap_name, &format!("10.213.{net}.1/24"))?;
-            (format!("10.213.{net}.1"), Some((tap, tap_name, net)))
+            let tap = crate::netns::NsTap::create(netns, &tap_name, &format!("10.213.{net}.1/24"))?;
+            let address = std::net::SocketAddr::from(([10, 213, net as u8, 1], 0));
+            let listener = crate::netns::bind_in(netns, address)?;
+            (
+                Proxy::start_on(listener, self.upstream())?,
+                Some((tap, tap_name, net)),
+            )
         } else {
-            ("127.0.0.1".to_string(), None)
+            (Proxy::start("127.0.0.1", self.upstream())?, None)
         };
         Ok(Slot {
             device: None,
-            proxy: Arc::new(Proxy::start(&host, self.upstream())?),
+            proxy: Arc::new(proxy),
             name: name.to_string(),
             token,
             tap,

@@ -41,7 +41,12 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on `host` (a free port), forwarding to `upstream`.
     pub fn start(host: &str, upstream: SocketAddr) -> Result<Proxy> {
-        let listener = TcpListener::bind((host, 0))?;
+        Proxy::start_on(TcpListener::bind((host, 0))?, upstream)
+    }
+
+    /// Accepts on `listener` (one made inside a network namespace, say), forwarding to
+    /// `upstream`.
+    pub fn start_on(listener: TcpListener, upstream: SocketAddr) -> Result<Proxy> {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
