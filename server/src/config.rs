@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::sqlite::Retention;
+use crate::store::retention::Retention;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,10 +95,13 @@ pub enum DurabilitySetting {
     Process,
 }
 
-/// What the store keeps of the past.
+/// Which database holds the state, and what it keeps of the past.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`) shared by every
+    /// node; `None` (the default) keeps the state in SQLite in the data directory.
+    pub url: Option<String>,
     /// Values kept per pin in the history, newest first; 0 keeps any number.
     pub history_per_pin: u32,
     /// Days after which a value leaves the history; 0 keeps values whatever their age.
@@ -108,13 +111,38 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
+            url: None,
             history_per_pin: 1000,
             history_max_age_days: 0,
         }
     }
 }
 
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in the data directory.
+    Sqlite,
+    /// This PostgreSQL database.
+    Postgres(String),
+}
+
 impl StoreSettings {
+    /// Where the state lives, or why the URL is not one the server can use.
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        match self.url.as_deref() {
+            None | Some("" | "sqlite") => Ok(StoreLocation::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_owned()))
+            }
+            Some(_) => Err(
+                "the store must be a PostgreSQL URL (postgres://user:password@host:port/database), \
+                 or left out for SQLite in the data directory"
+                    .to_owned(),
+            ),
+        }
+    }
+
     /// The history's retention rules.
     pub fn retention(&self) -> Retention {
         Retention {
@@ -233,6 +261,22 @@ mod tests {
         let retention = config.store.retention();
         assert_eq!(retention.per_pin, 0);
         assert_eq!(retention.max_age, Some(Duration::from_secs(30 * 86_400)));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+        let default = Config::default().store.location();
+        assert_eq!(default, Ok(StoreLocation::Sqlite));
+        let config =
+            Config::from_toml("[store]\nurl = \"postgres://node@db.example/blynk\"\n").unwrap();
+        assert_eq!(
+            config.store.location(),
+            Ok(StoreLocation::Postgres(
+                "postgres://node@db.example/blynk".into()
+            ))
+        );
+        let config = Config::from_toml("[store]\nurl = \"mysql://db/blynk\"\n").unwrap();
+        assert!(config.store.location().is_err());
     }
 
     #[test]

@@ -23,10 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use config::{Config, DurabilitySetting, MqttPort};
+use config::{Config, DurabilitySetting, MqttPort, StoreLocation};
 use engine::Engine;
 use session::Context;
 use store::Store;
+use store::postgres::PostgresStore;
 use store::sqlite::{Durability, SqliteStore};
 
 /// The database file inside the data directory.
@@ -46,6 +47,9 @@ pub enum StartError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The store setting is wrong.
+    #[error("store: {0}")]
+    StoreSetting(String),
     /// A port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -126,7 +130,31 @@ fn listen_mqtt(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>, Sta
     Ok(Some((listener, local)))
 }
 
-/// Opens the store in `config.data_dir`, binds the ports and starts serving.
+/// Opens the configured store: SQLite in `config.data_dir` (created if missing), or the
+/// PostgreSQL database of `config.store.url`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let retention = config.store.retention();
+    match config.store.location().map_err(StartError::StoreSetting)? {
+        StoreLocation::Postgres(url) => Ok(Arc::new(PostgresStore::open(&url, retention).await?)),
+        StoreLocation::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+            let durability = match config.durability {
+                DurabilitySetting::Full => Durability::Full,
+                DurabilitySetting::Process => Durability::Process,
+            };
+            Ok(Arc::new(SqliteStore::open_with_retention(
+                &config.data_dir.join(DATABASE_FILE),
+                durability,
+                retention,
+            )?))
+        }
+    }
+}
+
+/// Opens the configured store (see [`open_store`]), binds the ports and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_admin_key(config, None).await
 }
@@ -139,14 +167,8 @@ pub async fn start_with_admin_key(
     let timezone = jiff::tz::TimeZone::get(&config.timezone).map_err(|_| StartError::Timezone {
         name: config.timezone.clone(),
     })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let durability = match config.durability {
-        DurabilitySetting::Full => Durability::Full,
-        DurabilitySetting::Process => Durability::Process,
-    };
+    // A wrong store setting fails before anything is bound.
+    config.store.location().map_err(StartError::StoreSetting)?;
     let tls = match &config.tls {
         Some(files) => Some(net::tls::acceptor(&files.cert, &files.key)?),
         None => None,
@@ -163,11 +185,7 @@ pub async fn start_with_admin_key(
     let mqtt = listen_mqtt(&config)?;
     // Only now that every port is bound: a start that fails before this leaves the store as a
     // clean shutdown left it.
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with_retention(
-        &config.data_dir.join(DATABASE_FILE),
-        durability,
-        config.store.retention(),
-    )?);
+    let store = open_store(&config).await?;
     let engine = Engine::open(store).await?;
     let boot = bootstrap::run(&engine, admin_key).await?;
     let mqtt_address = mqtt.as_ref().map(|(_, address)| *address);

@@ -5,11 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use blynk_server::config::{Config, DurabilitySetting, TlsFiles};
+use blynk_server::config::{Config, DurabilitySetting, StoreLocation, TlsFiles};
 use blynk_server::engine::Engine;
 use blynk_server::model::Template;
-use blynk_server::store::Store;
-use blynk_server::store::sqlite::{Durability, SqliteStore};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,6 +23,10 @@ struct Cli {
     /// The data directory (default ./data).
     #[arg(long, env = "BLYNK_DATA", global = true)]
     data: Option<PathBuf>,
+    /// The database: a PostgreSQL URL (`postgres://user:password@host:port/database`) shared by
+    /// several nodes; left out, SQLite in the data directory.
+    #[arg(long, env = "BLYNK_STORE", global = true)]
+    store: Option<String>,
     /// The address to listen on (default all interfaces).
     #[arg(long, env = "BLYNK_BIND")]
     bind: Option<IpAddr>,
@@ -111,6 +113,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(data) = &cli.data {
         config.data_dir = data.clone();
     }
+    if let Some(store) = &cli.store {
+        config.store.url = Some(store.clone());
+    }
     if let Some(bind) = cli.bind {
         config.bind = bind;
     }
@@ -189,7 +194,10 @@ macro_rules! say {
 
 async fn serve(config: Config) -> Result<()> {
     let tls = config.tls.is_some();
-    let data = config.data_dir.clone();
+    let store = match config.store.location() {
+        Ok(StoreLocation::Postgres(url)) => format!("PostgreSQL {}", without_password(&url)),
+        _ => format!("SQLite in {}", config.data_dir.display()),
+    };
     let server = blynk_server::start(config).await?;
     let scheme = if tls { "https" } else { "http" };
     let host = match server.http_address.ip() {
@@ -209,7 +217,7 @@ async fn serve(config: Config) -> Result<()> {
         "  dashboard        {scheme}://{host}:{}/",
         server.http_address.port()
     );
-    say!("  data directory   {}", data.display());
+    say!("  store            {store}");
     say!(
         "  HTTP API         {scheme}://{host}:{}/api",
         server.http_address.port()
@@ -257,14 +265,22 @@ async fn wait_for_signal() {
     let _ = interrupt.await;
 }
 
+/// A URL to show: the password (`user:password@`) left out.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    // The same retention as the server's: this process trims the history too while it runs.
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open_with_retention(
-        &config.data_dir.join(blynk_server::DATABASE_FILE),
-        Durability::Full,
-        config.store.retention(),
-    )?);
+    // The same store and retention as the server's: this process trims the history too while
+    // it runs.
+    let store = blynk_server::open_store(config).await?;
     Ok(Engine::open_for_tools(store).await?)
 }
 

@@ -17,6 +17,9 @@ pub enum Proof {
     File(&'static str),
     /// Python 3 imports these modules (`python3 -c "import ..."`).
     PythonModules(&'static str),
+    /// A file at a path with one `*` (a version directory, as in
+    /// `/usr/lib/postgresql/*/bin/initdb`).
+    FileInAnyVersion(&'static str),
 }
 
 /// A Debian package a test step needs.
@@ -58,6 +61,11 @@ pub const PACKAGES: &[Package] = &[
         needed_by: "the MQTT tests with mosquitto_pub/mosquitto_sub",
     },
     Package {
+        name: "postgresql",
+        proof: Proof::FileInAnyVersion("/usr/lib/postgresql/*/bin/initdb"),
+        needed_by: "the PostgreSQL store's tests (a server of their own on a loopback port)",
+    },
+    Package {
         name: "iproute2",
         proof: Proof::Program("ip"),
         needed_by: "the TAP devices of the simulated embassy-net device",
@@ -75,6 +83,16 @@ impl Proof {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|status| status.success()),
+            Proof::FileInAnyVersion(pattern) => {
+                let Some((parent, below)) = pattern.split_once("/*/") else {
+                    return false;
+                };
+                std::fs::read_dir(parent).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|entry| entry.path().join(below).is_file())
+                })
+            }
         }
     }
 }
@@ -165,6 +183,8 @@ mod tests {
     /// Programs every machine that builds Rust has (or that only non-test commands use).
     const BASE_PROGRAMS: &[&str] = &[
         "apt-get", "cargo", "rustup", "id", "getconf", "kill", "sh", "probe-rs",
+        // Debian's Essential packages (coreutils, util-linux): the PostgreSQL harness.
+        "chown", "runuser", "setsid",
     ];
 
     /// The Rust sources of everything `cargo xtask test` runs.
@@ -203,7 +223,9 @@ mod tests {
     fn proof_program(proof: Proof) -> &'static str {
         match proof {
             Proof::Program(program) => program,
-            Proof::File(path) => path.rsplit('/').next().unwrap_or(path),
+            Proof::File(path) | Proof::FileInAnyVersion(path) => {
+                path.rsplit('/').next().unwrap_or(path)
+            }
             Proof::PythonModules(_) => "python3",
         }
     }
@@ -211,7 +233,7 @@ mod tests {
     /// How the test code names what a package provides.
     fn proof_literal(proof: Proof) -> String {
         match proof {
-            Proof::File(path) => format!("\"{path}\""),
+            Proof::File(path) | Proof::FileInAnyVersion(path) => format!("\"{path}\""),
             other => format!("\"{}\"", proof_program(other)),
         }
     }

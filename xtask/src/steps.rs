@@ -252,7 +252,8 @@ pub fn test() -> Result<()> {
     }
 }
 
-/// `cargo run --release --bin blynk-load -- ARGS` with the open-file limit raised to the hard
+/// `cargo run --release -p blynk-load -- ARGS` (after building the release `blynk-server` it
+/// starts as a child) with the open-file limit raised to the hard
 /// limit first: the reconnect storm holds 10,000 sockets in the generator and as many in the
 /// server. Everything binds and connects to 127.0.0.1 only.
 pub fn load_generator(args: &[String]) -> Command {
@@ -270,8 +271,6 @@ pub fn load_generator(args: &[String]) -> Command {
             "--quiet",
             "--release",
             "-p",
-            "blynk-server",
-            "--bin",
             "blynk-load",
             "--",
         ])

@@ -1,6 +1,10 @@
 //! End-to-end tests of the `blynk` binary: a real server on 127.0.0.1:0 over a temporary data
 //! directory, the built binary run as a subprocess for every command, and a classic Blynk
 //! device over TCP where a command needs an online device.
+//!
+//! Longer than 600 lines because it is the one end-to-end suite of the CLI: every command's tests
+//! share the helpers above them (server, device, running the binary), and a binary per command
+//! would build and link the server once each.
 
 use std::path::Path;
 use std::process::{Output, Stdio};

@@ -17,6 +17,9 @@
 //!
 //! Sync requests are kept here too, as bit sets of virtual pins, so that repeated calls merge
 //! and a request cut off by a disconnection is sent again.
+//!
+//! Longer than 600 lines because its unit tests sit beside it: they reach the arena and the slots,
+//! which the crate keeps private; the queue itself is about 520 lines.
 
 use blynk_proto::native::lean::{self, Full, Writer};
 use blynk_proto::text::BoundedStr;

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The server failed.
     #[error("{0}")]
     Internal(String),
+    /// The database cannot be reached for now; the request may be tried again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -45,6 +48,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -66,6 +70,9 @@ impl From<WriteError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             WriteError::Deleted => ApiError::NotFound(error.to_string()),
+            WriteError::Store(StoreError::Unavailable(_)) => {
+                ApiError::Unavailable(error.to_string())
+            }
             WriteError::Store(_) | WriteError::ShuttingDown => {
                 ApiError::Internal(error.to_string())
             }
@@ -78,6 +85,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Conflict(_) => ApiError::Conflict(error.to_string()),
             StoreError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            StoreError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
             StoreError::Database(_) | StoreError::Closed => ApiError::Internal(error.to_string()),
         }
     }

@@ -2,10 +2,14 @@
 //!
 //! Writes return a [`Ticket`] that resolves once the change is durable; a backend batches
 //! concurrent writes into one commit so durability does not cap throughput. SQLite is the
-//! embedded backend ([`sqlite`]); the trait is also the seam where a backend for several nodes
-//! (such as PostgreSQL) would plug in; none exists yet.
+//! embedded backend ([`sqlite`], the default); PostgreSQL ([`postgres`]) holds the state of
+//! several nodes sharing one database. Both trim the history on one schedule ([`retention`]).
 
+pub mod postgres;
+pub mod retention;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use blynk_proto::Pin;
 use tokio::sync::oneshot;
@@ -16,7 +20,7 @@ use crate::model::{
 };
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database refused the operation.
     #[error("database error: {0}")]
@@ -27,6 +31,10 @@ pub enum StoreError {
     /// Nothing has this id or name.
     #[error("{0} not found")]
     NotFound(String),
+    /// The database cannot be reached (a server that is down or restarting); the store keeps
+    /// trying to reconnect, so the same request may succeed a moment later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The store has shut down.
     #[error("the store is closed")]
     Closed,

@@ -35,7 +35,18 @@ fn free_port() -> u16 {
 
 /// Starts the binary on `data` with ephemeral ports and reads its start banner.
 async fn start(data: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+    start_on(data, None).await
+}
+
+/// Like [`start`], on the PostgreSQL database `store` when given (through `BLYNK_STORE`, the
+/// setting's environment form).
+async fn start_on(data: &Path, store: Option<&str>) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_blynk-server"));
+    match store {
+        Some(url) => command.env("BLYNK_STORE", url),
+        None => command.env_remove("BLYNK_STORE"),
+    };
+    let mut child = command
         .args([
             "--bind",
             "127.0.0.1",
@@ -91,7 +102,15 @@ async fn start(data: &Path) -> Process {
 }
 
 async fn admin_key(data: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+    admin_key_on(data, None).await
+}
+
+async fn admin_key_on(data: &Path, store: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_blynk-server"));
+    if let Some(url) = store {
+        command.args(["--store", url]);
+    }
+    let output = command
         .arg("--data")
         .arg(data)
         .arg("key")
@@ -103,8 +122,18 @@ async fn admin_key(data: &Path) -> String {
 
 #[tokio::test]
 async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
+    acknowledged_writes_survive_kill_9_and_restart(None).await;
+}
+
+#[tokio::test]
+async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart_on_postgres() {
+    let url = crate::support::postgres::shared().fresh_database();
+    acknowledged_writes_survive_kill_9_and_restart(Some(&url)).await;
+}
+
+async fn acknowledged_writes_survive_kill_9_and_restart(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path()).await;
+    let mut server = start_on(dir.path(), store).await;
     let options = LoginOptions {
         sync_on_connect: false,
         ..LoginOptions::default()
@@ -145,8 +174,15 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
 
-    let restarted = start(dir.path()).await;
-    let key = admin_key(dir.path()).await;
+    // On PostgreSQL, a new data directory: the state is all in the database.
+    let other_dir = tempfile::tempdir().unwrap();
+    let data = if store.is_some() {
+        other_dir.path()
+    } else {
+        dir.path()
+    };
+    let restarted = start_on(data, store).await;
+    let key = admin_key_on(data, store).await;
     let auth = format!("Bearer {key}");
     let values = http::request(
         restarted.http,

@@ -9,6 +9,7 @@ mod durability;
 mod http_api;
 mod interleavings;
 mod mqtt;
+mod postgres_store;
 mod publication;
 mod python_clients;
 mod smoke;

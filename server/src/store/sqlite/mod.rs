@@ -20,13 +20,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use self::reader::Reader;
-pub use self::retention::Retention;
 use self::writer::{Job, Op, Writer};
 use super::{Snapshot, Store, StoreError, Ticket, ValueWrite};
 use crate::model::{
     Device, DeviceId, EventRecord, HistoryPoint, PendingCommand, PropertyRecord, Template,
     TemplateId,
 };
+pub use crate::store::retention::Retention;
 
 /// Events kept per device.
 pub const EVENTS_PER_DEVICE: i64 = 200;
@@ -121,6 +121,18 @@ impl SqliteStore {
         let (reply, ticket) = oneshot::channel();
         let _ = self.writes.send(Op::TrimHistory(reply));
         ticket
+    }
+
+    /// Holds the writer until the returned sender is dropped, so that everything queued
+    /// meanwhile lands in one batch.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> (oneshot::Sender<()>, Ticket) {
+        let (release, held) = oneshot::channel::<()>();
+        let ticket = self.submit(move |_| {
+            let _ = held.blocking_recv();
+            Ok(())
+        });
+        (release, ticket)
     }
 
     /// Queues `work` on the writer; its result is sent once the batch holding it has committed.

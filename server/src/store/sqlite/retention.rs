@@ -1,206 +1,65 @@
-//! History retention, applied off the write path: the writer thread runs small trimming steps
-//! between its batches, each its own short transaction that deletes a bounded number of rows,
-//! so a write never waits behind a large delete.
+//! History retention on SQLite: the two queries of a trimming step (the schedule is shared,
+//! see [`crate::store::retention`]), each step its own short write transaction.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-
-use blynk_proto::Pin;
+use futures_util::FutureExt as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::DeviceId;
+use crate::store::retention::{Retention, TrimQueries, Trimmer};
 
-/// How much history is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Values kept per pin, newest first; 0 keeps any number.
-    pub per_pin: u32,
-    /// Values older than this are removed; `None` keeps them whatever their age.
-    pub max_age: Option<Duration>,
+/// Runs one bounded trimming step in its own transaction; returns the rows deleted.
+pub(super) fn step(
+    trimmer: &mut Trimmer,
+    connection: &Connection,
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    trimmer.begin_step();
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    // The queries below are synchronous: the future is complete at its first poll.
+    let deleted = trimmer
+        .trim_some(&mut Queries(connection), now_ms)
+        .now_or_never()
+        .unwrap_or(Ok(0));
+    match deleted {
+        Ok(_) => connection.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+    }
+    deleted
 }
 
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            per_pin: 1000,
-            max_age: None,
-        }
-    }
-}
+struct Queries<'a>(&'a Connection);
 
-/// Most history rows one step deletes.
-const ROWS_PER_STEP: u64 = 1000;
-/// Most pins one step examines.
-const PINS_PER_STEP: usize = 16;
-/// Pause between two steps while there is work left.
-pub(super) const STEP_EVERY: Duration = Duration::from_millis(10);
-/// A sweep over every pin (for the age rule, and pins not written since the start) starts this
-/// long after the previous one started.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// The first sweep waits this long after opening, so that short-lived processes (the
-/// command line) and start-up do not pay for it.
-const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(10);
+impl TrimQueries for Queries<'_> {
+    type Error = rusqlite::Error;
 
-/// Where trimming stands: which pins are due and how far the sweep got.
-pub(super) struct Trimmer {
-    retention: Retention,
-    /// Inserts per pin since it was last trimmed.
-    inserts: HashMap<(DeviceId, Pin), u32>,
-    /// Pins with enough inserts to be worth trimming now.
-    due: HashSet<(DeviceId, Pin)>,
-    /// The last pin the running sweep trimmed; `None` when no sweep runs.
-    sweep: Option<(DeviceId, String)>,
-    next_sweep_at: Instant,
-    next_step_at: Instant,
-}
-
-impl Trimmer {
-    pub(super) fn new(retention: Retention) -> Self {
-        let now = Instant::now();
-        Trimmer {
-            retention,
-            inserts: HashMap::new(),
-            due: HashSet::new(),
-            sweep: None,
-            next_sweep_at: now + FIRST_SWEEP_AFTER,
-            next_step_at: now,
-        }
+    async fn next_pin_after(
+        &mut self,
+        (after_device, after_pin): &(DeviceId, String),
+    ) -> rusqlite::Result<Option<(DeviceId, String)>> {
+        self.0
+            .prepare_cached(
+                "SELECT device_id, pin FROM history WHERE (device_id, pin) > (?1, ?2)
+                 ORDER BY device_id, pin LIMIT 1",
+            )?
+            .query_row(params![after_device, after_pin], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
     }
 
-    /// Whether any rule is on.
-    fn enabled(&self) -> bool {
-        self.retention.per_pin > 0 || self.retention.max_age.is_some()
-    }
-
-    /// Counts a history insert; a pin becomes due once its inserts reach a tenth of the count
-    /// limit, so it never holds more than 10% over it for long.
-    pub(super) fn inserted(&mut self, device_id: DeviceId, pin: Pin) {
-        if self.retention.per_pin == 0 {
-            return;
-        }
-        let every = (self.retention.per_pin / 10).max(1);
-        let inserts = self.inserts.entry((device_id, pin)).or_default();
-        *inserts += 1;
-        if *inserts >= every {
-            self.inserts.remove(&(device_id, pin));
-            self.due.insert((device_id, pin));
-        }
-    }
-
-    /// Forgets what is known of a deleted device.
-    pub(super) fn forget(&mut self, device_id: DeviceId) {
-        self.inserts.retain(|(device, _), _| *device != device_id);
-        self.due.retain(|(device, _)| *device != device_id);
-    }
-
-    /// How long until a step is due, if any work is waiting or planned.
-    pub(super) fn next_step_in(&self, now: Instant) -> Option<Duration> {
-        if !self.enabled() {
-            return None;
-        }
-        let at = if self.has_work(now) {
-            self.next_step_at
-        } else {
-            self.next_sweep_at
-        };
-        Some(at.saturating_duration_since(now))
-    }
-
-    fn has_work(&self, now: Instant) -> bool {
-        !self.due.is_empty() || self.sweep.is_some() || now >= self.next_sweep_at
-    }
-
-    /// Whether a step should run now.
-    pub(super) fn step_due(&self, now: Instant) -> bool {
-        self.enabled() && self.has_work(now) && now >= self.next_step_at
-    }
-
-    /// Starts a sweep over every pin now (from the first, even if one is running).
-    pub(super) fn start_sweep(&mut self) {
-        let now = Instant::now();
-        self.sweep = Some((DeviceId::MIN, String::new()));
-        self.next_sweep_at = now + SWEEP_EVERY;
-        self.next_step_at = now;
-    }
-
-    /// Whether work is left (a sweep running or pins due).
-    pub(super) fn busy(&self) -> bool {
-        self.enabled() && self.has_work(Instant::now())
-    }
-
-    /// One bounded step, in its own transaction: at most [`PINS_PER_STEP`] pins examined and
-    /// [`ROWS_PER_STEP`] rows deleted. Returns the rows deleted.
-    pub(super) fn step(&mut self, connection: &Connection, now_ms: i64) -> rusqlite::Result<u64> {
-        let now = Instant::now();
-        if self.sweep.is_none() && now >= self.next_sweep_at {
-            self.start_sweep();
-        }
-        self.next_step_at = now + STEP_EVERY;
-        connection.execute_batch("BEGIN IMMEDIATE")?;
-        let deleted = self.trim_some(connection, now_ms);
-        match deleted {
-            Ok(_) => connection.execute_batch("COMMIT")?,
-            Err(_) => {
-                let _ = connection.execute_batch("ROLLBACK");
-            }
-        }
-        deleted
-    }
-
-    fn trim_some(&mut self, connection: &Connection, now_ms: i64) -> rusqlite::Result<u64> {
-        let mut budget = ROWS_PER_STEP;
-        let mut pins = 0;
-        while budget > 0 && pins < PINS_PER_STEP {
-            let Some(&(device_id, pin)) = self.due.iter().next() else {
-                break;
-            };
-            pins += 1;
-            let deleted = self.trim_pin(connection, device_id, &pin.to_string(), now_ms, budget)?;
-            budget -= deleted;
-            if budget > 0 {
-                // Otherwise rows may be left: the pin stays due.
-                self.due.remove(&(device_id, pin));
-            }
-        }
-        while budget > 0 && pins < PINS_PER_STEP {
-            let Some((after_device, after_pin)) = &self.sweep else {
-                break;
-            };
-            let next: Option<(DeviceId, String)> = connection
-                .prepare_cached(
-                    "SELECT device_id, pin FROM history WHERE (device_id, pin) > (?1, ?2)
-                     ORDER BY device_id, pin LIMIT 1",
-                )?
-                .query_row(params![after_device, after_pin], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            let Some((device_id, pin)) = next else {
-                self.sweep = None;
-                break;
-            };
-            pins += 1;
-            let deleted = self.trim_pin(connection, device_id, &pin, now_ms, budget)?;
-            budget -= deleted;
-            if budget > 0 {
-                // Done with this pin; otherwise the next step starts on it again.
-                self.sweep = Some((device_id, pin));
-            }
-        }
-        Ok(ROWS_PER_STEP - budget)
-    }
-
-    /// Deletes at most `budget` of the pin's oldest rows that break a rule.
-    fn trim_pin(
-        &self,
-        connection: &Connection,
+    async fn trim_pin(
+        &mut self,
         device_id: DeviceId,
         pin: &str,
-        now_ms: i64,
+        retention: &Retention,
+        cutoff_ms: Option<i64>,
         budget: u64,
     ) -> rusqlite::Result<u64> {
+        let connection = self.0;
         let mut deleted = 0;
-        if self.retention.per_pin > 0 {
+        if retention.per_pin > 0 {
             deleted += connection
                 .prepare_cached(
                     "DELETE FROM history WHERE device_id = ?1 AND pin = ?2 AND version IN (
@@ -213,15 +72,13 @@ impl Trimmer {
                 .execute(params![
                     device_id,
                     pin,
-                    self.retention.per_pin,
+                    retention.per_pin,
                     i64::try_from(budget).unwrap_or(i64::MAX)
                 ])? as u64;
         }
-        if let Some(max_age) = self.retention.max_age
+        if let Some(cutoff) = cutoff_ms
             && deleted < budget
         {
-            let cutoff =
-                now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
             deleted += connection
                 .prepare_cached(
                     "DELETE FROM history WHERE device_id = ?1 AND pin = ?2 AND version IN (

@@ -13,8 +13,9 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::database;
-use super::retention::{Retention, Trimmer};
+use super::retention;
 use crate::model::{DeviceId, now_ms};
+use crate::store::retention::{Retention, Trimmer};
 use crate::store::{StoreError, ValueWrite};
 
 /// Most operations applied in one transaction.
@@ -300,7 +301,7 @@ impl Writer {
     }
 
     fn trim_step(&mut self) -> u64 {
-        match self.trimmer.step(&self.connection, now_ms()) {
+        match retention::step(&mut self.trimmer, &self.connection, now_ms()) {
             Ok(deleted) => deleted,
             Err(error) => {
                 tracing::warn!(%error, "history trimming step failed; it is tried again later");
@@ -314,10 +315,8 @@ impl Writer {
         self.trimmer.start_sweep();
         let mut deleted = 0;
         while self.trimmer.busy() {
-            deleted += self
-                .trimmer
-                .step(&self.connection, now_ms())
-                .map_err(database)?;
+            deleted +=
+                retention::step(&mut self.trimmer, &self.connection, now_ms()).map_err(database)?;
         }
         Ok(deleted)
     }

@@ -7,6 +7,7 @@ pub mod classic;
 pub mod http;
 pub mod mqtt;
 pub mod native;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

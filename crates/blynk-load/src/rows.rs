@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::app_to_device;
 use super::data_path::{self, AppWriteArgs, FloodArgs, RateArgs};
 use super::history::{self, HistoryArgs};
 use super::links::{DeviceProtocol, System, UnderTest};
@@ -146,7 +147,9 @@ pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) 
                 Row::DeviceToAppRate { args, .. } => {
                     data_path::device_to_app_rate(&under_test, args).await
                 }
-                Row::AppToDevice { args, .. } => data_path::app_to_device(&under_test, args).await,
+                Row::AppToDevice { args, .. } => {
+                    app_to_device::app_to_device(&under_test, args).await
+                }
                 _ => Err(anyhow::anyhow!("{name} is not a data-path row")),
             }
         });
@@ -214,7 +217,7 @@ fn per_protocol(
                     if row == PROTOCOL_DEVICE_TO_APP {
                         data_path::device_to_app_rate(&under_test, &device_to_app).await
                     } else {
-                        data_path::app_to_device(&under_test, &app_to_device).await
+                        app_to_device::app_to_device(&under_test, &app_to_device).await
                     }
                 });
                 let durability = under_test.durability();

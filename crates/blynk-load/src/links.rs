@@ -2,22 +2,20 @@
 //! a device (on blynk-server a classic, native or MQTT device; on Mosquitto an MQTT client) and
 //! the app that watches every device (the app WebSocket, or an MQTT subscriber of `dev/#`).
 
-use std::collections::HashMap;
-
 use anyhow::{Context as _, Result, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
 
 use blynk_proto::Value;
+use blynk_proto::classic::Command;
 use blynk_proto::native::{self, Decoded, Message, Write};
 
-use super::app_events::{self, AppEvent};
 use super::mqtt::{self, Credentials, Mosquitto, MqttReader, Packet};
 use super::{
-    Incoming, NativeConn, PINS, ServerMode, Target, TargetArgs, WsReader, classic_frame,
-    classic_header, classic_login, datastream_name, join_all_ok, prepare, push_frame, summarize,
-    virtual_pin, ws_connect, ws_parse, ws_text,
+    Incoming, NativeConn, PINS, ServerMode, Target, TargetArgs, classic_frame, classic_login,
+    classic_next, classic_virtual_write, datastream_name, is_ok_reply, join_all_ok, prepare,
+    push_frame, received_virtual_write, summarize, virtual_pin,
 };
 
 /// What an MQTT device of blynk-server subscribes to for app writes (docs/protocol.md).
@@ -333,7 +331,7 @@ impl DeviceWriter {
         let id = self.take_id();
         let payload = value.to_string();
         match self.wire {
-            Wire::Classic => classic_frame(out, 20, id, format!("vw\0{pin}\0{value}").as_bytes()),
+            Wire::Classic => classic_virtual_write(out, id, pin, value)?,
             Wire::Native => push_frame(
                 out,
                 &Message::Write(Write {
@@ -363,13 +361,13 @@ impl DeviceWriter {
     /// Classic only: appends a PING, answered once the server has read everything before it
     /// (classic writes have no acknowledgement). `false` on the others, where every write is
     /// acknowledged.
-    pub fn push_ping(&mut self, out: &mut Vec<u8>) -> bool {
+    pub fn push_ping(&mut self, out: &mut Vec<u8>) -> Result<bool> {
         if self.wire != Wire::Classic {
-            return false;
+            return Ok(false);
         }
         let id = self.take_id();
-        classic_frame(out, 6, id, &[]);
-        true
+        classic_frame(out, Command::Ping, id, &[])?;
+        Ok(true)
     }
 }
 
@@ -432,16 +430,14 @@ impl DeviceReader {
                 consumed += used;
             }
         } else {
-            while let Some((command, _, status, len)) = classic_header(&self.buffer[consumed..]) {
-                let body = &self.buffer[consumed + 5..consumed + len];
-                each(match command {
-                    0 if status == 200 => DeviceIncoming::Acknowledged,
-                    0 => DeviceIncoming::Refused,
-                    20 => classic_virtual_write(body)
+            while let Some((frame, len)) = classic_next(&self.buffer[consumed..]) {
+                each(match frame.command {
+                    Command::Response if is_ok_reply(&frame) => DeviceIncoming::Acknowledged,
+                    Command::Response => DeviceIncoming::Refused,
+                    _ => received_virtual_write(&frame)
                         .map_or(DeviceIncoming::Other, |(_, value)| {
                             DeviceIncoming::AppWrite(value)
                         }),
-                    _ => DeviceIncoming::Other,
                 });
                 consumed += len;
             }
@@ -451,17 +447,7 @@ impl DeviceReader {
     }
 }
 
-/// `vw\0<pin>\0<value>` of a classic HARDWARE body.
-fn classic_virtual_write(body: &[u8]) -> Option<(u32, i64)> {
-    let mut parts = body.split(|byte| *byte == 0);
-    if parts.next()? != b"vw" {
-        return None;
-    }
-    let pin = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    Some((pin, integer(parts.next()?)?))
-}
-
-fn integer(text: &[u8]) -> Option<i64> {
+pub(crate) fn integer(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.trim().parse().ok()
 }
 
@@ -484,218 +470,13 @@ fn pin_of_downlink(topic: &[u8]) -> Option<u32> {
 }
 
 /// `(index, pin)` of `dev/<index>/V<pin>` or `app/<index>/V<pin>`.
-fn pin_of_topic(topic: &[u8]) -> Option<(usize, u32)> {
+pub(crate) fn pin_of_topic(topic: &[u8]) -> Option<(usize, u32)> {
     let topic = std::str::from_utf8(topic).ok()?;
     let mut parts = topic.split('/');
     let _root = parts.next()?;
     let index = parts.next()?.parse().ok()?;
     let pin = parts.next()?.strip_prefix('V')?.parse().ok()?;
     (pin < PINS).then_some((index, pin))
-}
-
-/// The app that watches every device.
-pub enum WatcherLink {
-    Server {
-        reader: WsReader,
-        _write: OwnedWriteHalf,
-        index_of: HashMap<i64, usize>,
-    },
-    Mosquitto {
-        reader: MqttReader,
-        write: OwnedWriteHalf,
-    },
-}
-
-/// How a watcher ended.
-#[derive(Debug, Default)]
-pub struct WatchEnd {
-    /// Why the system closed it, if it did.
-    pub closed: Option<String>,
-    /// WebSocket messages or MQTT packets received.
-    pub messages: u64,
-}
-
-/// Receives value changes: `(now in ns since the run's epoch, device index, pin, value,
-/// changes it stands for)`.
-pub trait ValueSink: Send + 'static {
-    fn value(&mut self, now: u64, index: usize, pin: u32, value: i64, coalesced: u64);
-    /// Every pin holds its final value.
-    fn complete(&self) -> bool;
-}
-
-/// Opens the watcher and waits until it watches every device (WebSocket snapshot received,
-/// MQTT SUBACK).
-pub async fn open_watcher(under_test: &UnderTest) -> Result<WatcherLink> {
-    match under_test {
-        UnderTest::Server(target, _) => {
-            let (mut reader, mut write) = ws_connect(target.http, &target.admin_key).await?;
-            let mut out = Vec::new();
-            ws_text(&mut out, br#"{"type":"watch","devices":"all"}"#);
-            write.write_all(&out).await?;
-            let deadline = tokio::time::Instant::now() + super::SETUP_TIMEOUT;
-            'snapshot: loop {
-                while let Some((opcode, payload, consumed)) =
-                    ws_parse(&reader.buffer[reader.start..])?
-                {
-                    let mut snapshot = false;
-                    if opcode == 1 {
-                        app_events::for_each_event(payload, |event| {
-                            snapshot |= matches!(event, AppEvent::Snapshot)
-                        });
-                    } else if opcode == 8 {
-                        bail!("the watcher was closed before its snapshot");
-                    }
-                    reader.start += consumed;
-                    if snapshot {
-                        break 'snapshot;
-                    }
-                }
-                match tokio::time::timeout_at(deadline, reader.fill()).await {
-                    Ok(Ok(0)) => bail!("the watcher was closed before its snapshot"),
-                    Ok(result) => {
-                        result?;
-                    }
-                    Err(_) => bail!("no snapshot within {:?}", super::SETUP_TIMEOUT),
-                }
-            }
-            let index_of = target
-                .devices
-                .iter()
-                .enumerate()
-                .map(|(index, device)| (device.id, index))
-                .collect();
-            Ok(WatcherLink::Server {
-                reader,
-                _write: write,
-                index_of,
-            })
-        }
-        UnderTest::Mosquitto(broker) => {
-            let (mut reader, mut write) = mqtt::connect_client(broker.address, "watcher").await?;
-            mqtt::subscribe_and_wait(&mut reader, &mut write, "dev/#").await?;
-            Ok(WatcherLink::Mosquitto { reader, write })
-        }
-    }
-}
-
-/// Reads the watcher until `stop` or until the system closes it, handing every value change to
-/// `sink`; sets `complete` once the sink has every final value.
-pub async fn run_watcher<S: ValueSink>(
-    mut link: WatcherLink,
-    mut sink: S,
-    epoch: std::time::Instant,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (S, WatchEnd) {
-    let mut end = WatchEnd::default();
-    let mut acks = Vec::new();
-    loop {
-        let filled = match &mut link {
-            WatcherLink::Server { reader, .. } => tokio::select! {
-                read = reader.fill() => Some(read),
-                _ = stop.changed() => None,
-            },
-            WatcherLink::Mosquitto { reader, .. } => tokio::select! {
-                read = reader.fill() => Some(read),
-                _ = stop.changed() => None,
-            },
-        };
-        match filled {
-            None => break,
-            Some(Ok(0)) => {
-                end.closed
-                    .get_or_insert_with(|| "connection closed".to_owned());
-                break;
-            }
-            Some(Err(error)) => {
-                end.closed = Some(format!("read error: {error}"));
-                break;
-            }
-            Some(Ok(_)) => {}
-        }
-        let now = super::nanos_since(epoch);
-        let result: Result<()> = match &mut link {
-            WatcherLink::Server {
-                reader, index_of, ..
-            } => (|| {
-                while let Some((opcode, payload, consumed)) =
-                    ws_parse(&reader.buffer[reader.start..])?
-                {
-                    end.messages += 1;
-                    match opcode {
-                        1 => {
-                            app_events::for_each_event(payload, |event| {
-                                if let AppEvent::Value {
-                                    device,
-                                    pin,
-                                    value,
-                                    coalesced,
-                                } = event
-                                    && let Some(&index) = index_of.get(&device)
-                                {
-                                    sink.value(now, index, pin, value, coalesced);
-                                }
-                            });
-                        }
-                        8 => end.closed = Some(close_reason(payload)),
-                        _ => {}
-                    }
-                    reader.start += consumed;
-                }
-                Ok(())
-            })(),
-            WatcherLink::Mosquitto { reader, .. } => reader.drain(|packet| {
-                end.messages += 1;
-                if let Packet::Publish {
-                    topic,
-                    payload,
-                    packet_id,
-                } = packet
-                {
-                    if let Some(id) = packet_id {
-                        mqtt::puback(&mut acks, id);
-                    }
-                    if let (Some((index, pin)), Some(value)) =
-                        (pin_of_topic(topic), integer(payload))
-                    {
-                        sink.value(now, index, pin, value, 1);
-                    }
-                }
-            }),
-        };
-        if let Err(error) = result {
-            end.closed = Some(format!("unreadable message: {error}"));
-            break;
-        }
-        if let WatcherLink::Mosquitto { write, .. } = &mut link
-            && !acks.is_empty()
-        {
-            if let Err(error) = write.write_all(&acks).await {
-                end.closed = Some(format!("write error: {error}"));
-                break;
-            }
-            acks.clear();
-        }
-        if sink.complete() {
-            complete.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        if end.closed.is_some() {
-            break;
-        }
-    }
-    (sink, end)
-}
-
-/// "1008 too slow: ..." from a WebSocket close payload.
-fn close_reason(payload: &[u8]) -> String {
-    match payload {
-        [high, low, reason @ ..] => format!(
-            "closed with {} {}",
-            u16::from_be_bytes([*high, *low]),
-            String::from_utf8_lossy(reason)
-        ),
-        _ => "closed".to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -706,8 +487,13 @@ mod tests {
     fn topics_and_classic_bodies_give_pin_and_value() {
         assert_eq!(pin_of_topic(b"dev/12/V15"), Some((12, 15)));
         assert_eq!(pin_of_topic(b"dev/12/V16"), None);
-        assert_eq!(classic_virtual_write(b"vw\x003\x00-42"), Some((3, -42)));
-        assert_eq!(classic_virtual_write(b"dw\x003\x001"), None);
+        let mut frames = Vec::new();
+        classic_virtual_write(&mut frames, 7, 3, -42).unwrap();
+        classic_frame(&mut frames, Command::Hardware, 8, &["dw", "3", "1"]).unwrap();
+        let (first, len) = classic_next(&frames).unwrap();
+        assert_eq!(received_virtual_write(&first), Some((3, -42)));
+        let (second, _) = classic_next(&frames[len..]).unwrap();
+        assert_eq!(received_virtual_write(&second), None);
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! The `idle-rss` scenario: the server's resident memory per idle connection.
+
+use super::*;
+
+/// This process's soft limit of open files, from /proc.
+pub(crate) fn open_file_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// VmRSS of a process, in KiB.
+pub(crate) fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .context("no VmRSS line")
+}
+
+/// Logs in `devices` in batches of `parallel`.
+pub(crate) async fn login_many(
+    native: SocketAddr,
+    devices: &[DeviceRef],
+    parallel: usize,
+) -> Result<Vec<NativeConn>> {
+    let mut conns = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(parallel.max(1)) {
+        let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
+        for device in chunk {
+            let token = device.token.clone();
+            logins.spawn(async move { NativeConn::login(native, &token, false, 3600).await });
+        }
+        conns.extend(join_all_ok(&mut logins, "native logins").await?);
+    }
+    Ok(conns)
+}
+
+pub(crate) async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
+    let pid = target.server_pid().context(
+        "idle-rss measures the server process: use a child server (the default) or --server-pid",
+    )?;
+    let settle = Duration::from_secs(2);
+    tokio::time::sleep(settle).await;
+    let before = vm_rss_kib(pid)?;
+    let half = args.connections / 2;
+    let mut held = idle_logins(target, &target.devices[..half], args.protocol).await?;
+    tokio::time::sleep(settle).await;
+    let at_half = vm_rss_kib(pid)?;
+    let second = &target.devices[half..args.connections];
+    held.extend(idle_logins(target, second, args.protocol).await?);
+    tokio::time::sleep(settle).await;
+    let after = vm_rss_kib(pid)?;
+    // Every connection is still open and logged in: nothing was closed by the server.
+    let mut closed = 0;
+    for stream in &mut held {
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
+        {
+            closed += 1;
+        }
+    }
+    let count = args.connections as f64;
+    let second_half = (args.connections - half) as f64;
+    drop(held);
+    Ok(format!(
+        "idle-rss: {} idle {} connections (logged in, no sync) to the {} (pid {pid}): server \
+         VmRSS {} KiB before, {} KiB at {}, {} KiB at {}: {:.2} KiB per connection overall, {:.2} \
+         KiB per connection over the second half; {} closed [target <= {} KiB]",
+        args.connections,
+        match args.protocol {
+            IdleProtocol::Native => "native",
+            IdleProtocol::Classic => "classic",
+        },
+        target.mode(),
+        before,
+        at_half,
+        half,
+        after,
+        args.connections,
+        after.saturating_sub(before) as f64 / count,
+        after.saturating_sub(at_half) as f64 / second_half,
+        closed,
+        match args.protocol {
+            IdleProtocol::Native => 4,
+            IdleProtocol::Classic => 1,
+        },
+    ))
+}
+
+/// Logs in `devices` with `protocol` and keeps their sockets.
+pub(crate) async fn idle_logins(
+    target: &Target,
+    devices: &[DeviceRef],
+    protocol: IdleProtocol,
+) -> Result<Vec<TcpStream>> {
+    if protocol == IdleProtocol::Native {
+        let conns = login_many(target.native, devices, 250).await?;
+        return Ok(conns.into_iter().map(|conn| conn.stream).collect());
+    }
+    let mut streams = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(250) {
+        let mut logins: JoinSet<Result<TcpStream>> = JoinSet::new();
+        for device in chunk {
+            let (address, token) = (target.http, device.token.clone());
+            logins.spawn(async move { classic_login(address, &token).await });
+        }
+        streams.extend(join_all_ok(&mut logins, "classic logins").await?);
+    }
+    Ok(streams)
+}

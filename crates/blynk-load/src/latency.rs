@@ -1,0 +1,235 @@
+//! The `latency` scenario: app writes at a fixed rate, timed until the device receives them.
+
+use super::*;
+
+pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
+    let devices = &target.devices[..args.devices.min(target.devices.len())];
+    if devices.is_empty() || args.senders == 0 || args.rate == 0 {
+        bail!("latency needs devices, senders and a rate");
+    }
+    let total = (args.rate as f64 * (args.warmup + args.seconds)) as usize;
+    let warmup_count = (args.rate as f64 * args.warmup) as usize;
+    let epoch = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+
+    // The devices, recording the latency of each update they receive.
+    let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
+    for device in devices {
+        let (address, token) = (target.native, device.token.clone());
+        logins.spawn(async move { NativeConn::login(address, &token, false, 600).await });
+    }
+    let conns = join_all_ok(&mut logins, "native logins").await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut receivers = JoinSet::new();
+    for mut conn in conns {
+        let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
+        receivers.spawn(async move {
+            let mut latencies: Vec<u64> = Vec::with_capacity(total);
+            let mut received = 0u64;
+            loop {
+                tokio::select! {
+                    read = conn.fill() => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                    _ = stopped.changed() => break,
+                }
+                let now = nanos_since(epoch);
+                while let Ok(Some(incoming)) = conn.next() {
+                    if let Incoming::Update(Some(seq)) = incoming {
+                        received += 1;
+                        let seq = seq as usize;
+                        if seq >= warmup_count
+                            && let Some(at) = sent_at.get(seq)
+                        {
+                            latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                        }
+                    }
+                }
+            }
+            (latencies, received)
+        });
+    }
+
+    // The senders: seq s goes from sender s % senders, to device s % devices, pin (s / devices) % 16.
+    let errors = Arc::new(AtomicU64::new(0));
+    let rate_each = args.rate as f64 / args.senders as f64;
+    let ids: Arc<Vec<i64>> = Arc::new(devices.iter().map(|device| device.id).collect());
+    let mut senders = JoinSet::new();
+    let started = Instant::now();
+    for sender in 0..args.senders {
+        let mine = (sender..total)
+            .step_by(args.senders)
+            .collect::<Vec<usize>>();
+        let (sent_at, ids, errors) = (sent_at.clone(), ids.clone(), errors.clone());
+        let (http, key, via) = (target.http, target.admin_key.clone(), args.via);
+        senders.spawn(async move {
+            let write_of = |seq: usize| {
+                let device = ids[seq % ids.len()];
+                let pin = (seq / ids.len()) % PINS as usize;
+                (device, pin)
+            };
+            match via {
+                Via::Ws => {
+                    let (mut reader, mut writer) = ws_connect(http, &key).await?;
+                    let (drain_errors, replies_sent_at) = (errors.clone(), sent_at.clone());
+                    let expected = mine.len();
+                    let replies_deadline = tokio::time::Instant::from_std(started)
+                        + Duration::from_secs_f64(mine.len() as f64 / rate_each)
+                        + Duration::from_secs(3);
+                    // Replies: "stored" (or "pending") once durable, timed; then "delivered".
+                    let replies = tokio::spawn(async move {
+                        let mut stored: Vec<u64> = Vec::with_capacity(expected);
+                        let mut answered = 0;
+                        while answered < expected {
+                            match tokio::time::timeout_at(replies_deadline, reader.fill()).await {
+                                Ok(Ok(count)) if count > 0 => {}
+                                _ => break,
+                            }
+                            let now = nanos_since(epoch);
+                            let _ = reader.drain(|frame| {
+                                let WsFrame::Text(text) = frame else {
+                                    return true;
+                                };
+                                if find(text, b"\"error\"").is_some() {
+                                    drain_errors.fetch_add(1, Ordering::Relaxed);
+                                    answered += 1;
+                                } else if find(text, b"\"stored\"").is_some()
+                                    || find(text, b"\"pending\"").is_some()
+                                {
+                                    answered += 1;
+                                    let reply: serde_json::Value =
+                                        serde_json::from_slice(text).unwrap_or_default();
+                                    if let Some(seq) = reply["id"].as_u64()
+                                        && seq as usize >= warmup_count
+                                        && let Some(at) = replies_sent_at.get(seq as usize)
+                                    {
+                                        stored.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                                    }
+                                }
+                                true
+                            });
+                        }
+                        stored
+                    });
+                    let mut out = Vec::with_capacity(4096);
+                    let mut next = 0;
+                    while next < mine.len() {
+                        let due = ((started.elapsed().as_secs_f64() * rate_each) as usize + 1)
+                            .min(mine.len());
+                        let batch = next..due.max(next);
+                        for &seq in &mine[batch.clone()] {
+                            let (device, pin) = write_of(seq);
+                            let text = format!(
+                                r#"{{"type":"write","id":{seq},"device":{device},"pin":"V{pin}","value":{seq}}}"#
+                            );
+                            ws_text(&mut out, text.as_bytes());
+                        }
+                        if !out.is_empty() {
+                            let now = nanos_since(epoch);
+                            for &seq in &mine[batch.clone()] {
+                                sent_at[seq].store(now, Ordering::Relaxed);
+                            }
+                            writer.write_all(&out).await?;
+                            out.clear();
+                        }
+                        next = batch.end;
+                        // Until the next write of this sender is due.
+                        let at = started + Duration::from_secs_f64(next as f64 / rate_each);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    let finished = started.elapsed();
+                    let stored = replies.await.unwrap_or_default();
+                    Ok::<_, anyhow::Error>((stored, finished))
+                }
+                Via::Rest => {
+                    let mut client = HttpClient::connect(http, &key).await?;
+                    let mut stored = Vec::with_capacity(mine.len());
+                    for (k, &seq) in mine.iter().enumerate() {
+                        let due = started + Duration::from_secs_f64(k as f64 / rate_each);
+                        tokio::time::sleep_until(due.into()).await;
+                        let (device, pin) = write_of(seq);
+                        let body = format!(r#"{{"value":{seq},"wait_ms":0}}"#);
+                        let sent = nanos_since(epoch);
+                        sent_at[seq].store(sent, Ordering::Relaxed);
+                        let (status, _) = client
+                            .request("PUT", &format!("/api/devices/{device}/values/V{pin}"), Some(&body))
+                            .await?;
+                        if status != 200 {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        } else if seq >= warmup_count {
+                            stored.push(nanos_since(epoch).saturating_sub(sent));
+                        }
+                    }
+                    Ok((stored, started.elapsed()))
+                }
+            }
+        });
+    }
+    let mut sender_failures = Vec::new();
+    let mut stored_latencies: Vec<u64> = Vec::with_capacity(total);
+    let mut finished = Duration::ZERO;
+    let send_deadline = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
+    while let Ok(Some(done)) = tokio::time::timeout(send_deadline, senders.join_next()).await {
+        match done {
+            Ok(Ok((stored, sender_finished))) => {
+                stored_latencies.extend(stored);
+                finished = finished.max(sender_finished);
+            }
+            Ok(Err(error)) => sender_failures.push(error.to_string()),
+            Err(error) => sender_failures.push(error.to_string()),
+        }
+    }
+    let sending = finished.as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    let mut latencies = Vec::with_capacity(total);
+    let mut received = 0;
+    while let Some(done) = receivers.join_next().await {
+        let (mine, count) = done?;
+        latencies.extend(mine);
+        received += count;
+    }
+    latencies.sort_unstable();
+    stored_latencies.sort_unstable();
+    let percentile_of = |values: &[u64], p: f64| -> f64 {
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
+        values[index] as f64 / 1e6
+    };
+    let percentile = |p: f64| percentile_of(&latencies, p);
+    if !sender_failures.is_empty() {
+        eprintln!("  latency senders failed: {sender_failures:?}");
+    }
+    Ok(format!(
+        "latency: {} app writes/s via {} over {} connections to {} native devices (16 pins), {} \
+         durability, {}; {} measured over {:.1} s after {:.1} s warm-up (sending took {:.1} s): \
+         send -> device Update p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; send -> \
+         \"stored\" reply p50 {:.3} ms, p99 {:.3} ms; received {}/{} sent (an older value is not \
+         sent once a newer one of its pin was), {} errors [target p99 <= 1 ms at 10k msg/s]",
+        args.rate,
+        match args.via {
+            Via::Ws => "app WebSocket",
+            Via::Rest => "REST PUT",
+        },
+        args.senders,
+        devices.len(),
+        durability_of(target),
+        target.mode(),
+        latencies.len(),
+        args.seconds,
+        args.warmup,
+        sending,
+        percentile(0.50),
+        percentile(0.99),
+        percentile(0.999),
+        latencies.last().map_or(f64::NAN, |max| *max as f64 / 1e6),
+        percentile_of(&stored_latencies, 0.50),
+        percentile_of(&stored_latencies, 0.99),
+        received,
+        total,
+        errors.load(Ordering::Relaxed) + sender_failures.len() as u64,
+    ))
+}

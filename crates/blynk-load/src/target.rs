@@ -1,0 +1,488 @@
+//! The server under test: in this process, a child `blynk-server`, or an external one, and
+//! the template and devices it is prepared with.
+
+use super::*;
+
+/// A device prepared for the run.
+#[derive(Clone, Debug)]
+pub(crate) struct DeviceRef {
+    pub(crate) id: i64,
+    pub(crate) token: String,
+}
+
+/// A data directory under the system temp dir, removed on drop.
+pub(crate) struct TempData(pub(crate) PathBuf);
+
+impl TempData {
+    pub(crate) fn new() -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "blynk-load-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempData(path))
+    }
+}
+
+impl Drop for TempData {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) enum Running {
+    InProcess {
+        runtime: tokio::runtime::Runtime,
+        server: Box<blynk_server::Server>,
+        _data: TempData,
+    },
+    Child {
+        child: Child,
+        _data: TempData,
+    },
+    External {
+        pid: Option<u32>,
+    },
+}
+
+pub(crate) struct Target {
+    pub(crate) http: SocketAddr,
+    pub(crate) native: SocketAddr,
+    /// The MQTT device port, when the server opened one.
+    pub(crate) mqtt: Option<SocketAddr>,
+    pub(crate) admin_key: String,
+    pub(crate) devices: Vec<DeviceRef>,
+    pub(crate) running: Running,
+    /// `full`, `process`, or "the external server's".
+    pub(crate) durability: &'static str,
+}
+
+impl Target {
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.running {
+            Running::InProcess { .. } => "in-process server",
+            Running::Child { .. } => "child-process server",
+            Running::External { .. } => "external server",
+        }
+    }
+
+    pub(crate) fn server_pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::InProcess { .. } => None,
+            Running::Child { child, .. } => Some(child.id()),
+            Running::External { pid } => *pid,
+        }
+    }
+
+    pub(crate) fn stop(self) {
+        match self.running {
+            Running::InProcess {
+                runtime,
+                server,
+                _data,
+            } => {
+                runtime.block_on((*server).shutdown());
+                runtime.shutdown_timeout(Duration::from_secs(2));
+            }
+            Running::Child { mut child, _data } => {
+                // Our own child, by its id: SIGTERM first for a graceful stop, then SIGKILL.
+                let _ = Command::new("kill")
+                    .arg(child.id().to_string())
+                    .stderr(Stdio::null())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::External { .. } => {}
+        }
+    }
+}
+
+pub(crate) fn load_template(name: &str) -> Template {
+    Template {
+        id: 0,
+        name: name.to_owned(),
+        datastreams: (0..PINS)
+            .map(|number| DatastreamDef {
+                pin: virtual_pin(number),
+                name: datastream_name(number),
+                value_type: DatastreamType::Integer,
+                min: None,
+                max: None,
+                default: None,
+                sync: true,
+                kind: KindDef::State,
+                ttl: None,
+            })
+            .collect(),
+    }
+}
+
+/// The name of the load template's datastream on virtual pin `number` (MQTT topics use it).
+pub(crate) fn datastream_name(number: u32) -> String {
+    format!("value{number}")
+}
+
+pub(crate) fn virtual_pin(number: u32) -> Pin {
+    Pin::virtual_pin(number % PINS).unwrap_or(Pin::Virtual(0))
+}
+
+pub(crate) fn server_config(data: &Path, durability: Durability) -> Config {
+    let mut config = Config {
+        data_dir: data.to_path_buf(),
+        bind: "127.0.0.1".parse().expect("an address"),
+        http_port: 0,
+        native_port: 0,
+        mqtt_port: MqttPort::Ephemeral,
+        durability: match durability {
+            Durability::Full => DurabilitySetting::Full,
+            Durability::Process => DurabilitySetting::Process,
+        },
+        ..Config::default()
+    };
+    config.limits.messages_per_second = 10_000_000;
+    config.limits.message_burst = 10_000_000;
+    config.limits.failed_logins_per_minute = 1_000_000;
+    config
+}
+
+/// Starts (or reaches) the server and creates the template, `count` devices, and with
+/// `preset`, a value for each of their 16 pins.
+pub(crate) fn prepare(
+    args: &TargetArgs,
+    default_mode: ServerMode,
+    count: usize,
+    preset: bool,
+    load: &tokio::runtime::Runtime,
+) -> Result<Target> {
+    let mode = args.server.unwrap_or(
+        if args.http.is_some() && args.native.is_some() && args.admin_key.is_some() {
+            ServerMode::External
+        } else {
+            default_mode
+        },
+    );
+    let started = Instant::now();
+    let target = match mode {
+        ServerMode::External => {
+            let http = args
+                .http
+                .context("--http is needed for an external server")?;
+            let native = args
+                .native
+                .context("--native is needed for an external server")?;
+            let admin_key = args
+                .admin_key
+                .clone()
+                .context("--admin-key is needed for an external server")?;
+            let devices = load.block_on(populate_rest(http, &admin_key, count, preset))?;
+            Target {
+                http,
+                native,
+                mqtt: None,
+                admin_key,
+                devices,
+                running: Running::External {
+                    pid: args.server_pid,
+                },
+                durability: "the external server's",
+            }
+        }
+        ServerMode::InProcess | ServerMode::Child => {
+            let data = TempData::new()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("server")
+                .build()?;
+            let server = runtime.block_on(blynk_server::start_with_admin_key(
+                server_config(&data.0, args.durability),
+                Some(ADMIN_KEY),
+            ))?;
+            let engine = server.engine().clone();
+            let devices = runtime.block_on(populate(&engine, count, preset))?;
+            if mode == ServerMode::InProcess {
+                Target {
+                    http: server.http_address,
+                    native: server.native_address,
+                    mqtt: server.mqtt_address,
+                    admin_key: server.admin_key.clone(),
+                    devices,
+                    running: Running::InProcess {
+                        runtime,
+                        server: Box::new(server),
+                        _data: data,
+                    },
+                    durability: args.durability.name(),
+                }
+            } else {
+                runtime.block_on(server.shutdown());
+                drop(engine);
+                runtime.shutdown_timeout(Duration::from_secs(2));
+                let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
+                Target {
+                    http: addresses.http,
+                    native: addresses.native,
+                    mqtt: addresses.mqtt,
+                    admin_key,
+                    devices,
+                    running: Running::Child { child, _data: data },
+                    durability: args.durability.name(),
+                }
+            }
+        }
+    };
+    eprintln!(
+        "  prepared the {} with {} devices{} in {:.1} s",
+        target.mode(),
+        target.devices.len(),
+        if preset { " and 16 values each" } else { "" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(target)
+}
+
+/// Creates the template and devices through the engine, a few hundred at a time so the store
+/// commits them in batches.
+pub(crate) async fn populate(
+    engine: &Arc<Engine>,
+    count: usize,
+    preset: bool,
+) -> Result<Vec<DeviceRef>> {
+    let template = engine.create_template(load_template("load")).await?;
+    let mut devices = Vec::with_capacity(count);
+    let indices: Vec<usize> = (0..count).collect();
+    for chunk in indices.chunks(500) {
+        let created = futures_util::future::join_all(chunk.iter().map(|index| {
+            let (engine, template) = (engine.clone(), template.clone());
+            async move {
+                engine
+                    .create_device(&format!("load-{index}"), &template)
+                    .await
+            }
+        }))
+        .await;
+        let mut slots = Vec::with_capacity(created.len());
+        for slot in created {
+            let slot = slot?;
+            devices.push(DeviceRef {
+                id: slot.device.id,
+                token: slot.device.token.clone(),
+            });
+            slots.push(slot);
+        }
+        if preset {
+            let writes = slots.iter().flat_map(|slot| {
+                (0..PINS).map(move |number| {
+                    let engine = engine.clone();
+                    async move {
+                        let value = Value::int(slot.device.id * 100 + i64::from(number));
+                        engine
+                            .app_write(slot, virtual_pin(number), &value, Origin::Http)
+                            .await
+                    }
+                })
+            });
+            for written in futures_util::future::join_all(writes).await {
+                written.map_err(|error| anyhow!("presetting a value: {error}"))?;
+            }
+        }
+    }
+    Ok(devices)
+}
+
+/// Creates the template and devices through the app REST API of an external server.
+pub(crate) async fn populate_rest(
+    http: SocketAddr,
+    admin_key: &str,
+    count: usize,
+    preset: bool,
+) -> Result<Vec<DeviceRef>> {
+    let name = format!(
+        "load-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or_default()
+    );
+    let template = serde_json::to_value(load_template(&name))?;
+    let mut client = HttpClient::connect(http, admin_key).await?;
+    let (status, body) = client
+        .request("POST", "/api/templates", Some(&template.to_string()))
+        .await?;
+    if status != 201 {
+        bail!("creating the template: HTTP {status}: {body}");
+    }
+    let workers = 8.min(count.max(1));
+    let mut tasks = JoinSet::new();
+    for worker in 0..workers {
+        let (name, admin_key) = (name.clone(), admin_key.to_owned());
+        tasks.spawn(async move {
+            let mut client = HttpClient::connect(http, &admin_key).await?;
+            let mut made = Vec::new();
+            for index in (worker..count).step_by(workers) {
+                let body =
+                    serde_json::json!({ "name": format!("{name}-{index}"), "template": name });
+                let (status, reply) = client
+                    .request("POST", "/api/devices", Some(&body.to_string()))
+                    .await?;
+                if status != 201 {
+                    bail!("creating a device: HTTP {status}: {reply}");
+                }
+                let reply: serde_json::Value = serde_json::from_str(&reply)?;
+                let device = DeviceRef {
+                    id: reply["id"].as_i64().context("device id")?,
+                    token: reply["token"].as_str().context("device token")?.to_owned(),
+                };
+                if preset {
+                    for number in 0..PINS {
+                        let body = serde_json::json!({
+                            "value": device.id * 100 + i64::from(number),
+                            "wait_ms": 0,
+                        });
+                        let path = format!("/api/devices/{}/values/V{number}", device.id);
+                        let (status, reply) = client
+                            .request("PUT", &path, Some(&body.to_string()))
+                            .await?;
+                        if status != 200 {
+                            bail!("presetting a value: HTTP {status}: {reply}");
+                        }
+                    }
+                }
+                made.push((index, device));
+            }
+            Ok::<_, anyhow::Error>(made)
+        });
+    }
+    let mut all = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    all.sort_by_key(|(index, _)| *index);
+    Ok(all.into_iter().map(|(_, device)| device).collect())
+}
+
+/// Where a child server listens, read from its start banner.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChildAddresses {
+    pub(crate) http: SocketAddr,
+    pub(crate) native: SocketAddr,
+    pub(crate) mqtt: Option<SocketAddr>,
+}
+
+/// A free loopback port, for a child server's MQTT listener (its command line takes a port
+/// number; 0 there turns MQTT off).
+pub(crate) fn free_loopback_port() -> Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
+}
+
+/// Starts `blynk-server` over the prepared data directory on ephemeral loopback ports and reads
+/// its addresses from the start banner.
+pub(crate) fn spawn_child(
+    args: &TargetArgs,
+    data: &Path,
+) -> Result<(Child, ChildAddresses, String)> {
+    let binary = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("blynk-server"),
+    };
+    if !binary.exists() {
+        bail!(
+            "no server binary at {} (build it: cargo build --release -p blynk-server, or \
+             pass --server-bin)",
+            binary.display()
+        );
+    }
+    let config = data.join("load.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmessages_per_second = 10000000\nmessage_burst = 10000000\n\
+         failed_logins_per_minute = 1000000\n",
+    )?;
+    // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
+    let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };
+    let mut child = Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--native-port",
+            "0",
+        ])
+        .args(["--mqtt-port", &mqtt_port.to_string()])
+        .args(["--durability", args.durability.name(), "serve"])
+        .env("BLYNK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let (found, banner) = std::sync::mpsc::channel();
+    // Reads the banner, then keeps draining the output so the server never blocks on it.
+    std::thread::spawn(move || {
+        let (mut http, mut native, mut mqtt, mut key) = (None, None, None, None);
+        let mut echoed = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let trimmed = line.trim();
+            let last = trimmed.split_whitespace().last().unwrap_or_default();
+            if trimmed.starts_with("HTTP API") {
+                http = last
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/api")
+                    .parse::<SocketAddr>()
+                    .ok();
+            } else if trimmed.starts_with("native devices") {
+                native = last.parse::<SocketAddr>().ok();
+            } else if let Some(rest) = trimmed.strip_prefix("MQTT devices") {
+                // "MQTT devices     127.0.0.1:PORT (user `device`, ...)": printed before the key.
+                mqtt = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|address| address.parse::<SocketAddr>().ok());
+            } else if trimmed.starts_with("admin key") {
+                key = Some(last.to_owned());
+            } else if (line.contains("WARN") || line.contains("ERROR")) && echoed < 20 {
+                echoed += 1;
+                eprintln!("  server: {line}");
+            }
+            if let (Some(http), Some(native), Some(k)) = (http, native, key.clone()) {
+                let _ = found.send((ChildAddresses { http, native, mqtt }, k));
+                key = None;
+            }
+        }
+    });
+    match banner.recv_timeout(Duration::from_secs(60)) {
+        Ok((addresses, key)) => {
+            if args.mqtt && addresses.mqtt.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the child server printed no MQTT address (its port was taken?)");
+            }
+            Ok((child, addresses, key))
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the child server printed no addresses within 60 s")
+        }
+    }
+}

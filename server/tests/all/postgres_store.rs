@@ -1,0 +1,82 @@
+//! A server on the PostgreSQL store (`--store postgres://...`): what it acknowledged is there
+//! after a restart, and a restart of PostgreSQL itself is ridden out without restarting the
+//! server (clear errors while it is down, everything working again once it is back).
+
+use crate::support::postgres::{self, Postgres};
+use crate::support::{TestServer, http, test_config};
+
+/// A server on `url`, with a data directory of its own (which holds none of the state).
+async fn start_on(url: &str) -> (TestServer, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path());
+    config.store.url = Some(url.to_owned());
+    (TestServer::start_in(data.path(), config).await, data)
+}
+
+async fn update(server: &TestServer, token: &str, query: &str) -> http::Response {
+    http::get(
+        server.http(),
+        &format!("/external/api/update?token={token}&{query}"),
+    )
+    .await
+}
+
+async fn read(server: &TestServer, token: &str, pin: &str) -> String {
+    http::get(
+        server.http(),
+        &format!("/external/api/get?token={token}&{pin}"),
+    )
+    .await
+    .body
+}
+
+#[tokio::test]
+async fn spec_3_10_a_server_on_postgres_keeps_acknowledged_values_across_a_restart() {
+    let url = postgres::shared().fresh_database();
+    let (mut first, _data) = start_on(&url).await;
+    let token = first.demo_token();
+    assert_eq!(update(&first, &token, "v1=42").await.status, 200);
+    assert_eq!(update(&first, &token, "v3=hello").await.status, 200);
+    first.stop().await;
+
+    // Another data directory: everything comes from PostgreSQL.
+    let (second, _other_data) = start_on(&url).await;
+    assert_eq!(read(&second, &token, "v1").await, "42");
+    assert_eq!(read(&second, &token, "v3").await, "hello");
+    assert_eq!(
+        second.server().admin_key,
+        crate::support::ADMIN_KEY,
+        "the second start found the first one's data"
+    );
+    assert!(!second.server().first_start);
+}
+
+#[tokio::test]
+async fn a_restart_of_postgres_is_ridden_out_without_restarting_the_server() {
+    // A server of its own: the shared one must not go away under other tests.
+    let database = Postgres::start().unwrap_or_else(|error| panic!("{error}"));
+    let (server, _data) = start_on(&database.url("postgres")).await;
+    let token = server.demo_token();
+    assert_eq!(update(&server, &token, "v1=1").await.status, 200);
+
+    database.stop();
+    let refused = update(&server, &token, "v1=2").await;
+    assert_eq!(
+        refused.status, 503,
+        "a write that cannot be stored is refused as unavailable: {}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("unavailable"),
+        "the error says why: {}",
+        refused.body
+    );
+
+    database.resume().unwrap();
+    assert_eq!(
+        update(&server, &token, "v1=3").await.status,
+        200,
+        "the store reconnects by itself"
+    );
+    assert_eq!(read(&server, &token, "v1").await, "3");
+}
