@@ -3,8 +3,8 @@
 //!
 //! Why: [`encode`](super::encode) and [`decode`](super::decode) are postcard's generic
 //! serializer over every message; a firmware linking them carries code for messages it never
-//! sends or receives. This codec writes the seven messages a device sends ([`write`]) and reads
-//! the eight a server sends ([`read`]), byte for byte as postcard does (varints, zigzag,
+//! sends or receives. This codec writes the seven messages a device sends ([`mod@write`]) and reads
+//! the eight a server sends ([`mod@read`]), byte for byte as postcard does (varints, zigzag,
 //! length-prefixed strings; see `docs/protocol.md`), with the same checks on input. It shares
 //! the message codes ([`code`](super::code)) and the frame header
 //! ([`split_frame`](super::frame)) with the serde codec, and the tests hold the two to the same

@@ -113,7 +113,7 @@ impl<'o> Writer<'o> {
     }
 
     /// A value: the part count, then each part (variant, then zigzag integer, little-endian
-    /// double or string). These are the bytes [`write`] takes.
+    /// double or string). These are the bytes [`write()`] takes.
     pub fn value(&mut self, value: &Value<'_>) -> Result<(), Full> {
         self.varint(value.parts().len() as u64)?;
         for part in value.parts() {
