@@ -6,41 +6,15 @@
 //! `embassy-sync` blocking mutex over a caller-chosen [`RawMutex`] (a critical section on a
 //! board, a thread-mode or no-op mutex where that fits), held only for a few copies.
 
-use core::cell::RefCell;
-
 use blynk_proto::Pin;
-use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::RawMutex;
-use embassy_sync::signal::Signal;
 use embassy_time::Instant;
 
-use crate::error::{Error, QueueError};
+use crate::error::QueueError;
 use crate::outbox::Outbox;
 use crate::runner::{Config, Runner};
+use crate::shared::{Link, Shared, Status};
 use crate::value::IntoValue;
-
-/// The connection as the firmware sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Status {
-    /// Logged in to the server now.
-    pub connected: bool,
-    /// The automatic sync of the current connection completed: the device holds the server's
-    /// state.
-    pub synced: bool,
-    /// How many logins succeeded since start.
-    pub logins: u32,
-    /// Why the last connection ended, or the last attempt failed.
-    pub last_error: Option<Error>,
-    /// Set when the runner stopped for good, with the reason (a rejected token, say).
-    pub stopped: Option<Error>,
-}
-
-/// What the firmware and the runner share.
-pub(crate) struct Shared<const SLOTS: usize, const BYTES: usize> {
-    pub(crate) outbox: Outbox<SLOTS, BYTES>,
-    pub(crate) status: Status,
-}
 
 /// The device's handle on the platform, shared between the runner and the firmware's tasks
 /// (put it in a `static`, or a `StaticCell`).
@@ -49,8 +23,7 @@ pub(crate) struct Shared<const SLOTS: usize, const BYTES: usize> {
 /// events) may wait, and how many bytes their encoded values may take together. An integer
 /// takes 3 to 12 bytes, a text its length plus 3.
 pub struct Blynk<M: RawMutex, const SLOTS: usize = 16, const BYTES: usize = 256> {
-    shared: Mutex<M, RefCell<Shared<SLOTS, BYTES>>>,
-    wake: Signal<M, ()>,
+    link: Link<M, SLOTS, BYTES>,
 }
 
 impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Default for Blynk<M, SLOTS, BYTES> {
@@ -62,19 +35,7 @@ impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Default for Blynk<M, S
 impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Blynk<M, SLOTS, BYTES> {
     /// A device object with an empty queue; `const`, so it can initialise a `static`.
     pub const fn new() -> Self {
-        Blynk {
-            shared: Mutex::new(RefCell::new(Shared {
-                outbox: Outbox::new(),
-                status: Status {
-                    connected: false,
-                    synced: false,
-                    logins: 0,
-                    last_error: None,
-                    stopped: None,
-                },
-            })),
-            wake: Signal::new(),
-        }
+        Blynk { link: Link::new() }
     }
 
     /// The runner that connects this device, over caller-supplied buffers: `rx` receives
@@ -87,15 +48,11 @@ impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Blynk<M, SLOTS, BYTES>
         rx: &'a mut [u8],
         tx: &'a mut [u8],
     ) -> Runner<'a, M, SLOTS, BYTES> {
-        Runner::new(self, config, rx, tx)
+        Runner::new(&self.link, config, rx, tx)
     }
 
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Shared<SLOTS, BYTES>) -> R) -> R {
-        self.shared.lock(|shared| f(&mut shared.borrow_mut()))
-    }
-
-    pub(crate) fn wake(&self) -> &Signal<M, ()> {
-        &self.wake
+    fn with<R>(&self, f: impl FnOnce(&mut Shared<SLOTS, BYTES>) -> R) -> R {
+        self.link.with(f)
     }
 
     fn queue(
@@ -104,7 +61,7 @@ impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Blynk<M, SLOTS, BYTES>
     ) -> Result<(), QueueError> {
         let now = Instant::now();
         self.with(|shared| f(&mut shared.outbox, now))?;
-        self.wake.signal(());
+        self.link.wake().signal(());
         Ok(())
     }
 
@@ -124,7 +81,7 @@ impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Blynk<M, SLOTS, BYTES>
     /// Repeated calls before the answer merge into one request.
     pub fn sync_all(&self) {
         self.with(|shared| shared.outbox.request_all());
-        self.wake.signal(());
+        self.link.wake().signal(());
     }
 
     /// Asks for the latest values of these virtual pins, flagged `sync` or not
@@ -135,7 +92,7 @@ impl<M: RawMutex, const SLOTS: usize, const BYTES: usize> Blynk<M, SLOTS, BYTES>
                 shared.outbox.request_pin(Pin::Virtual(*pin));
             }
         });
-        self.wake.signal(());
+        self.link.wake().signal(());
     }
 
     /// Sets a widget property of virtual pin `pin`, e.g. `set_property(1, "color", "#FF0000")`.

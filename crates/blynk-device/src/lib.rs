@@ -107,23 +107,21 @@ mod blynk;
 mod connector;
 mod error;
 mod handlers;
-mod inbound;
 mod outbox;
 mod runner;
 pub mod session;
+mod shared;
 mod value;
-mod wire;
 
 #[cfg(feature = "embassy-net")]
 pub mod net;
 
 pub use backoff::{Backoff, Prng};
-pub use blynk::{Blynk, Status};
+pub use blynk::Blynk;
 pub use blynk_proto::{Pin, Scalar, Value};
 pub use connector::Connector;
 pub use error::{ConnectError, Error, QueueError};
 pub use handlers::{DefaultHandler, Firmware, Handlers, SyncDone, WriteHandler};
-#[doc(hidden)]
-pub use inbound::decode_for_tests;
 pub use runner::{Config, Runner};
+pub use shared::Status;
 pub use value::{IntoScalar, IntoValue, ValueExt};

@@ -21,13 +21,13 @@
 //! Longer than 600 lines because its unit tests sit beside it: they reach the arena and the slots,
 //! which the crate keeps private; the queue itself is about 520 lines.
 
+use blynk_proto::native::lean::{self, Full, Writer};
 use blynk_proto::text::BoundedStr;
 use blynk_proto::{MAX_SYNC_PINS, Pin, Value};
 use embassy_time::Instant;
 
 use crate::error::QueueError;
 use crate::log::pin_letter;
-use crate::wire::{self, Full, Writer, code};
 
 /// What an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +121,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
     ) -> Result<(), QueueError> {
         BoundedStr::<{ blynk_proto::MAX_NAME_LEN }>::new(name).map_err(|_| QueueError::TooLong)?;
         self.push(Kind::Property, pin, Some(name), now, |w| {
-            w.str(name)?;
-            w.value(value)
+            lean::property_body(w, name, value)
         })
     }
 
@@ -139,14 +138,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
                 .map_err(|_| QueueError::TooLong)?;
         }
         self.push(Kind::Event, Pin::Virtual(0), None, now, |w| {
-            w.str(code)?;
-            match description {
-                Some(text) => {
-                    w.byte(1)?;
-                    w.str(text)
-                }
-                None => w.byte(0),
-            }
+            lean::event_body(w, code, description)
         })
     }
 
@@ -220,7 +212,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
     }
 
     fn property_name(&self, entry: &Entry) -> Option<&str> {
-        wire::read_str(self.body(entry)).map(|(name, _)| name)
+        lean::property_name(self.body(entry))
     }
 
     /// Takes an entry out and closes the gap its body left in the arena.
@@ -293,11 +285,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         let mut pos = 0;
         if self.sync.all && self.sync.all_sent_id == 0 {
             let id = self.next_id;
-            let all = wire::frame(out, |w| {
-                w.byte(code::SYNC_REQUEST)?;
-                w.varint(u64::from(id))?;
-                w.byte(0)
-            });
+            let all = lean::sync_all(id, out);
             match all {
                 Ok(len) => pos += len,
                 Err(Full) => return 0,
@@ -309,10 +297,11 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         if self.sync.pins_sent_id == 0 && self.sync.pins.iter().any(|bits| *bits != 0) {
             let mut pins = heapless::Vec::<Pin, MAX_SYNC_PINS>::new();
             let mut taken = [0u8; 32];
-            // As many pins as fit the room left (header, code, id, variant, count: 9 bytes at
-            // most; 2 bytes a pin); the rest go in the next request.
+            // As many pins as fit the room left; the rest go in the next request.
             let room_left = out.len().saturating_sub(pos);
-            let fit = (room_left.saturating_sub(9) / 2).min(MAX_SYNC_PINS);
+            let fit = (room_left.saturating_sub(lean::SYNC_REQUEST_ENVELOPE)
+                / lean::SYNC_REQUEST_PIN)
+                .min(MAX_SYNC_PINS);
             for number in 0..=u8::MAX {
                 let (byte, bit) = (usize::from(number / 8), 1u8 << (number % 8));
                 let wanted = self.sync.pins.get(byte).is_some_and(|bits| bits & bit != 0);
@@ -330,13 +319,7 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
             let only = if pins.is_empty() {
                 Err(Full)
             } else {
-                wire::frame(room, |w| {
-                    w.byte(code::SYNC_REQUEST)?;
-                    w.varint(u64::from(id))?;
-                    w.byte(1)?;
-                    w.varint(pins.len() as u64)?;
-                    pins.iter().try_for_each(|pin| w.pin(*pin))
-                })
+                lean::sync_pins(id, &pins, room)
             };
             if let Ok(len) = only {
                 pos += len;
@@ -505,23 +488,11 @@ fn encode_entry(
     age_ms: Option<u32>,
     out: &mut [u8],
 ) -> Result<usize, Full> {
-    wire::frame(out, |w| {
-        let code = match entry.kind {
-            Kind::Write => code::WRITE,
-            Kind::Property => code::PROPERTY,
-            Kind::Event => code::EVENT,
-        };
-        w.byte(code)?;
-        w.varint(u64::from(id))?;
-        if entry.kind != Kind::Event {
-            w.pin(entry.pin)?;
-        }
-        w.bytes(body)?;
-        if entry.kind == Kind::Write {
-            w.option_u64(age_ms.map(u64::from))?;
-        }
-        Ok(())
-    })
+    match entry.kind {
+        Kind::Write => lean::write(id, entry.pin, body, age_ms, out),
+        Kind::Property => lean::property(id, entry.pin, body, out),
+        Kind::Event => lean::event(id, body, out),
+    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,12 @@ use embassy_time::{Duration, Instant, Timer, with_timeout};
 use embedded_io_async::{Error as _, Read, Write};
 
 use crate::backoff::{Backoff, fnv1a};
-use crate::blynk::Blynk;
 use crate::connector::Connector;
 use crate::error::Error;
 use crate::handlers::{Firmware, Handlers, SyncDone, apply};
 use crate::log::pin_letter;
 use crate::session::{Event, Session};
+use crate::shared::Link;
 
 /// How the device connects and behaves; build it with [`Config::new`] and the `with_` methods.
 #[derive(Debug, Clone, Copy)]
@@ -90,10 +90,10 @@ impl<'a> Config<'a> {
     }
 }
 
-/// Owns the connection of one [`Blynk`] device; run it with [`run`](Self::run) next to the
+/// Owns the connection of one [`Blynk`](crate::Blynk) device; run it with [`run`](Self::run) next to the
 /// firmware's own tasks.
 pub struct Runner<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> {
-    blynk: &'a Blynk<M, SLOTS, BYTES>,
+    link: &'a Link<M, SLOTS, BYTES>,
     config: Config<'a>,
     rx: &'a mut [u8],
     tx: &'a mut [u8],
@@ -102,16 +102,17 @@ pub struct Runner<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> {
 }
 
 impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOTS, BYTES> {
-    /// A runner over caller-supplied receive and transmit buffers; see [`Blynk::runner`].
-    pub fn new(
-        blynk: &'a Blynk<M, SLOTS, BYTES>,
+    /// A runner over caller-supplied receive and transmit buffers; see
+    /// [`Blynk::runner`](crate::Blynk::runner).
+    pub(crate) fn new(
+        link: &'a Link<M, SLOTS, BYTES>,
         config: Config<'a>,
         rx: &'a mut [u8],
         tx: &'a mut [u8],
     ) -> Self {
         let seed = config.seed ^ fnv1a(config.token.as_bytes());
         Runner {
-            blynk,
+            link,
             config,
             rx,
             tx,
@@ -142,7 +143,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                 Ok(mut connection) => self.serve(&mut connection, token, firmware, handlers).await,
                 Err(error) => Error::Connect(error),
             };
-            self.blynk
+            self.link
                 .with(|shared| shared.status.last_error = Some(error));
             if !error.is_recoverable() {
                 return self.stop(error);
@@ -161,7 +162,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
 
     fn stop(&mut self, error: Error) -> Error {
         warn!("stopped: {}", error);
-        self.blynk.with(|shared| {
+        self.link.with(|shared| {
             shared.status.stopped = Some(error);
             shared.status.last_error = Some(error);
         });
@@ -177,14 +178,14 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
         handlers: &Handlers<C, N>,
     ) -> Error {
         let Runner {
-            blynk,
+            link,
             config,
             rx,
             tx,
             known_version,
             backoff,
         } = self;
-        let blynk: &Blynk<M, SLOTS, BYTES> = blynk;
+        let link: &Link<M, SLOTS, BYTES> = link;
         let connected_at = Instant::now();
         let mut session = Session::new(rx, *known_version);
         let mut heartbeat = Duration::from_secs(u64::from(config.heartbeat_seconds.max(1)));
@@ -207,7 +208,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                 let known = session.known_version();
                 let mut accepted = None;
                 let processed = session.process(&mut |event| {
-                    on_event(blynk, firmware, handlers, known, &mut accepted, event)
+                    on_event(link, firmware, handlers, known, &mut accepted, event)
                 });
                 if let Some(seconds) = accepted {
                     logged_in = true;
@@ -235,7 +236,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                 let now = Instant::now();
                 let mut len = 0;
                 if logged_in {
-                    len = blynk.with(|shared| {
+                    len = link.with(|shared| {
                         shared.outbox.retry_unacked(now, silence);
                         shared.outbox.fill(tx, connected_at, now)
                     });
@@ -247,10 +248,10 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                         break 'connection error;
                     }
                     last_sent = Instant::now();
-                    if logged_in && blynk.with(|shared| shared.outbox.has_unsent()) {
+                    if logged_in && link.with(|shared| shared.outbox.has_unsent()) {
                         // More than one transmit buffer waits: come back after a look at the
                         // socket.
-                        blynk.wake().signal(());
+                        link.wake().signal(());
                     }
                 }
 
@@ -267,7 +268,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                 }
                 match select3(
                     connection.read(spare),
-                    blynk.wake().wait(),
+                    link.wake().wait(),
                     Timer::at(dead_at.min(ping_at)),
                 )
                 .await
@@ -284,7 +285,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
                         if now >= dead_at {
                             break 'connection Error::HeartbeatTimeout;
                         }
-                        let id = blynk.with(|shared| shared.outbox.take_id());
+                        let id = link.with(|shared| shared.outbox.take_id());
                         if let Some(len) = Session::ping(id, tx) {
                             if let Err(error) =
                                 send(connection, tx.get(..len).unwrap_or_default(), silence).await
@@ -299,7 +300,7 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
         };
 
         *known_version = session.known_version();
-        blynk.with(|shared| {
+        link.with(|shared| {
             shared.outbox.connection_lost();
             shared.status.connected = false;
             shared.status.synced = false;
@@ -334,7 +335,7 @@ async fn send<S: Write>(connection: &mut S, bytes: &[u8], limit: Duration) -> Re
 
 /// Acts on one event from the server.
 fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, const N: usize>(
-    blynk: &Blynk<M, SLOTS, BYTES>,
+    link: &Link<M, SLOTS, BYTES>,
     firmware: &mut C,
     handlers: &Handlers<C, N>,
     known: Option<u64>,
@@ -348,7 +349,7 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
             sync_follows,
         } => {
             *accepted = Some(heartbeat_seconds);
-            blynk.with(|shared| {
+            link.with(|shared| {
                 let status = &mut shared.status;
                 status.connected = true;
                 status.synced = !sync_follows;
@@ -369,7 +370,7 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
             version,
             ..
         } => {
-            if blynk.with(|shared| shared.outbox.should_apply(pin, version)) {
+            if link.with(|shared| shared.outbox.should_apply(pin, version)) {
                 apply(handlers, firmware, pin, &value);
             } else {
                 debug!(
@@ -380,7 +381,7 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
             }
         }
         Event::SyncComplete { id, count } => {
-            blynk.with(|shared| {
+            link.with(|shared| {
                 shared.outbox.sync_complete(id);
                 if id == 0 {
                     shared.status.synced = true;
@@ -391,17 +392,17 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
                 count,
             });
         }
-        Event::Ack { id, version } => blynk.with(|shared| shared.outbox.acked(id, version)),
+        Event::Ack { id, version } => link.with(|shared| shared.outbox.acked(id, version)),
         Event::Refused { id, code } => {
             if code == blynk_proto::native::ErrorCode::RateLimited {
                 warn!(
                     "message {} dropped by the server's rate limit: sent again later",
                     id
                 );
-                blynk.with(|shared| shared.outbox.retry(id));
+                link.with(|shared| shared.outbox.retry(id));
             } else {
                 warn!("message {} refused by the server", id);
-                blynk.with(|shared| shared.outbox.refused(id));
+                link.with(|shared| shared.outbox.refused(id));
             }
         }
     }

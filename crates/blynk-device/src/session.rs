@@ -7,14 +7,13 @@
 //! payload is a typed [`Error`], after which the connection is closed.
 
 use blynk_proto::native::{
-    Decoded, ErrorCode, FrameError, HEADER_LEN, LoginResult, Message, PROTOCOL_VERSION,
+    Decoded, DeviceInfo, ErrorCode, HEADER_LEN, Login, LoginResult, Message, PROTOCOL_VERSION, lean,
 };
-use blynk_proto::text::Token;
+use blynk_proto::text::{BoundedStr, Token};
 use blynk_proto::{MAX_NAME_LEN, Pin, Value};
 
 use crate::error::Error;
 use crate::log::pin_letter;
-use crate::{inbound, wire};
 
 /// Something the server told the device.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,18 +114,18 @@ impl<'b> Session<'b> {
         heartbeat_seconds: u16,
         out: &mut [u8],
     ) -> Option<usize> {
-        let rx_buffer = u16::try_from(self.rx.len()).unwrap_or(u16::MAX);
-        wire::frame(out, |w| {
-            w.byte(wire::code::LOGIN)?;
-            w.byte(PROTOCOL_VERSION)?;
-            w.str(token.as_str())?;
-            w.str(truncate(firmware, MAX_NAME_LEN))?;
-            w.varint(u64::from(rx_buffer))?;
-            w.varint(u64::from(heartbeat_seconds))?;
-            w.bool(true)?;
-            w.option_u64(self.state.known_version)
-        })
-        .ok()
+        let login = Login {
+            protocol: PROTOCOL_VERSION,
+            token,
+            info: DeviceInfo {
+                firmware: BoundedStr::new(truncate(firmware, MAX_NAME_LEN)).ok()?,
+                rx_buffer: u16::try_from(self.rx.len()).unwrap_or(u16::MAX),
+                heartbeat_seconds,
+                sync_on_connect: true,
+                known_version: self.state.known_version,
+            },
+        };
+        lean::login(&login, out).ok()
     }
 
     /// Whether the server accepted the login.
@@ -151,20 +150,12 @@ impl<'b> Session<'b> {
 
     /// Encodes the pong for a ping `id` into `out`; returns its length.
     pub fn pong(id: u16, out: &mut [u8]) -> Option<usize> {
-        wire::frame(out, |w| {
-            w.byte(wire::code::PONG)?;
-            w.varint(u64::from(id))
-        })
-        .ok()
+        lean::pong(id, out).ok()
     }
 
     /// Encodes a ping with `id` into `out`; returns its length.
     pub fn ping(id: u16, out: &mut [u8]) -> Option<usize> {
-        wire::frame(out, |w| {
-            w.byte(wire::code::PING)?;
-            w.varint(u64::from(id))
-        })
-        .ok()
+        lean::ping(id, out).ok()
     }
 
     /// The free part of the receive buffer, to read into; report the count with
@@ -209,14 +200,8 @@ impl<'b> Session<'b> {
         }
         loop {
             let buffered = self.rx.get(..self.filled).unwrap_or_default();
-            if let Some(&[version, high, low]) = buffered.first_chunk::<HEADER_LEN>() {
-                let len = usize::from(u16::from_be_bytes([high, low]));
-                let max = self.rx.len().saturating_sub(HEADER_LEN);
-                if version == PROTOCOL_VERSION && len > max {
-                    return Err(self.fail(Error::Frame(FrameError::FrameTooLong { len, max })));
-                }
-            }
-            let outcome = match inbound::decode(buffered) {
+            let max = self.rx.len().saturating_sub(HEADER_LEN);
+            let outcome = match lean::decode_within(buffered, max) {
                 // A full buffer that still needs more can never make progress (a buffer
                 // smaller than a frame header).
                 Ok(Decoded::NeedMore) if self.filled >= self.rx.len() => Err(Error::BufferTooSmall),
@@ -375,7 +360,9 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use blynk_proto::native::{self, Ack, LoginRejection, SyncComplete, SyncedValue, Update};
+    use blynk_proto::native::{
+        self, Ack, FrameError, LoginRejection, SyncComplete, SyncedValue, Update,
+    };
 
     const TOKEN: &str = "abcdEFGH0123456789_-abcdefghijkl";
 

@@ -5,7 +5,9 @@
 //!
 //! - the domain types every part agrees on: [`Pin`], [`Value`], [`Datastream`];
 //! - the **native protocol** ([`native`]): postcard messages in length-prefixed, versioned frames,
-//!   spoken between `blynk-device` and the server;
+//!   spoken between `blynk-device` and the server; with the `lean` feature also
+//!   `native::lean`, the device's side of it written out by hand, without
+//!   serde, for firmware that counts its flash;
 //! - the **classic Blynk codec** ([`classic`]): the 5-byte-header protocol that existing Blynk
 //!   libraries speak, parsed and built in caller-supplied buffers.
 //!

@@ -90,6 +90,17 @@ mod device {
         BLYNK.sync_virtual(&[1, 2]);
         let _ = BLYNK.set_property(1, "color", "#FF0000");
         let _ = BLYNK.log_event("overheat", Some("too hot"));
+        // With `with-serde`: encode and decode of the serde codec, every message of it, as a
+        // firmware that used them instead of the lean codec would link.
+        #[cfg(feature = "with-serde")]
+        {
+            use blynk_proto::native::{self, Message, Ping};
+            let mut out = [0u8; 64];
+            let message = core::hint::black_box(Message::Ping(Ping { id: 1 }));
+            let _ = core::hint::black_box(native::encode(&message, &mut out).map(|f| f.len()));
+            let input = core::hint::black_box([0u8; 64]);
+            let _ = core::hint::black_box(native::decode(&input).is_ok());
+        }
         let _ = runner.run(&mut Net, &mut lamp, &HANDLERS).await;
         core::hint::black_box((lamp.on, lamp.level, BLYNK.overflow_count()));
     }

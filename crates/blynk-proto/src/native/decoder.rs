@@ -3,8 +3,8 @@
 //! Feed it whatever the socket returned; take frames out until it says it needs more. It never
 //! allocates and never panics, whatever the bytes.
 
-use super::frame::{Decoded, FrameError, HEADER_LEN, decode};
-use super::{MAX_FRAME, Message};
+use super::Message;
+use super::frame::{FrameError, HEADER_LEN, decode_payload, split_frame};
 
 /// What one step of the decoder produced.
 // A message is a few hundred bytes and lives on the stack; boxing it would need an allocator.
@@ -85,34 +85,28 @@ impl<const N: usize> FrameDecoder<N> {
             return Err(error);
         }
         self.drop_yielded();
-        let max = MAX_FRAME.min(N - HEADER_LEN);
-        if let Some(&[_, high, low]) = self
-            .buffer
-            .get(..self.filled)
-            .and_then(|b| b.first_chunk::<HEADER_LEN>())
-        {
-            let len = usize::from(u16::from_be_bytes([high, low]));
-            if len > max && self.buffer.first() == Some(&super::PROTOCOL_VERSION) {
-                return Err(self.fail(FrameError::FrameTooLong { len, max }));
-            }
-        }
-        let outcome = match decode(self.buffer.get(..self.filled).unwrap_or_default()) {
-            Ok(Decoded::NeedMore) => Ok(None),
-            Ok(Decoded::Frame { consumed, .. }) => Ok(Some(consumed)),
-            Err(error) => Err(error),
-        };
-        match outcome {
+        let Self {
+            buffer,
+            filled,
+            yielded,
+            failed,
+        } = self;
+        let buffered = buffer.get(..*filled).unwrap_or_default();
+        // Split borrows: the message borrows `buffer` while an error is kept in `failed`.
+        let frame = split_frame(buffered, N - HEADER_LEN).and_then(|frame| match frame {
+            None => Ok(None),
+            Some((payload, consumed)) => Ok(Some((decode_payload(payload)?, consumed))),
+        });
+        match frame {
             Ok(None) => Ok(Step::NeedMore),
-            Ok(Some(consumed)) => {
-                self.yielded = consumed;
-                // Decode again from a shared borrow so that the message can borrow the buffer;
-                // the bytes are the same, so this cannot fail where the first pass succeeded.
-                match decode(self.buffer.get(..consumed).unwrap_or_default()) {
-                    Ok(Decoded::Frame { message, .. }) => Ok(Step::Frame(message)),
-                    _ => Ok(Step::NeedMore),
-                }
+            Ok(Some((message, consumed))) => {
+                *yielded = consumed;
+                Ok(Step::Frame(message))
             }
-            Err(error) => Err(self.fail(error)),
+            Err(error) => {
+                *failed = Some(error);
+                Err(error)
+            }
         }
     }
 
@@ -126,11 +120,6 @@ impl<const N: usize> FrameDecoder<N> {
     /// How many bytes are buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.filled - self.yielded
-    }
-
-    fn fail(&mut self, error: FrameError) -> FrameError {
-        self.failed = Some(error);
-        error
     }
 
     fn drop_yielded(&mut self) {

@@ -108,12 +108,7 @@ pub fn encode<'o>(message: &Message<'_>, out: &'o mut [u8]) -> Result<&'o [u8], 
         }
         Err(_) => return Err(EncodeError::BufferTooSmall { available }),
     };
-    let [version, len_high, len_low] = header else {
-        return Err(EncodeError::BufferTooSmall { available });
-    };
-    *version = PROTOCOL_VERSION;
-    // MAX_FRAME <= u16::MAX is asserted in the parent module, so this never truncates.
-    [*len_high, *len_low] = (payload_len as u16).to_be_bytes();
+    write_header(header, payload_len).ok_or(EncodeError::BufferTooSmall { available })?;
     out.get(..HEADER_LEN + payload_len)
         .ok_or(EncodeError::BufferTooSmall { available })
 }
@@ -123,13 +118,28 @@ pub fn encoded_len(message: &Message<'_>) -> usize {
     postcard::experimental::serialized_size(message).unwrap_or(usize::MAX)
 }
 
-/// Decodes one frame from the start of `buffer`.
+/// Writes the header of a frame with a payload of `payload_len` bytes into the first
+/// [`HEADER_LEN`] bytes of `header`; `None` when `header` is shorter. The one header writer of
+/// both codecs.
+pub(crate) fn write_header(header: &mut [u8], payload_len: usize) -> Option<()> {
+    let [version, len_high, len_low] = header.first_chunk_mut::<HEADER_LEN>()?;
+    *version = PROTOCOL_VERSION;
+    // Callers never pass more than MAX_FRAME <= u16::MAX (asserted in the parent module).
+    [*len_high, *len_low] = (payload_len as u16).to_be_bytes();
+    Some(())
+}
+
+/// Finds the frame at the start of `buffer`: its payload and the bytes the whole frame takes,
+/// or `None` until all of it is there. The one header parser of both codecs and of the
+/// stream decoders.
 ///
-/// Returns [`Decoded::NeedMore`] until a whole frame is there. The version is checked on the
-/// first byte and the length on the third, so a bad peer is refused before its payload arrives.
-pub fn decode(buffer: &[u8]) -> Result<Decoded<'_>, FrameError> {
+/// A payload may be at most `max` bytes (and never more than [`MAX_FRAME`]): a reader with a
+/// smaller buffer refuses a frame it could never hold as soon as the header is in. The version
+/// is checked on the first byte and the length on the third, so a bad peer is refused before
+/// its payload arrives.
+pub(crate) fn split_frame(buffer: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
     let Some(&version) = buffer.first() else {
-        return Ok(Decoded::NeedMore);
+        return Ok(None);
     };
     if version != PROTOCOL_VERSION {
         return Err(FrameError::BadVersion {
@@ -138,28 +148,43 @@ pub fn decode(buffer: &[u8]) -> Result<Decoded<'_>, FrameError> {
         });
     }
     let Some(&[_, high, low]) = buffer.first_chunk::<HEADER_LEN>() else {
-        return Ok(Decoded::NeedMore);
+        return Ok(None);
     };
     let len = usize::from(u16::from_be_bytes([high, low]));
-    if len > MAX_FRAME {
-        return Err(FrameError::FrameTooLong {
-            len,
-            max: MAX_FRAME,
-        });
+    let max = max.min(MAX_FRAME);
+    if len > max {
+        return Err(FrameError::FrameTooLong { len, max });
     }
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    let Some(payload) = buffer.get(HEADER_LEN..HEADER_LEN + len) else {
-        return Ok(Decoded::NeedMore);
-    };
-    let code = payload.first().copied().unwrap_or_default();
+    Ok(buffer
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .map(|payload| (payload, HEADER_LEN + len)))
+}
+
+/// Decodes one frame from the start of `buffer`.
+///
+/// Returns [`Decoded::NeedMore`] until a whole frame is there. The version is checked on the
+/// first byte and the length on the third, so a bad peer is refused before its payload arrives.
+pub fn decode(buffer: &[u8]) -> Result<Decoded<'_>, FrameError> {
+    Ok(match split_frame(buffer, MAX_FRAME)? {
+        None => Decoded::NeedMore,
+        Some((payload, consumed)) => Decoded::Frame {
+            message: decode_payload(payload)?,
+            consumed,
+        },
+    })
+}
+
+/// Decodes one whole payload into a message.
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Message<'_>, FrameError> {
     match postcard::take_from_bytes::<Message<'_>>(payload) {
-        Ok((message, [])) => Ok(Decoded::Frame {
-            message,
-            consumed: HEADER_LEN + len,
-        }),
+        Ok((message, [])) => Ok(message),
         Ok((_, rest)) => Err(FrameError::TrailingBytes { extra: rest.len() }),
-        Err(_) => Err(FrameError::Malformed { len, code }),
+        Err(_) => Err(FrameError::Malformed {
+            len: payload.len(),
+            code: payload.first().copied().unwrap_or_default(),
+        }),
     }
 }

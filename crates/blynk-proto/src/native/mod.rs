@@ -26,6 +26,8 @@
 
 pub mod decoder;
 pub mod frame;
+#[cfg(feature = "lean")]
+pub mod lean;
 pub mod meta;
 pub mod state;
 pub mod system;
@@ -72,90 +74,98 @@ pub enum Direction {
     Both,
 }
 
-/// Every message of the native protocol.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Message<'a> {
-    /// Code 0: the first message of a device.
-    Login(#[serde(borrow)] Login<'a>),
-    /// Code 1: the server's answer to a login.
-    LoginResult(LoginResult),
-    /// Code 2: a liveness probe.
-    Ping(Ping),
-    /// Code 3: the answer to a ping.
-    Pong(Pong),
-    /// Code 4: a device writes a pin.
-    Write(#[serde(borrow)] Write<'a>),
-    /// Code 5: the server forwards an app write to the device.
-    Update(#[serde(borrow)] Update<'a>),
-    /// Code 6: the device asks for stored values.
-    SyncRequest(SyncRequest),
-    /// Code 7: one stored value, in answer to a sync.
-    SyncedValue(#[serde(borrow)] SyncedValue<'a>),
-    /// Code 8: the end of a sync.
-    SyncComplete(SyncComplete),
-    /// Code 9: the device sets a widget property.
-    Property(#[serde(borrow)] Property<'a>),
-    /// Code 10: the device logs an event.
-    Event(#[serde(borrow)] Event<'a>),
-    /// Code 11: the server stored what the device sent.
-    Ack(Ack),
-    /// Code 12: a request was refused.
-    Error(#[serde(borrow)] ErrorReply<'a>),
+/// The message table: one line per message, in code order, from which [`Message`], the
+/// [`code`] constants and [`Message::code`], [`Message::direction`] and [`Message::name`] are
+/// all generated. The code is the line's position (postcard writes the variant index), which a
+/// compile-time check below holds the written codes to.
+macro_rules! message_table {
+    ($(
+        $(#[$doc:meta])*
+        $code:literal $constant:ident $variant:ident($(#[$field:meta])* $payload:ty),
+            $direction:ident, $name:literal;
+    )*) => {
+        /// Every message of the native protocol.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum Message<'a> {
+            $(
+                $(#[$doc])*
+                #[doc = concat!("\n\nCode ", stringify!($code), ", ", $name, ".")]
+                $variant($(#[$field])* $payload),
+            )*
+        }
+
+        /// The message codes: the first byte of every payload, as [`Message::code`] gives them.
+        pub mod code {
+            $(
+                #[doc = concat!("`", $name, "`.")]
+                pub const $constant: u8 = $code;
+            )*
+        }
+
+        /// Every code in table order; entry `i` must be `i`, as postcard numbers variants so.
+        const CODES: &[u8] = &[$($code),*];
+
+        impl Message<'_> {
+            /// The message code: the first byte of the payload.
+            pub const fn code(&self) -> u8 {
+                match self {
+                    $(Message::$variant(_) => code::$constant,)*
+                }
+            }
+
+            /// Which way the message travels.
+            pub const fn direction(&self) -> Direction {
+                match self {
+                    $(Message::$variant(_) => Direction::$direction,)*
+                }
+            }
+
+            /// A short name for logs.
+            pub const fn name(&self) -> &'static str {
+                match self {
+                    $(Message::$variant(_) => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Message<'_> {
-    /// The message code: the first byte of the payload.
-    pub const fn code(&self) -> u8 {
-        match self {
-            Message::Login(_) => 0,
-            Message::LoginResult(_) => 1,
-            Message::Ping(_) => 2,
-            Message::Pong(_) => 3,
-            Message::Write(_) => 4,
-            Message::Update(_) => 5,
-            Message::SyncRequest(_) => 6,
-            Message::SyncedValue(_) => 7,
-            Message::SyncComplete(_) => 8,
-            Message::Property(_) => 9,
-            Message::Event(_) => 10,
-            Message::Ack(_) => 11,
-            Message::Error(_) => 12,
-        }
-    }
-
-    /// Which way the message travels.
-    pub const fn direction(&self) -> Direction {
-        match self {
-            Message::Login(_)
-            | Message::Write(_)
-            | Message::SyncRequest(_)
-            | Message::Property(_)
-            | Message::Event(_) => Direction::DeviceToServer,
-            Message::LoginResult(_)
-            | Message::Update(_)
-            | Message::SyncedValue(_)
-            | Message::SyncComplete(_)
-            | Message::Ack(_) => Direction::ServerToDevice,
-            Message::Ping(_) | Message::Pong(_) | Message::Error(_) => Direction::Both,
-        }
-    }
-
-    /// A short name for logs.
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Message::Login(_) => "login",
-            Message::LoginResult(_) => "login-result",
-            Message::Ping(_) => "ping",
-            Message::Pong(_) => "pong",
-            Message::Write(_) => "write",
-            Message::Update(_) => "update",
-            Message::SyncRequest(_) => "sync-request",
-            Message::SyncedValue(_) => "synced-value",
-            Message::SyncComplete(_) => "sync-complete",
-            Message::Property(_) => "property",
-            Message::Event(_) => "event",
-            Message::Ack(_) => "ack",
-            Message::Error(_) => "error",
-        }
-    }
+message_table! {
+    /// The first message of a device.
+    0 LOGIN Login(#[serde(borrow)] Login<'a>), DeviceToServer, "login";
+    /// The server's answer to a login.
+    1 LOGIN_RESULT LoginResult(LoginResult), ServerToDevice, "login-result";
+    /// A liveness probe.
+    2 PING Ping(Ping), Both, "ping";
+    /// The answer to a ping.
+    3 PONG Pong(Pong), Both, "pong";
+    /// A device writes a pin.
+    4 WRITE Write(#[serde(borrow)] Write<'a>), DeviceToServer, "write";
+    /// The server forwards an app write to the device.
+    5 UPDATE Update(#[serde(borrow)] Update<'a>), ServerToDevice, "update";
+    /// The device asks for stored values.
+    6 SYNC_REQUEST SyncRequest(SyncRequest), DeviceToServer, "sync-request";
+    /// One stored value, in answer to a sync.
+    7 SYNCED_VALUE SyncedValue(#[serde(borrow)] SyncedValue<'a>), ServerToDevice, "synced-value";
+    /// The end of a sync.
+    8 SYNC_COMPLETE SyncComplete(SyncComplete), ServerToDevice, "sync-complete";
+    /// The device sets a widget property.
+    9 PROPERTY Property(#[serde(borrow)] Property<'a>), DeviceToServer, "property";
+    /// The device logs an event.
+    10 EVENT Event(#[serde(borrow)] Event<'a>), DeviceToServer, "event";
+    /// The server stored what the device sent.
+    11 ACK Ack(Ack), ServerToDevice, "ack";
+    /// A request was refused.
+    12 ERROR Error(#[serde(borrow)] ErrorReply<'a>), Both, "error";
 }
+
+const _: () = {
+    let (mut rest, mut index) = (CODES, 0);
+    while let [code, tail @ ..] = rest {
+        assert!(
+            *code as usize == index,
+            "message codes must be 0, 1, 2, ... in order"
+        );
+        (rest, index) = (tail, index + 1);
+    }
+};

@@ -14,6 +14,7 @@
 mod classic_errors;
 mod classic_golden;
 mod classic_roundtrip;
+mod lean;
 mod native_errors;
 mod native_golden;
 mod native_roundtrip;

@@ -164,12 +164,28 @@ fn message_codes_and_directions_match_the_table() {
             Direction::Both,
         ),
     ];
+    // The table in the `native` module's documentation, for people: code -> direction.
+    let documented: Vec<(u8, &str)> = include_str!("../../src/native/mod.rs")
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.strip_prefix("//! |")?.split('|').collect();
+            Some((cells.first()?.trim().parse().ok()?, cells.get(2)?.trim()))
+        })
+        .collect();
+    let codes: Vec<u8> = documented.iter().map(|(code, _)| *code).collect();
+    assert_eq!(codes, (0..=native::code::ERROR).collect::<Vec<u8>>());
     for (message, code, name, direction) in table {
         assert_eq!(message.code(), code, "{name}");
         assert_eq!(message.name(), name);
         assert_eq!(message.direction(), direction, "{name}");
         // The code is what goes on the wire: the first payload byte.
         assert_eq!(frame_of(&message)[HEADER_LEN], code, "{name}");
+        let in_docs = match direction {
+            Direction::DeviceToServer => "device → server",
+            Direction::ServerToDevice => "server → device",
+            Direction::Both => "both",
+        };
+        assert_eq!(documented[usize::from(code)].1, in_docs, "{name}");
     }
 }
 
