@@ -11,6 +11,8 @@ pub mod limits;
 pub mod model;
 pub mod mqtt;
 pub mod net;
+pub mod private_files;
+pub mod properties;
 pub mod session;
 pub mod store;
 pub mod token;
@@ -139,7 +141,7 @@ pub async fn start_with_admin_key(
     let timezone = jiff::tz::TimeZone::get(&config.timezone).map_err(|_| StartError::Timezone {
         name: config.timezone.clone(),
     })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+    private_files::prepare_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
@@ -194,6 +196,7 @@ pub async fn start_with_admin_key(
         context: context.clone(),
         admin_key: Arc::from(boot.admin_key.as_str()),
         uploads: Arc::default(),
+        device_rates: Arc::new(http::DeviceRates::new(&config.limits)),
     };
     let (http_connections, incoming) = mpsc::channel(1024);
     let mut tasks = JoinSet::new();

@@ -258,7 +258,7 @@ async fn wait_for_signal() {
 }
 
 async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    blynk_server::private_files::prepare_data_dir(&config.data_dir)?;
     // The same retention as the server's: this process trims the history too while it runs.
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open_with_retention(
         &config.data_dir.join(blynk_server::DATABASE_FILE),

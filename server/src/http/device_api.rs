@@ -16,7 +16,8 @@ use crate::model::{Origin, OwnedValue, PropertyRecord};
 
 type Pairs = Query<Vec<(String, String)>>;
 
-/// Finds the device of a token, counting failures against the caller's address.
+/// Finds the device of a token, counting failures against the caller's address and requests
+/// against the token's rate limit.
 pub(super) fn device_of(
     state: &AppState,
     peer: SocketAddr,
@@ -28,10 +29,15 @@ pub(super) fn device_of(
         .map_err(ApiError::TooManyAttempts)?;
     let token =
         token.ok_or_else(|| ApiError::BadRequest("the token parameter is missing".into()))?;
-    state.engine.authenticate(token).ok_or_else(|| {
+    let slot = state.engine.authenticate(token).ok_or_else(|| {
         limiter.record_failure(peer.ip());
         ApiError::Unauthorized("Invalid token.".into())
-    })
+    })?;
+    state
+        .device_rates
+        .allow(slot.device.id)
+        .map_err(ApiError::RateLimited)?;
+    Ok(slot)
 }
 
 pub(super) fn token_of(pairs: &[(String, String)]) -> Option<&str> {
@@ -252,7 +258,11 @@ pub async fn update_property(
             name: name.clone(),
             value: parse_value([value.as_str()])?,
         };
-        state.engine.set_property(&slot, record).await?;
+        state
+            .engine
+            .set_property(&slot, record)
+            .map_err(|refusal| ApiError::BadRequest(refusal.to_string()))?
+            .await?;
         set += 1;
     }
     if set == 0 {

@@ -6,6 +6,7 @@ mod app_ws;
 mod classic_ws;
 mod dashboard;
 mod device_api;
+mod device_rate;
 mod error;
 mod timed_upload;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, put};
 
+pub use device_rate::DeviceRates;
 pub use error::ApiError;
 
 use crate::engine::Engine;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub admin_key: Arc<str>,
     /// Points uploaded per device today (the timestamped upload's daily limit).
     pub uploads: Arc<timed_upload::UploadQuota>,
+    /// Requests per device token on the device API.
+    pub device_rates: Arc<DeviceRates>,
 }
 
 /// The address of an HTTP client, as handlers see it.

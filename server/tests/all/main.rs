@@ -12,6 +12,7 @@ mod mqtt;
 mod publication;
 mod python_clients;
 mod smoke;
+mod stored_bounds;
 mod sync_classic;
 mod sync_native;
 mod tls;
