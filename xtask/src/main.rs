@@ -6,6 +6,7 @@ mod bench;
 mod boards;
 mod browser;
 mod conformance;
+mod fuzz;
 mod sim;
 mod steps;
 
@@ -15,7 +16,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test    format check, clippy -D warnings, every test, no_std builds (what CI runs)
+  test    format check, clippy -D warnings, every test, a fuzz smoke run, no_std builds
+          (what CI runs)
   bench   every row of the performance table (blynk-load against the release server, and
           Mosquitto beside it), then writes docs/performance.md; `--only a,c` picks rows,
           `--seconds`, `--runs` set durations (`bench --help`); `bench load ARGS` runs one
@@ -25,6 +27,9 @@ commands:
           scenarios; --kind runs one kind: blynk-device, blynklib, blynk-library-python,
           embassy-net-sim, paho-mqtt; --sim, as root, adds the simulated embassy-net device
           on TAP devices)
+  fuzz [--seconds N] [--target T]  the cargo-fuzz targets of fuzz/ (nightly and cargo-fuzz
+          installed when missing), each N seconds (default 60), or one; prints executions and
+          crashes per target
   build [--board B]  cross-builds the board firmware under firmware/ (every board, or one:
           esp32c3 | nucleo-f767zi) and prints its flash and RAM use; `--polling` builds the
           polling button, `--features F` passes cargo features (e.g. led-active-low)
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
