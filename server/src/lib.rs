@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod net;
+pub mod private_files;
+pub mod properties;
 pub mod session;
 pub mod store;
 pub mod token;
@@ -181,6 +183,10 @@ pub async fn start_with_admin_key(
     })?;
     // A wrong store setting fails before anything is bound.
     config.store.location().map_err(StartError::StoreSetting)?;
+    private_files::prepare_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let tls = match &config.tls {
         Some(files) => Some(net::tls::acceptor(&files.cert, &files.key)?),
         None => None,
@@ -234,6 +240,7 @@ pub async fn start_with_admin_key(
             .as_deref()
             .filter(|token| !token.is_empty())
             .map(Arc::from),
+        device_rates: Arc::new(http::DeviceRates::new(&config.limits)),
     };
     let router = http::router(state);
     let mut tasks = JoinSet::new();

@@ -399,6 +399,7 @@ async fn tell_the_nodes(config: &Config) {
 }
 
 async fn open_engine(config: &Config) -> Result<std::sync::Arc<Engine>> {
+    blynk_server::private_files::prepare_data_dir(&config.data_dir)?;
     // The same store and retention as the server's: this process trims the history too while
     // it runs.
     let store = blynk_server::open_store(config).await?;

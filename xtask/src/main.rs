@@ -6,6 +6,7 @@ mod bench;
 mod boards;
 mod browser;
 mod conformance;
+mod fuzz;
 mod netns;
 mod packages;
 mod sim;
@@ -18,8 +19,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test    format check, clippy -D warnings, every test, no_std builds (what CI runs); first
-          installs the missing system packages it needs (as root; otherwise prints the line)
+  test    format check, clippy -D warnings, every test, a fuzz smoke run, no_std builds
+          (what CI runs); first installs the missing system packages it needs (as root;
+          otherwise prints the line)
   bench   every row of the performance table (blynk-load against the release server, and
           Mosquitto beside it), then writes docs/performance.md; `--only a,c` picks rows,
           `--seconds`, `--runs` set durations (`bench --help`); `bench load ARGS` runs one
@@ -34,6 +36,9 @@ commands:
           dropping PCT% of packets each way (default 20), apps and devices writing for M
           minutes (default 5); then checks every device's state and every acknowledged write
           against the server and reports the server's RSS over the run
+  fuzz [--seconds N] [--target T]  the cargo-fuzz targets of fuzz/ (nightly and cargo-fuzz
+          installed when missing), each N seconds (default 60), or one; prints executions and
+          crashes per target
   build [--board B]  cross-builds the board firmware under firmware/ (every board, or one:
           esp32c3 | nucleo-f767zi) and prints its flash and RAM use; `--polling` builds the
           polling button, `--features F` passes cargo features (e.g. led-active-low)
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

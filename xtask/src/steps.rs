@@ -33,7 +33,7 @@ pub fn cargo() -> Command {
 /// Removes what `cargo run` told this process about its own package: build scripts that watch
 /// these variables (ring's does) would otherwise run again, and rebuild their dependents, each
 /// time a build alternates between the shell and xtask.
-fn forget_own_package(command: &mut Command) {
+pub fn forget_own_package(command: &mut Command) {
     for name in [
         "CARGO_MANIFEST_DIR",
         "CARGO_MANIFEST_PATH",
@@ -183,6 +183,13 @@ pub fn test() -> Result<()> {
             cargo().args(["run", "-q", "-p", "blynk-server", "--", "--help"]),
         )?,
     );
+    // Every fuzz target a few seconds over its committed seeds (nightly and cargo-fuzz are
+    // installed when missing); `cargo xtask fuzz` is the long run.
+    let fuzz_ok = crate::fuzz::smoke().unwrap_or_else(|error| {
+        eprintln!("fuzz smoke run could not run: {error:#}");
+        false
+    });
+    record("fuzz smoke run", fuzz_ok);
     let (browser_ok, browser_counts) = crate::browser::run().unwrap_or_else(|error| {
         eprintln!("browser tests could not run: {error:#}");
         (false, TestCounts::default())

@@ -70,6 +70,23 @@ pub enum ValidationError {
         /// The index of the offending part, from 0.
         part: usize,
     },
+    /// A text part holds a `\0`: a classic device would read it as two parts.
+    #[error("{pin}: part {part} of the value holds a NUL character, which is not allowed in text")]
+    NulInText {
+        /// The pin written.
+        pin: Pin,
+        /// The index of the offending part, from 0.
+        part: usize,
+    },
+    /// The last part is empty text: a classic frame cannot carry it (its body would end in
+    /// the separator, which readers drop).
+    #[error(
+        "{pin}: the last part of the value is empty text, which a classic device cannot receive"
+    )]
+    EmptyLastText {
+        /// The pin written.
+        pin: Pin,
+    },
     /// The write went to another pin than the datastream's.
     #[error("value for {written} checked against the datastream of {datastream}")]
     WrongPin {
@@ -115,6 +132,7 @@ impl<'a> Datastream<'a> {
                 datastream: self.pin,
             });
         }
+        check_text(pin, &value)?;
         for (part, scalar) in value.parts_mut().iter_mut().enumerate() {
             let wrong_type = ValidationError::WrongType {
                 pin,
@@ -163,6 +181,24 @@ impl<'a> Datastream<'a> {
             Some(max) if (raised as f64) > max => floor(max),
             _ => raised,
         }
+    }
+}
+
+/// Refuses what a classic frame cannot carry: a NUL inside a text part, an empty last part.
+/// Every write passes here, so no value a device could misread is ever stored or forwarded.
+fn check_text(pin: Pin, value: &Value<'_>) -> Result<(), ValidationError> {
+    for (part, scalar) in value.parts().iter().enumerate() {
+        if let Scalar::Text(text) = scalar
+            && text.as_str().contains('\0')
+        {
+            return Err(ValidationError::NulInText { pin, part });
+        }
+    }
+    match value.parts().last() {
+        Some(Scalar::Text(text)) if text.as_str().is_empty() => {
+            Err(ValidationError::EmptyLastText { pin })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -245,5 +281,31 @@ mod tests {
         let label = Datastream::new(Pin::Virtual(3), "label", DatastreamType::String);
         let value = Value::from_classic_parts(["1", "2.5", "abc"]).unwrap();
         assert_eq!(label.validate(Pin::Virtual(3), value.clone()), Ok(value));
+    }
+
+    #[test]
+    fn spec_6_a_nul_inside_text_and_an_empty_last_part_are_refused() {
+        extern crate std;
+        use std::string::ToString;
+        let label = Datastream::new(Pin::Virtual(3), "label", DatastreamType::String);
+        let nul = Value::from_classic_parts(["ok", "x\0y"]).unwrap();
+        assert_eq!(
+            label.validate(Pin::Virtual(3), nul),
+            Err(ValidationError::NulInText {
+                pin: Pin::Virtual(3),
+                part: 1
+            })
+        );
+        let empty_last = Value::from_classic_parts(["a", ""]).unwrap();
+        let refused = label.validate(Pin::Virtual(3), empty_last).unwrap_err();
+        assert_eq!(
+            refused,
+            ValidationError::EmptyLastText {
+                pin: Pin::Virtual(3)
+            }
+        );
+        assert!(refused.to_string().starts_with("V3: "), "{refused}");
+        let empty_first = Value::from_classic_parts(["", "a"]).unwrap();
+        assert!(label.validate(Pin::Virtual(3), empty_first).is_ok());
     }
 }

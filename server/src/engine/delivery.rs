@@ -209,7 +209,8 @@ pub enum Delivery {
     Delivered,
     /// A command whose ttl passed before its device connected.
     Expired,
-    /// The device itself wrote the pin again before receiving this value.
+    /// The device itself wrote the pin again before receiving this value, or (a command) a
+    /// newer command of the pin replaced it while the device was away.
     Superseded,
 }
 

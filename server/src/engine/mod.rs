@@ -35,6 +35,7 @@ use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
     TemplateId, now_ms,
 };
+use crate::properties::PropertyRefusal;
 use crate::store::{Store, StoreError, settle};
 use events::AppEvent;
 use watch::{Watcher, WatcherList};
@@ -257,7 +258,16 @@ impl Engine {
         for command in snapshot.pending_commands {
             if let Some(slot) = devices.get(&command.device_id) {
                 lock(&engine.with_pending_commands).insert(command.device_id);
-                slot.lock().pending_commands.push(command);
+                // The latest command of a pin wins, also over ones a store kept from before.
+                let pending = &mut slot.lock().pending_commands;
+                match pending.iter_mut().find(|other| other.pin == command.pin) {
+                    Some(other) if other.version < command.version => {
+                        drop(engine.store.remove_pending_command(other.id));
+                        *other = command;
+                    }
+                    Some(_) => drop(engine.store.remove_pending_command(command.id)),
+                    None => pending.push(command),
+                }
             }
         }
         Ok(Arc::new(engine))
@@ -467,15 +477,18 @@ impl Engine {
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.
+    /// Refused unless [`crate::properties::check`] allows it (SPEC 6).
     ///
     /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
     pub fn set_property(
         &self,
         slot: &DeviceSlot,
         property: PropertyRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, PropertyRefusal>
+    {
         let ticket = {
             let mut state = slot.lock();
+            crate::properties::check(&slot.template, &state.properties, &property)?;
             self.publish(
                 slot,
                 events::property(
@@ -496,7 +509,7 @@ impl Engine {
             }
             ticket
         };
-        settle(ticket)
+        Ok(settle(ticket))
     }
 
     /// Stores an event logged by a device and shows it to apps.

@@ -302,7 +302,9 @@ impl Engine {
         })
     }
 
-    /// Keeps a command for an offline device until it connects or the ttl passes.
+    /// Keeps a command for an offline device until it connects or the ttl passes. The latest
+    /// command of a pin wins (SPEC 6): an older one still pending for the pin is dropped and
+    /// reported superseded, so a device that was away gets one command per pin, not a burst.
     pub(super) async fn park_command(
         &self,
         slot: &Arc<DeviceSlot>,
@@ -333,8 +335,32 @@ impl Engine {
                 command: Some(command.id),
             });
         }
-        state.pending_commands.push(command);
+        // Two parks of the same pin may finish in either order: the higher version stays.
+        let newer_pending = state
+            .pending_commands
+            .iter()
+            .any(|other| other.pin == pin && other.version > command.version);
+        let (replaced, kept): (Vec<PendingCommand>, Vec<PendingCommand>) =
+            std::mem::take(&mut state.pending_commands)
+                .into_iter()
+                .partition(|other| other.pin == pin && other.version < command.version);
+        state.pending_commands = kept;
+        let superseded: Vec<PendingCommand> = if newer_pending {
+            vec![command]
+        } else {
+            state.pending_commands.push(command);
+            replaced
+        };
+        for old in &superseded {
+            state
+                .waiters
+                .settle(pin, Delivery::Superseded, |version| version == old.version);
+        }
         lock(&self.with_pending_commands).insert(slot.device.id);
+        drop(state);
+        for old in superseded {
+            drop(self.store.remove_pending_command(old.id));
+        }
         Ok(())
     }
 

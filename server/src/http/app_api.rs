@@ -312,6 +312,7 @@ pub async fn delete_device(
 ) -> Result<StatusCode, ApiError> {
     let slot = find_device(&state, &device)?;
     state.engine.delete_device(slot.device.id).await?;
+    state.device_rates.forget(slot.device.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,7 +18,8 @@ use crate::model::{Origin, OwnedValue, PropertyRecord};
 type Pairs = Query<Vec<(String, String)>>;
 
 /// Finds the device of a token, counting a wrong one as a failed login of the caller's address
-/// (a right one is never refused, whatever others did from there).
+/// (a right one is never refused, whatever others did from there) and requests against the
+/// token's rate limit.
 pub(super) fn device_of(
     state: &AppState,
     peer: SocketAddr,
@@ -26,14 +27,19 @@ pub(super) fn device_of(
 ) -> Result<Arc<DeviceSlot>, ApiError> {
     let token =
         token.ok_or_else(|| ApiError::BadRequest("the token parameter is missing".into()))?;
-    state.engine.authenticate(token).ok_or_else(|| {
+    let slot = state.engine.authenticate(token).ok_or_else(|| {
         match state.context.login_limiter.record_failure(peer.ip()) {
             Verdict::Counted => ApiError::Unauthorized("Invalid token.".into()),
             Verdict::Limited {
                 retry_after_seconds,
             } => ApiError::TooManyAttempts(retry_after_seconds),
         }
-    })
+    })?;
+    state
+        .device_rates
+        .allow(slot.device.id)
+        .map_err(ApiError::RateLimited)?;
+    Ok(slot)
 }
 
 pub(super) fn token_of(pairs: &[(String, String)]) -> Option<&str> {
@@ -254,7 +260,11 @@ pub async fn update_property(
             name: name.clone(),
             value: parse_value([value.as_str()])?,
         };
-        state.engine.set_property(&slot, record).await?;
+        state
+            .engine
+            .set_property(&slot, record)
+            .map_err(|refusal| ApiError::BadRequest(refusal.to_string()))?
+            .await?;
         set += 1;
     }
     if set == 0 {

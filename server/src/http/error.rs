@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A quota is used up.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The device token sends faster than its rate limit.
+    #[error("{0}")]
+    RateLimited(String),
     /// Too many failed attempts from this address.
     #[error("too many failed attempts; retry in {0} s")]
     TooManyAttempts(u16),
@@ -54,9 +57,9 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyAttempts(_) | ApiError::QuotaExceeded(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyAttempts(_)
+            | ApiError::QuotaExceeded(_)
+            | ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -6,6 +6,7 @@ mod app_ws;
 mod classic_ws;
 mod dashboard;
 mod device_api;
+mod device_rate;
 mod error;
 mod history;
 mod keys_api;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{delete, get, put};
 
+pub use device_rate::DeviceRates;
 pub use error::ApiError;
 
 use crate::engine::Engine;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub uploads: Arc<timed_upload::UploadQuota>,
     /// The token that opens `/metrics` besides the admin key, if one is configured.
     pub metrics_token: Option<Arc<str>>,
+    /// Requests per device token on the device API.
+    pub device_rates: Arc<DeviceRates>,
 }
 
 /// The address of an HTTP client, as handlers see it: the peer, or behind a trusted proxy the

@@ -108,15 +108,15 @@ impl Session {
                 property,
             } => match self.property(datastream, property, &payload) {
                 Err(reason) => refused(reason),
-                Ok(record) => {
-                    let durable = self.context.engine.set_property(&self.slot, record);
-                    Box::pin(async move {
+                Ok(record) => match self.context.engine.set_property(&self.slot, record) {
+                    Err(refusal) => refused(format!("`{topic}`: {refusal}")),
+                    Ok(durable) => Box::pin(async move {
                         match durable.await {
                             Ok(()) => acknowledged(Vec::new()),
                             Err(error) => vec![Reply::Error(format!("`{topic}`: {error}"))],
                         }
-                    })
-                }
+                    }),
+                },
             },
             Uplink::Event { code } => {
                 if code.len() > blynk_proto::MAX_NAME_LEN {

@@ -210,14 +210,18 @@ impl Protocol for ClassicSession {
                             name: update.name.as_str().to_owned(),
                             value,
                         };
-                        let durable = engine.set_property(&self.slot, record);
-                        in_flight.push(async move {
-                            let status = match durable.await {
-                                Ok(()) => Status::Ok,
-                                Err(_) => Status::ServerException,
-                            };
-                            Some((id, status))
-                        });
+                        match engine.set_property(&self.slot, record) {
+                            Ok(durable) => in_flight.push(async move {
+                                let status = match durable.await {
+                                    Ok(()) => Status::Ok,
+                                    Err(_) => Status::ServerException,
+                                };
+                                Some((id, status))
+                            }),
+                            Err(refusal) => {
+                                self.refuse(out, id, Status::IllegalCommandBody, &refusal)
+                            }
+                        }
                     }
                     Err(error) => self.refuse(
                         out,
@@ -305,7 +309,9 @@ impl Protocol for ClassicSession {
 
 impl ClassicSession {
     /// Queues a HARDWARE write frame for the device; `false` when it exceeds the device's
-    /// `buff-in` (the classic library would drop the connection on it).
+    /// `buff-in` (the classic library would drop the connection on it) or the frame cannot
+    /// carry it (a NUL inside text, an empty last part: refused on every write path, so only
+    /// a value stored before that rule could get here).
     fn value_frame(
         &self,
         out: &mut Outgoing,
@@ -323,7 +329,7 @@ impl ClassicSession {
         match encoded {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(device = self.slot.device.id, %pin, %error, buff_in = self.buff_in, "value not sent: larger than the device's buff-in");
+                tracing::warn!(device = self.slot.device.id, %pin, %error, buff_in = self.buff_in, "value not sent to the classic device");
                 false
             }
         }

@@ -23,6 +23,7 @@ use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, SyncItem, SyncSelectio
 use crate::limits::RateLimiter;
 use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
+use crate::properties::PropertyRefusal;
 
 /// Serves one native connection until it ends.
 pub fn serve<S>(
@@ -260,7 +261,19 @@ impl Protocol for NativeSession {
                     value: OwnedValue::from_value(&property.value),
                 };
                 let id = property.id;
-                let durable = engine.set_property(&self.slot, record);
+                let durable = match engine.set_property(&self.slot, record) {
+                    Ok(durable) => durable,
+                    Err(refusal) => {
+                        let code = match refusal {
+                            PropertyRefusal::NoDatastream { .. } => ErrorCode::UnknownPin,
+                            PropertyRefusal::UnknownName { .. } => ErrorCode::IllegalCommand,
+                            PropertyRefusal::BadValue { .. } | PropertyRefusal::PinFull { .. } => {
+                                ErrorCode::WrongType
+                            }
+                        };
+                        return error_reply(out, id, code, &refusal.to_string());
+                    }
+                };
                 in_flight.push(async move {
                     let outcome = durable.await;
                     Done::Recorded {

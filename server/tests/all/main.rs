@@ -22,6 +22,7 @@ mod postgres_store;
 mod publication;
 mod python_clients;
 mod smoke;
+mod stored_bounds;
 mod sync_classic;
 mod sync_native;
 mod tls;

@@ -83,8 +83,12 @@ impl<'o> BodyWriter<'o> {
         self.len == 0
     }
 
-    /// Appends one part.
+    /// Appends one part; a part holding a `\0` is refused, since it would reach the peer as
+    /// two parts.
     pub fn part(&mut self, text: &str) -> Result<&mut Self, BuildError> {
+        if text.contains('\0') {
+            return Err(BuildError::NulInPart);
+        }
         self.start_part()?;
         self.append(text.as_bytes())?;
         Ok(self)
@@ -117,8 +121,14 @@ impl<'o> BodyWriter<'o> {
         }
     }
 
-    /// Appends every part of a value.
+    /// Appends every part of a value. A value whose last part is empty text is refused: the
+    /// body would end in `\0`, which readers take for a trailing separator (see [`Parts`]).
     pub fn value(&mut self, value: &Value<'_>) -> Result<&mut Self, BuildError> {
+        if let Some(Scalar::Text(text)) = value.parts().last()
+            && text.as_str().is_empty()
+        {
+            return Err(BuildError::EmptyLastPart);
+        }
         for scalar in value.parts() {
             self.scalar(scalar)?;
         }
@@ -199,5 +209,24 @@ mod tests {
             writer.part("x").err(),
             Some(BuildError::BodyTooLong { len: 7, max: 6 })
         );
+    }
+
+    #[test]
+    fn spec_6_writer_refuses_a_nul_inside_a_part_and_an_empty_last_part() {
+        let mut buffer = [0u8; 32];
+        let mut writer = BodyWriter::new(&mut buffer, 32);
+        assert_eq!(writer.part("x\0y").err(), Some(BuildError::NulInPart));
+        assert!(writer.is_empty(), "nothing of the refused part was written");
+        let text = |text| Scalar::Text(crate::value::Text::new(text).unwrap());
+        let nul = Value::from_parts(&[text("a\0b")]).unwrap();
+        assert_eq!(writer.value(&nul).err(), Some(BuildError::NulInPart));
+        let empty_last = Value::from_parts(&[text("a"), text("")]).unwrap();
+        assert_eq!(
+            writer.value(&empty_last).err(),
+            Some(BuildError::EmptyLastPart)
+        );
+        let empty_first = Value::from_parts(&[text(""), text("a")]).unwrap();
+        writer.value(&empty_first).unwrap();
+        assert_eq!(writer.len(), 2, "an empty part before another one is fine");
     }
 }

@@ -267,4 +267,10 @@ pub enum BuildError {
         /// The limit.
         max: usize,
     },
+    /// A part holds a `\0`, the part separator: the peer would read it as two parts.
+    #[error("a part holds a NUL character, which would split it in two")]
+    NulInPart,
+    /// The last part of a value is empty: a body ending in `\0` reads as one part fewer.
+    #[error("the last part of a value is empty, which a classic peer cannot read")]
+    EmptyLastPart,
 }

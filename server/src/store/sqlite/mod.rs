@@ -74,6 +74,9 @@ impl SqliteStore {
         durability: Durability,
         retention: Retention,
     ) -> Result<Self, StoreError> {
+        // Before SQLite creates anything: it gives its side files the database's mode.
+        crate::private_files::secure_database(path)
+            .map_err(|error| StoreError::Database(format!("{}: {error}", path.display())))?;
         let connection = Connection::open(path).map_err(database)?;
         let synchronous = match durability {
             Durability::Full => "FULL",
