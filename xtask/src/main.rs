@@ -12,6 +12,7 @@ mod packages;
 mod sim;
 mod soak;
 mod steps;
+mod tidy;
 
 use std::process::ExitCode;
 

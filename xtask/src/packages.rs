@@ -197,7 +197,7 @@ mod tests {
 
     /// Programs every machine that builds Rust has (or that only non-test commands use).
     const BASE_PROGRAMS: &[&str] = &[
-        "apt-get", "cargo", "rustup", "id", "getconf", "kill", "sh", "probe-rs",
+        "apt-get", "cargo", "rustc", "rustup", "id", "getconf", "kill", "sh", "probe-rs",
         // Debian's Essential packages (coreutils, util-linux): the PostgreSQL harness.
         "chown", "runuser", "setsid",
     ];

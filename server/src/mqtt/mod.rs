@@ -7,8 +7,10 @@
 //! socket and the engine (login, the loop, what goes down to the device), and `uplink` handles
 //! what the device publishes.
 
+mod ending;
+mod login;
 pub mod payload;
-pub mod persistent;
+mod persistent;
 mod session;
 pub mod topics;
 mod uplink;

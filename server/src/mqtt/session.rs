@@ -17,27 +17,28 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, Subscribe,
+    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, Subscribe,
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::ending::Ending;
+use super::login::{admit, read_connect};
 use super::persistent::{MAX_SUBSCRIPTIONS, SavedSession, Subscription};
 use super::topics;
 use super::{MAX_PACKET, Mqtt};
 use crate::config::Limits;
 use crate::engine::{DeviceSlot, Outbound, OutboundQueue, Protocol, SyncItem, SyncSelection};
 use crate::limits::RateLimiter;
-use crate::login_limiter::Verdict;
 use crate::model::OwnedValue;
 use crate::session::{Context, MAX_IN_FLIGHT};
 
 /// The username every device logs in with; the password is its token (as in Blynk IoT).
 pub const USERNAME: &str = "device";
 /// Longest client id accepted (MQTT 3.1.1 asks for at least 23 bytes).
-const MAX_CLIENT_ID: usize = 128;
+pub(super) const MAX_CLIENT_ID: usize = 128;
 /// Values sent with QoS 1 and not yet acknowledged before the session stops taking more from
 /// the engine (whose queue then fills, and closes a device that never acknowledges).
 const MAX_UNACKED: usize = 64;
@@ -46,58 +47,6 @@ const MAX_UNACKED: usize = 64;
 const MAX_HELD: usize = 256;
 /// The longest keep-alive honoured; a longer one is treated as this.
 const MAX_KEEP_ALIVE_SECONDS: u16 = 3600;
-
-/// Why a session ended, for its log line.
-#[derive(Debug)]
-pub(super) enum Ending {
-    /// The device sent DISCONNECT: no will message.
-    Disconnected,
-    /// The connection closed without DISCONNECT.
-    Closed,
-    /// The socket failed.
-    Io(std::io::Error),
-    /// A packet that cannot be read; the stream is out of step.
-    Malformed(CodecError),
-    /// A packet MQTT does not allow here, or a feature refused (QoS 2).
-    Violation(&'static str),
-    /// Nothing arrived for 1.5 keep-alives.
-    Silent(Duration),
-    /// The engine closed the session (replaced, too slow, deleted).
-    Engine(&'static str),
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl Ending {
-    /// Whether the will message is published: on an unexpected end of the device's own
-    /// connection, not when it said goodbye, was replaced by a newer connection (whose state
-    /// a will must not overwrite) or the server stops.
-    fn publishes_will(&self) -> bool {
-        matches!(
-            self,
-            Ending::Closed
-                | Ending::Io(_)
-                | Ending::Malformed(_)
-                | Ending::Violation(_)
-                | Ending::Silent(_)
-        )
-    }
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ending::Disconnected => f.write_str("DISCONNECT from the device"),
-            Ending::Closed => f.write_str("closed by the device without DISCONNECT"),
-            Ending::Io(error) => write!(f, "I/O error: {error}"),
-            Ending::Malformed(error) => write!(f, "bad packet: {error}"),
-            Ending::Violation(what) => f.write_str(what),
-            Ending::Silent(after) => write!(f, "silent for {after:?} (1.5 x keep-alive)"),
-            Ending::Engine(reason) => f.write_str(reason),
-            Ending::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
 
 /// Serves one MQTT connection until it ends.
 pub async fn serve<S>(mut stream: S, peer: SocketAddr, mqtt: Arc<Mqtt>)
@@ -213,83 +162,6 @@ where
     context.engine.detach(&slot, attached.session_id);
     let _ = stream.shutdown().await;
     tracing::info!(%peer, device = slot.device.id, dropped = session.rate.dropped(), reason = %ending, "device disconnected (mqtt)");
-}
-
-/// Reads the first packet, which must be a CONNECT; `None` when the connection is refused.
-async fn read_connect<S>(stream: &mut S, inbox: &mut BytesMut, peer: SocketAddr) -> Option<Connect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        match Packet::read(inbox, MAX_PACKET) {
-            Ok(Packet::Connect(connect)) => return Some(connect),
-            Ok(other) => {
-                tracing::info!(%peer, packet = ?other, "MQTT connection refused: first packet is not CONNECT");
-                return None;
-            }
-            Err(CodecError::InsufficientBytes(_)) => {
-                inbox.reserve(512);
-                match stream.read_buf(inbox).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-            Err(error @ (CodecError::InvalidProtocol | CodecError::InvalidProtocolLevel(_))) => {
-                tracing::info!(%peer, %error, "MQTT connection refused: only MQTT 3.1.1 is spoken");
-                let mut out = BytesMut::new();
-                let _ =
-                    ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false).write(&mut out);
-                let _ = stream.write_all(&out).await;
-                return None;
-            }
-            Err(error) => {
-                tracing::info!(%peer, %error, "MQTT connection refused: bad CONNECT");
-                return None;
-            }
-        }
-    }
-}
-
-/// Checks a CONNECT: MQTT 3.1.1, a client id the server can keep, user `device` and a known
-/// token as password; a wrong one counts as a failed login of the address.
-fn admit(
-    connect: &Connect,
-    peer: SocketAddr,
-    context: &Context,
-) -> Result<Arc<DeviceSlot>, ConnectReturnCode> {
-    if connect.protocol != rumqttc::mqttbytes::Protocol::V4 {
-        tracing::info!(%peer, "MQTT login refused: only MQTT 3.1.1 is spoken");
-        return Err(ConnectReturnCode::RefusedProtocolVersion);
-    }
-    if connect.client_id.len() > MAX_CLIENT_ID
-        || (connect.client_id.is_empty() && !connect.clean_session)
-    {
-        // MQTT 3.1.1 section 3.1.3-8: a persistent session needs a client id to be found by.
-        tracing::info!(%peer, "MQTT login refused: client id too long, or empty with a persistent session");
-        return Err(ConnectReturnCode::BadClientId);
-    }
-    // The credential first: a right token is never refused for what others did (SPEC 6).
-    let slot = connect
-        .login
-        .as_ref()
-        .filter(|login| login.username == USERNAME)
-        .and_then(|login| context.engine.authenticate(&login.password));
-    if let Some(slot) = slot {
-        context.engine.metrics().login();
-        return Ok(slot);
-    }
-    context.engine.metrics().failed_login();
-    let username = connect.login.as_ref().map(|login| login.username.as_str());
-    match context.login_limiter.record_failure(peer.ip()) {
-        Verdict::Counted => {
-            tracing::info!(%peer, ?username, "MQTT login refused: user `device` with a valid token as password expected");
-            Err(ConnectReturnCode::NotAuthorized)
-        }
-        Verdict::Limited { .. } => {
-            tracing::warn!(%peer, ?username, "MQTT login refused: wrong credentials, too many failed logins from this address");
-            Err(ConnectReturnCode::ServiceUnavailable)
-        }
-    }
 }
 
 /// What a handled packet asks the loop to send, in the order the packets came.

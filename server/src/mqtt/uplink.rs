@@ -7,8 +7,9 @@ use futures_util::stream::FuturesOrdered;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{LastWill, Publish};
 
+use super::ending::Ending;
 use super::payload::{self, PayloadError};
-use super::session::{Ending, InFlight, Reply, Session, ready};
+use super::session::{InFlight, Reply, Session, ready};
 use super::topics::{self, Uplink};
 use crate::engine::{SyncSelection, WriteError};
 use crate::model::{OwnedValue, PropertyRecord, now_ms};
