@@ -54,7 +54,7 @@ impl Harness {
                     .expect("a store"),
             );
             let engine = Engine::open(store).await.expect("an engine");
-            let boot = blynk_server::bootstrap::run(&engine, Some("fuzz-admin-key"))
+            let boot = blynk_server::bootstrap::run(&engine, Some("fuzz-admin-key-0123456789"))
                 .await
                 .expect("the demo device");
             // Limits that let every input reach the frame handlers: no lock-out of the one
@@ -70,8 +70,9 @@ impl Harness {
             let state = blynk_server::http::AppState {
                 engine,
                 context: context.clone(),
-                admin_key: Arc::from("fuzz-admin-key"),
+                keys: boot.keys.clone(),
                 uploads: Arc::default(),
+                metrics_token: None,
                 device_rates: Arc::new(blynk_server::http::DeviceRates::new(&limits)),
             };
             let router = blynk_server::http::router(state);

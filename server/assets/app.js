@@ -298,7 +298,7 @@ async function renderDevice(id) {
     ...(details.token ? [el('section', { class: 'card' }, el('h2', {}, 'Token'), tokenBox(details.token))] : []),
     grid,
     historySection(details, authorized),
-    el('section', { class: 'card', style: 'margin-top:1rem' }, el('h2', {}, 'Recent events'), events));
+    el('section', { class: 'card spaced' }, el('h2', {}, 'Recent events'), events));
   for (const [pin, entry] of Object.entries(details.values)) updateWidget(pin, entry.value);
   for (const property of details.properties) applyProperty(property.pin, property.name, property.value);
   watch(details.id);

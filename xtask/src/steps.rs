@@ -173,7 +173,7 @@ pub fn test() -> Result<()> {
         )?,
     );
     let (tests_ok, counts) =
-        run_counting_tests("cargo test", cargo().args(["test", "--workspace"]))?;
+        run_counting_tests("cargo test", cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     record("cargo test", tests_ok);
     // The README's first command must start the server, not some other binary of its package.
     record(
