@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::{ensure_target, workspace_root};
+use crate::steps::ensure_target;
+use crate::workspace::workspace_root;
 
 /// One board's firmware project.
 struct Board {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::{TestCounts, workspace_root};
+use crate::workspace::{TestCounts, workspace_root};
 
 /// Where Chromium is, unless `CHROMIUM` says otherwise.
 const CHROMIUM: &str = "/usr/bin/chromium";

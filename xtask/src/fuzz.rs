@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::{forget_own_package, workspace_root};
+use crate::workspace::{forget_own_package, workspace_root};
 
 /// Every target of `fuzz/Cargo.toml`.
 pub const TARGETS: &[&str] = &[

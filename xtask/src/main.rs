@@ -13,6 +13,7 @@ mod sim;
 mod soak;
 mod steps;
 mod tidy;
+mod workspace;
 
 use std::process::ExitCode;
 

@@ -146,7 +146,7 @@ fn output(program: &str, args: &[&str]) -> Result<String> {
 
 /// Whether the network namespace tools this module uses are here and usable (root).
 pub fn available() -> bool {
-    crate::sim::is_root()
+    crate::workspace::is_root()
         && Command::new("ip")
             .args(["netns", "list"])
             .stdout(Stdio::null())

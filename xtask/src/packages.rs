@@ -133,7 +133,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|package| package.name).collect();
-    if !crate::sim::is_root() {
+    if !crate::workspace::is_root() {
         bail!(
             "system packages are missing; install them, then run this again:\n  sudo apt-get install -y --no-install-recommends {}",
             names.join(" ")

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::workspace_root;
+use crate::workspace::{is_root, workspace_root};
 
 /// The TAP device's default name.
 pub const TAP: &str = "blynk-tap0";
@@ -141,19 +141,6 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("the simulated device stopped ({status})");
     }
     Ok(())
-}
-
-/// Whether this process runs as root (effective user id 0).
-pub fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(line) = status.lines().find(|line| line.starts_with("Uid:")) {
-        // Real, effective, saved, filesystem.
-        return line.split_whitespace().nth(2) == Some("0");
-    }
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
 /// Where the simulated device is built: `CARGO_TARGET_DIR` when set, else `target/firmware`

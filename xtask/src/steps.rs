@@ -1,11 +1,12 @@
 //! The steps of `cargo xtask test`, run in order, collecting failures, and the commands they
 //! share with `cargo xtask bench`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+use crate::workspace::{TestCounts, cargo, forget_own_package, workspace_root};
 
 /// Embedded targets that `blynk-proto` and `blynk-device` must build for without std or alloc:
 /// Cortex-M0+ (no atomics), Cortex-M4F/M7 (the Nucleo-F767ZI) and RISC-V (the ESP32-C3).
@@ -14,42 +15,6 @@ const NO_STD_TARGETS: &[&str] = &[
     "thumbv7em-none-eabihf",
     "riscv32imc-unknown-none-elf",
 ];
-
-/// The workspace root (the parent of this crate's directory).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-pub fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(workspace_root());
-    forget_own_package(&mut command);
-    command
-}
-
-/// Removes what `cargo run` told this process about its own package: build scripts that watch
-/// these variables (ring's does) would otherwise run again, and rebuild their dependents, each
-/// time a build alternates between the shell and xtask.
-pub fn forget_own_package(command: &mut Command) {
-    for name in [
-        "CARGO_MANIFEST_DIR",
-        "CARGO_MANIFEST_PATH",
-        "CARGO_MANIFEST_LINKS",
-        "CARGO_PKG_NAME",
-        "CARGO_PKG_VERSION",
-        "CARGO_PKG_VERSION_MAJOR",
-        "CARGO_PKG_VERSION_MINOR",
-        "CARGO_PKG_VERSION_PATCH",
-        "CARGO_PKG_VERSION_PRE",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_NAME",
-    ] {
-        command.env_remove(name);
-    }
-}
 
 /// Runs `command`, printing what runs and how long it took; `Ok(false)` when it failed.
 fn run(label: &str, command: &mut Command) -> Result<bool> {
@@ -64,35 +29,6 @@ fn run(label: &str, command: &mut Command) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(status.success())
-}
-
-/// Tests counted from the `test result:` lines of cargo test.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TestCounts {
-    /// Tests that passed.
-    pub passed: u64,
-    /// Tests that failed.
-    pub failed: u64,
-}
-
-impl TestCounts {
-    /// Adds the counts of one `test result: ok. 12 passed; 0 failed; ...` line.
-    fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else {
-            return;
-        };
-        for field in rest.split([';', '.']) {
-            let mut words = field.split_whitespace();
-            match (
-                words.next().and_then(|n| n.parse::<u64>().ok()),
-                words.next(),
-            ) {
-                (Some(n), Some("passed")) => self.passed += n,
-                (Some(n), Some("failed")) => self.failed += n,
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Like [`run`], echoing the output and counting the tests it reports.
@@ -172,8 +108,10 @@ pub fn test() -> Result<()> {
             ]),
         )?,
     );
-    let (tests_ok, counts) =
-        run_counting_tests("cargo test", cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    let (tests_ok, counts) = run_counting_tests(
+        "cargo test",
+        cargo().args(["test", "--workspace", "--no-fail-fast"]),
+    )?;
     record("cargo test", tests_ok);
     // The README's first command must start the server, not some other binary of its package.
     record(
@@ -198,7 +136,7 @@ pub fn test() -> Result<()> {
     // The state-sync conformance scenarios, every device kind (prints its own table). As root
     // (CI runs as root) the simulated embassy-net device joins on TAP devices of its own; a
     // developer without root runs the other kinds and sees the column marked opt-in.
-    let sim = if crate::sim::is_root() {
+    let sim = if crate::workspace::is_root() {
         vec!["--sim".to_string()]
     } else {
         Vec::new()

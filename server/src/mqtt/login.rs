@@ -11,10 +11,14 @@ use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::MAX_PACKET;
-use super::session::{MAX_CLIENT_ID, USERNAME};
 use crate::engine::DeviceSlot;
 use crate::login_limiter::Verdict;
 use crate::session::Context;
+
+/// The username every device logs in with; the password is its token (as in Blynk IoT).
+pub const USERNAME: &str = "device";
+/// Longest client id accepted (MQTT 3.1.1 asks for at least 23 bytes).
+const MAX_CLIENT_ID: usize = 128;
 
 /// Reads the first packet, which must be a CONNECT; `None` when the connection is refused.
 pub(super) async fn read_connect<S>(

@@ -35,10 +35,6 @@ use crate::limits::RateLimiter;
 use crate::model::OwnedValue;
 use crate::session::{Context, MAX_IN_FLIGHT};
 
-/// The username every device logs in with; the password is its token (as in Blynk IoT).
-pub const USERNAME: &str = "device";
-/// Longest client id accepted (MQTT 3.1.1 asks for at least 23 bytes).
-pub(super) const MAX_CLIENT_ID: usize = 128;
 /// Values sent with QoS 1 and not yet acknowledged before the session stops taking more from
 /// the engine (whose queue then fills, and closes a device that never acknowledges).
 const MAX_UNACKED: usize = 64;

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::steps::{cargo, load_generator, workspace_root};
+use crate::steps::load_generator;
+use crate::workspace::{cargo, workspace_root};
 
 mod figures;
 mod report;

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::workspace_root;
+use crate::workspace::workspace_root;
 use case::run_case;
 use device::{KINDS, Kind, Launch};
 use scenario::{Scenario, Step};
@@ -121,7 +121,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     .to_string(),
             ),
         )
-    } else if !crate::sim::is_root() || !Path::new("/dev/net/tun").exists() {
+    } else if !crate::workspace::is_root() || !Path::new("/dev/net/tun").exists() {
         (
             None,
             Some("the simulated device needs root and /dev/net/tun".to_string()),

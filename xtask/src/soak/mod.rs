@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::netns::Netns;
 use crate::sim::{Killed, banner, expect_line, lines};
-use crate::steps::workspace_root;
+use crate::workspace::workspace_root;
 pub use report::Report;
 use report::{packet_counts, print_report};
 
@@ -115,7 +115,7 @@ pub fn soak(options: Options) -> Result<Report> {
         &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
         &["build", "-p", "blynk-device", "--example", "soak_fleet"][..],
     ] {
-        if !crate::steps::cargo().args(build).status()?.success() {
+        if !crate::workspace::cargo().args(build).status()?.success() {
             bail!("cargo {} failed", build.join(" "));
         }
     }
