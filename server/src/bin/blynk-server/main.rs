@@ -226,7 +226,10 @@ fn config(cli: &Cli) -> Result<Config> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let config = config(&cli)?;
-    init_logging(config.log_format);
+    // A shell command's standard output is its answer (`KEY=$(blynk-server key rotate)`): its
+    // log lines go to standard error.
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    init_logging(config.log_format, serving);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -245,12 +248,27 @@ fn main() -> Result<()> {
 
 /// Log lines go to stdout, filtered by `BLYNK_LOG` (default `info`): plain text, or one JSON
 /// object a line (`timestamp`, `level`, `fields.message` and the other fields) for log shippers.
-fn init_logging(format: LogFormat) {
+/// Log lines in `format`: on standard output for the server, on standard error for a shell
+/// command.
+fn init_logging(format: LogFormat, serving: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("BLYNK_LOG").unwrap_or_else(|_| "info".into());
+    let writer = if serving {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
+    // Colours only for a person at a terminal, not in files or log shippers.
+    let ansi = if serving {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
