@@ -214,6 +214,24 @@ pub struct StoredValue {
     pub origin: Origin,
 }
 
+impl StoredValue {
+    /// A stored row's columns read back (either store keeps the value and origin as text and
+    /// the version as a signed integer); `None` when a column is unreadable.
+    pub fn from_store_columns(
+        value: &str,
+        version: i64,
+        set_at: i64,
+        origin: &str,
+    ) -> Option<Self> {
+        Some(StoredValue {
+            value: OwnedValue::from_store_text(value)?.into(),
+            version: version as u64,
+            set_at,
+            origin: Origin::parse(origin)?,
+        })
+    }
+}
+
 /// An owned datastream definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatastreamDef {

@@ -135,19 +135,13 @@ async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> 
         let device_id: DeviceId = row.try_get(0)?;
         let (pin, value, origin): (String, String, String) =
             (row.try_get(1)?, row.try_get(2)?, row.try_get(5)?);
-        let (Ok(pin), Some(value), Some(origin)) = (
+        let (version, set_at): (i64, i64) = (row.try_get(3)?, row.try_get(4)?);
+        let (Ok(pin), Some(stored)) = (
             pin.parse::<Pin>(),
-            OwnedValue::from_store_text(&value),
-            Origin::parse(&origin),
+            StoredValue::from_store_columns(&value, version, set_at, &origin),
         ) else {
             tracing::error!(device_id, "unreadable stored value skipped");
             continue;
-        };
-        let stored = StoredValue {
-            value: value.into(),
-            version: row.try_get::<_, i64>(3)? as u64,
-            set_at: row.try_get(4)?,
-            origin,
         };
         snapshot.values.push((device_id, pin, stored));
     }

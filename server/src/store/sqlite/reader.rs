@@ -221,19 +221,12 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for (device_id, pin, value, version, set_at, origin) in rows {
-        let (Ok(pin), Some(value), Some(origin)) = (
+        let (Ok(pin), Some(stored)) = (
             pin.parse::<Pin>(),
-            OwnedValue::from_store_text(&value),
-            Origin::parse(&origin),
+            StoredValue::from_store_columns(&value, version, set_at, &origin),
         ) else {
             tracing::error!(device_id, "unreadable stored value skipped");
             continue;
-        };
-        let stored = StoredValue {
-            value: value.into(),
-            version: version as u64,
-            set_at,
-            origin,
         };
         snapshot.values.push((device_id, pin, stored));
     }
