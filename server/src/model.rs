@@ -164,6 +164,17 @@ impl std::fmt::Display for OwnedValue {
     }
 }
 
+/// Which protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The native blynk-proto protocol.
+    Native,
+    /// The classic Blynk protocol (TCP or WebSocket).
+    Classic,
+    /// The MQTT 3.1.1 device API.
+    Mqtt,
+}
+
 /// Who set a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
