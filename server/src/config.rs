@@ -46,6 +46,10 @@ pub struct Config {
     /// The NATS server linking several nodes on one store (`nats://host:4222`); none: this
     /// process serves alone.
     pub bus: Option<String>,
+    /// The clock of records and timers: the system's, or one a test moves forward (only set
+    /// in code).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 /// How log lines are written: `text` for people (the default), `json` (one object a line) for
@@ -231,6 +235,7 @@ impl Default for Config {
             metrics_token: None,
             log_format: LogFormat::Text,
             bus: None,
+            clock: crate::clock::Clock::system(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! tests start one on `127.0.0.1:0`. The binary (`main.rs`) adds the command line.
 
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod http;
@@ -204,7 +205,7 @@ pub async fn start_with_admin_key(
     // Only now that every port is bound: a start that fails before this leaves the store as a
     // clean shutdown left it.
     let store = open_store(&config).await?;
-    let engine = Engine::open(store).await?;
+    let engine = Engine::open_with_clock(store, config.clock.clone()).await?;
     let (shutdown, shutdown_signal) = watch::channel(false);
     if let Some(url) = &config.bus {
         let settings = engine::BusSettings {

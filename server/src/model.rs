@@ -558,3 +558,17 @@ pub fn parse_type(text: &str) -> Option<DatastreamType> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_value_survives_the_store_text() {
+        let value = OwnedValue::from_text_parts(["1", "2.5", "abc"]).unwrap();
+        assert_eq!(
+            OwnedValue::from_store_text(&value.to_store_text()),
+            Some(value)
+        );
+    }
+}

@@ -31,12 +31,14 @@ pub use sessions::Attached;
 pub use sync::{SyncItem, SyncSelection};
 pub use writes::{AppWrite, DeviceWriteOutcome, WriteError};
 
+use crate::clock::Clock;
 use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
     TemplateId, now_ms,
 };
 use crate::properties::PropertyRefusal;
 use crate::store::{Store, StoreError, settle};
+pub use crate::token::constant_time_eq;
 use events::AppEvent;
 use watch::{Watcher, WatcherList};
 
@@ -181,22 +183,36 @@ pub struct Engine {
     metrics: crate::metrics::Metrics,
     /// The bus to the other nodes, if any (set once, by [`Engine::join_bus`]).
     cluster: OnceLock<Arc<cluster::Cluster>>,
+    /// The time of records, presence and command TTLs, and of the sessions' timers.
+    clock: Clock,
 }
 
 impl Engine {
     /// Loads the store's state into a new engine that serves: it marks the run as started in
     /// the store (see `versions.rs`), so call [`Engine::close`] at a clean shutdown.
     pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
-        Self::load(store, true).await
+        Self::load(store, true, Clock::system()).await
+    }
+
+    /// Like [`Engine::open`], on `clock` (tests pass one they move forward).
+    pub async fn open_with_clock(
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::load(store, true, clock).await
     }
 
     /// Loads the store's state for a command-line tool that manages devices and templates
     /// beside a running server: it takes no writes of values and leaves the run mark alone.
     pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
-        Self::load(store, false).await
+        Self::load(store, false, Clock::system()).await
     }
 
-    async fn load(store: Arc<dyn Store>, serving: bool) -> Result<Arc<Self>, StoreError> {
+    async fn load(
+        store: Arc<dyn Store>,
+        serving: bool,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StoreError> {
         let snapshot = settle(store.load()).await?;
         let highest = snapshot
             .versions
@@ -222,6 +238,7 @@ impl Engine {
             floor,
             metrics: crate::metrics::Metrics::new(store.metrics()),
             cluster: OnceLock::new(),
+            clock,
         };
         for template in snapshot.templates {
             write_lock(&engine.templates).insert(template.id, Arc::new(template));
@@ -297,6 +314,11 @@ impl Engine {
         if let Err(error) = versions::Floor::mark_clean(self.store.as_ref()).await {
             tracing::error!(%error, "could not mark the shutdown as clean");
         }
+    }
+
+    /// The clock of records and timers, which the sessions share.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The server's metrics.
@@ -524,7 +546,7 @@ impl Engine {
         let event = EventRecord {
             code: code.to_owned(),
             description: description.map(str::to_owned),
-            at: now_ms(),
+            at: self.clock.unix_ms(),
         };
         let ticket = {
             // Under the device's lock, so it reaches the apps in order with the values.
@@ -549,18 +571,6 @@ impl Engine {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    let difference = left
-        .iter()
-        .zip(right)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
-}
-
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -572,26 +582,4 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_whole_strings() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn owned_value_survives_the_store_text() {
-        use crate::model::OwnedValue;
-        let value = OwnedValue::from_text_parts(["1", "2.5", "abc"]).unwrap();
-        assert_eq!(
-            OwnedValue::from_store_text(&value.to_store_text()),
-            Some(value)
-        );
-    }
 }

@@ -9,7 +9,6 @@ use tokio::sync::Notify;
 use super::delivery::{Delivery, Outbound, OutboundQueue, Protocol, SessionLink};
 use super::sync::{SyncItem, SyncSelection};
 use super::{DeviceSlot, Engine, events, lock};
-use crate::model::now_ms;
 use crate::store::settle;
 
 /// A session's side of its registration.
@@ -57,7 +56,7 @@ impl Engine {
             if let Some(previous) = &previous {
                 previous.close();
             }
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             if let Some(link) = &state.session {
                 for command in state
                     .pending_commands
@@ -90,7 +89,7 @@ impl Engine {
         if came_online {
             // Presence goes to every app on the global channel (not also the device's channel,
             // which would show it twice to a client watching the device).
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             let _ = self
                 .global
                 .send(events::presence(slot.device.id, true, now));
@@ -121,7 +120,7 @@ impl Engine {
     /// Unregisters a session. Presence turns offline only if it was still the device's current
     /// session (a replaced session leaving changes nothing).
     pub fn detach(&self, slot: &DeviceSlot, session_id: u64) {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let went_offline = {
             let mut state = slot.lock();
             if state
@@ -167,7 +166,7 @@ impl Engine {
     pub async fn claim_command(&self, slot: &DeviceSlot, command_id: i64) -> bool {
         let claimed = {
             let mut state = slot.lock();
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             match state
                 .pending_commands
                 .iter()

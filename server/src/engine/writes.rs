@@ -15,7 +15,7 @@ use blynk_proto::{Pin, Value};
 
 use super::delivery::{Delivery, DeliveryReport, Outbound};
 use super::{DeviceSlot, Engine, events, lock};
-use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue, now_ms};
+use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue};
 use crate::store::{StoreError, ValueWrite, settle};
 
 /// Why a write was refused.
@@ -100,7 +100,7 @@ impl Engine {
         impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
         WriteError,
     > {
-        let made_at = age_ms.map(|age| now_ms() - i64::from(age));
+        let made_at = age_ms.map(|age| self.clock.unix_ms() - i64::from(age));
         self.device_write_at(slot, pin, value, made_at, Origin::Device)
     }
 
@@ -124,7 +124,8 @@ impl Engine {
             .ok_or(WriteError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let timed = made_at.is_some();
-        let made_at = made_at.map_or_else(now_ms, |at| at.min(now_ms()));
+        let now = self.clock.unix_ms();
+        let made_at = made_at.map_or(now, |at| at.min(now));
         let (ticket, outcome) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
@@ -240,7 +241,7 @@ impl Engine {
         let stored = StoredValue {
             value: normalized,
             version,
-            set_at: now_ms(),
+            set_at: self.clock.unix_ms(),
             origin,
         };
         let ticket = self.store.put_value(ValueWrite {
@@ -366,7 +367,7 @@ impl Engine {
 
     /// Drops the commands whose ttl passed and reports them expired.
     pub async fn expire_commands(&self) {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let devices: Vec<_> = lock(&self.with_pending_commands).iter().copied().collect();
         for device_id in devices {
             let Some(slot) = self.device(device_id) else {
@@ -398,15 +399,18 @@ impl Engine {
         }
     }
 
-    /// Expires commands twice a second until `shutdown` fires.
+    /// Expires commands twice a second, and at once when a test moves the clock, until
+    /// `shutdown` fires.
     pub async fn run_command_expiry(
         self: Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut advances = self.clock.advances();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.expire_commands().await,
+                () = advances.next() => self.expire_commands().await,
                 _ = shutdown.changed() => return,
             }
         }

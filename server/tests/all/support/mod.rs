@@ -31,11 +31,13 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Test configuration: loopback, ephemeral ports, generous rate limits unless a test lowers them.
+/// Test configuration: loopback, ephemeral ports, generous rate limits unless a test lowers
+/// them, and a clock the test moves forward ([`TestServer::advance`]) to pass a timeout.
 pub fn test_config(data: &Path) -> Config {
     let mut config = Config {
         data_dir: data.to_path_buf(),
         bind: "127.0.0.1".parse().unwrap(),
+        clock: blynk_server::clock::Clock::manual(),
         ..Config::default()
     };
     config.http_port = 0;
@@ -82,6 +84,12 @@ impl TestServer {
 
     pub fn server(&self) -> &blynk_server::Server {
         self.server.as_ref().unwrap()
+    }
+
+    /// Moves the server's clock forward by `by`: its timers (heartbeat silence, login
+    /// deadline, keep-alive, command TTLs) see that much time pass, at once.
+    pub fn advance(&self, by: Duration) {
+        self.server().engine().clock().advance(by);
     }
 
     pub fn http(&self) -> std::net::SocketAddr {
