@@ -333,6 +333,9 @@ async fn spec_3_9_pings_keep_a_device_online() {
         ping(&mut device, id).await;
     }
     assert!(demo_online(&server).await);
+    // Without them, the same clock closes it.
+    server.advance(Duration::from_secs(24));
+    device.expect_closed().await;
 }
 
 #[tokio::test]
