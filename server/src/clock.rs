@@ -1,22 +1,25 @@
 //! The server's clock: the time stamped on records (Unix milliseconds) and the time its timers
-//! wait on (heartbeat silence, login deadline, MQTT keep-alive, command TTLs). The engine and
+//! wait on (heartbeat silence, the classic push grace, MQTT keep-alive, command TTLs). The engine and
 //! the sessions read it from the server's state instead of the system, so a test can move it
 //! forward: a 2.3-heartbeat timeout or a command's TTL then passes in no real time, and a
 //! loaded machine cannot make such a test late or early.
 //!
 //! [`Clock::system`] (the default) is the system's clocks. [`Clock::manual`] runs at real
 //! speed plus an offset that only [`Clock::advance`] changes: real time still passes (the store
-//! and the sockets take what they take), and a timer waiting on the clock wakes at once when
-//! an advance carries it past its deadline. Tokio's own paused time does not fit the server
+//! and the sockets take what they take), and a timer on the clock fires within
+//! [`MANUAL_RECHECK`] of an advance that carries it past its deadline. The login deadlines stay
+//! on tokio's timers: a test cannot know when the server started one. Tokio's own paused time does not fit the server
 //! tests: it jumps to the next timer whenever the runtime is idle, which it also is while the
 //! store's writer thread commits.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How often a timer set with [`Clock::timer_deadline`] looks at a manual clock.
+pub const MANUAL_RECHECK: Duration = Duration::from_millis(20);
 
 /// A clock: the system's, or one a test moves forward. Cheap to clone.
 #[derive(Clone, Default)]
@@ -73,36 +76,22 @@ impl Clock {
         crate::model::now_ms().saturating_add(offset)
     }
 
-    /// The instant of tokio's timers at which this clock reads `at`: what a timer kept across
-    /// a loop (a pinned `tokio::time::Sleep`) is set to. Such a loop also waits on
-    /// [`Clock::advances`] and sets its timer again when the clock moves.
+    /// The instant a tokio timer is set to for the moment this clock reads `at`. On a manual
+    /// clock it is at most [`MANUAL_RECHECK`] away, so that a timer set with it notices an
+    /// advance without subscribing to the clock (a subscription would grow every idle
+    /// session): the loop that owns the timer checks [`Clock::now`] when it fires and sets it
+    /// again.
     pub fn timer_deadline(&self, at: Instant) -> Instant {
-        at.checked_sub(self.offset()).unwrap_or_else(Instant::now)
+        if self.manual.is_none() {
+            return at;
+        }
+        let real = at.checked_sub(self.offset()).unwrap_or_else(Instant::now);
+        real.min(Instant::now() + MANUAL_RECHECK)
     }
 
     /// What wakes a waiter when a test moves the clock forward; never fires on the system clock.
     pub fn advances(&self) -> Advances {
         Advances(self.manual.as_ref().map(|offset| offset.subscribe()))
-    }
-
-    /// Waits until the clock reaches `deadline` (an instant of [`Clock::now`]).
-    pub async fn sleep_until(&self, deadline: Instant) {
-        let mut advances = self.advances();
-        while self.now() < deadline {
-            tokio::select! {
-                () = tokio::time::sleep_until(self.timer_deadline(deadline)) => {}
-                () = advances.next() => {}
-            }
-        }
-    }
-
-    /// Runs `future` for at most `limit` of this clock; `None` when the time ran out first.
-    pub async fn timeout<T>(&self, limit: Duration, future: impl Future<Output = T>) -> Option<T> {
-        let deadline = self.now() + limit;
-        tokio::select! {
-            output = future => Some(output),
-            () = self.sleep_until(deadline) => None,
-        }
     }
 }
 

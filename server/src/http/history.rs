@@ -15,7 +15,7 @@ use serde_json::json;
 use super::app_api::Caller;
 use super::{ApiError, AppState};
 use crate::engine::Engine;
-use crate::model::{DeviceId, HistoryPoint, now_ms};
+use crate::model::{DeviceId, HistoryPoint};
 use crate::store::HistoryRange;
 
 /// Points read from the store per page of an export.
@@ -91,7 +91,7 @@ pub async fn history(
     let to = match &query.to {
         Some(text) => parse_time("to", text)?,
         // Just after now: a value set this millisecond is in.
-        None => now_ms() + 1,
+        None => state.engine.clock().unix_ms() + 1,
     };
     if from > to {
         return Err(ApiError::BadRequest("`from` is after `to`".into()));

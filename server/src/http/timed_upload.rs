@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use super::device_api::{device_of, parse_value, pin_param};
 use super::{ApiError, AppState, PeerAddr};
 use crate::engine::DeviceSlot;
-use crate::model::{DeviceId, Origin, OwnedValue, now_ms};
+use crate::model::{DeviceId, Origin, OwnedValue};
 
 /// The most points one request may carry.
 pub const MAX_POINTS_PER_REQUEST: usize = 1000;
@@ -73,7 +73,7 @@ pub async fn upload(
     let pin = pin_param(&pairs)?.ok_or_else(|| {
         ApiError::BadRequest("the pin (or dataStreamId) parameter is missing".into())
     })?;
-    let now = now_ms();
+    let now = state.engine.clock().unix_ms();
     let mut points = parse_points(&slot, pin, &body, now)?;
     state.uploads.take(slot.device.id, points.len(), now)?;
     // Oldest first, so each point is ordered against the ones before it; a stable sort keeps

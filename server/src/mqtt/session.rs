@@ -51,18 +51,18 @@ where
     let context = mqtt.context.clone();
     let mut inbox = BytesMut::with_capacity(512);
     let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let connect = match context
-        .engine
-        .clock()
-        .timeout(login_timeout, read_connect(&mut stream, &mut inbox, peer))
-        .await
+    let connect = match tokio::time::timeout(
+        login_timeout,
+        read_connect(&mut stream, &mut inbox, peer),
+    )
+    .await
     {
-        Some(Some(connect)) => connect,
-        Some(None) => {
+        Ok(Some(connect)) => connect,
+        Ok(None) => {
             let _ = stream.shutdown().await;
             return;
         }
-        None => {
+        Err(_) => {
             tracing::info!(%peer, "MQTT connection closed: no CONNECT within {login_timeout:?}");
             let _ = stream.shutdown().await;
             return;
@@ -268,7 +268,11 @@ impl Session {
                     }
                     return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
                 }
-                () = clock.sleep_until(deadline) => return Ending::Silent(silence),
+                () = tokio::time::sleep_until(clock.timer_deadline(deadline)) => {
+                    if clock.now() >= deadline {
+                        return Ending::Silent(silence);
+                    }
+                }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }
         }

@@ -12,7 +12,7 @@ use super::payload::{self, PayloadError};
 use super::session::{InFlight, Reply, Session, ready};
 use super::topics::{self, Uplink};
 use crate::engine::{SyncSelection, WriteError};
-use crate::model::{OwnedValue, PropertyRecord, now_ms};
+use crate::model::{OwnedValue, PropertyRecord};
 
 /// How long the will message's write may take to become durable.
 const WILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -85,7 +85,7 @@ impl Session {
                 Ok(pin) => match payload::timestamped(&payload) {
                     Err(error) => refused(format!("`{topic}`: {error}")),
                     Ok(points) => {
-                        let now = now_ms();
+                        let now = self.context.engine.clock().unix_ms();
                         let mut errors = Vec::new();
                         let mut writes = Vec::new();
                         for (at, value) in points {

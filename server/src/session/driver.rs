@@ -144,12 +144,9 @@ async fn admit<P: Protocol, T: Transport>(
     context: &Arc<Context>,
 ) -> Option<(P, Attached)> {
     let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let clock = context.engine.clock();
-    let login = clock
-        .timeout(login_timeout, P::login(connection, peer, context))
-        .await;
+    let login = tokio::time::timeout(login_timeout, P::login(connection, peer, context)).await;
     match login {
-        Some(Some((session, sync))) => {
+        Ok(Some((session, sync))) => {
             let slot = session.slot();
             let queue = context.limits.send_queue;
             if !context.engine.prepare_attach(slot).await {
@@ -163,8 +160,8 @@ async fn admit<P: Protocol, T: Transport>(
                 }
             }
         }
-        Some(None) => {}
-        None => {
+        Ok(None) => {}
+        Err(_) => {
             tracing::info!(%peer, "{} connection closed: no login within {login_timeout:?}", P::NAME);
         }
     };
@@ -192,7 +189,6 @@ fn run<'a, P: Protocol, T: Transport>(
         let mut shutdown = context.shutdown.clone();
         // The silence and the grace are counted on the server's clock, which a test may move.
         let clock = engine.clock();
-        let mut advances = clock.advances();
         let mut last_frame = clock.now();
         let grace_ends = P::PUSH_GRACE.map(|grace| last_frame + grace);
         let mut ready = grace_ends.is_none();
@@ -287,8 +283,6 @@ fn run<'a, P: Protocol, T: Transport>(
                     }
                     return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
                 }
-                // The clock moved: the loop sets the timer again for the new time.
-                () = advances.next() => {}
                 () = &mut timer => {
                     let now = clock.now();
                     if now >= last_frame + session.silence() {
