@@ -70,8 +70,10 @@ pub async fn history(
     let export = query.from.is_some() || query.to.is_some() || query.format.is_some();
     if !export {
         let limit = query.limit.unwrap_or(100).min(1000);
-        let points =
-            crate::store::settle(state.engine.store().history(slot.device.id, pin, limit)).await?;
+        let points = state
+            .engine
+            .recent_history(slot.device.id, pin, limit)
+            .await?;
         let json: Vec<_> = points.iter().map(point_json).collect();
         return Ok(axum::Json(json).into_response());
     }

@@ -19,7 +19,7 @@ use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, StreamI
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
 use crate::config::Limits;
-use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, SyncItem, SyncSelection, WriteError};
+use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, EngineError, SyncItem, SyncSelection};
 use crate::limits::RateLimiter;
 use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
@@ -76,16 +76,13 @@ fn error_reply(out: &mut Outgoing, id: u16, code: ErrorCode, detail: &str) {
     }
 }
 
-fn write_error(out: &mut Outgoing, id: u16, error: &WriteError) {
-    let code = match error {
-        WriteError::UnknownPin(_) => ErrorCode::UnknownPin,
-        WriteError::Invalid(_) => ErrorCode::WrongType,
-        WriteError::Store(_)
-        | WriteError::Deleted
-        | WriteError::ShuttingDown
-        | WriteError::Unreachable(_) => ErrorCode::Internal,
-    };
-    error_reply(out, id, code, &error.to_string());
+fn engine_error(out: &mut Outgoing, id: u16, error: &EngineError) {
+    error_reply(
+        out,
+        id,
+        super::refusal::native_code(error),
+        &error.to_string(),
+    );
 }
 
 /// A native device session's state.
@@ -104,14 +101,14 @@ pub(crate) enum Done {
     Write {
         id: u16,
         pin: Pin,
-        outcome: Result<DeviceWriteOutcome, WriteError>,
+        outcome: Result<DeviceWriteOutcome, EngineError>,
     },
     /// A sync request's values.
     Sync { id: u16, items: Vec<SyncItem> },
-    /// A property or event was recorded, or not (the error's text).
+    /// A property or event was recorded, or not.
     Recorded {
         id: u16,
-        outcome: Result<(), String>,
+        outcome: Result<(), EngineError>,
     },
 }
 
@@ -238,7 +235,7 @@ impl Protocol for NativeSession {
                             outcome: durable.await,
                         }
                     }),
-                    Err(error) => write_error(out, id, &error),
+                    Err(error) => engine_error(out, id, &error),
                 }
             }
             Message::SyncRequest(request) => {
@@ -276,10 +273,7 @@ impl Protocol for NativeSession {
                 };
                 in_flight.push(async move {
                     let outcome = durable.await;
-                    Done::Recorded {
-                        id,
-                        outcome: outcome.map_err(|error| error.to_string()),
-                    }
+                    Done::Recorded { id, outcome }
                 });
             }
             Message::Event(event) => {
@@ -294,10 +288,7 @@ impl Protocol for NativeSession {
                 );
                 in_flight.push(async move {
                     let outcome = durable.await;
-                    Done::Recorded {
-                        id,
-                        outcome: outcome.map_err(|error| error.to_string()),
-                    }
+                    Done::Recorded { id, outcome }
                 });
             }
             Message::Error(error) => {
@@ -341,7 +332,7 @@ impl Protocol for NativeSession {
                         );
                     }
                 }
-                Err(error) => write_error(out, id, &error),
+                Err(error) => engine_error(out, id, &error),
             },
             Done::Sync { id, items } => {
                 let mut count: u16 = 0;
@@ -364,7 +355,7 @@ impl Protocol for NativeSession {
                 Ok(()) => {
                     frame(out, &Message::Ack(Ack { id, version: None }));
                 }
-                Err(error) => error_reply(out, id, ErrorCode::Internal, &error),
+                Err(error) => engine_error(out, id, &error),
             },
         }
     }
