@@ -9,6 +9,7 @@
 use blynk_proto::Pin;
 use blynk_proto::datastream::ValidationError;
 
+use crate::properties::PropertyRefusal;
 use crate::store::StoreError;
 
 /// Why the engine refused or failed a request.
@@ -20,6 +21,10 @@ pub enum EngineError {
     /// Invalid input: the value does not fit the pin's datastream (the message names the pin).
     #[error(transparent)]
     InvalidValue(#[from] ValidationError),
+    /// Invalid input: a property the device may not store (the message names the pin and the
+    /// property).
+    #[error(transparent)]
+    Property(#[from] PropertyRefusal),
     /// Invalid input of another kind; the message names the field.
     #[error("{0}")]
     Invalid(String),
@@ -57,9 +62,10 @@ impl EngineError {
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::UnknownPin(_) | EngineError::InvalidValue(_) | EngineError::Invalid(_) => {
-                ErrorKind::Invalid
-            }
+            EngineError::UnknownPin(_)
+            | EngineError::InvalidValue(_)
+            | EngineError::Property(_)
+            | EngineError::Invalid(_) => ErrorKind::Invalid,
             EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::Conflict(_) => ErrorKind::Conflict,
             EngineError::Unavailable(_) => ErrorKind::Unavailable,

@@ -40,7 +40,6 @@ use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
     TemplateId, now_ms,
 };
-use crate::properties::PropertyRefusal;
 use crate::store::{Store, settle};
 use events::AppEvent;
 use watch::{Watcher, WatcherList};
@@ -479,15 +478,14 @@ impl Engine {
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.
-    /// Refused unless [`crate::properties::check`] allows it (SPEC 6).
+    /// Refused ([`EngineError::Property`]) unless [`crate::properties::check`] allows it (SPEC 6).
     ///
     /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
     pub fn set_property(
         &self,
         slot: &DeviceSlot,
         property: PropertyRecord,
-    ) -> Result<impl Future<Output = Result<(), EngineError>> + Send + 'static, PropertyRefusal>
-    {
+    ) -> Result<impl Future<Output = Result<(), EngineError>> + Send + 'static, EngineError> {
         let ticket = {
             let mut state = slot.lock();
             crate::properties::check(&slot.template, &state.properties, &property)?;

@@ -260,11 +260,7 @@ pub async fn update_property(
             name: name.clone(),
             value: parse_value([value.as_str()])?,
         };
-        state
-            .engine
-            .set_property(&slot, record)
-            .map_err(|refusal| ApiError::BadRequest(refusal.to_string()))?
-            .await?;
+        state.engine.set_property(&slot, record)?.await?;
         set += 1;
     }
     if set == 0 {

@@ -220,7 +220,7 @@ impl Protocol for ClassicSession {
                                 Some((id, status))
                             }),
                             Err(refusal) => {
-                                self.refuse(out, id, Status::IllegalCommandBody, &refusal)
+                                self.refuse(out, id, classic_status(&refusal), &refusal)
                             }
                         }
                     }

@@ -23,7 +23,6 @@ use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, EngineError, SyncItem,
 use crate::limits::RateLimiter;
 use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
-use crate::properties::PropertyRefusal;
 
 /// Serves one native connection until it ends.
 pub fn serve<S>(
@@ -260,16 +259,7 @@ impl Protocol for NativeSession {
                 let id = property.id;
                 let durable = match engine.set_property(&self.slot, record) {
                     Ok(durable) => durable,
-                    Err(refusal) => {
-                        let code = match refusal {
-                            PropertyRefusal::NoDatastream { .. } => ErrorCode::UnknownPin,
-                            PropertyRefusal::UnknownName { .. } => ErrorCode::IllegalCommand,
-                            PropertyRefusal::BadValue { .. } | PropertyRefusal::PinFull { .. } => {
-                                ErrorCode::WrongType
-                            }
-                        };
-                        return error_reply(out, id, code, &refusal.to_string());
-                    }
+                    Err(refusal) => return engine_error(out, id, &refusal),
                 };
                 in_flight.push(async move {
                     let outcome = durable.await;

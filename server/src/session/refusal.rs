@@ -9,12 +9,19 @@ use blynk_proto::classic::Status;
 use blynk_proto::native::ErrorCode;
 
 use crate::engine::{EngineError, ErrorKind};
+use crate::properties::PropertyRefusal;
 
 /// The native protocol's code for a refused or failed request.
 pub(crate) fn native_code(error: &EngineError) -> ErrorCode {
     match error {
         EngineError::UnknownPin(_) => ErrorCode::UnknownPin,
-        EngineError::InvalidValue(_) | EngineError::Invalid(_) => ErrorCode::WrongType,
+        EngineError::Property(PropertyRefusal::NoDatastream { .. }) => ErrorCode::UnknownPin,
+        EngineError::Property(PropertyRefusal::UnknownName { .. }) => ErrorCode::IllegalCommand,
+        EngineError::InvalidValue(_)
+        | EngineError::Property(
+            PropertyRefusal::BadValue { .. } | PropertyRefusal::PinFull { .. },
+        )
+        | EngineError::Invalid(_) => ErrorCode::WrongType,
         EngineError::NotFound(_)
         | EngineError::Conflict(_)
         | EngineError::Unavailable(_)
@@ -52,8 +59,13 @@ mod tests {
     use crate::store::StoreError;
 
     fn every_kind() -> Vec<EngineError> {
+        let pin = "V9".parse().unwrap();
         vec![
-            EngineError::UnknownPin("V9".parse().unwrap()),
+            EngineError::UnknownPin(pin),
+            EngineError::Property(PropertyRefusal::UnknownName {
+                pin,
+                name: "colour".into(),
+            }),
             EngineError::Invalid("`name`: empty".into()),
             EngineError::NotFound("device 3".into()),
             EngineError::Conflict("device `a` already exists".into()),
@@ -69,6 +81,7 @@ mod tests {
             codes,
             [
                 ErrorCode::UnknownPin,
+                ErrorCode::IllegalCommand,
                 ErrorCode::WrongType,
                 ErrorCode::Internal,
                 ErrorCode::Internal,
@@ -86,6 +99,7 @@ mod tests {
             [
                 Status::IllegalCommandBody,
                 Status::IllegalCommandBody,
+                Status::IllegalCommandBody,
                 Status::InvalidToken,
                 Status::NotAllowed,
                 Status::ServerException,
@@ -97,7 +111,7 @@ mod tests {
     #[test]
     fn mqtt_publishes_go_on_after_bad_input_only() {
         let ends: Vec<_> = every_kind().iter().map(ends_mqtt_publish).collect();
-        assert_eq!(ends, [false, false, true, true, true, true]);
+        assert_eq!(ends, [false, false, false, true, true, true, true]);
         let pin: Pin = "V1".parse().unwrap();
         assert_eq!(
             mqtt_error("ds/Temp", pin, &EngineError::UnknownPin(pin)),
