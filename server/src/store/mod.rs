@@ -32,8 +32,8 @@ pub enum StoreError {
     /// Nothing has this id or name.
     #[error("{0} not found")]
     NotFound(String),
-    /// The database cannot be reached (a server that is down or restarting); the store keeps
-    /// trying to reconnect, so the same request may succeed a moment later.
+    /// The database cannot be reached (a server that is down or restarting, a SQLite file
+    /// another process keeps locked); the same request may succeed a moment later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The store has shut down.
