@@ -66,6 +66,25 @@ pub struct Snapshot {
     pub versions: Vec<(DeviceId, u64)>,
 }
 
+impl Snapshot {
+    /// Adds a `latest_values` row as either store reads it back (pin, value and origin as
+    /// text); an unreadable row is logged and skipped, so one bad row does not stop a start.
+    pub(crate) fn push_stored_row(
+        &mut self,
+        device_id: DeviceId,
+        (pin, value, version, set_at, origin): (&str, &str, i64, i64, &str),
+    ) {
+        let (Ok(pin), Some(stored)) = (
+            pin.parse::<Pin>(),
+            StoredValue::from_store_columns(value, version, set_at, origin),
+        ) else {
+            tracing::error!(device_id, "unreadable stored value skipped");
+            return;
+        };
+        self.values.push((device_id, pin, stored));
+    }
+}
+
 /// A new value to store: the latest of its pin, and a point of its history.
 #[derive(Debug, Clone)]
 pub struct ValueWrite {
