@@ -44,7 +44,8 @@ pub enum EngineError {
 }
 
 /// The kinds of [`EngineError`] a caller must tell apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request was wrong; sending it again will not help.
     Invalid,
@@ -70,6 +71,17 @@ impl EngineError {
             EngineError::Conflict(_) => ErrorKind::Conflict,
             EngineError::Unavailable(_) => ErrorKind::Unavailable,
             EngineError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// An error of `kind` with `message`, as another node reported it.
+    pub(crate) fn of_kind(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::Invalid => EngineError::Invalid(message),
+            ErrorKind::NotFound => EngineError::NotFound(message),
+            ErrorKind::Conflict => EngineError::Conflict(message),
+            ErrorKind::Unavailable => EngineError::Unavailable(message),
+            ErrorKind::Internal => EngineError::Internal(message),
         }
     }
 

@@ -10,10 +10,10 @@ use futures_util::StreamExt;
 
 use super::wire::{self, WriteReply, WriteRequest};
 use super::{Cluster, Outgoing};
-use crate::engine::EngineError;
 use crate::engine::delivery::{Delivery, DeliveryReport};
 use crate::engine::writes::AppWrite;
 use crate::engine::{DeviceSlot, Engine, events, lock};
+use crate::engine::{EngineError, ErrorKind};
 use crate::model::{Origin, OwnedValue, StoredValue, now_ms};
 use crate::store::{ValueWrite, settle};
 
@@ -199,8 +199,11 @@ impl Engine {
                         });
                     }
                     Ok(WriteReply::NotHeld) => {}
-                    Ok(WriteReply::Failed { message }) => {
-                        return Err(EngineError::Internal(message));
+                    Ok(WriteReply::Failed {
+                        message,
+                        error_kind,
+                    }) => {
+                        return Err(EngineError::of_kind(error_kind, message));
                     }
                     Err(error) => {
                         return Err(EngineError::Unavailable(format!(
@@ -308,6 +311,7 @@ impl Engine {
     async fn serve_write(&self, slot: &Arc<DeviceSlot>, payload: &[u8]) -> WriteReply {
         let failed = |message: &str| WriteReply::Failed {
             message: message.to_owned(),
+            error_kind: ErrorKind::Internal,
         };
         let Ok(request) = serde_json::from_slice::<WriteRequest>(payload) else {
             return failed("malformed write request");
@@ -328,7 +332,10 @@ impl Engine {
                 online: write.device_online,
             },
             Ok(None) => WriteReply::NotHeld,
-            Err(error) => failed(&error.to_string()),
+            Err(error) => WriteReply::Failed {
+                message: error.to_string(),
+                error_kind: error.kind(),
+            },
         }
     }
 }
