@@ -129,14 +129,14 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
+pub(super) fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
     state
         .engine
         .find_device(key)
         .ok_or_else(|| ApiError::NotFound(format!("device `{key}`")))
 }
 
-fn parse_pin(text: &str) -> Result<Pin, ApiError> {
+pub(super) fn parse_pin(text: &str) -> Result<Pin, ApiError> {
     text.parse()
         .map_err(|error| ApiError::BadRequest(format!("pin `{text}`: {error}")))
 }
