@@ -161,7 +161,7 @@ impl Engine {
             // A node's own messages never come back to it.
             .no_echo()
             .connection_timeout(Duration::from_secs(2))
-            .request_timeout(Some(Duration::from_secs(2)))
+            .request_timeout(Some(wire::WRITE_TIMEOUT))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64 * 100).clamp(50, 1_000))

@@ -175,19 +175,21 @@ impl Engine {
         };
         let device = slot.device.id;
         let subject = wire::write_subject(device);
-        let request = WriteRequest {
-            pin: pin.to_string(),
-            value: value.to_store_text(),
-            origin: origin.as_str().to_owned(),
-        };
-        let body = bytes::Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+        let text = value.to_store_text();
         for attempt in 1..=WRITE_ATTEMPTS {
             if !cluster.is_connected() {
                 return Err(WriteError::Unreachable(
                     "the bus between nodes is down; try again shortly".into(),
                 ));
             }
-            match cluster.client.request(subject.clone(), body.clone()).await {
+            let request = WriteRequest::new(
+                pin.to_string(),
+                text.clone(),
+                origin.as_str().to_owned(),
+                now_ms(),
+            );
+            let body = bytes::Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+            match cluster.client.request(subject.clone(), body).await {
                 Ok(message) => match serde_json::from_slice::<WriteReply>(&message.payload) {
                     Ok(WriteReply::Stored { version, online }) => {
                         return Ok(AppWrite {
@@ -218,8 +220,11 @@ impl Engine {
                     // A node with a live lease holds it but is not on the bus yet (or lost it).
                 }
                 Err(error) => {
+                    // Sent, and perhaps stored before the answer was lost; or held by the bus
+                    // client, and then refused by the holder when it arrives (expired).
                     return Err(WriteError::Unreachable(format!(
-                        "the device's node did not answer: {error}"
+                        "the device's node did not answer: {error} (the write may have been \
+                         applied before its answer was lost)"
                     )));
                 }
             }
@@ -311,6 +316,16 @@ impl Engine {
         let Ok(request) = serde_json::from_slice::<WriteRequest>(payload) else {
             return failed("malformed write request");
         };
+        if request.is_expired(now_ms()) {
+            // Its sender already answered the app with an error: applying it now would
+            // overwrite newer values with one the user was told failed.
+            tracing::warn!(
+                device = slot.device.id,
+                pin = %request.pin,
+                "a write from another node arrived after its sender gave up: refused"
+            );
+            return failed("the write arrived after its sender gave up on it");
+        }
         let (Ok(pin), Some(value), Some(origin)) = (
             request.pin.parse::<Pin>(),
             OwnedValue::from_store_text(&request.value),
