@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use super::cluster::wire::{self, WriteReply, WriteRequest};
 use super::membership::{Cluster, Outgoing};
-use super::{DeviceSlot, DeviceState, Engine, lock};
+use super::{DeviceSlot, DeviceState, Engine, ErrorKind, lock};
 use crate::model::{Origin, OwnedValue, now_ms};
 use crate::store::settle;
 
@@ -153,6 +153,7 @@ impl Engine {
     async fn serve_write(&self, slot: &Arc<DeviceSlot>, payload: &[u8]) -> WriteReply {
         let failed = |message: &str| WriteReply::Failed {
             message: message.to_owned(),
+            error_kind: ErrorKind::Internal,
         };
         let Ok(request) = serde_json::from_slice::<WriteRequest>(payload) else {
             return failed("malformed write request");
@@ -183,7 +184,10 @@ impl Engine {
                 online: write.device_online,
             },
             Ok(None) => WriteReply::NotHeld,
-            Err(error) => failed(&error.to_string()),
+            Err(error) => WriteReply::Failed {
+                message: error.to_string(),
+                error_kind: error.kind(),
+            },
         }
     }
 }

@@ -11,10 +11,10 @@ use blynk_proto::{Pin, Value};
 use super::cluster::wire::{self, WriteReply, WriteRequest};
 use super::delivery::{Delivery, DeliveryReport};
 use super::membership::Outgoing;
-use super::writes::{AppWrite, WriteError};
-use super::{DeviceSlot, Engine, events};
+use super::writes::AppWrite;
+use super::{DeviceSlot, Engine, EngineError, events};
 use crate::model::{Origin, OwnedValue, StoredValue, now_ms};
-use crate::store::{StoreError, ValueWrite, settle};
+use crate::store::{ValueWrite, settle};
 
 /// Attempts at reaching a device's holder before the write fails: a node that has just claimed
 /// the device answers "not held" until its session is attached (a few milliseconds).
@@ -31,11 +31,11 @@ impl Engine {
         pin: Pin,
         value: &Value<'_>,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
@@ -58,16 +58,16 @@ impl Engine {
         value: Arc<OwnedValue>,
         is_command: bool,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let Some(cluster) = self.cluster.get() else {
-            return Err(WriteError::Unreachable("no bus".into()));
+            return Err(EngineError::Internal("no bus".into()));
         };
         let device = slot.device.id;
         let subject = wire::write_subject(device);
         let text = value.to_store_text();
         for attempt in 1..=WRITE_ATTEMPTS {
             if !cluster.is_connected() {
-                return Err(WriteError::Unreachable(
+                return Err(EngineError::Unavailable(
                     "the bus between nodes is down; try again shortly".into(),
                 ));
             }
@@ -89,11 +89,14 @@ impl Engine {
                         });
                     }
                     Ok(WriteReply::NotHeld) => {}
-                    Ok(WriteReply::Failed { message }) => {
-                        return Err(WriteError::Store(StoreError::Database(message)));
+                    Ok(WriteReply::Failed {
+                        message,
+                        error_kind,
+                    }) => {
+                        return Err(EngineError::of_kind(error_kind, message));
                     }
                     Err(error) => {
-                        return Err(WriteError::Unreachable(format!(
+                        return Err(EngineError::Unavailable(format!(
                             "malformed answer from the device's node: {error}"
                         )));
                     }
@@ -111,7 +114,7 @@ impl Engine {
                 Err(error) => {
                     // Sent, and perhaps stored before the answer was lost; or held by the bus
                     // client, and then refused by the holder when it arrives (expired).
-                    return Err(WriteError::Unreachable(format!(
+                    return Err(EngineError::Unavailable(format!(
                         "the device's node did not answer: {error} (the write may have been \
                          applied before its answer was lost)"
                     )));
@@ -119,7 +122,7 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
         }
-        Err(WriteError::Unreachable(
+        Err(EngineError::Unavailable(
             "the node holding the device does not answer".into(),
         ))
     }
@@ -133,7 +136,7 @@ impl Engine {
         version: u64,
         is_command: bool,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let (ticket, stored, report, gone) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
