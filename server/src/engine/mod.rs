@@ -8,12 +8,17 @@
 //! Sessions and the HTTP/app APIs only call this module; none of them touches the store, and
 //! every refusal or failure reaches them as an [`EngineError`].
 
+mod bus;
 mod cluster;
 mod delivery;
 mod error;
 pub mod events;
+mod inbound;
+mod membership;
 mod operator_reads;
 mod refresh;
+mod remote;
+mod routing;
 mod sessions;
 mod settings;
 mod sync;
@@ -67,8 +72,8 @@ struct DeviceState {
     pending_commands: Vec<PendingCommand>,
     waiters: delivery::Waiters,
     deleted: bool,
-    /// With a bus: which other node holds the session, and the rest (see `cluster/`).
-    cluster: Option<Box<cluster::ClusterState>>,
+    /// With a bus: which other node holds the session, and the rest (see `membership.rs`).
+    cluster: Option<Box<membership::ClusterState>>,
 }
 
 impl DeviceState {
@@ -184,7 +189,7 @@ pub struct Engine {
     floor: versions::Floor,
     metrics: crate::metrics::Metrics,
     /// The bus to the other nodes, if any (set once, by [`Engine::join_bus`]).
-    cluster: OnceLock<Arc<cluster::Cluster>>,
+    cluster: OnceLock<Arc<membership::Cluster>>,
 }
 
 impl Engine {
@@ -538,9 +543,7 @@ impl Engine {
     /// Queues an event for the device's watchers here and, with a bus, on every other node.
     /// Called under the device's lock, so both get a device's events in version order.
     fn publish(&self, slot: &DeviceSlot, event: AppEvent) {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.send(cluster::Outgoing::Event(event.clone()));
-        }
+        self.tell_other_nodes(|| membership::Outgoing::Event(event.clone()));
         slot.publish(event);
     }
 

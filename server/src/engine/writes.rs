@@ -18,7 +18,7 @@ use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue, now_ms};
 use crate::store::{ValueWrite, settle};
 
 /// An app write queued to the store, not yet durable.
-struct PendingAppWrite {
+pub(super) struct PendingAppWrite {
     ticket: crate::store::Ticket,
     stored: StoredValue,
     report: DeliveryReport,
@@ -142,33 +142,6 @@ impl Engine {
         })
     }
 
-    /// An app or the HTTP API writes a pin of a device (SPEC 3.2, 3.12): validated, versioned,
-    /// queued to the store, forwarded to the device if it is online and published to the
-    /// watching apps, all in one step; the returned write is acknowledged once durable. A
-    /// command of an offline device waits, durably, until the device connects or its ttl passes.
-    pub async fn app_write(
-        &self,
-        slot: &Arc<DeviceSlot>,
-        pin: Pin,
-        value: &Value<'_>,
-        origin: Origin,
-    ) -> Result<AppWrite, EngineError> {
-        let datastream = slot
-            .template
-            .datastream(pin)
-            .ok_or(EngineError::UnknownPin(pin))?;
-        let normalized = Arc::new(datastream.normalize(value)?);
-        let is_command = datastream.is_command();
-        match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
-            Ok(pending) => self.finish_app_write(slot, pin, is_command, pending).await,
-            // With a bus, and the session is not here.
-            Err(normalized) => {
-                self.remote_app_write(slot, pin, normalized, is_command, origin)
-                    .await
-            }
-        }
-    }
-
     /// An app write another node sent for a device whose session is here; `None` when it is
     /// not here any more.
     pub(super) async fn app_write_here(
@@ -196,7 +169,7 @@ impl Engine {
     /// The locked step of an app write: version, queue to the store, publish, forward. With a
     /// bus (or `held_only`) and no session here, nothing is done and the value comes back: the
     /// node holding the session takes the write, with its own counter.
-    fn app_write_stored(
+    pub(super) fn app_write_stored(
         &self,
         slot: &Arc<DeviceSlot>,
         pin: Pin,
@@ -251,7 +224,7 @@ impl Engine {
     }
 
     /// Waits for an app write to be durable, and parks a command of an offline device.
-    async fn finish_app_write(
+    pub(super) async fn finish_app_write(
         &self,
         slot: &Arc<DeviceSlot>,
         pin: Pin,
