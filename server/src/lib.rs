@@ -17,8 +17,11 @@ pub mod mqtt;
 pub mod net;
 pub mod private_files;
 pub mod properties;
+pub mod ready_file;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -53,6 +56,9 @@ pub enum StartError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The engine could not load the store's state.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     /// The store setting is wrong.
     #[error("store: {0}")]
     StoreSetting(String),
@@ -302,7 +308,7 @@ impl Server {
         })
         .await;
         self.engine.close().await;
-        if let Err(error) = store::settle(self.engine.store().flush()).await {
+        if let Err(error) = self.engine.flush().await {
             tracing::error!(%error, "final store flush failed");
         }
         tracing::info!("server stopped");

@@ -71,7 +71,7 @@ impl Engine {
                     });
                 }
             }
-            if let Some(cluster) = self.cluster.get()
+            if self.cluster.get().is_some()
                 && state
                     .cluster
                     .as_ref()
@@ -79,7 +79,7 @@ impl Engine {
             {
                 // An older session of the device here released it between this session's
                 // claim and now: claim it again.
-                cluster.reclaim_soon(slot.clone());
+                self.reclaim_soon(slot.clone());
             }
             let items = sync
                 .map(|selection| super::sync::select(slot, &state, &selection))
@@ -94,7 +94,7 @@ impl Engine {
                 .global
                 .send(events::presence(slot.device.id, true, now));
             if let Some(cluster) = self.cluster.get() {
-                cluster.send(super::cluster::Outgoing::Presence(
+                cluster.send(super::membership::Outgoing::Presence(
                     slot.device.id,
                     true,
                     now,
@@ -153,7 +153,7 @@ impl Engine {
             .settle(pin, Delivery::Delivered, |waiting| waiting <= version);
         if let Some(cluster) = self.cluster.get() {
             // The write may have come from an app on another node.
-            cluster.send(super::cluster::Outgoing::Delivered(
+            cluster.send(super::membership::Outgoing::Delivered(
                 slot.device.id,
                 pin,
                 version,
