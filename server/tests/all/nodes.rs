@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::nodes_failures::{Store, node};
 use crate::support::http::{AppSocket, app};
 use crate::support::native::{LoginOptions, NativeClient, Received};
-use crate::support::nats::NatsServer;
-use crate::support::{PATIENCE, TestServer};
+use crate::support::{PATIENCE, TestServer, nats_server};
+use blynk_testbed::NatsServer;
 
 /// Nodes of one cluster, each a whole server in this process.
 pub struct Nodes {
@@ -25,7 +25,7 @@ impl Nodes {
     /// `count` nodes on `store` and one nats-server, devices' heartbeat `heartbeat` seconds (a
     /// node's lease follows it).
     pub async fn start(store: &Store, count: usize, heartbeat: u16) -> Self {
-        let nats = NatsServer::start().await;
+        let nats = nats_server();
         let mut nodes = Vec::new();
         for _ in 0..count {
             nodes.push(node(store, &nats.url(), heartbeat).await);

@@ -1,5 +1,6 @@
 //! Test support: a real server on 127.0.0.1:0 over a temporary data directory, and clients for
-//! each protocol (native frames, classic byte frames, HTTP, the app WebSocket).
+//! each protocol (native frames, classic byte frames, HTTP, the app WebSocket). A real
+//! PostgreSQL and nats-server come from the `blynk-testbed` crate.
 
 #![allow(dead_code)]
 
@@ -8,9 +9,7 @@ pub mod haproxy;
 pub mod http;
 pub mod mqtt;
 pub mod native;
-pub mod nats;
 pub mod node;
-pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,6 +142,15 @@ impl TestServer {
             .unwrap();
         self.server = Some(server);
     }
+}
+
+/// A real nats-server for one test (`blynk-testbed`), killed when dropped.
+///
+/// # Panics
+///
+/// When it cannot start (not installed, say): the message says why.
+pub fn nats_server() -> blynk_testbed::NatsServer {
+    blynk_testbed::NatsServer::start().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Shows the server's logs in test output when `BLYNK_LOG` is set (e.g. `BLYNK_LOG=debug`).
