@@ -21,6 +21,19 @@ impl Engine {
         }
     }
 
+    /// A device by id or by name ([`Engine::find_device`]); with a bus, one this node does not
+    /// know yet is looked for in the store too: a device another node created a moment ago is
+    /// found before the bus tells this node, so an app that creates a device through one node
+    /// can use it through another at once.
+    pub async fn find_device_anywhere(&self, key: &str) -> Option<Arc<DeviceSlot>> {
+        if let Some(slot) = self.find_device(key) {
+            return Some(slot);
+        }
+        self.cluster.get()?;
+        self.pick_up_created().await;
+        self.find_device(key)
+    }
+
     /// Indexes the templates and devices the store holds and this engine does not.
     pub(super) async fn pick_up_created(&self) {
         let newest_template = read_lock(&self.templates)

@@ -62,7 +62,8 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     let slot = state
         .engine
-        .find_device(&device)
+        .find_device_anywhere(&device)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("device `{device}`")))?;
     let pin: Pin = pin
         .parse()

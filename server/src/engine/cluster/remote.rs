@@ -25,8 +25,9 @@ const WRITE_ATTEMPTS: u64 = 8;
 pub(in crate::engine) struct ClusterState {
     /// The other node holding the device's session, if one does.
     pub holder: Option<Arc<str>>,
-    /// While this node holds the device: the task answering write requests for it.
-    pub writes: Option<tokio::task::AbortHandle>,
+    /// While this node holds the device: dropping it stops the task answering write requests
+    /// for it (gracefully: see [`serve_writes`]).
+    pub writes: Option<tokio::sync::oneshot::Sender<()>>,
     /// Per pin, the highest version another node reported delivered to the device.
     pub delivered: Vec<(Pin, u64)>,
 }
@@ -120,15 +121,16 @@ impl Engine {
         let cluster_state = state.cluster_mut();
         cluster_state.holder = None;
         if let Some(subscriber) = subscriber {
-            let task = tokio::spawn(serve_writes(
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            tokio::spawn(serve_writes(
                 cluster.engine.clone(),
                 slot.clone(),
                 subscriber,
                 cluster.client.clone(),
+                stopped,
             ));
-            if let Some(previous) = cluster_state.writes.replace(task.abort_handle()) {
-                previous.abort();
-            }
+            // Dropping the previous task's sender stops it.
+            cluster_state.writes = Some(stop);
         }
         true
     }
@@ -145,9 +147,8 @@ impl Engine {
             return false;
         };
         let cluster_state = state.cluster_mut();
-        if let Some(writes) = cluster_state.writes.take() {
-            writes.abort();
-        }
+        // Its sender dropped, the task answering writes stops.
+        cluster_state.writes = None;
         let moved = cluster_state.holder.is_some();
         drop(
             self.store
@@ -216,6 +217,21 @@ impl Engine {
                             .await;
                     }
                     // A node with a live lease holds it but is not on the bus yet (or lost it).
+                }
+                Err(error) if error.kind() == RequestErrorKind::TimedOut => {
+                    // NATS drops a request it routed to a subscription just being removed: the
+                    // holder left as it was sent. Stored here when the store shows the device
+                    // released (the holder never served it: it answers every write it serves).
+                    if let Some(version) =
+                        settle(self.store.take_version(device, &cluster.node)).await?
+                    {
+                        return self
+                            .store_unheld_write(slot, pin, value, version, is_command, origin)
+                            .await;
+                    }
+                    return Err(WriteError::Unreachable(format!(
+                        "the device's node did not answer: {error}"
+                    )));
                 }
                 Err(error) => {
                     return Err(WriteError::Unreachable(format!(
@@ -359,25 +375,54 @@ fn remote_waiter(slot: &DeviceSlot, pin: Pin, version: u64) -> DeliveryReport {
 }
 
 /// Answers the writes other nodes send a device held here, one at a time (in version order),
-/// until aborted when the session ends.
+/// until `stop` fires (its sender dropped) when the session ends. It is never aborted, so a
+/// write being served is always answered (its sender must not store it a second time). A
+/// request that reaches this node as it leaves the subject is not answered: another session of
+/// the device here may already serve it; its sender times out and stores the write itself
+/// once the store shows the device released (`remote_app_write`).
 async fn serve_writes(
     engine: Weak<Engine>,
     slot: Arc<DeviceSlot>,
     mut subscriber: async_nats::Subscriber,
     client: async_nats::Client,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    while let Some(message) = subscriber.next().await {
-        let Some(reply) = message.reply else {
-            continue;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            message = subscriber.next() => message,
         };
-        let Some(engine) = engine.upgrade() else {
+        let Some(message) = message else {
             return;
         };
-        let answer = engine.serve_write(&slot, &message.payload).await;
-        drop(engine);
-        let body = serde_json::to_vec(&answer).unwrap_or_default();
-        if let Err(error) = client.publish(reply, body.into()).await {
-            tracing::warn!(%error, "could not answer a write over the bus");
+        if !answer_write(&engine, &slot, &client, message).await {
+            return;
         }
     }
+    if let Err(error) = subscriber.unsubscribe().await {
+        tracing::warn!(%error, "could not leave a released device's write subject");
+    }
+}
+
+/// Serves one write request and publishes the answer; `false` once the engine is gone.
+async fn answer_write(
+    engine: &Weak<Engine>,
+    slot: &Arc<DeviceSlot>,
+    client: &async_nats::Client,
+    message: async_nats::Message,
+) -> bool {
+    let Some(reply) = message.reply else {
+        return true;
+    };
+    let Some(engine) = engine.upgrade() else {
+        return false;
+    };
+    let answer = engine.serve_write(slot, &message.payload).await;
+    drop(engine);
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    if let Err(error) = client.publish(reply, body.into()).await {
+        tracing::warn!(%error, "could not answer a write over the bus");
+    }
+    true
 }
