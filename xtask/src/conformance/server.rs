@@ -1,6 +1,7 @@
 //! The real `blynk-server` binary as a child process on loopback, over a data directory that
-//! outlives restarts, and a tiny HTTP/1.1 client (std `TcpStream`, `Connection: close`) for the
-//! app API.
+//! outlives restarts (alone, or as a node of several on a shared store and bus: extra arguments
+//! such as `--store` and `--bus`), and a tiny HTTP/1.1 client (std `TcpStream`,
+//! `Connection: close`) for the app API.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,6 +18,8 @@ pub struct Server {
     binary: PathBuf,
     data: PathBuf,
     log: PathBuf,
+    /// Arguments added to every start (a node's `--store` and `--bus`).
+    extra: Vec<String>,
     child: Option<Child>,
     /// HTTP, app API and classic devices.
     pub http: SocketAddr,
@@ -31,6 +34,22 @@ pub struct Server {
     pub token: String,
 }
 
+/// The server's output ended before its banner: it exited (its log's last lines).
+#[derive(Debug)]
+struct ExitedEarly(String);
+
+impl std::fmt::Display for ExitedEarly {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "the server exited before its banner:\n{}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ExitedEarly {}
+
 /// What the banner says.
 struct Banner {
     http: SocketAddr,
@@ -42,23 +61,48 @@ struct Banner {
 impl Server {
     /// Starts the server over a fresh directory `data` (created).
     pub fn start(binary: &Path, data: &Path) -> Result<Server> {
+        Self::start_with(binary, data, admin_key(), Vec::new())
+    }
+
+    /// Starts a server over a fresh directory `data` (created) with admin key `key` and `extra`
+    /// arguments: the nodes of one cluster share the key, the store and the bus.
+    pub fn start_with(
+        binary: &Path,
+        data: &Path,
+        key: String,
+        extra: Vec<String>,
+    ) -> Result<Server> {
         std::fs::create_dir_all(data)?;
         let mut server = Server {
             binary: binary.to_path_buf(),
             data: data.join("data"),
             log: data.join("server.log"),
+            extra,
             child: None,
             http: "127.0.0.1:1".parse()?,
             native: "127.0.0.1:1".parse()?,
             mqtt: "127.0.0.1:1".parse()?,
-            key: admin_key(),
+            key,
             token: String::new(),
         };
         server.launch()?;
         Ok(server)
     }
 
+    /// Starts the process and reads its banner. The MQTT port was free a moment ago, but
+    /// another server of the run may take it first: a server that exits before its banner is
+    /// started again, twice at most, on another port.
     fn launch(&mut self) -> Result<()> {
+        for _ in 0..2 {
+            match self.launch_once() {
+                Err(error) if error.downcast_ref::<ExitedEarly>().is_some() => {}
+                other => return other,
+            }
+        }
+        self.launch_once()
+    }
+
+    fn launch_once(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,6 +121,7 @@ impl Server {
             ])
             .arg("--data")
             .arg(&self.data)
+            .args(&self.extra)
             .env("BLYNK_LOG", "info")
             .env("BLYNK_ADMIN_KEY", &self.key)
             .stdin(Stdio::null())
@@ -95,7 +140,11 @@ impl Server {
         std::thread::spawn(move || read_banner(stdout, &sender, copy));
         let banner = match receiver.recv_timeout(Duration::from_secs(15)) {
             Ok(banner) => banner,
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.kill();
+                return Err(ExitedEarly(self.log_tail(3)).into());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.kill();
                 bail!("the server printed no banner within 15 s")
             }
