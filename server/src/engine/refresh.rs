@@ -29,9 +29,26 @@ impl Engine {
         if let Some(slot) = self.find_device(key) {
             return Some(slot);
         }
-        self.cluster.get()?;
-        self.pick_up_created().await;
+        self.look_in_store().await?;
         self.find_device(key)
+    }
+
+    /// Before a device login is checked: with a bus, a token this node does not know yet makes
+    /// it look in the store, so a device created through another node a moment ago can log in
+    /// here before the bus announcement arrives.
+    pub async fn learn_token(&self, token: &str) {
+        if self.authenticate(token).is_none() {
+            self.look_in_store().await;
+        }
+    }
+
+    /// Picks up what the store holds and this node does not, one look at a time; `None`
+    /// without a bus (one process: nothing is created elsewhere but by the command line).
+    async fn look_in_store(&self) -> Option<()> {
+        let cluster = self.cluster.get()?;
+        let _one_at_a_time = cluster.store_look.lock().await;
+        self.pick_up_created().await;
+        Some(())
     }
 
     /// Indexes the templates and devices the store holds and this engine does not.

@@ -217,8 +217,9 @@ pub async fn added_devices_appear_everywhere(store: Store) {
         "{result:?}"
     );
 
-    // An app that creates a device through A uses it through B at once, without waiting for
-    // the bus: B looks in the store for a device it does not know yet.
+    // A device created through A logs in on B at once, and an app uses it through C (here B
+    // again) at once, without waiting for the bus: a node looks in the store for a device or
+    // token it does not know yet.
     let created = app(
         a.http(),
         "POST",
@@ -227,6 +228,12 @@ pub async fn added_devices_appear_everywhere(store: Store) {
     )
     .await;
     assert!(matches!(created.status, 200 | 201), "{}", created.body);
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    let (_gate, result) = NativeClient::login(b.native(), &token, LoginOptions::default()).await;
+    assert!(
+        matches!(result, blynk_proto::native::LoginResult::Accepted { .. }),
+        "{result:?}"
+    );
     let written = app(
         b.http(),
         "PUT",

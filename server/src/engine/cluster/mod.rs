@@ -96,6 +96,9 @@ pub(super) struct Cluster {
     /// Devices whose values are read again from the store (their holder died), in batches.
     stale: std::sync::Mutex<Vec<DeviceId>>,
     stale_ready: tokio::sync::Notify,
+    /// One look in the store for a device this node does not know yet at a time: a flood of
+    /// unknown tokens costs the store one query at a time, not one each at once.
+    pub store_look: tokio::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -205,6 +208,7 @@ impl Engine {
             connected: connected.clone(),
             stale: std::sync::Mutex::default(),
             stale_ready: tokio::sync::Notify::new(),
+            store_look: tokio::sync::Mutex::new(()),
         });
         if self.cluster.set(cluster.clone()).is_err() {
             return Err(connect_error("this engine is on a bus already".into()));
