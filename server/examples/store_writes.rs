@@ -11,10 +11,6 @@
 //!
 //! `cargo run --release -p blynk-server --example store_writes -- --seconds 5 --in-flight 1000`
 
-#[path = "../tests/all/support/postgres.rs"]
-#[allow(dead_code)]
-mod postgres_server;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +55,7 @@ async fn main() -> Result<()> {
     let url = match postgres_url {
         Some(url) => url,
         None => {
-            private = postgres_server::Postgres::start_durable().map_err(|error| anyhow!(error))?;
+            private = blynk_testbed::Postgres::start_durable()?;
             private.url("postgres")
         }
     };

@@ -61,6 +61,22 @@ impl Ready {
     }
 }
 
+/// The server ended before it wrote its ready file (a port taken meanwhile, say).
+#[derive(Debug)]
+pub struct EndedEarly(std::process::ExitStatus);
+
+impl std::fmt::Display for EndedEarly {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "blynk-server ended before it was ready ({})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for EndedEarly {}
+
 /// Starts `command` (the server binary with its flags) with its ready file at `ready_file`
 /// (through `BLYNK_READY_FILE`, which fits any place of a subcommand) and waits at most `within`
 /// for it. A file left by an earlier run is removed first; the child is killed when it fails.
@@ -86,7 +102,7 @@ fn wait(child: &mut Child, ready_file: &Path, within: Duration) -> Result<Ready>
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait()? {
-            bail!("blynk-server ended before it was ready ({status})");
+            return Err(EndedEarly(status).into());
         }
         match std::fs::read_to_string(ready_file) {
             Ok(text) => {

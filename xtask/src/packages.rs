@@ -198,7 +198,7 @@ mod tests {
     /// Programs every machine that builds Rust has (or that only non-test commands use).
     const BASE_PROGRAMS: &[&str] = &[
         "apt-get", "cargo", "rustc", "rustup", "id", "getconf", "kill", "sh", "probe-rs",
-        // Debian's Essential packages (coreutils, util-linux): the PostgreSQL harness.
+        // Debian's Essential packages (coreutils, util-linux): blynk-testbed's PostgreSQL.
         "chown", "runuser", "setsid",
     ];
 
@@ -206,7 +206,11 @@ mod tests {
     fn test_sources() -> Vec<String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut sources = Vec::new();
-        let mut dirs = vec![root.join("xtask/src"), root.join("server/tests")];
+        let mut dirs = vec![
+            root.join("xtask/src"),
+            root.join("server/tests"),
+            root.join("crates/blynk-testbed/src"),
+        ];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

@@ -168,6 +168,7 @@ mod tests {
             "crates/blynk-device/src",
             "crates/blynk-cli/src",
             "crates/blynk-load/src",
+            "crates/blynk-testbed/src",
             "server/src",
             "xtask/src",
         ];

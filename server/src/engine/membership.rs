@@ -37,6 +37,9 @@ pub(super) struct Cluster {
     /// Devices whose values are read again from the store (their holder died), in batches.
     stale: std::sync::Mutex<Vec<DeviceId>>,
     stale_ready: tokio::sync::Notify,
+    /// One look in the store for a device this node does not know yet at a time: a flood of
+    /// unknown tokens costs the store one query at a time, not one each at once.
+    pub store_look: tokio::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -46,6 +49,7 @@ impl Cluster {
             engine,
             stale: std::sync::Mutex::default(),
             stale_ready: tokio::sync::Notify::new(),
+            store_look: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -82,8 +86,9 @@ impl Cluster {
 pub(super) struct ClusterState {
     /// The other node holding the device's session, if one does.
     pub holder: Option<Arc<str>>,
-    /// While this node holds the device: the task answering write requests for it.
-    pub writes: Option<tokio::task::AbortHandle>,
+    /// While this node holds the device: dropping it stops the task answering write requests
+    /// for it (gracefully: see `remote::serve_writes`).
+    pub writes: Option<tokio::sync::oneshot::Sender<()>>,
     /// Per pin, the highest version another node reported delivered to the device.
     pub delivered: Vec<(Pin, u64)>,
 }

@@ -114,15 +114,16 @@ impl Engine {
         let cluster_state = state.cluster_mut();
         cluster_state.holder = None;
         if let Some(subscriber) = subscriber {
-            let task = tokio::spawn(serve_writes(
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            tokio::spawn(serve_writes(
                 cluster.engine.clone(),
                 slot.clone(),
                 subscriber,
                 cluster.bus.client().clone(),
+                stopped,
             ));
-            if let Some(previous) = cluster_state.writes.replace(task.abort_handle()) {
-                previous.abort();
-            }
+            // Dropping the previous task's sender stops it.
+            cluster_state.writes = Some(stop);
         }
         true
     }
@@ -135,9 +136,8 @@ impl Engine {
             return false;
         };
         let cluster_state = state.cluster_mut();
-        if let Some(writes) = cluster_state.writes.take() {
-            writes.abort();
-        }
+        // Its sender dropped, the task answering writes stops.
+        cluster_state.writes = None;
         let moved = cluster_state.holder.is_some();
         drop(
             self.store
@@ -193,25 +193,54 @@ impl Engine {
 }
 
 /// Answers the writes other nodes send a device held here, one at a time (in version order),
-/// until aborted when the session ends.
+/// until `stop` fires (its sender dropped) when the session ends. It is never aborted, so a
+/// write being served is always answered (its sender must not store it a second time). A
+/// request that reaches this node as it leaves the subject is not answered: another session of
+/// the device here may already serve it; its sender times out and stores the write itself
+/// once the store shows the device released (`routing.rs`).
 async fn serve_writes(
     engine: Weak<Engine>,
     slot: Arc<DeviceSlot>,
     mut subscriber: async_nats::Subscriber,
     client: async_nats::Client,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    while let Some(message) = subscriber.next().await {
-        let Some(reply) = message.reply else {
-            continue;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            message = subscriber.next() => message,
         };
-        let Some(engine) = engine.upgrade() else {
+        let Some(message) = message else {
             return;
         };
-        let answer = engine.serve_write(&slot, &message.payload).await;
-        drop(engine);
-        let body = serde_json::to_vec(&answer).unwrap_or_default();
-        if let Err(error) = client.publish(reply, body.into()).await {
-            tracing::warn!(%error, "could not answer a write over the bus");
+        if !answer_write(&engine, &slot, &client, message).await {
+            return;
         }
     }
+    if let Err(error) = subscriber.unsubscribe().await {
+        tracing::warn!(%error, "could not leave a released device's write subject");
+    }
+}
+
+/// Serves one write request and publishes the answer; `false` once the engine is gone.
+async fn answer_write(
+    engine: &Weak<Engine>,
+    slot: &Arc<DeviceSlot>,
+    client: &async_nats::Client,
+    message: async_nats::Message,
+) -> bool {
+    let Some(reply) = message.reply else {
+        return true;
+    };
+    let Some(engine) = engine.upgrade() else {
+        return false;
+    };
+    let answer = engine.serve_write(slot, &message.payload).await;
+    drop(engine);
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    if let Err(error) = client.publish(reply, body.into()).await {
+        tracing::warn!(%error, "could not answer a write over the bus");
+    }
+    true
 }

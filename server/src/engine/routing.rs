@@ -111,6 +111,22 @@ impl Engine {
                     }
                     // A node with a live lease holds it but is not on the bus yet (or lost it).
                 }
+                Err(error) if error.kind() == RequestErrorKind::TimedOut => {
+                    // NATS drops a request it routed to a subscription just being removed: the
+                    // holder left as it was sent. Stored here when the store shows the device
+                    // released (the holder never served it: it answers every write it serves).
+                    if let Some(version) =
+                        settle(self.store.take_version(device, cluster.node())).await?
+                    {
+                        return self
+                            .store_unheld_write(slot, pin, value, version, is_command, origin)
+                            .await;
+                    }
+                    return Err(EngineError::Unavailable(format!(
+                        "the device's node did not answer: {error} (the write may have been \
+                         applied before its answer was lost)"
+                    )));
+                }
                 Err(error) => {
                     // Sent, and perhaps stored before the answer was lost; or held by the bus
                     // client, and then refused by the holder when it arrives (expired).

@@ -129,10 +129,11 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-pub(super) fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
+pub(super) async fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
     state
         .engine
-        .find_device(key)
+        .find_device_anywhere(key)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("device `{key}`")))
 }
 
@@ -292,7 +293,7 @@ pub async fn device_details(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     Ok(Json(device_details_for(&slot, &key)))
 }
 
@@ -302,7 +303,7 @@ pub async fn delete_device(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     state.engine.delete_device(slot.device.id).await?;
     state.device_rates.forget(slot.device.id);
     Ok(StatusCode::NO_CONTENT)
@@ -314,7 +315,7 @@ pub async fn values(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let values: serde_json::Map<String, Json_> = slot
         .values()
         .iter()
@@ -329,7 +330,7 @@ pub async fn value(
     State(state): State<AppState>,
     Path((device, pin)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let pin = parse_pin(&pin)?;
     match slot.value(pin) {
         Some(stored) => Ok(Json(stored_json(&stored))),
@@ -367,7 +368,7 @@ pub async fn write_value(
     Path((device, pin)): Path<(String, String)>,
     Json(body): Json<WriteBody>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     require_control(&key, &slot)?;
     let pin = parse_pin(&pin)?;
     let value = OwnedValue::from_json(&body.value).map_err(ApiError::BadRequest)?;
@@ -404,7 +405,7 @@ pub async fn events(
     Path(device): Path<String>,
     Query(limit): Query<Limit>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let limit = limit.limit.unwrap_or(50).min(200);
     let events = state.engine.events(slot.device.id, limit).await?;
     Ok(Json(json!(events)))
@@ -416,6 +417,6 @@ pub async fn properties(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     Ok(Json(device_details_json(&slot)["properties"].clone()))
 }

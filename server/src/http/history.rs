@@ -60,7 +60,7 @@ pub async fn history(
     Path((device, pin)): Path<(String, String)>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let pin = parse_pin(&pin)?;
     let export = query.from.is_some() || query.to.is_some() || query.format.is_some();
     if !export {

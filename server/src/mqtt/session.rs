@@ -68,6 +68,9 @@ where
             return;
         }
     };
+    if let Some(login) = &connect.login {
+        context.engine.learn_token(&login.password).await;
+    }
     let slot = match admit(&connect, peer, &context) {
         Ok(slot) => slot,
         Err(code) => {

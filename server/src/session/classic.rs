@@ -115,6 +115,11 @@ impl Protocol for ClassicSession {
         else {
             return None;
         };
+        if matches!(frame.command, Command::HwLogin | Command::Login)
+            && let Ok(token) = classic::messages::parse_login(frame.body)
+        {
+            context.engine.learn_token(token.as_str()).await;
+        }
         let admitted = admit(&frame, peer, context, &mut connection.outgoing);
         if admitted.is_none() {
             let _ = connection.flush().await;

@@ -127,6 +127,9 @@ impl Protocol for NativeSession {
             Ok(true) => {
                 let admitted = match native::decode(connection.inbox.pending()) {
                     Ok(Decoded::Frame { message, consumed }) => {
+                        if let Message::Login(login) = &message {
+                            context.engine.learn_token(login.token.as_str()).await;
+                        }
                         admit(message, peer, context, &mut connection.outgoing)
                             .map(|admitted| (admitted, consumed))
                     }

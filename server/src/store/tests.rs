@@ -3,10 +3,6 @@
 //! tests use). Coalesced group commits, call order, retention, versions after a reopen,
 //! settings and names, events, and what another process adds.
 
-#[path = "../../tests/all/support/postgres.rs"]
-#[allow(dead_code)]
-pub(crate) mod postgres_server;
-
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +35,7 @@ impl Fixture {
     }
 
     pub(crate) fn postgres() -> Self {
-        Fixture::Postgres(postgres_server::shared().fresh_database())
+        Fixture::Postgres(blynk_testbed::postgres::shared().fresh_database())
     }
 
     pub(crate) async fn open(&self, retention: Retention) -> Opened {

@@ -99,7 +99,7 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart() {
 
 #[tokio::test]
 async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart_on_postgres() {
-    let url = crate::support::postgres::shared().fresh_database();
+    let url = blynk_testbed::postgres::shared().fresh_database();
     acknowledged_writes_survive_kill_9_and_restart(Some(&url)).await;
 }
 

@@ -14,9 +14,8 @@ use tokio::sync::Mutex;
 use crate::nodes::{next_update_or_sync, wait_presence};
 use crate::support::http::app;
 use crate::support::native::{LoginOptions, NativeClient, Received};
-use crate::support::nats::NatsServer;
 use crate::support::node::NodeProcess;
-use crate::support::{PATIENCE, TestServer, test_config};
+use crate::support::{PATIENCE, TestServer, nats_server, test_config};
 
 /// Where the nodes of a test keep their state: one SQLite file in a temporary directory, or a
 /// PostgreSQL database (each node keeps its own data directory then, holding nothing shared).
@@ -79,7 +78,7 @@ const HEARTBEAT: u16 = 2;
 /// restored there.
 pub async fn node_killed_under_load(store: Store) {
     const DEVICES: usize = 100;
-    let nats = NatsServer::start().await;
+    let nats = nats_server();
     let survivor = node(&store, &nats.url(), HEARTBEAT).await;
     let engine = survivor.server().engine().clone();
     let template = engine.find_template("light").unwrap();
@@ -243,8 +242,8 @@ pub async fn node_killed_under_load(store: Store) {
 /// SPEC 7: the bus stopped for 5 s then started again, then (on PostgreSQL) the database
 /// restarted: clear errors while either is down, and everything converges afterwards without
 /// restarting a node.
-pub async fn bus_outage(store: Store, database: Option<&crate::support::postgres::Postgres>) {
-    let mut nats = NatsServer::start().await;
+pub async fn bus_outage(store: Store, database: Option<&blynk_testbed::Postgres>) {
+    let nats = nats_server();
     let a = node(&store, &nats.url(), HEARTBEAT).await;
     let b = node(&store, &nats.url(), HEARTBEAT).await;
     let token = a.demo_token();
@@ -276,7 +275,7 @@ pub async fn bus_outage(store: Store, database: Option<&crate::support::postgres
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    nats.start_again().await;
+    nats.resume().unwrap_or_else(|error| panic!("{error}"));
 
     // Without restarting a node: B reads what it missed from the store, and writes flow again.
     let deadline = tokio::time::Instant::now() + PATIENCE * 2;
@@ -361,7 +360,7 @@ async fn write_until_delivered(
 /// its sender has answered the app with an error: the holder refuses it, so a write the user
 /// was told failed never lands later over newer values.
 pub async fn late_write_is_refused(store: Store) {
-    let nats = NatsServer::start().await;
+    let nats = nats_server();
     let a = node(&store, &nats.url(), HEARTBEAT).await;
     let b = node(&store, &nats.url(), HEARTBEAT).await;
     let token = a.demo_token();
@@ -405,7 +404,7 @@ pub async fn late_write_is_refused(store: Store) {
 /// versions unique and ordered, and every node's view equals the store's at the end.
 pub async fn two_nodes_write_one_device(store: Store) {
     const WRITES: u64 = 40;
-    let nats = NatsServer::start().await;
+    let nats = nats_server();
     let a = node(&store, &nats.url(), HEARTBEAT).await;
     let b = node(&store, &nats.url(), HEARTBEAT).await;
     let token = a.demo_token();

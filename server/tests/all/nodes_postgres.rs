@@ -3,7 +3,7 @@
 
 use crate::nodes;
 use crate::nodes_failures::{self, Store};
-use crate::support::postgres::{self, Postgres};
+use blynk_testbed::postgres::{self, Postgres};
 
 fn database() -> Store {
     Store::postgres(postgres::shared().fresh_database())

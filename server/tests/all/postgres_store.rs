@@ -2,8 +2,8 @@
 //! after a restart, and a restart of PostgreSQL itself is ridden out without restarting the
 //! server (clear errors while it is down, everything working again once it is back).
 
-use crate::support::postgres::{self, Postgres};
 use crate::support::{TestServer, http, test_config};
+use blynk_testbed::postgres::{self, Postgres};
 
 /// A server on `url`, with a data directory of its own (which holds none of the state).
 async fn start_on(url: &str) -> (TestServer, tempfile::TempDir) {

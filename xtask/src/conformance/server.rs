@@ -1,5 +1,7 @@
 //! The real `blynk-server` binary as a child process on loopback, over a data directory that
-//! outlives restarts, found through its ready file; the app API through the shared client.
+//! outlives restarts (alone, or as a node of several on a shared store and bus: extra arguments
+//! such as `--store` and `--bus`), found through its ready file; the app API through the shared
+//! client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ pub struct Server {
     binary: PathBuf,
     data: PathBuf,
     log: PathBuf,
+    /// Arguments added to every start (a node's `--store` and `--bus`).
+    extra: Vec<String>,
     child: Option<Child>,
     /// HTTP, app API and classic devices.
     pub http: SocketAddr,
@@ -32,23 +36,48 @@ pub struct Server {
 impl Server {
     /// Starts the server over a fresh directory `data` (created).
     pub fn start(binary: &Path, data: &Path) -> Result<Server> {
+        Self::start_with(binary, data, blynk_server::admin_key(), Vec::new())
+    }
+
+    /// Starts a server over a fresh directory `data` (created) with admin key `key` and `extra`
+    /// arguments: the nodes of one cluster share the key, the store and the bus.
+    pub fn start_with(
+        binary: &Path,
+        data: &Path,
+        key: String,
+        extra: Vec<String>,
+    ) -> Result<Server> {
         std::fs::create_dir_all(data)?;
         let mut server = Server {
             binary: binary.to_path_buf(),
             data: data.join("data"),
             log: data.join("server.log"),
+            extra,
             child: None,
             http: "127.0.0.1:1".parse()?,
             native: "127.0.0.1:1".parse()?,
             mqtt: "127.0.0.1:1".parse()?,
-            key: blynk_server::admin_key(),
+            key,
             token: String::new(),
         };
         server.launch()?;
         Ok(server)
     }
 
+    /// Starts the process and waits for its ready file. The MQTT port was free a moment ago,
+    /// but another server of the run may take it first: a server that ends before it is ready
+    /// is started again, twice at most, on another port.
     fn launch(&mut self) -> Result<()> {
+        for _ in 0..2 {
+            match self.launch_once() {
+                Err(error) if error.downcast_ref::<blynk_server::EndedEarly>().is_some() => {}
+                other => return other,
+            }
+        }
+        self.launch_once()
+    }
+
+    fn launch_once(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,6 +97,7 @@ impl Server {
             ])
             .arg("--data")
             .arg(&self.data)
+            .args(&self.extra)
             .env("BLYNK_LOG", "info")
             .env("BLYNK_ADMIN_KEY", &self.key)
             .stdin(Stdio::null())

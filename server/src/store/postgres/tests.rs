@@ -5,8 +5,8 @@
 use super::*;
 use crate::model::{OwnedScalar, OwnedValue};
 use crate::store::settle;
-use crate::store::tests::postgres_server::Postgres;
 use crate::store::tests::{Fixture, add_device, latest_of, pin, version_of, versions_in, write};
+use blynk_testbed::Postgres;
 
 #[tokio::test]
 async fn a_write_postgres_refuses_fails_alone_in_its_batch() {

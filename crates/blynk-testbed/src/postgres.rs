@@ -1,27 +1,25 @@
-//! A real PostgreSQL for tests, from Debian's `postgresql` package: one server per test binary
-//! ([`shared`]) on a free loopback port in a temporary directory, a fresh database per test
+//! A real PostgreSQL from Debian's `postgresql` package, on a free loopback port in a temporary
+//! directory: one server per test binary ([`shared`]), a fresh database per test
 //! ([`Postgres::fresh_database`]), and [`Postgres::stop`], [`Postgres::resume`] and
 //! [`Postgres::restart`] for tests of an outage. A test that stops PostgreSQL starts one of its
 //! own ([`Postgres::start`], about a second): the shared one must not go away under the others.
 //!
 //! PostgreSQL refuses to run as root, so as root its programs run as the `postgres` user
-//! (`runuser`). It is stopped on every exit path: [`Drop`] stops it, and since a `static` is
-//! never dropped (and a test binary may be killed), each server also has a watchdog: a `sh`
-//! in a session of its own (`setsid`, so a Ctrl-C of the tests does not reach it) that blocks
-//! reading a pipe only this process holds. When the process ends, however it ends, the kernel
-//! closes the pipe, the read returns, and the watchdog stops PostgreSQL (`-m immediate`) and
-//! removes the directory.
+//! (`runuser`). It is stopped on every exit path: dropping it stops it, and its watchdog
+//! (`watchdog.rs`) stops it (`-m immediate`) and removes its directory when this process ends
+//! without a drop.
 //!
 //! Durability is traded for speed (`fsync=off`): the tests stop and kill processes, never the
 //! machine, so every committed transaction still survives them. Benchmarks use
 //! [`Postgres::start_durable`] (PostgreSQL's defaults: every commit flushed).
 
-use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use crate::process::{Error, free_port, is_root, run, temporary_directory};
+use crate::watchdog::Watchdog;
 
 /// Where Debian's `postgresql` package puts `initdb` (one directory per major version).
 const DEBIAN_INITDB: &str = "/usr/lib/postgresql/*/bin/initdb";
@@ -31,13 +29,17 @@ const HOW_TO_INSTALL: &str = "PostgreSQL's server programs (initdb, pg_ctl) were
     /usr/lib/postgresql/*/bin, in BLYNK_PG_BIN or on the PATH: install Debian's `postgresql` \
     package (`cargo xtask test` installs it when run as root: `apt-get install postgresql`)";
 
-/// The server every test of this binary shares; started by the first call.
+/// The server every caller in this process shares; started by the first call.
+///
+/// # Panics
+///
+/// When PostgreSQL cannot be started (not installed, say): the message says why.
 pub fn shared() -> &'static Postgres {
     static SHARED: OnceLock<Postgres> = OnceLock::new();
     SHARED.get_or_init(|| Postgres::start().unwrap_or_else(|error| panic!("{error}")))
 }
 
-/// A PostgreSQL server of this process.
+/// A PostgreSQL server of this process; stopped and its directory removed when dropped.
 pub struct Postgres {
     bin: PathBuf,
     root: PathBuf,
@@ -46,45 +48,51 @@ pub struct Postgres {
     as_postgres: bool,
     /// Whether commits are flushed to disk.
     fsync: bool,
-    /// Holds the watchdog's pipe open; dropping it lets the watchdog stop the server.
-    watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU32,
     /// One stop or start at a time.
     lifecycle: Mutex<()>,
+    /// Stops the server when dropped, or when this process ends without a drop.
+    _watchdog: Watchdog,
 }
 
 impl Postgres {
     /// Creates a cluster in a new temporary directory and starts it on a free loopback port.
-    pub fn start() -> Result<Postgres, String> {
+    pub fn start() -> Result<Postgres, Error> {
         Self::start_with(false)
     }
 
     /// Like [`start`](Self::start), with every commit flushed to disk (for figures).
-    pub fn start_durable() -> Result<Postgres, String> {
+    pub fn start_durable() -> Result<Postgres, Error> {
         Self::start_with(true)
     }
 
-    fn start_with(fsync: bool) -> Result<Postgres, String> {
-        let bin = find_programs().ok_or_else(|| HOW_TO_INSTALL.to_owned())?;
+    fn start_with(fsync: bool) -> Result<Postgres, Error> {
+        let bin = find_programs().ok_or_else(|| Error::new(HOW_TO_INSTALL))?;
         let as_postgres = is_root();
-        let root = std::env::temp_dir().join(format!(
-            "blynk-pg-{}-{}",
-            std::process::id(),
-            NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(root.join("socket"))
-            .map_err(|error| format!("creating {}: {error}", root.display()))?;
-        let watchdog = start_watchdog(&bin, &root, as_postgres)?;
+        let root = temporary_directory("pg")?;
+        let pg_ctl = bin.join("pg_ctl");
+        let stop = if as_postgres {
+            r#"runuser -u postgres -- "$0" -D "$1/data" -m immediate -w stop"#
+        } else {
+            r#""$0" -D "$1/data" -m immediate -w stop"#
+        };
+        let watchdog = Watchdog::start(
+            "PostgreSQL",
+            &format!("if [ -d \"$1/data\" ]; then {stop}; fi >/dev/null 2>&1; rm -rf \"$1\""),
+            &[pg_ctl.as_os_str(), root.as_os_str()],
+        )?;
         let mut server = Postgres {
             bin,
             root,
             port: 0,
             as_postgres,
             fsync,
-            watchdog: Mutex::new(Some(watchdog)),
             databases: AtomicU32::new(0),
             lifecycle: Mutex::new(()),
+            _watchdog: watchdog,
         };
+        std::fs::create_dir_all(server.root.join("socket"))
+            .map_err(|error| Error::new(format!("creating the socket directory: {error}")))?;
         if as_postgres {
             run(Command::new("chown")
                 .arg("-R")
@@ -105,7 +113,7 @@ impl Postgres {
             ])
             .arg(server.root.join("data")))?;
         // A port found free may be taken before PostgreSQL binds it: try a few.
-        let mut last_error = String::new();
+        let mut last_error = Error::new("no port tried");
         for _ in 0..3 {
             server.port = free_port()?;
             match server.resume() {
@@ -121,25 +129,37 @@ impl Postgres {
         self.port
     }
 
-    /// The URL of `database`, as `--store` takes it.
+    /// The URL of `database`, as `--store` takes it (`postgres` always exists).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Creates an empty database and returns its URL.
+    ///
+    /// # Panics
+    ///
+    /// When `createdb` fails (the server is stopped, say).
     pub fn fresh_database(&self) -> String {
+        self.create_database()
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Creates an empty database and returns its URL, or why it could not.
+    pub fn create_database(&self) -> Result<String, Error> {
         let name = format!("test_{}", self.databases.fetch_add(1, Ordering::Relaxed));
-        let created = run(Command::new(self.bin.join("createdb"))
+        run(Command::new(self.bin.join("createdb"))
             .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
             .arg(self.port.to_string())
-            .arg(&name));
-        if let Err(error) = created {
-            panic!("creating database {name}: {error}");
-        }
-        self.url(&name)
+            .arg(&name))
+        .map_err(|error| Error::new(format!("creating database {name}: {error}")))?;
+        Ok(self.url(&name))
     }
 
     /// Stops the server (connections are closed; clients see it gone).
+    ///
+    /// # Panics
+    ///
+    /// When `pg_ctl stop` fails.
     pub fn stop(&self) {
         let _once = self
             .lifecycle
@@ -151,7 +171,7 @@ impl Postgres {
     }
 
     /// Starts the server again after [`stop`](Self::stop), on the same port and data.
-    pub fn resume(&self) -> Result<(), String> {
+    pub fn resume(&self) -> Result<(), Error> {
         let _once = self
             .lifecycle
             .lock()
@@ -168,11 +188,18 @@ impl Postgres {
         self.pg_ctl(&["-o", &options, "-l", &log.display().to_string(), "start"])
             .map_err(|error| {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
-                format!("starting PostgreSQL on port {}: {error}\n{log}", self.port)
+                Error::new(format!(
+                    "starting PostgreSQL on port {}: {error}\n{log}",
+                    self.port
+                ))
             })
     }
 
     /// Stops the server and starts it again.
+    ///
+    /// # Panics
+    ///
+    /// When either fails.
     pub fn restart(&self) {
         self.stop();
         if let Err(error) = self.resume() {
@@ -180,7 +207,7 @@ impl Postgres {
         }
     }
 
-    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), Error> {
         run(self
             .program("pg_ctl")
             .arg("-D")
@@ -190,57 +217,15 @@ impl Postgres {
     }
 
     fn program(&self, name: &str) -> Command {
-        command(&self.bin.join(name), self.as_postgres)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let watchdog = self
-            .watchdog
-            .get_mut()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some((mut child, pipe)) = watchdog {
-            // Closing the pipe is the watchdog's signal; it stops the server and cleans up.
-            drop(pipe);
-            let _ = child.wait();
+        let program = self.bin.join(name);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
         }
     }
-}
-
-static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
-
-/// The watchdog (see the module's text): it waits for its standard input to close.
-fn start_watchdog(
-    bin: &Path,
-    root: &Path,
-    as_postgres: bool,
-) -> Result<(Child, ChildStdin), String> {
-    let stop = if as_postgres {
-        r#"runuser -u postgres -- "$0" -D "$1/data" -m immediate -w stop"#
-    } else {
-        r#""$0" -D "$1/data" -m immediate -w stop"#
-    };
-    let script = format!(
-        "read _ignored; if [ -d \"$1/data\" ]; then {stop}; fi >/dev/null 2>&1; rm -rf \"$1\""
-    );
-    let mut child = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .arg(bin.join("pg_ctl"))
-        .arg(root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|error| format!("starting the PostgreSQL watchdog (setsid, sh): {error}"))?;
-    let mut pipe = child
-        .stdin
-        .take()
-        .ok_or_else(|| "the watchdog has no standard input".to_owned())?;
-    // Nothing is ever written but this check that the pipe is open.
-    pipe.flush().map_err(|error| error.to_string())?;
-    Ok((child, pipe))
 }
 
 /// The newest `/usr/lib/postgresql/N/bin` (Debian), `BLYNK_PG_BIN`, or the `PATH`.
@@ -266,44 +251,31 @@ fn find_programs() -> Option<PathBuf> {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
 
-fn command(program: &Path, as_postgres: bool) -> Command {
-    if as_postgres {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
+    use super::*;
+
+    fn accepts(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
     }
-}
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| format!("finding a free port: {error}"))
-}
-
-/// Runs a command to its end; its output becomes the error when it fails.
-fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("{command:?}: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
+    #[test]
+    fn creates_databases_stops_resumes_and_leaves_nothing_behind() {
+        let server = Postgres::start().unwrap();
+        let (port, root) = (server.port(), server.root.clone());
+        let first = server.create_database().unwrap();
+        let second = server.create_database().unwrap();
+        assert_ne!(first, second);
+        assert!(first.starts_with(&format!("postgres://postgres@127.0.0.1:{port}/")));
+        server.stop();
+        assert!(!accepts(port), "stopped, yet the port accepts");
+        assert!(server.create_database().is_err());
+        server.resume().unwrap();
+        assert!(accepts(port));
+        drop(server);
+        assert!(!accepts(port), "dropped, yet the port accepts");
+        assert!(!root.exists(), "{} is left behind", root.display());
     }
 }

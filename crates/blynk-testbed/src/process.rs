@@ -1,0 +1,81 @@
+//! What starting a server program needs: a free loopback port, a temporary directory of its
+//! own, a command run to its end with its output kept for the error, and whether this process
+//! is root.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why a server could not be started, stopped or used: the command and what it printed, or
+/// what to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A loopback port that was free a moment ago (another process may take it before the server
+/// binds it: callers retry).
+pub(crate) fn free_port() -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| Error::new(format!("finding a free port: {error}")))
+}
+
+/// A new directory `blynk-{kind}-{process}-{n}` in the system's temporary directory; the
+/// watchdog of the server living there removes it.
+pub(crate) fn temporary_directory(kind: &str) -> Result<PathBuf, Error> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let directory = std::env::temp_dir().join(format!(
+        "blynk-{kind}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&directory)
+        .map_err(|error| Error::new(format!("creating {}: {error}", directory.display())))?;
+    Ok(directory)
+}
+
+/// Whether this process runs as root (PostgreSQL then runs as its own user).
+pub(crate) fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// Runs a command to its end; its output becomes the error when it fails.
+pub(crate) fn run(command: &mut Command) -> Result<(), Error> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| Error::new(format!("{command:?}: {error}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{command:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
+}
