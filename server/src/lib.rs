@@ -52,6 +52,9 @@ pub enum StartError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The engine could not load the store's state.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     /// The store setting is wrong.
     #[error("store: {0}")]
     StoreSetting(String),
@@ -301,7 +304,7 @@ impl Server {
         })
         .await;
         self.engine.close().await;
-        if let Err(error) = store::settle(self.engine.store().flush()).await {
+        if let Err(error) = self.engine.flush().await {
             tracing::error!(%error, "final store flush failed");
         }
         tracing::info!("server stopped");

@@ -5,14 +5,17 @@
 //! lock and in one step, take a new per-device version, queue the change to the store (in
 //! version order), forward it to the other side (the device session for an app write) and
 //! publish it to the watching apps; the writer's acknowledgement waits until it is durable.
-//! Sessions and the HTTP/app APIs only call this module; none of them touches the store.
+//! Sessions and the HTTP/app APIs only call this module; none of them touches the store, and
+//! every refusal or failure reaches them as an [`EngineError`].
 
 mod cluster;
 mod delivery;
+mod error;
 pub mod events;
 mod operator_reads;
 mod refresh;
 mod sessions;
+mod settings;
 mod sync;
 mod versions;
 pub mod watch;
@@ -27,16 +30,17 @@ use blynk_proto::Pin;
 
 pub use cluster::{BusError, BusSettings, announce_added};
 pub use delivery::{Delivery, DeliveryReport, Outbound, OutboundQueue, Protocol};
+pub use error::{EngineError, ErrorKind};
 pub use sessions::Attached;
+pub use settings::Settings;
 pub use sync::{SyncItem, SyncSelection};
-pub use writes::{AppWrite, DeviceWriteOutcome, WriteError};
+pub use writes::{AppWrite, DeviceWriteOutcome};
 
 use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
     TemplateId, now_ms,
 };
-use crate::properties::PropertyRefusal;
-use crate::store::{Store, StoreError, settle};
+use crate::store::{Store, settle};
 use events::AppEvent;
 use watch::{Watcher, WatcherList};
 
@@ -186,17 +190,17 @@ pub struct Engine {
 impl Engine {
     /// Loads the store's state into a new engine that serves: it marks the run as started in
     /// the store (see `versions.rs`), so call [`Engine::close`] at a clean shutdown.
-    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, EngineError> {
         Self::load(store, true).await
     }
 
     /// Loads the store's state for a command-line tool that manages devices and templates
     /// beside a running server: it takes no writes of values and leaves the run mark alone.
-    pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+    pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, EngineError> {
         Self::load(store, false).await
     }
 
-    async fn load(store: Arc<dyn Store>, serving: bool) -> Result<Arc<Self>, StoreError> {
+    async fn load(store: Arc<dyn Store>, serving: bool) -> Result<Arc<Self>, EngineError> {
         let snapshot = settle(store.load()).await?;
         let highest = snapshot
             .versions
@@ -274,12 +278,12 @@ impl Engine {
     }
 
     /// Refuses a new version when the device was deleted or the engine is closing.
-    fn check_open(&self, state: &DeviceState) -> Result<(), WriteError> {
+    fn check_open(&self, state: &DeviceState) -> Result<(), EngineError> {
         if state.deleted {
-            return Err(WriteError::Deleted);
+            return Err(EngineError::deleted());
         }
         if self.closing.load(Ordering::SeqCst) {
-            return Err(WriteError::ShuttingDown);
+            return Err(EngineError::shutting_down());
         }
         Ok(())
     }
@@ -302,11 +306,6 @@ impl Engine {
     /// The server's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
-    }
-
-    /// The store behind the engine.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn token_key(&self, token: &str) -> u64 {
@@ -391,8 +390,8 @@ impl Engine {
     }
 
     /// Stores a new template.
-    pub async fn create_template(&self, template: Template) -> Result<Arc<Template>, StoreError> {
-        template.check().map_err(StoreError::Database)?;
+    pub async fn create_template(&self, template: Template) -> Result<Arc<Template>, EngineError> {
+        template.check().map_err(EngineError::Invalid)?;
         let stored = Arc::new(settle(self.store.create_template(template)).await?);
         write_lock(&self.templates).insert(stored.id, stored.clone());
         self.announce_meta(cluster::wire::MetaMessage::Added);
@@ -404,10 +403,10 @@ impl Engine {
         &self,
         name: &str,
         template: &Template,
-    ) -> Result<Arc<DeviceSlot>, StoreError> {
+    ) -> Result<Arc<DeviceSlot>, EngineError> {
         if name.trim().is_empty() || name.len() > blynk_proto::MAX_NAME_LEN {
-            return Err(StoreError::Database(format!(
-                "a device name is 1 to {} bytes",
+            return Err(EngineError::Invalid(format!(
+                "`name`: a device name is 1 to {} bytes",
                 blynk_proto::MAX_NAME_LEN
             )));
         }
@@ -417,16 +416,18 @@ impl Engine {
             .values()
             .any(|slot| slot.device.name == name)
         {
-            return Err(StoreError::Conflict(format!("device `{name}`")));
+            return Err(EngineError::Conflict(format!(
+                "device `{name}` already exists"
+            )));
         }
         if name.bytes().all(|byte| byte.is_ascii_digit()) {
-            return Err(StoreError::Database(
-                "a device name needs a character other than a digit".into(),
+            return Err(EngineError::Invalid(
+                "`name`: a device name needs a character other than a digit".into(),
             ));
         }
         let template = self
             .find_template(&template.id.to_string())
-            .ok_or_else(|| StoreError::NotFound(template.name.clone()))?;
+            .ok_or_else(|| EngineError::NotFound(format!("template `{}`", template.name)))?;
         let token = crate::token::new_token();
         let device = settle(self.store.create_device(name, template.id, &token)).await?;
         let (slot, new) = self.index(Arc::new(DeviceSlot::new(
@@ -444,10 +445,10 @@ impl Engine {
     }
 
     /// Deletes a device, closing its session.
-    pub async fn delete_device(&self, id: DeviceId) -> Result<(), StoreError> {
+    pub async fn delete_device(&self, id: DeviceId) -> Result<(), EngineError> {
         let slot = write_lock(&self.devices)
             .remove(&id)
-            .ok_or_else(|| StoreError::NotFound(format!("device {id}")))?;
+            .ok_or_else(|| EngineError::NotFound(format!("device {id}")))?;
         let key = self.token_key(&slot.device.token);
         if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
             candidates.retain(|candidate| candidate.device.id != id);
@@ -477,15 +478,14 @@ impl Engine {
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.
-    /// Refused unless [`crate::properties::check`] allows it (SPEC 6).
+    /// Refused ([`EngineError::Property`]) unless [`crate::properties::check`] allows it (SPEC 6).
     ///
     /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
     pub fn set_property(
         &self,
         slot: &DeviceSlot,
         property: PropertyRecord,
-    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, PropertyRefusal>
-    {
+    ) -> Result<impl Future<Output = Result<(), EngineError>> + Send + 'static, EngineError> {
         let ticket = {
             let mut state = slot.lock();
             crate::properties::check(&slot.template, &state.properties, &property)?;
@@ -509,7 +509,7 @@ impl Engine {
             }
             ticket
         };
-        Ok(settle(ticket))
+        Ok(async move { Ok(settle(ticket).await?) })
     }
 
     /// Stores an event logged by a device and shows it to apps.
@@ -520,7 +520,7 @@ impl Engine {
         slot: &DeviceSlot,
         code: &str,
         description: Option<&str>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), EngineError>> + Send + 'static {
         let event = EventRecord {
             code: code.to_owned(),
             description: description.map(str::to_owned),
@@ -532,7 +532,7 @@ impl Engine {
             self.publish(slot, events::logged(slot.device.id, &event));
             self.store.append_event(slot.device.id, event)
         };
-        settle(ticket)
+        async move { Ok(settle(ticket).await?) }
     }
 
     /// Queues an event for the device's watchers here and, with a bus, on every other node.

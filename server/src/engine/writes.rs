@@ -10,37 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blynk_proto::datastream::ValidationError;
 use blynk_proto::{Pin, Value};
 
 use super::delivery::{Delivery, DeliveryReport, Outbound};
-use super::{DeviceSlot, Engine, events, lock};
+use super::{DeviceSlot, Engine, EngineError, events, lock};
 use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue, now_ms};
-use crate::store::{StoreError, ValueWrite, settle};
-
-/// Why a write was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The device's template binds no datastream to the pin.
-    #[error("no datastream is bound to {0}")]
-    UnknownPin(Pin),
-    /// The value does not fit the datastream.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The store failed; the write was not acknowledged.
-    #[error("the write could not be stored: {0}")]
-    Store(#[from] StoreError),
-    /// The device was deleted.
-    #[error("the device was deleted")]
-    Deleted,
-    /// The server is shutting down and takes no more writes.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// With several nodes: the node holding the device could not be reached (the bus is
-    /// down, or that node is failing); nothing was stored.
-    #[error("{0}")]
-    Unreachable(String),
-}
+use crate::store::{ValueWrite, settle};
 
 /// An app write queued to the store, not yet durable.
 struct PendingAppWrite {
@@ -97,8 +72,8 @@ impl Engine {
         value: &Value<'_>,
         age_ms: Option<u32>,
     ) -> Result<
-        impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
-        WriteError,
+        impl Future<Output = Result<DeviceWriteOutcome, EngineError>> + Send + 'static,
+        EngineError,
     > {
         let made_at = age_ms.map(|age| now_ms() - i64::from(age));
         self.device_write_at(slot, pin, value, made_at, Origin::Device)
@@ -115,13 +90,13 @@ impl Engine {
         made_at: Option<i64>,
         origin: Origin,
     ) -> Result<
-        impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
-        WriteError,
+        impl Future<Output = Result<DeviceWriteOutcome, EngineError>> + Send + 'static,
+        EngineError,
     > {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let timed = made_at.is_some();
         let made_at = made_at.map_or_else(now_ms, |at| at.min(now_ms()));
@@ -177,11 +152,11 @@ impl Engine {
         pin: Pin,
         value: &Value<'_>,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
@@ -202,11 +177,11 @@ impl Engine {
         pin: Pin,
         value: &Value<'_>,
         origin: Origin,
-    ) -> Result<Option<AppWrite>, WriteError> {
+    ) -> Result<Option<AppWrite>, EngineError> {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, true)? {
@@ -229,7 +204,7 @@ impl Engine {
         is_command: bool,
         origin: Origin,
         held_only: bool,
-    ) -> Result<Result<PendingAppWrite, Arc<OwnedValue>>, WriteError> {
+    ) -> Result<Result<PendingAppWrite, Arc<OwnedValue>>, EngineError> {
         let mut state = slot.lock();
         self.check_open(&state)?;
         if state.session.is_none() && (held_only || self.cluster.get().is_some()) {
@@ -282,7 +257,7 @@ impl Engine {
         pin: Pin,
         is_command: bool,
         pending: PendingAppWrite,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let PendingAppWrite {
             ticket,
             stored,
@@ -310,7 +285,7 @@ impl Engine {
         slot: &Arc<DeviceSlot>,
         pin: Pin,
         stored: StoredValue,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), EngineError> {
         let ttl = slot
             .template
             .datastream(pin)

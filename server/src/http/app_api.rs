@@ -129,14 +129,14 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
+pub(super) fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
     state
         .engine
         .find_device(key)
         .ok_or_else(|| ApiError::NotFound(format!("device `{key}`")))
 }
 
-fn parse_pin(text: &str) -> Result<Pin, ApiError> {
+pub(super) fn parse_pin(text: &str) -> Result<Pin, ApiError> {
     text.parse()
         .map_err(|error| ApiError::BadRequest(format!("pin `{text}`: {error}")))
 }
@@ -249,7 +249,6 @@ pub async fn create_template(
     }
     let template: Template =
         serde_json::from_value(body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    template.check().map_err(ApiError::BadRequest)?;
     let stored = state.engine.create_template(template).await?;
     Ok((StatusCode::CREATED, Json(template_json(&stored))))
 }
@@ -283,14 +282,7 @@ pub async fn create_device(
         .engine
         .find_template(&body.template)
         .ok_or_else(|| ApiError::NotFound(format!("template `{}`", body.template)))?;
-    let slot = state
-        .engine
-        .create_device(&body.name, &template)
-        .await
-        .map_err(|error| match error {
-            crate::store::StoreError::Database(message) => ApiError::BadRequest(message),
-            other => other.into(),
-        })?;
+    let slot = state.engine.create_device(&body.name, &template).await?;
     Ok((StatusCode::CREATED, Json(device_details_json(&slot))))
 }
 
@@ -414,7 +406,7 @@ pub async fn events(
 ) -> Result<Json<Json_>, ApiError> {
     let slot = find_device(&state, &device)?;
     let limit = limit.limit.unwrap_or(50).min(200);
-    let events = crate::store::settle(state.engine.store().events(slot.device.id, limit)).await?;
+    let events = state.engine.events(slot.device.id, limit).await?;
     Ok(Json(json!(events)))
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::app_api::Caller;
+use super::app_api::{Caller, find_device, parse_pin};
 use super::{ApiError, AppState};
 use crate::engine::Engine;
 use crate::model::{DeviceId, HistoryPoint, now_ms};
@@ -60,18 +60,15 @@ pub async fn history(
     Path((device, pin)): Path<(String, String)>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let slot = state
-        .engine
-        .find_device(&device)
-        .ok_or_else(|| ApiError::NotFound(format!("device `{device}`")))?;
-    let pin: Pin = pin
-        .parse()
-        .map_err(|error| ApiError::BadRequest(format!("pin `{pin}`: {error}")))?;
+    let slot = find_device(&state, &device)?;
+    let pin = parse_pin(&pin)?;
     let export = query.from.is_some() || query.to.is_some() || query.format.is_some();
     if !export {
         let limit = query.limit.unwrap_or(100).min(1000);
-        let points =
-            crate::store::settle(state.engine.store().history(slot.device.id, pin, limit)).await?;
+        let points = state
+            .engine
+            .recent_history(slot.device.id, pin, limit)
+            .await?;
         let json: Vec<_> = points.iter().map(point_json).collect();
         return Ok(axum::Json(json).into_response());
     }

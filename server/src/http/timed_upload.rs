@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 
 use super::device_api::{device_of, parse_value, pin_param};
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::DeviceSlot;
+use crate::engine::{DeviceSlot, EngineError};
 use crate::model::{DeviceId, Origin, OwnedValue, now_ms};
 
 /// The most points one request may carry.
@@ -106,7 +106,7 @@ fn parse_points(
     let datastream = slot
         .template
         .datastream(pin)
-        .ok_or_else(|| ApiError::BadRequest(format!("no datastream is bound to {pin}")))?;
+        .ok_or(EngineError::UnknownPin(pin))?;
     let json: Json = serde_json::from_slice(body).map_err(|error| {
         ApiError::BadRequest(format!(
             "the body is not JSON `[[unix_ms, value], ...]`: {error}"

@@ -11,10 +11,11 @@ use futures_util::StreamExt;
 use super::wire::{self, WriteReply, WriteRequest};
 use super::{Cluster, Outgoing};
 use crate::engine::delivery::{Delivery, DeliveryReport};
-use crate::engine::writes::{AppWrite, WriteError};
+use crate::engine::writes::AppWrite;
 use crate::engine::{DeviceSlot, Engine, events, lock};
+use crate::engine::{EngineError, ErrorKind};
 use crate::model::{Origin, OwnedValue, StoredValue, now_ms};
-use crate::store::{StoreError, ValueWrite, settle};
+use crate::store::{ValueWrite, settle};
 
 /// Attempts at reaching a device's holder before the write fails: a node that has just claimed
 /// the device answers "not held" until its session is attached (a few milliseconds).
@@ -169,9 +170,9 @@ impl Engine {
         value: Arc<OwnedValue>,
         is_command: bool,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let Some(cluster) = self.cluster.get() else {
-            return Err(WriteError::Unreachable("no bus".into()));
+            return Err(EngineError::Internal("no bus".into()));
         };
         let device = slot.device.id;
         let subject = wire::write_subject(device);
@@ -183,7 +184,7 @@ impl Engine {
         let body = bytes::Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
         for attempt in 1..=WRITE_ATTEMPTS {
             if !cluster.is_connected() {
-                return Err(WriteError::Unreachable(
+                return Err(EngineError::Unavailable(
                     "the bus between nodes is down; try again shortly".into(),
                 ));
             }
@@ -198,11 +199,14 @@ impl Engine {
                         });
                     }
                     Ok(WriteReply::NotHeld) => {}
-                    Ok(WriteReply::Failed { message }) => {
-                        return Err(WriteError::Store(StoreError::Database(message)));
+                    Ok(WriteReply::Failed {
+                        message,
+                        error_kind,
+                    }) => {
+                        return Err(EngineError::of_kind(error_kind, message));
                     }
                     Err(error) => {
-                        return Err(WriteError::Unreachable(format!(
+                        return Err(EngineError::Unavailable(format!(
                             "malformed answer from the device's node: {error}"
                         )));
                     }
@@ -218,14 +222,14 @@ impl Engine {
                     // A node with a live lease holds it but is not on the bus yet (or lost it).
                 }
                 Err(error) => {
-                    return Err(WriteError::Unreachable(format!(
+                    return Err(EngineError::Unavailable(format!(
                         "the device's node did not answer: {error}"
                     )));
                 }
             }
             tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
         }
-        Err(WriteError::Unreachable(
+        Err(EngineError::Unavailable(
             "the node holding the device does not answer".into(),
         ))
     }
@@ -239,7 +243,7 @@ impl Engine {
         version: u64,
         is_command: bool,
         origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let (ticket, stored, report, gone) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
@@ -307,6 +311,7 @@ impl Engine {
     async fn serve_write(&self, slot: &Arc<DeviceSlot>, payload: &[u8]) -> WriteReply {
         let failed = |message: &str| WriteReply::Failed {
             message: message.to_owned(),
+            error_kind: ErrorKind::Internal,
         };
         let Ok(request) = serde_json::from_slice::<WriteRequest>(payload) else {
             return failed("malformed write request");
@@ -327,7 +332,10 @@ impl Engine {
                 online: write.device_online,
             },
             Ok(None) => WriteReply::NotHeld,
-            Err(error) => failed(&error.to_string()),
+            Err(error) => WriteReply::Failed {
+                message: error.to_string(),
+                error_kind: error.kind(),
+            },
         }
     }
 }

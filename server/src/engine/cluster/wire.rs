@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::ErrorKind;
 use crate::model::DeviceId;
 
 /// Every device's events: a node subscribes once and keeps what concerns its apps.
@@ -123,12 +124,40 @@ pub enum WriteReply {
     Failed {
         /// Why.
         message: String,
+        /// What kind of error it was, so the writer's client gets the same answer (a store
+        /// that is down is "try again" on every node); internal when a node does not say.
+        #[serde(default = "internal")]
+        error_kind: ErrorKind,
     },
+}
+
+fn internal() -> ErrorKind {
+    ErrorKind::Internal
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_its_kind_across_nodes() {
+        let reply = WriteReply::Failed {
+            message: "database unavailable: restarting".into(),
+            error_kind: ErrorKind::Unavailable,
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        let Ok(WriteReply::Failed { error_kind, .. }) = serde_json::from_str(&text) else {
+            panic!("{text}");
+        };
+        assert_eq!(error_kind, ErrorKind::Unavailable);
+        // From a node that does not say.
+        let Ok(WriteReply::Failed { error_kind, .. }) =
+            serde_json::from_str(r#"{"kind":"failed","message":"x"}"#)
+        else {
+            panic!("an older reply");
+        };
+        assert_eq!(error_kind, ErrorKind::Internal);
+    }
 
     #[test]
     fn subjects_name_the_device() {

@@ -170,14 +170,16 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Every stored value of a pin of a device (its whole history), read from the server's store.
+/// Every stored value of a pin of a device (its whole history), read through the server's engine.
 pub async fn settle_history(
     server: &TestServer,
     device: i64,
     pin: blynk_proto::Pin,
 ) -> Vec<blynk_server::model::HistoryPoint> {
-    let store = server.server().engine().store().clone();
-    blynk_server::store::settle(store.history(device, pin, 1_000_000))
+    server
+        .server()
+        .engine()
+        .recent_history(device, pin, 1_000_000)
         .await
         .unwrap()
 }
