@@ -16,8 +16,11 @@ pub mod mqtt;
 pub mod net;
 pub mod private_files;
 pub mod properties;
+pub mod ready_file;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod token;
 
 use std::net::SocketAddr;
