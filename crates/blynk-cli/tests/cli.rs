@@ -605,7 +605,8 @@ async fn device_add_prints_a_token_that_works() {
         .await
         .failure();
     assert!(
-        run.stderr.contains("refused: `name`: a device name is 1 to"),
+        run.stderr
+            .contains("refused: `name`: a device name is 1 to"),
         "{}",
         run.stderr
     );

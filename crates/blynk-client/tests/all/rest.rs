@@ -5,12 +5,14 @@ use std::time::Duration;
 use blynk_client::{Client, Endpoint, Error, StatusCode, device_path};
 use serde_json::json;
 
-use crate::Setup;
+use blynk_server::test_util::TestServer;
+
+use crate::{client, client_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_answer_json_and_a_keep_alive_connection_serves_several() {
-    let setup = Setup::start().await;
-    let client = setup.client();
+    let server = TestServer::start().await;
+    let client = client(&server);
     let devices = client.get("/api/devices").await.unwrap();
     assert!(
         devices
@@ -39,8 +41,8 @@ async fn calls_answer_json_and_a_keep_alive_connection_serves_several() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_carries_its_status_message_and_body() {
-    let setup = Setup::start().await;
-    let error = setup.client().get("/api/devices/nope").await.unwrap_err();
+    let server = TestServer::start().await;
+    let error = client(&server).get("/api/devices/nope").await.unwrap_err();
     let Error::Refused {
         status,
         message,
@@ -54,17 +56,16 @@ async fn a_refused_call_carries_its_status_message_and_body() {
     assert!(message.contains("nope"), "{message}");
     assert!(String::from_utf8_lossy(body).contains("\"error\""));
 
-    let wrong = setup.client_with("not-the-key-0123456789");
+    let wrong = client_with(&server, "not-the-key-0123456789");
     let error = wrong.get("/api/devices").await.unwrap_err();
     assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED), "{error}");
 
     // A read-only key may not write: 403 and the scope it lacks.
-    let made = setup
-        .client()
+    let made = client(&server)
         .post("/api/keys", &json!({ "name": "viewer", "scope": "read" }))
         .await
         .unwrap();
-    let viewer = setup.client_with(made["key"].as_str().unwrap());
+    let viewer = client_with(&server, made["key"].as_str().unwrap());
     let error = viewer
         .put(
             "/api/devices/demo/values/V1",
@@ -87,8 +88,8 @@ async fn a_refused_call_carries_its_status_message_and_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_arrives_line_by_line() {
-    let setup = Setup::start().await;
-    let client = setup.client();
+    let server = TestServer::start().await;
+    let client = client(&server);
     for value in [10, 11, 12] {
         client
             .put(

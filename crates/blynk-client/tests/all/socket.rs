@@ -6,7 +6,9 @@ use blynk_client::events::{AppEvent, for_each_event, json_events};
 use blynk_client::{AppReceiver, AppSocket, Error, StatusCode};
 use serde_json::json;
 
-use crate::Setup;
+use blynk_server::test_util::TestServer;
+
+use crate::{client, client_with};
 
 /// How long anything that should happen at once may take.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -29,8 +31,8 @@ async fn until(socket: &mut AppReceiver, mut wanted: impl FnMut(AppEvent<'_>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_gets_the_snapshot_then_live_values() {
-    let setup = Setup::start().await;
-    let client = setup.client();
+    let server = TestServer::start().await;
+    let client = client(&server);
     let mut socket: AppSocket = client.websocket().await.unwrap();
     socket.watch(&["demo"]).await.unwrap();
     let snapshot = tokio::time::timeout(PATIENCE, socket.recv())
@@ -64,11 +66,11 @@ async fn watch_gets_the_snapshot_then_live_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_answered_stored_or_pending() {
-    let setup = Setup::start().await;
-    let demo_id = setup.client().get("/api/devices/demo").await.unwrap()["id"]
+    let server = TestServer::start().await;
+    let demo_id = client(&server).get("/api/devices/demo").await.unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (mut sender, mut receiver) = setup.client().websocket().await.unwrap().split();
+    let (mut sender, mut receiver) = client(&server).websocket().await.unwrap().split();
     for id in 1..=3 {
         let write =
             json!({ "type": "write", "id": id, "device": demo_id, "pin": "V1", "value": id });
@@ -91,9 +93,8 @@ async fn a_write_is_answered_stored_or_pending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_is_refused_at_the_upgrade() {
-    let setup = Setup::start().await;
-    let error = setup
-        .client_with("not-the-key-0123456789")
+    let server = TestServer::start().await;
+    let error = client_with(&server, "not-the-key-0123456789")
         .websocket()
         .await
         .err()
