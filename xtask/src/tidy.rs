@@ -166,6 +166,7 @@ mod tests {
         let crates = [
             "crates/blynk-proto/src",
             "crates/blynk-device/src",
+            "crates/blynk-client/src",
             "crates/blynk-cli/src",
             "crates/blynk-load/src",
             "crates/blynk-testbed/src",

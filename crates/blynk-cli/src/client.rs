@@ -1,277 +1,127 @@
-//! The app API over HTTP/1.1 (hyper's client connection): one request per connection, the admin
-//! key as a bearer token, JSON both ways, and the server's errors turned into clear messages.
+//! The app API through `blynk-client`, with the settings of this command line and its error
+//! messages: what a refusal's status means and what to do about it.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use anyhow::{Result, anyhow};
+use blynk_client::{Endpoint, Error, StatusCode};
 use serde_json::Value;
 
+pub use blynk_client::encode_component;
+
 use crate::config::Settings;
-use crate::net::{Endpoint, encode_component};
-
-/// The largest response body read (the biggest answers are device lists).
-const MAX_BODY: usize = 64 * 1024 * 1024;
-
-/// How long a request may take beyond any wait it asks the server for.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client of one server's app API.
 pub struct Client {
-    endpoint: Endpoint,
-    key: String,
+    inner: blynk_client::Client,
 }
 
 impl Client {
     /// A client for the resolved settings.
     pub fn new(settings: &Settings) -> Result<Self> {
-        Ok(Client {
-            endpoint: Endpoint::parse(&settings.server, settings.ca.clone())?,
-            key: settings.key.clone(),
-        })
+        let endpoint = Endpoint::parse(&settings.server)
+            .map_err(explain)?
+            .with_ca(settings.ca.clone());
+        let inner = blynk_client::Client::new(endpoint, &settings.key)
+            .map_err(explain)?
+            .with_user_agent(concat!("blynk-cli/", env!("CARGO_PKG_VERSION")));
+        Ok(Client { inner })
     }
 
-    /// The server's address.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// The admin key.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// The client of `blynk-client`, for the WebSocket.
+    pub fn inner(&self) -> &blynk_client::Client {
+        &self.inner
     }
 
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<Value> {
-        self.request(Method::GET, path, None, Duration::ZERO).await
+        self.inner.get(path).await.map_err(explain)
     }
 
-    /// `GET path`, handing the body to `on_line` a line at a time as it arrives (a long export
-    /// is never held whole). Each part of the answer must come within the request timeout.
-    pub async fn get_lines(&self, path: &str, mut on_line: impl FnMut(&str)) -> Result<()> {
-        let what = format!("GET {path}");
-        let late = || {
-            anyhow!(
-                "{what}: the server at {} stopped answering for {} s",
-                self.endpoint.url,
-                REQUEST_TIMEOUT.as_secs()
-            )
-        };
-        let stream = self.endpoint.connect().await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        let driver = tokio::spawn(connection);
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path}", self.endpoint.prefix))
-            .header(HOST, &self.endpoint.authority)
-            .header(AUTHORIZATION, format!("Bearer {}", self.key))
-            .header(USER_AGENT, concat!("blynk-cli/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
-            .context("the admin key or URL holds characters HTTP cannot carry")?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
-            .await
-            .map_err(|_| late())?
-            .map_err(|error| {
-                anyhow!(
-                    "the server at {} closed the connection: {error}",
-                    self.endpoint.url
-                )
-            })?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let bytes =
-                tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_BODY).collect())
-                    .await
-                    .map_err(|_| late())?
-                    .map_err(|error| anyhow!("reading the server's answer: {error}"))?
-                    .to_bytes();
-            return Err(api_error(status, &bytes));
-        }
-        let mut pending: Vec<u8> = Vec::new();
-        loop {
-            let frame = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| late())?;
-            let Some(frame) = frame else { break };
-            let frame = frame
-                .map_err(|error| anyhow!("{what}: the answer broke off (incomplete): {error}"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            pending.extend_from_slice(&data);
-            // Every whole line so far; the rest waits for the next part.
-            if let Some(end) = pending.iter().rposition(|&byte| byte == b'\n') {
-                for line in String::from_utf8_lossy(&pending[..end]).split('\n') {
-                    on_line(line);
-                }
-                pending.drain(..=end);
-            }
-        }
-        if !pending.is_empty() {
-            on_line(&String::from_utf8_lossy(&pending));
-        }
-        driver.abort();
-        Ok(())
+    /// `GET path`, handing the body to `on_line` a line at a time as it arrives.
+    pub async fn get_lines(&self, path: &str, on_line: impl FnMut(&str)) -> Result<()> {
+        self.inner.get_lines(path, on_line).await.map_err(explain)
     }
 
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.request(Method::POST, path, Some(body), Duration::ZERO)
-            .await
+        self.inner.post(path, body).await.map_err(explain)
     }
 
     /// `PUT path` with a JSON body; `extra` is added to the request timeout (a server-side wait).
     pub async fn put(&self, path: &str, body: &Value, extra: Duration) -> Result<Value> {
-        self.request(Method::PUT, path, Some(body), extra).await
+        self.inner.put(path, body, extra).await.map_err(explain)
     }
 
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> Result<Value> {
-        self.request(Method::DELETE, path, None, Duration::ZERO)
-            .await
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        extra: Duration,
-    ) -> Result<Value> {
-        let what = format!("{method} {path}");
-        let exchange = self.exchange(method, path, body);
-        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT + extra, exchange)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "{what}: the server at {} did not answer within {} s",
-                    self.endpoint.url,
-                    (REQUEST_TIMEOUT + extra).as_secs()
-                )
-            })??;
-        if status.is_success() {
-            if bytes.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&bytes)
-                .with_context(|| format!("{what}: the server's answer is not JSON"));
-        }
-        Err(api_error(status, &bytes))
-    }
-
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<(StatusCode, Bytes)> {
-        let stream = self.endpoint.connect().await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        let driver = tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.endpoint.prefix))
-            .header(HOST, &self.endpoint.authority)
-            .header(AUTHORIZATION, format!("Bearer {}", self.key))
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, concat!("blynk-cli/", env!("CARGO_PKG_VERSION")));
-        let body = match body {
-            Some(json) => {
-                request = request.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(json.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let request = request
-            .body(body)
-            .context("the admin key or URL holds characters HTTP cannot carry")?;
-        let response = sender.send_request(request).await.map_err(|error| {
-            anyhow!(
-                "the server at {} closed the connection: {error}",
-                self.endpoint.url
-            )
-        })?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|error| anyhow!("reading the server's answer: {error}"))?
-            .to_bytes();
-        driver.abort();
-        Ok((status, bytes))
-    }
-}
-
-/// The error for a failed request: the server's message (`{"error": {"message": ..}}`) with
-/// what the status means.
-pub fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|json| {
-            json.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            let short: String = text.chars().take(200).collect();
-            if short.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            } else {
-                short
-            }
-        });
-    match status {
-        StatusCode::UNAUTHORIZED => anyhow!(
-            "the server refused the key (401 Unauthorized: {message}); \
-             `blynk-server key rotate` prints a new admin key, give it with --key or BLYNK_KEY"
-        ),
-        StatusCode::FORBIDDEN => anyhow!("not allowed with this key: {message}"),
-        StatusCode::NOT_FOUND => anyhow!("not found: {message}"),
-        StatusCode::BAD_REQUEST => anyhow!("refused: {message}"),
-        StatusCode::CONFLICT => anyhow!("conflict: {message}"),
-        StatusCode::TOO_MANY_REQUESTS => anyhow!("{message}"),
-        other => anyhow!("the server answered {other}: {message}"),
+        self.inner.delete(path).await.map_err(explain)
     }
 }
 
 /// The app API path of a device (by id or name).
 pub fn device_path(device: &str) -> Result<String> {
-    if device.trim().is_empty() {
-        bail!("the device name is empty");
+    blynk_client::device_path(device).map_err(explain)
+}
+
+/// The message for a failed call: a refusal says what its status means (and, for a refused
+/// key, how to get a good one); a server out of reach says how to name the right one.
+pub fn explain(error: Error) -> anyhow::Error {
+    match error {
+        Error::Refused {
+            status, message, ..
+        } => match status {
+            StatusCode::UNAUTHORIZED => anyhow!(
+                "the server refused the key (401 Unauthorized: {message}); \
+                 `blynk-server key rotate` prints a new admin key, give it with --key or BLYNK_KEY"
+            ),
+            StatusCode::FORBIDDEN => anyhow!("not allowed with this key: {message}"),
+            StatusCode::NOT_FOUND => anyhow!("not found: {message}"),
+            StatusCode::BAD_REQUEST => anyhow!("refused: {message}"),
+            StatusCode::CONFLICT => anyhow!("conflict: {message}"),
+            StatusCode::TOO_MANY_REQUESTS => anyhow!("{message}"),
+            other => anyhow!("the server answered {other}: {message}"),
+        },
+        connect @ Error::Connect { .. } => {
+            anyhow!("{connect} (is blynk-server running? --server or BLYNK_SERVER sets the URL)")
+        }
+        Error::TlsDisabled { url } => {
+            anyhow!("{url} needs TLS, but this blynk was built without the `tls` feature")
+        }
+        other => anyhow::Error::new(other),
     }
-    Ok(format!("/api/devices/{}", encode_component(device)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blynk_client::StatusCode;
+
+    fn refused(status: StatusCode, body: &'static [u8]) -> Error {
+        let message = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|json| json.pointer("/error/message")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or_default().to_owned());
+        Error::Refused {
+            what: "GET /".to_owned(),
+            status,
+            message,
+            missing_scope: None,
+            body: body.into(),
+        }
+    }
 
     #[test]
     fn error_messages_carry_the_server_message() {
         let body = br#"{"error":{"message":"device `x`"}}"#;
         assert_eq!(
-            api_error(StatusCode::NOT_FOUND, body).to_string(),
+            explain(refused(StatusCode::NOT_FOUND, body)).to_string(),
             "not found: device `x`"
         );
-        let refused = api_error(StatusCode::BAD_REQUEST, br#"{"error":{"message":"bad"}}"#);
-        assert_eq!(refused.to_string(), "refused: bad");
-        let odd = api_error(StatusCode::BAD_GATEWAY, b"");
+        let bad = refused(StatusCode::BAD_REQUEST, br#"{"error":{"message":"bad"}}"#);
+        assert_eq!(explain(bad).to_string(), "refused: bad");
         assert_eq!(
-            odd.to_string(),
+            explain(refused(StatusCode::BAD_GATEWAY, b"")).to_string(),
             "the server answered 502 Bad Gateway: Bad Gateway"
         );
     }

@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::cli::{Cli, Command, DeviceCommand, SetArgs};
+use crate::client::encode_component;
 use crate::client::{Client, device_path};
 use crate::config;
-use crate::net::encode_component;
 use crate::output::{self, cell, provenance, relative_field, table};
 
 /// The exit code of a command write whose ttl passed before its device connected.

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Result, bail};
 
 use crate::cli::HistoryArgs;
+use crate::client::encode_component;
 use crate::client::{Client, device_path};
-use crate::net::encode_component;
 
 /// `90s`, `30m`, `1h`, `1d`, `2w` as a duration.
 pub fn parse_since(text: &str) -> Result<Duration> {

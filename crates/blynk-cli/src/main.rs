@@ -14,7 +14,6 @@ mod client;
 mod commands;
 mod config;
 mod history;
-mod net;
 mod watch;
 
 use std::process::ExitCode;

@@ -11,20 +11,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
-use hyper::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
+use blynk_client::Error;
+use blynk_client::events::json_events;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::cli::WatchArgs;
-use crate::client::{Client, api_error};
+use crate::client::{Client, explain};
 use crate::output::{self, cell, provenance};
-
-/// The largest message accepted from the server (a snapshot of many devices).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A watched device: its name and its datastreams' names, by pin.
 struct Watched {
@@ -53,47 +46,14 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
         bail!("--count must be at least 1");
     }
 
-    let endpoint = client.endpoint();
-    let stream = endpoint.connect().await?;
-    let scheme = if endpoint.tls { "wss" } else { "ws" };
-    let url = format!(
-        "{scheme}://{}{}/api/ws",
-        endpoint.authority, endpoint.prefix
-    );
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .with_context(|| format!("WebSocket URL {url}"))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", client.key()))
-        .context("the admin key holds characters HTTP cannot carry")?;
-    request.headers_mut().insert(AUTHORIZATION, bearer);
-    request.headers_mut().insert(
-        USER_AGENT,
-        HeaderValue::from_static(concat!("blynk-cli/", env!("CARGO_PKG_VERSION"))),
-    );
-    let config = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let (mut socket, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|error| match error {
-                tungstenite::Error::Http(response) => api_error(
-                    response.status(),
-                    response.body().as_deref().unwrap_or_default(),
-                ),
-                other => anyhow!("WebSocket connection to {} failed: {other}", endpoint.url),
-            })?;
-
+    let mut socket = client.inner().websocket().await.map_err(explain)?;
     let devices = if args.all {
         json!("all")
     } else {
         json!(args.devices)
     };
     socket
-        .send(Message::text(
-            json!({ "type": "watch", "devices": devices }).to_string(),
-        ))
+        .watch(&devices)
         .await
         .context("sending the watch request")?;
 
@@ -112,21 +72,16 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
         let message = tokio::select! {
             _ = sleep => break Stop::Time,
             _ = &mut interrupt => break Stop::Interrupted,
-            message = socket.next() => message,
+            message = socket.recv() => message,
         };
         let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                let why = frame
-                    .map(|frame| format!(" (code {}: {})", u16::from(frame.code), frame.reason))
-                    .unwrap_or_default();
-                bail!("the server closed the connection{why}");
+            Ok(text) => text,
+            Err(Error::Closed { code, reason }) => {
+                bail!("the server closed the connection (code {code}: {reason})")
             }
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => bail!("the connection to the server broke: {error}"),
-            None => bail!("the server closed the connection"),
+            Err(error) => bail!("the connection to the server broke: {error}"),
         };
-        for (event, text) in events_of(&text) {
+        for (event, text) in json_events(&text) {
             let kind = event["type"].as_str().unwrap_or_default();
             match kind {
                 "snapshot" => {
@@ -163,9 +118,7 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
                     // `all` covers the devices of the moment: subscribe to a new one as well.
                     if let Some(id) = event["device"].as_i64() {
                         socket
-                            .send(Message::text(
-                                json!({ "type": "watch", "devices": [id] }).to_string(),
-                            ))
+                            .watch(&[id])
                             .await
                             .context("sending a watch request")?;
                     }
@@ -258,14 +211,7 @@ pub async fn watch(client: &Client, args: &WatchArgs, json: bool) -> Result<Exit
         Stop::Interrupted => "interrupted",
     };
     // A polite close; the process exits either way.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: reason.into(),
-        })),
-    )
-    .await;
+    socket.close(reason).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -326,49 +272,5 @@ fn print_snapshot(device: &Value) {
             output::value(&stored["value"]),
             provenance(stored)
         );
-    }
-}
-
-/// The events a server message holds, each with its JSON text: the message itself, or each
-/// event of a `{"type":"batch","events":[...]}` in order (written again from the parsed JSON).
-/// Nothing for a message that is not JSON.
-fn events_of(text: &str) -> Vec<(Value, String)> {
-    let Ok(message) = serde_json::from_str::<Value>(text) else {
-        return Vec::new();
-    };
-    match message {
-        Value::Object(mut batch) if batch.get("type") == Some(&json!("batch")) => {
-            match batch.remove("events") {
-                Some(Value::Array(events)) => events
-                    .into_iter()
-                    .map(|event| {
-                        let text = event.to_string();
-                        (event, text)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        }
-        event => vec![(event, text.to_owned())],
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_gives_its_events_in_order_and_a_lone_event_its_text() {
-        let batch = r#"{"type":"batch","events":[{"type":"value","pin":"V1","value":1},{"type":"presence","online":true}]}"#;
-        let events = events_of(batch);
-        let kinds: Vec<&str> = events
-            .iter()
-            .map(|(event, _)| event["type"].as_str().unwrap())
-            .collect();
-        assert_eq!(kinds, ["value", "presence"]);
-        assert!(events.iter().all(|(_, text)| !text.contains("batch")));
-        let alone = r#"{"type":"value", "pin":"V1"}"#;
-        assert_eq!(events_of(alone)[0].1, alone);
-        assert!(events_of("not json").is_empty());
     }
 }

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use blynk_client::events::{AppEvent, for_each_event};
 use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
 use super::links::{DeviceIncoming, UnderTest, connect_devices};
 use super::measure::{CpuMeter, num, percentile_ms};
 use super::mqtt;
-use super::{nanos_since, ws_connect, ws_text};
+use super::{app_socket, nanos_since};
 
 use super::data_path::*;
 
@@ -74,55 +75,56 @@ pub async fn app_to_device(
     let rate = args.rate as f64;
     let (ack_latencies, finished) = match under_test {
         UnderTest::Server(target, _) => {
-            let (mut reader, mut writer) = ws_connect(target.http, &target.admin_key).await?;
+            let (mut sender, mut receiver) =
+                app_socket(target.http, &target.admin_key).await?.split();
             let acks_sent_at = sent_at.clone();
             let mut acks_stopped = stopped.clone();
             let acks = tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut answered = 0usize;
                 while answered < total {
-                    tokio::select! {
-                        read = reader.fill() => if !matches!(read, Ok(count) if count > 0) { break },
+                    let text = tokio::select! {
+                        received = receiver.recv() => match received {
+                            Ok(text) => text,
+                            Err(_) => break,
+                        },
                         _ = acks_stopped.changed() => break,
-                    }
+                    };
                     let now = nanos_since(epoch);
-                    let _ = reader.drain(|frame| {
-                        if let super::WsFrame::Text(text) = frame {
-                            super::app_events::for_each_event(text, |event| {
-                                if let super::app_events::AppEvent::WriteReply { id, status } =
-                                    event
-                                    && matches!(status, "stored" | "pending")
-                                {
-                                    answered += 1;
-                                    let seq = id as usize;
-                                    if seq >= measured_from
-                                        && let Some(at) = acks_sent_at.get(seq)
-                                    {
-                                        latencies
-                                            .push(now.saturating_sub(at.load(Ordering::Relaxed)));
-                                    }
-                                }
-                            });
+                    for_each_event(text.as_bytes(), |event| {
+                        if let AppEvent::WriteReply { id, status } = event
+                            && matches!(status, "stored" | "pending")
+                        {
+                            answered += 1;
+                            let seq = id as usize;
+                            if seq >= measured_from
+                                && let Some(at) = acks_sent_at.get(seq)
+                            {
+                                latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                            }
                         }
-                        true
                     });
                 }
                 latencies
             });
             send_paced(
-                &mut writer,
                 total,
                 rate,
                 started,
                 epoch,
                 &sent_at,
-                |seq, out| {
+                |seq, out: &mut Vec<String>| {
                     let (index, pin) = slot_of(seq, args.devices);
-                    let text = format!(
+                    out.push(format!(
                         r#"{{"type":"write","id":{seq},"device":{},"pin":"V{pin}","value":{seq}}}"#,
                         ids[index]
-                    );
-                    ws_text(out, text.as_bytes());
+                    ));
+                },
+                async |out: &mut Vec<String>| {
+                    for text in out.drain(..) {
+                        sender.feed_text(text).await?;
+                    }
+                    Ok(sender.flush().await?)
                 },
             )
             .await?;
@@ -161,13 +163,12 @@ pub async fn app_to_device(
                 latencies
             });
             send_paced(
-                &mut writer,
                 total,
                 rate,
                 started,
                 epoch,
                 &sent_at,
-                |seq, out| {
+                |seq, out: &mut Vec<u8>| {
                     let (index, pin) = slot_of(seq, args.devices);
                     let packet_id = (seq % usize::from(u16::MAX)) as u16 + 1;
                     seq_of_packet[usize::from(packet_id)].store(seq as u64, Ordering::Relaxed);
@@ -178,6 +179,11 @@ pub async fn app_to_device(
                         seq.to_string().as_bytes(),
                         Some(packet_id),
                     );
+                },
+                async |out: &mut Vec<u8>| {
+                    writer.write_all(out).await?;
+                    out.clear();
+                    Ok(())
                 },
             )
             .await?;
@@ -215,19 +221,19 @@ pub async fn app_to_device(
     ])
 }
 
-/// Sends messages `0..total` at `rate` per second from `started`, all those due in one socket
-/// write: `encode(seq, out)` appends message `seq`, and its send time (nanoseconds since
-/// `epoch`) goes into `sent_at[seq]`.
-async fn send_paced(
-    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+/// Sends messages `0..total` at `rate` per second from `started`, all those due at once:
+/// `encode(seq, out)` adds message `seq` to the batch `out`, `send(out)` sends the batch (and
+/// empties it), and the batch's send time (nanoseconds since `epoch`) goes into `sent_at`.
+async fn send_paced<Batch: Default>(
     total: usize,
     rate: f64,
     started: Instant,
     epoch: Instant,
     sent_at: &[AtomicU64],
-    mut encode: impl FnMut(usize, &mut Vec<u8>),
+    mut encode: impl FnMut(usize, &mut Batch),
+    mut send: impl AsyncFnMut(&mut Batch) -> Result<()>,
 ) -> Result<()> {
-    let mut out = Vec::with_capacity(8192);
+    let mut out = Batch::default();
     let mut next = 0usize;
     while next < total {
         let due = ((started.elapsed().as_secs_f64() * rate) as usize + 1)
@@ -236,13 +242,12 @@ async fn send_paced(
         for seq in next..due {
             encode(seq, &mut out);
         }
-        if !out.is_empty() {
+        if due > next {
             let now = nanos_since(epoch).max(1);
             for at in &sent_at[next..due] {
                 at.store(now, Ordering::Relaxed);
             }
-            writer.write_all(&out).await?;
-            out.clear();
+            send(&mut out).await?;
         }
         next = due;
         let at = started + Duration::from_secs_f64(next as f64 / rate);

@@ -1,5 +1,7 @@
 //! The `latency` scenario: app writes at a fixed rate, timed until the device receives them.
 
+use blynk_client::Method;
+
 use super::*;
 
 pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
@@ -71,7 +73,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
             };
             match via {
                 Via::Ws => {
-                    let (mut reader, mut writer) = ws_connect(http, &key).await?;
+                    let (mut sender, mut receiver) = app_socket(http, &key).await?.split();
                     let (drain_errors, replies_sent_at) = (errors.clone(), sent_at.clone());
                     let expected = mine.len();
                     let replies_deadline = tokio::time::Instant::from_std(started)
@@ -82,37 +84,31 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                         let mut stored: Vec<u64> = Vec::with_capacity(expected);
                         let mut answered = 0;
                         while answered < expected {
-                            match tokio::time::timeout_at(replies_deadline, reader.fill()).await {
-                                Ok(Ok(count)) if count > 0 => {}
-                                _ => break,
-                            }
-                            let now = nanos_since(epoch);
-                            let _ = reader.drain(|frame| {
-                                let WsFrame::Text(text) = frame else {
-                                    return true;
-                                };
-                                if find(text, b"\"error\"").is_some() {
-                                    drain_errors.fetch_add(1, Ordering::Relaxed);
-                                    answered += 1;
-                                } else if find(text, b"\"stored\"").is_some()
-                                    || find(text, b"\"pending\"").is_some()
+                            let text =
+                                match tokio::time::timeout_at(replies_deadline, receiver.recv())
+                                    .await
                                 {
-                                    answered += 1;
-                                    let reply: serde_json::Value =
-                                        serde_json::from_slice(text).unwrap_or_default();
-                                    if let Some(seq) = reply["id"].as_u64()
-                                        && seq as usize >= warmup_count
-                                        && let Some(at) = replies_sent_at.get(seq as usize)
-                                    {
-                                        stored.push(now.saturating_sub(at.load(Ordering::Relaxed)));
-                                    }
+                                    Ok(Ok(text)) => text,
+                                    _ => break,
+                                };
+                            let now = nanos_since(epoch);
+                            if text.contains("\"error\"") {
+                                drain_errors.fetch_add(1, Ordering::Relaxed);
+                                answered += 1;
+                            } else if text.contains("\"stored\"") || text.contains("\"pending\"") {
+                                answered += 1;
+                                let reply: serde_json::Value =
+                                    serde_json::from_str(&text).unwrap_or_default();
+                                if let Some(seq) = reply["id"].as_u64()
+                                    && seq as usize >= warmup_count
+                                    && let Some(at) = replies_sent_at.get(seq as usize)
+                                {
+                                    stored.push(now.saturating_sub(at.load(Ordering::Relaxed)));
                                 }
-                                true
-                            });
+                            }
                         }
                         stored
                     });
-                    let mut out = Vec::with_capacity(4096);
                     let mut next = 0;
                     while next < mine.len() {
                         let due = ((started.elapsed().as_secs_f64() * rate_each) as usize + 1)
@@ -120,18 +116,18 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                         let batch = next..due.max(next);
                         for &seq in &mine[batch.clone()] {
                             let (device, pin) = write_of(seq);
-                            let text = format!(
-                                r#"{{"type":"write","id":{seq},"device":{device},"pin":"V{pin}","value":{seq}}}"#
-                            );
-                            ws_text(&mut out, text.as_bytes());
+                            sender
+                                .feed_text(format!(
+                                    r#"{{"type":"write","id":{seq},"device":{device},"pin":"V{pin}","value":{seq}}}"#
+                                ))
+                                .await?;
                         }
-                        if !out.is_empty() {
+                        if !batch.is_empty() {
                             let now = nanos_since(epoch);
                             for &seq in &mine[batch.clone()] {
                                 sent_at[seq].store(now, Ordering::Relaxed);
                             }
-                            writer.write_all(&out).await?;
-                            out.clear();
+                            sender.flush().await?;
                         }
                         next = batch.end;
                         // Until the next write of this sender is due.
@@ -143,22 +139,25 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                     Ok::<_, anyhow::Error>((stored, finished))
                 }
                 Via::Rest => {
-                    let mut client = HttpClient::connect(http, &key).await?;
+                    let mut connection = app_client(http, &key)?.connect().await?;
                     let mut stored = Vec::with_capacity(mine.len());
                     for (k, &seq) in mine.iter().enumerate() {
                         let due = started + Duration::from_secs_f64(k as f64 / rate_each);
                         tokio::time::sleep_until(due.into()).await;
                         let (device, pin) = write_of(seq);
-                        let body = format!(r#"{{"value":{seq},"wait_ms":0}}"#);
+                        let body = format!(r#"{{"value":{seq},"wait_ms":0}}"#).into_bytes();
+                        let path = format!("/api/devices/{device}/values/V{pin}");
                         let sent = nanos_since(epoch);
                         sent_at[seq].store(sent, Ordering::Relaxed);
-                        let (status, _) = client
-                            .request("PUT", &format!("/api/devices/{device}/values/V{pin}"), Some(&body))
-                            .await?;
-                        if status != 200 {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        } else if seq >= warmup_count {
-                            stored.push(nanos_since(epoch).saturating_sub(sent));
+                        match connection.call(Method::PUT, &path, Some(body), Duration::ZERO).await {
+                            Ok(_) if seq >= warmup_count => {
+                                stored.push(nanos_since(epoch).saturating_sub(sent))
+                            }
+                            Ok(_) => {}
+                            Err(blynk_client::Error::Refused { .. }) => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => return Err(error.into()),
                         }
                     }
                     Ok((stored, started.elapsed()))

@@ -45,11 +45,9 @@ use blynk_server::model::{DatastreamDef, KindDef, Origin, Template};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
 
 mod app_clients;
-mod app_events;
 mod app_to_device;
 mod classic_conn;
 mod data_path;

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::app_events::{self, AppEvent};
+use blynk_client::Error;
+use blynk_client::events::{AppEvent, for_each_event};
+
 use super::measure::num;
-use super::{Target, classic_login, join_all_ok, vm_rss_kib, ws_connect, ws_parse, ws_text};
+use super::{Target, app_socket, classic_login, join_all_ok, vm_rss_kib};
 
 /// Time for the server's memory to settle before it is read.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -98,27 +99,21 @@ pub async fn watch_memory(
     let pid = target.server_pid().context("a child server is needed")?;
     tokio::time::sleep(SETTLE).await;
     let before = vm_rss_kib(pid)?;
-    let (mut reader, mut write) = ws_connect(target.http, &target.admin_key).await?;
-    let mut out = Vec::new();
-    ws_text(&mut out, br#"{"type":"watch","devices":"all"}"#);
-    write.write_all(&out).await?;
+    let mut socket = app_socket(target.http, &target.admin_key).await?;
+    socket.watch("all").await?;
     let started = Instant::now();
     let (mut snapshot, mut over_cap, mut peak) = (false, false, before);
     while !snapshot && started.elapsed() < super::SETUP_TIMEOUT * 2 {
-        match tokio::time::timeout(Duration::from_millis(200), reader.fill()).await {
-            Ok(Ok(0)) => bail!("the watcher was closed before its snapshot"),
-            Ok(result) => {
-                result?;
-            }
-            Err(_) => {}
-        }
-        while let Some((opcode, payload, consumed)) = ws_parse(&reader.buffer[reader.start..])? {
-            if opcode == 1 {
-                app_events::for_each_event(payload, |event| {
-                    snapshot |= matches!(event, AppEvent::Snapshot)
+        // The server's memory is sampled while the snapshot is being written.
+        match tokio::time::timeout(Duration::from_millis(200), socket.recv()).await {
+            Ok(Ok(text)) => {
+                for_each_event(text.as_bytes(), |event| {
+                    snapshot |= event == AppEvent::Snapshot;
                 });
             }
-            reader.start += consumed;
+            Ok(Err(Error::Closed { .. })) => bail!("the watcher was closed before its snapshot"),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => {}
         }
         peak = peak.max(vm_rss_kib(pid)?);
         if peak > args.max_rss_mib * 1024 {
@@ -131,7 +126,7 @@ pub async fn watch_memory(
     }
     tokio::time::sleep(SETTLE).await;
     let after = vm_rss_kib(pid)?.max(peak);
-    drop((reader, write));
+    drop(socket);
     let watched = target.devices.len().min(args.devices);
     Ok(vec![
         ("devices", watched.to_string()),

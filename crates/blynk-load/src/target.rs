@@ -318,30 +318,25 @@ pub(crate) async fn populate_rest(
             .unwrap_or_default()
     );
     let template = serde_json::to_value(load_template(&name))?;
-    let mut client = HttpClient::connect(http, admin_key).await?;
-    let (status, body) = client
-        .request("POST", "/api/templates", Some(&template.to_string()))
-        .await?;
-    if status != 201 {
-        bail!("creating the template: HTTP {status}: {body}");
-    }
+    let client = app_client(http, admin_key)?;
+    client
+        .post("/api/templates", &template)
+        .await
+        .context("creating the template")?;
     let workers = 8.min(count.max(1));
     let mut tasks = JoinSet::new();
     for worker in 0..workers {
-        let (name, admin_key) = (name.clone(), admin_key.to_owned());
+        let (name, client) = (name.clone(), client.clone());
         tasks.spawn(async move {
-            let mut client = HttpClient::connect(http, &admin_key).await?;
+            let mut connection = client.connect().await?;
             let mut made = Vec::new();
             for index in (worker..count).step_by(workers) {
                 let body =
                     serde_json::json!({ "name": format!("{name}-{index}"), "template": name });
-                let (status, reply) = client
-                    .request("POST", "/api/devices", Some(&body.to_string()))
-                    .await?;
-                if status != 201 {
-                    bail!("creating a device: HTTP {status}: {reply}");
-                }
-                let reply: serde_json::Value = serde_json::from_str(&reply)?;
+                let reply = connection
+                    .post("/api/devices", &body)
+                    .await
+                    .context("creating a device")?;
                 let device = DeviceRef {
                     id: reply["id"].as_i64().context("device id")?,
                     token: reply["token"].as_str().context("device token")?.to_owned(),
@@ -353,12 +348,10 @@ pub(crate) async fn populate_rest(
                             "wait_ms": 0,
                         });
                         let path = format!("/api/devices/{}/values/V{number}", device.id);
-                        let (status, reply) = client
-                            .request("PUT", &path, Some(&body.to_string()))
-                            .await?;
-                        if status != 200 {
-                            bail!("presetting a value: HTTP {status}: {reply}");
-                        }
+                        connection
+                            .put(&path, &body, Duration::ZERO)
+                            .await
+                            .context("presetting a value")?;
                     }
                 }
                 made.push((index, device));

@@ -1,6 +1,7 @@
 //! The `throughput` scenario: devices write as fast as they are acknowledged while app
 //! watchers watch every device.
 
+use blynk_client::events::{AppEvent, count_values, for_each_event};
 use blynk_proto::classic::Command;
 
 use super::*;
@@ -39,56 +40,32 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
     let watch = serde_json::json!({ "type": "watch", "devices": ids }).to_string();
 
     // Watchers first, so every write from the first on has its audience.
-    let mut setup: JoinSet<Result<(WsReader, OwnedWriteHalf)>> = JoinSet::new();
+    let mut setup: JoinSet<Result<blynk_client::AppSocket>> = JoinSet::new();
     for _ in 0..args.watchers {
         let (http, key, watch) = (target.http, target.admin_key.clone(), watch.clone());
         setup.spawn(async move {
-            let (mut reader, mut writer) = ws_connect(http, &key).await?;
-            let mut out = Vec::new();
-            ws_text(&mut out, watch.as_bytes());
-            writer.write_all(&out).await?;
+            let mut socket = app_socket(http, &key).await?;
+            socket.send_text(watch).await?;
             let mut snapshot = false;
             while !snapshot {
-                if reader.fill().await? == 0 {
-                    bail!("watcher closed before its snapshot");
-                }
-                reader.drain(|frame| {
-                    if let WsFrame::Text(text) = frame
-                        && find(text, b"\"snapshot\"").is_some()
-                    {
-                        snapshot = true;
-                    }
-                    !snapshot
-                })?;
+                let text = socket.recv().await?;
+                for_each_event(text.as_bytes(), |event| {
+                    snapshot |= event == AppEvent::Snapshot;
+                });
             }
-            Ok((reader, writer))
+            Ok(socket)
         });
     }
     let watchers = join_all_ok(&mut setup, "watchers").await?;
     let mut running = JoinSet::new();
-    for (mut reader, writer) in watchers {
+    for mut socket in watchers {
         let counters = counters.clone();
         running.spawn(async move {
-            let _writer = writer;
-            loop {
-                match reader.fill().await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let mut values = 0;
-                let mut closed = false;
-                let _ = reader.drain(|frame| {
-                    match frame {
-                        WsFrame::Text(text) => values += count_values(text),
-                        WsFrame::Close => closed = true,
-                        _ => {}
-                    }
-                    true
-                });
+            // Counting reads the message where the socket received it: nothing is allocated
+            // per message. The socket closing (or breaking) ends the watcher.
+            while let Ok(text) = socket.recv().await {
+                let values = count_values(text.as_bytes());
                 counters.watcher_values.fetch_add(values, Ordering::Relaxed);
-                if closed {
-                    break;
-                }
             }
             counters.watchers_closed.fetch_add(1, Ordering::Relaxed);
         });

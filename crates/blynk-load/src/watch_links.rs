@@ -4,20 +4,21 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
+use blynk_client::events::{AppEvent, for_each_event};
+use blynk_client::{AppSocket, Error};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use super::app_events::{self, AppEvent};
 use super::mqtt::{self, MqttReader, Packet};
-use super::{WsReader, ws_connect, ws_parse, ws_text};
+use super::{app_socket, virtual_pin_number};
 
 use super::links::*;
 
 /// The app that watches every device.
 pub enum WatcherLink {
     Server {
-        reader: WsReader,
-        _write: OwnedWriteHalf,
+        // Boxed: the socket is several times the size of the MQTT variant.
+        socket: Box<AppSocket>,
         index_of: HashMap<i64, usize>,
     },
     Mosquitto {
@@ -48,35 +49,22 @@ pub trait ValueSink: Send + 'static {
 pub async fn open_watcher(under_test: &UnderTest) -> Result<WatcherLink> {
     match under_test {
         UnderTest::Server(target, _) => {
-            let (mut reader, mut write) = ws_connect(target.http, &target.admin_key).await?;
-            let mut out = Vec::new();
-            ws_text(&mut out, br#"{"type":"watch","devices":"all"}"#);
-            write.write_all(&out).await?;
+            let mut socket = app_socket(target.http, &target.admin_key).await?;
+            socket.watch("all").await?;
             let deadline = tokio::time::Instant::now() + super::SETUP_TIMEOUT;
-            'snapshot: loop {
-                while let Some((opcode, payload, consumed)) =
-                    ws_parse(&reader.buffer[reader.start..])?
-                {
-                    let mut snapshot = false;
-                    if opcode == 1 {
-                        app_events::for_each_event(payload, |event| {
-                            snapshot |= matches!(event, AppEvent::Snapshot)
-                        });
-                    } else if opcode == 8 {
-                        bail!("the watcher was closed before its snapshot");
+            let mut snapshot = false;
+            while !snapshot {
+                let text = match tokio::time::timeout_at(deadline, socket.recv()).await {
+                    Ok(Ok(text)) => text,
+                    Ok(Err(Error::Closed { .. })) => {
+                        bail!("the watcher was closed before its snapshot")
                     }
-                    reader.start += consumed;
-                    if snapshot {
-                        break 'snapshot;
-                    }
-                }
-                match tokio::time::timeout_at(deadline, reader.fill()).await {
-                    Ok(Ok(0)) => bail!("the watcher was closed before its snapshot"),
-                    Ok(result) => {
-                        result?;
-                    }
+                    Ok(Err(error)) => return Err(error.into()),
                     Err(_) => bail!("no snapshot within {:?}", super::SETUP_TIMEOUT),
-                }
+                };
+                for_each_event(text.as_bytes(), |event| {
+                    snapshot |= event == AppEvent::Snapshot;
+                });
             }
             let index_of = target
                 .devices
@@ -85,8 +73,7 @@ pub async fn open_watcher(under_test: &UnderTest) -> Result<WatcherLink> {
                 .map(|(index, device)| (device.id, index))
                 .collect();
             Ok(WatcherLink::Server {
-                reader,
-                _write: write,
+                socket: Box::new(socket),
                 index_of,
             })
         }
@@ -110,91 +97,85 @@ pub async fn run_watcher<S: ValueSink>(
     let mut end = WatchEnd::default();
     let mut acks = Vec::new();
     loop {
-        let filled = match &mut link {
-            WatcherLink::Server { reader, .. } => tokio::select! {
-                read = reader.fill() => Some(read),
-                _ = stop.changed() => None,
-            },
-            WatcherLink::Mosquitto { reader, .. } => tokio::select! {
-                read = reader.fill() => Some(read),
-                _ = stop.changed() => None,
-            },
-        };
-        match filled {
-            None => break,
-            Some(Ok(0)) => {
-                end.closed
-                    .get_or_insert_with(|| "connection closed".to_owned());
-                break;
+        match &mut link {
+            WatcherLink::Server { socket, index_of } => {
+                // One message at a time, read where the socket received it.
+                let received = tokio::select! {
+                    received = socket.recv() => received,
+                    _ = stop.changed() => break,
+                };
+                let now = super::nanos_since(epoch);
+                match received {
+                    Ok(text) => {
+                        end.messages += 1;
+                        for_each_event(text.as_bytes(), |event| {
+                            if let AppEvent::Value {
+                                device,
+                                pin,
+                                value,
+                                coalesced,
+                            } = event
+                                && let (Some(&index), Some(pin)) =
+                                    (index_of.get(&device), virtual_pin_number(pin))
+                            {
+                                sink.value(now, index, pin, value, coalesced);
+                            }
+                        });
+                    }
+                    Err(Error::Closed { code, reason }) => {
+                        end.closed = Some(format!("closed with {code} {reason}"));
+                    }
+                    Err(error) => end.closed = Some(format!("read error: {error}")),
+                }
             }
-            Some(Err(error)) => {
-                end.closed = Some(format!("read error: {error}"));
-                break;
-            }
-            Some(Ok(_)) => {}
-        }
-        let now = super::nanos_since(epoch);
-        let result: Result<()> = match &mut link {
-            WatcherLink::Server {
-                reader, index_of, ..
-            } => (|| {
-                while let Some((opcode, payload, consumed)) =
-                    ws_parse(&reader.buffer[reader.start..])?
-                {
+            WatcherLink::Mosquitto { reader, write } => {
+                let filled = tokio::select! {
+                    read = reader.fill() => read,
+                    _ = stop.changed() => break,
+                };
+                match filled {
+                    Ok(0) => {
+                        end.closed
+                            .get_or_insert_with(|| "connection closed".to_owned());
+                        break;
+                    }
+                    Err(error) => {
+                        end.closed = Some(format!("read error: {error}"));
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                let now = super::nanos_since(epoch);
+                let drained = reader.drain(|packet| {
                     end.messages += 1;
-                    match opcode {
-                        1 => {
-                            app_events::for_each_event(payload, |event| {
-                                if let AppEvent::Value {
-                                    device,
-                                    pin,
-                                    value,
-                                    coalesced,
-                                } = event
-                                    && let Some(&index) = index_of.get(&device)
-                                {
-                                    sink.value(now, index, pin, value, coalesced);
-                                }
-                            });
-                        }
-                        8 => end.closed = Some(close_reason(payload)),
-                        _ => {}
-                    }
-                    reader.start += consumed;
-                }
-                Ok(())
-            })(),
-            WatcherLink::Mosquitto { reader, .. } => reader.drain(|packet| {
-                end.messages += 1;
-                if let Packet::Publish {
-                    topic,
-                    payload,
-                    packet_id,
-                } = packet
-                {
-                    if let Some(id) = packet_id {
-                        mqtt::puback(&mut acks, id);
-                    }
-                    if let (Some((index, pin)), Some(value)) =
-                        (pin_of_topic(topic), integer(payload))
+                    if let Packet::Publish {
+                        topic,
+                        payload,
+                        packet_id,
+                    } = packet
                     {
-                        sink.value(now, index, pin, value, 1);
+                        if let Some(id) = packet_id {
+                            mqtt::puback(&mut acks, id);
+                        }
+                        if let (Some((index, pin)), Some(value)) =
+                            (pin_of_topic(topic), integer(payload))
+                        {
+                            sink.value(now, index, pin, value, 1);
+                        }
                     }
+                });
+                if let Err(error) = drained {
+                    end.closed = Some(format!("unreadable message: {error}"));
+                    break;
                 }
-            }),
-        };
-        if let Err(error) = result {
-            end.closed = Some(format!("unreadable message: {error}"));
-            break;
-        }
-        if let WatcherLink::Mosquitto { write, .. } = &mut link
-            && !acks.is_empty()
-        {
-            if let Err(error) = write.write_all(&acks).await {
-                end.closed = Some(format!("write error: {error}"));
-                break;
+                if !acks.is_empty() {
+                    if let Err(error) = write.write_all(&acks).await {
+                        end.closed = Some(format!("write error: {error}"));
+                        break;
+                    }
+                    acks.clear();
+                }
             }
-            acks.clear();
         }
         if sink.complete() {
             complete.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -204,16 +185,4 @@ pub async fn run_watcher<S: ValueSink>(
         }
     }
     (sink, end)
-}
-
-/// "1008 too slow: ..." from a WebSocket close payload.
-fn close_reason(payload: &[u8]) -> String {
-    match payload {
-        [high, low, reason @ ..] => format!(
-            "closed with {} {}",
-            u16::from_be_bytes([*high, *low]),
-            String::from_utf8_lossy(reason)
-        ),
-        _ => "closed".to_owned(),
-    }
 }

@@ -1,13 +1,14 @@
-//! The server's address and one connection to it: plain TCP for `http://`, TLS (rustls with
-//! ring, the system's root certificates plus an optional `--ca` file) for `https://`.
+//! Where the server is, and one connection to it: plain TCP for `http://`, TLS (rustls with
+//! ring, the system's root certificates plus an optional extra CA file) for `https://`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use hyper::Uri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::Error;
 
 /// How long connecting (TCP and TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,14 +34,18 @@ pub struct Endpoint {
     pub prefix: String,
     /// The URL as the user wrote it, for messages.
     pub url: String,
-    /// An extra CA certificate file to trust.
+    /// An extra CA certificate file to trust (PEM).
     pub ca: Option<PathBuf>,
 }
 
 impl Endpoint {
     /// Parses a server URL; a URL without a scheme is taken as `http://`.
-    pub fn parse(url: &str, ca: Option<PathBuf>) -> Result<Self> {
+    pub fn parse(url: &str) -> Result<Self, Error> {
         let url = url.trim();
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
         let full = if url.contains("://") {
             url.to_string()
         } else {
@@ -48,19 +53,19 @@ impl Endpoint {
         };
         let uri: Uri = full
             .parse()
-            .map_err(|error| anyhow!("server URL `{url}` is not valid: {error}"))?;
+            .map_err(|error| invalid(format!("is not valid: {error}")))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            Some(other) => bail!("server URL `{url}`: use http:// or https://, not {other}://"),
-            None => bail!("server URL `{url}` has no scheme"),
+            Some(other) => return Err(invalid(format!("use http:// or https://, not {other}://"))),
+            None => return Err(invalid("has no scheme".to_owned())),
         };
         let host = uri
             .host()
             .filter(|host| !host.is_empty())
-            .ok_or_else(|| anyhow!("server URL `{url}` has no host"))?;
+            .ok_or_else(|| invalid("has no host".to_owned()))?;
         if uri.query().is_some() {
-            bail!("server URL `{url}` must not have a query");
+            return Err(invalid("must not have a query".to_owned()));
         }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let authority = match uri.port_u16() {
@@ -77,33 +82,40 @@ impl Endpoint {
             authority,
             prefix: uri.path().trim_end_matches('/').to_string(),
             url: url.trim_end_matches('/').to_string(),
-            ca,
+            ca: None,
         })
     }
 
+    /// The same server, trusting the CA certificates of `file` (PEM) as well.
+    pub fn with_ca(mut self, file: Option<PathBuf>) -> Self {
+        self.ca = file;
+        self
+    }
+
+    /// The app WebSocket's URL (`ws://` or `wss://`).
+    pub fn websocket_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}/api/ws", self.authority, self.prefix)
+    }
+
     /// Opens a connection (TLS when the URL says so).
-    pub async fn connect(&self) -> Result<Box<dyn Io>> {
+    pub async fn connect(&self) -> Result<Box<dyn Io>, Error> {
         tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner())
             .await
-            .map_err(|_| {
-                anyhow!(
-                    "cannot reach the server at {}: no answer within {} s",
-                    self.url,
-                    CONNECT_TIMEOUT.as_secs()
-                )
+            .map_err(|_| Error::ConnectTimeout {
+                url: self.url.clone(),
+                seconds: CONNECT_TIMEOUT.as_secs(),
             })?
     }
 
-    async fn connect_inner(&self) -> Result<Box<dyn Io>> {
+    async fn connect_inner(&self) -> Result<Box<dyn Io>, Error> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|error| {
-                anyhow!(
-                    "cannot reach the server at {}: {error} (is blynk-server running? \
-                     --server or BLYNK_SERVER sets the URL)",
-                    self.url
-                )
+            .map_err(|source| Error::Connect {
+                url: self.url.clone(),
+                source,
             })?;
+        // Requests and WebSocket messages are small and wanted at once.
         let _ = tcp.set_nodelay(true);
         if self.tls {
             self.wrap_tls(tcp).await
@@ -113,69 +125,26 @@ impl Endpoint {
     }
 
     #[cfg(feature = "tls")]
-    async fn wrap_tls(&self, tcp: TcpStream) -> Result<Box<dyn Io>> {
+    async fn wrap_tls(&self, tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
         use tokio_rustls::rustls::pki_types::ServerName;
-        let connector = tls::connector(self.ca.as_deref())?;
+        let connector = crate::tls::connector(self.ca.as_deref())?;
         let name = ServerName::try_from(self.host.clone())
-            .map_err(|_| anyhow!("`{}` is not a valid TLS server name", self.host))?;
+            .map_err(|_| Error::Tls(format!("`{}` is not a valid TLS server name", self.host)))?;
         let stream = connector
             .connect(name, tcp)
             .await
-            .with_context(|| format!("TLS handshake with {} failed", self.url))?;
+            .map_err(|source| Error::TlsHandshake {
+                url: self.url.clone(),
+                source,
+            })?;
         Ok(Box::new(stream))
     }
 
     #[cfg(not(feature = "tls"))]
-    async fn wrap_tls(&self, _tcp: TcpStream) -> Result<Box<dyn Io>> {
-        bail!(
-            "{} needs TLS, but this blynk was built without the `tls` feature",
-            self.url
-        )
-    }
-}
-
-#[cfg(feature = "tls")]
-mod tls {
-    //! The rustls client configuration: ring, the system's roots and an optional extra CA.
-
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use anyhow::{Context, Result, bail};
-    use tokio_rustls::TlsConnector;
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-
-    /// A connector trusting the system's root certificates and `ca`, if given.
-    pub fn connector(ca: Option<&Path>) -> Result<TlsConnector> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(ca) = ca {
-            let certificates = CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("cannot read the CA file {}", ca.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("CA file {} is not valid PEM", ca.display()))?;
-            if certificates.is_empty() {
-                bail!("CA file {} holds no certificate", ca.display());
-            }
-            for certificate in certificates {
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("CA file {}", ca.display()))?;
-            }
-        }
-        if roots.is_empty() {
-            bail!("no trusted root certificates: the system has none; pass --ca FILE");
-        }
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS setup")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(TlsConnector::from(Arc::new(config)))
+    async fn wrap_tls(&self, _tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
+        Err(Error::TlsDisabled {
+            url: self.url.clone(),
+        })
     }
 }
 
@@ -193,32 +162,45 @@ pub fn encode_component(text: &str) -> String {
     out
 }
 
+/// The app API path of a device, named by id or name: `/api/devices/{device}`.
+pub fn device_path(device: &str) -> Result<String, Error> {
+    if device.trim().is_empty() {
+        return Err(Error::InvalidRequest("the device name is empty".to_owned()));
+    }
+    Ok(format!("/api/devices/{}", encode_component(device)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_urls() {
-        let plain = Endpoint::parse("localhost:8080", None).unwrap();
+        let plain = Endpoint::parse("localhost:8080").unwrap();
         assert!(!plain.tls);
         assert_eq!((plain.host.as_str(), plain.port), ("localhost", 8080));
         assert_eq!(plain.prefix, "");
-        let secure = Endpoint::parse("https://iot.example.com/blynk/", None).unwrap();
+        assert_eq!(plain.websocket_url(), "ws://localhost:8080/api/ws");
+        let secure = Endpoint::parse("https://iot.example.com/blynk/").unwrap();
         assert!(secure.tls);
         assert_eq!(secure.port, 443);
         assert_eq!(secure.authority, "iot.example.com");
         assert_eq!(secure.prefix, "/blynk");
-        let v6 = Endpoint::parse("http://[::1]:9000", None).unwrap();
+        assert_eq!(secure.websocket_url(), "wss://iot.example.com/blynk/api/ws");
+        let v6 = Endpoint::parse("http://[::1]:9000").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 9000));
         assert_eq!(v6.authority, "[::1]:9000");
-        assert!(Endpoint::parse("ftp://x", None).is_err());
-        assert!(Endpoint::parse("http://", None).is_err());
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+        assert!(Endpoint::parse("http://x/?a=1").is_err());
     }
 
     #[test]
-    fn encodes_components() {
+    fn encodes_components_and_device_paths() {
         assert_eq!(encode_component("kitchen"), "kitchen");
         assert_eq!(encode_component("living room/1"), "living%20room%2F1");
         assert_eq!(encode_component("é"), "%C3%A9");
+        assert_eq!(device_path("a b").unwrap(), "/api/devices/a%20b");
+        assert!(device_path(" ").is_err());
     }
 }
