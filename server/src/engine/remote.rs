@@ -78,7 +78,7 @@ impl Engine {
                 return false;
             }
         };
-        let snapshot = match settle(self.store.load()).await {
+        let snapshot = match settle(self.store.load_device(device)).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(device, %error, "could not read the device from the store: session refused");

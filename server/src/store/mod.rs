@@ -157,6 +157,10 @@ pub const TAKEOVER_GAP: u64 = 1 << 24;
 pub trait Store: Send + Sync + 'static {
     /// Reads everything the engine caches.
     fn load(&self) -> Ticket<Snapshot>;
+    /// One device's rows only (its latest values, properties, pending commands and version;
+    /// no templates or devices), as [`Store::load`] would give them: what a node reads when it
+    /// takes a device's session, without reading every other device's.
+    fn load_device(&self, device_id: DeviceId) -> Ticket<Snapshot>;
     /// Reads a setting.
     fn setting(&self, key: &str) -> Ticket<Option<String>>;
     /// Writes a setting.

@@ -114,6 +114,7 @@ on_each_backend!(
     settings_and_names_are_kept_and_taken_names_refused,
     events_keep_the_newest_per_device_newest_first,
     refresh_finds_a_device_added_by_another_process,
+    load_device_reads_that_device_only,
 );
 
 pub(crate) fn pin(number: u32) -> Pin {
@@ -351,6 +352,77 @@ async fn load_counts_history_only_writes_and_pending_commands_in_versions(fixtur
     let snapshot = settle(reopened.load()).await.unwrap();
     assert_eq!(version_of(&snapshot, first), Some(7));
     assert_eq!(version_of(&snapshot, second), Some(9));
+}
+
+/// What a node reads when it takes a device's session: that device's values, properties,
+/// pending commands and version, none of another device's, and no templates or devices.
+async fn load_device_reads_that_device_only(fixture: Fixture) {
+    let store = fixture.open(Retention::default()).await;
+    let first = add_device(&*store, "one").await;
+    let second = add_device(&*store, "two").await;
+    let property = |device_id| {
+        store.put_property(
+            device_id,
+            PropertyRecord {
+                pin: pin(1),
+                name: "label".into(),
+                value: OwnedValue(vec![OwnedScalar::Text(format!("device {device_id}"))]),
+            },
+        )
+    };
+    let command = |device_id, version| PendingCommand {
+        id: 0,
+        device_id,
+        pin: pin(4),
+        value: Arc::new(OwnedValue(vec![OwnedScalar::Int(1)])),
+        version,
+        expires_at: now_ms() + 60_000,
+    };
+    for ticket in [
+        store.put_value(write(first, pin(0), 10, 1, true)),
+        store.put_value(write(second, pin(0), 20, 2, true)),
+        store.put_value(write(second, pin(1), 21, 3, true)),
+        property(first),
+        property(second),
+    ] {
+        settle(ticket).await.unwrap();
+    }
+    settle(store.add_pending_command(command(first, 5)))
+        .await
+        .unwrap();
+    settle(store.add_pending_command(command(second, 6)))
+        .await
+        .unwrap();
+
+    let only = settle(store.load_device(second)).await.unwrap();
+    assert!(only.templates.is_empty() && only.devices.is_empty());
+    let mut values: Vec<_> = only
+        .values
+        .iter()
+        .map(|(device, pin, stored)| (*device, *pin, stored.value.to_string()))
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![
+            (second, pin(0), "20".to_owned()),
+            (second, pin(1), "21".to_owned())
+        ]
+    );
+    assert_eq!(only.properties.len(), 1);
+    assert_eq!(only.properties[0].0, second);
+    assert_eq!(
+        only.properties[0].1.value.to_string(),
+        format!("device {second}")
+    );
+    assert_eq!(
+        only.pending_commands
+            .iter()
+            .map(|command| (command.device_id, command.version))
+            .collect::<Vec<_>>(),
+        vec![(second, 6)]
+    );
+    assert_eq!(only.versions, vec![(second, 6)]);
 }
 
 async fn load_returns_what_was_stored_after_a_reopen(fixture: Fixture) {

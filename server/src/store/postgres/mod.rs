@@ -209,6 +209,10 @@ impl Store for PostgresStore {
         self.read(|client| async move { reader::load(&client).await })
     }
 
+    fn load_device(&self, device_id: DeviceId) -> Ticket<Snapshot> {
+        self.read(move |client| async move { reader::load_device(&client, device_id).await })
+    }
+
     fn setting(&self, key: &str) -> Ticket<Option<String>> {
         let key = key.to_owned();
         self.read(move |client| async move { reader::setting(&client, &key).await })

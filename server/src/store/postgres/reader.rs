@@ -119,16 +119,55 @@ pub(super) async fn load(client: &ClientWrapper) -> Result<Snapshot, Error> {
     Ok(snapshot)
 }
 
+/// One device's rows (values, properties, pending commands, version), from one consistent
+/// snapshot: what a node reads when it takes a device's session.
+pub(super) async fn load_device(
+    client: &ClientWrapper,
+    device: DeviceId,
+) -> Result<Snapshot, Error> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let mut snapshot = Snapshot::default();
+    let read = device_rows(client, Some(device), &mut snapshot).await;
+    let ended = client.batch_execute("COMMIT").await;
+    read?;
+    ended?;
+    Ok(snapshot)
+}
+
 async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> {
     let mut snapshot = Snapshot {
         templates: templates_above(client, TemplateId::MIN).await?,
         devices: devices_above(client, DeviceId::MIN).await?,
         ..Snapshot::default()
     };
+    device_rows(client, None, &mut snapshot).await?;
+    Ok(snapshot)
+}
+
+/// The rows kept per device (latest values, properties, pending commands, versions), of every
+/// device or of `only` one.
+async fn device_rows(
+    client: &ClientWrapper,
+    only: Option<DeviceId>,
+    snapshot: &mut Snapshot,
+) -> Result<(), Error> {
+    let filter = if only.is_some() {
+        " WHERE device_id = $1"
+    } else {
+        ""
+    };
+    let only: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &only {
+        Some(device) => vec![device],
+        None => Vec::new(),
+    };
     let rows = client
         .query(
-            "SELECT device_id, pin, value, version, set_at, origin FROM latest_values",
-            &[],
+            &format!(
+                "SELECT device_id, pin, value, version, set_at, origin FROM latest_values{filter}"
+            ),
+            &only,
         )
         .await?;
     for row in rows {
@@ -139,7 +178,10 @@ async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> 
         snapshot.push_stored_row(device_id, (&pin, &value, version, set_at, &origin));
     }
     let rows = client
-        .query("SELECT device_id, pin, name, value FROM properties", &[])
+        .query(
+            &format!("SELECT device_id, pin, name, value FROM properties{filter}"),
+            &only,
+        )
         .await?;
     for row in rows {
         let (pin, value): (String, String) = (row.try_get(1)?, row.try_get(3)?);
@@ -152,8 +194,11 @@ async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> 
     }
     let rows = client
         .query(
-            "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands ORDER BY id",
-            &[],
+            &format!(
+                "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands{filter} \
+                 ORDER BY id"
+            ),
+            &only,
         )
         .await?;
     for row in rows {
@@ -172,12 +217,15 @@ async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> 
     // Kept up to date by every write (see the writer), so this reads one row per device
     // instead of the whole history.
     snapshot.versions = client
-        .query("SELECT device_id, version FROM device_versions", &[])
+        .query(
+            &format!("SELECT device_id, version FROM device_versions{filter}"),
+            &only,
+        )
         .await?
         .into_iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get::<_, i64>(1)? as u64)))
         .collect::<Result<_, Error>>()?;
-    Ok(snapshot)
+    Ok(())
 }
 
 async fn templates_above(

@@ -353,6 +353,10 @@ impl Store for SqliteStore {
         self.read(|reader| reader.load())
     }
 
+    fn load_device(&self, device_id: DeviceId) -> Ticket<Snapshot> {
+        self.read(move |reader| reader.load_device(device_id))
+    }
+
     fn setting(&self, key: &str) -> Ticket<Option<String>> {
         let key = key.to_owned();
         self.read(move |reader| reader.setting(&key))

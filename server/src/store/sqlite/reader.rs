@@ -34,6 +34,16 @@ impl Reader {
         snapshot
     }
 
+    /// One device's rows (values, properties, pending commands, version), from one read
+    /// transaction: what a node reads when it takes a device's session.
+    pub(super) fn load_device(&mut self, device: DeviceId) -> rusqlite::Result<Snapshot> {
+        self.connection.execute_batch("BEGIN")?;
+        let mut snapshot = Snapshot::default();
+        let read = device_rows(&self.connection, Some(device), &mut snapshot);
+        let _ = self.connection.execute_batch("COMMIT");
+        read.map(|()| snapshot)
+    }
+
     /// Templates and devices with ids above the given ones; `None` (and no query at all) when
     /// nothing was committed since the last call.
     pub(super) fn created_since(
@@ -207,9 +217,28 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         devices: devices_above(connection, DeviceId::MIN)?,
         ..Snapshot::default()
     };
+    device_rows(connection, None, &mut snapshot)?;
+    Ok(snapshot)
+}
+
+/// The rows kept per device (latest values, properties, pending commands, versions), of every
+/// device or of `only` one.
+fn device_rows(
+    connection: &Connection,
+    only: Option<DeviceId>,
+    snapshot: &mut Snapshot,
+) -> rusqlite::Result<()> {
+    let filter = if only.is_some() {
+        " WHERE device_id = ?1"
+    } else {
+        ""
+    };
+    let only = rusqlite::params_from_iter(only);
     let rows = connection
-        .prepare("SELECT device_id, pin, value, version, set_at, origin FROM latest_values")?
-        .query_map([], |row| {
+        .prepare(&format!(
+            "SELECT device_id, pin, value, version, set_at, origin FROM latest_values{filter}"
+        ))?
+        .query_map(only.clone(), |row| {
             Ok((
                 row.get::<_, DeviceId>(0)?,
                 row.get::<_, String>(1)?,
@@ -224,8 +253,10 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         snapshot.push_stored_row(device_id, (&pin, &value, version, set_at, &origin));
     }
     let rows = connection
-        .prepare("SELECT device_id, pin, name, value FROM properties")?
-        .query_map([], |row| {
+        .prepare(&format!(
+            "SELECT device_id, pin, name, value FROM properties{filter}"
+        ))?
+        .query_map(only.clone(), |row| {
             Ok((
                 row.get::<_, DeviceId>(0)?,
                 row.get::<_, String>(1)?,
@@ -242,10 +273,11 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         }
     }
     let rows = connection
-        .prepare(
-            "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands ORDER BY id",
-        )?
-        .query_map([], |row| {
+        .prepare(&format!(
+            "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands{filter} \
+             ORDER BY id"
+        ))?
+        .query_map(only.clone(), |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, DeviceId>(1)?,
@@ -271,12 +303,14 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
     // Kept up to date by every write (see the writer), so this reads one row per device
     // instead of the whole history.
     snapshot.versions = connection
-        .prepare("SELECT device_id, version FROM device_versions")?
-        .query_map([], |row| {
+        .prepare(&format!(
+            "SELECT device_id, version FROM device_versions{filter}"
+        ))?
+        .query_map(only, |row| {
             Ok((row.get::<_, DeviceId>(0)?, row.get::<_, i64>(1)? as u64))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(snapshot)
+    Ok(())
 }
 
 type HistoryRow = (String, i64, i64, String);
