@@ -218,7 +218,7 @@ pub async fn app_to_device(
 /// Sends messages `0..total` at `rate` per second from `started`, all those due in one socket
 /// write: `encode(seq, out)` appends message `seq`, and its send time (nanoseconds since
 /// `epoch`) goes into `sent_at[seq]`.
-async fn send_paced(
+pub(crate) async fn send_paced(
     writer: &mut (impl tokio::io::AsyncWrite + Unpin),
     total: usize,
     rate: f64,
