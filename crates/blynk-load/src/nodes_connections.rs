@@ -28,6 +28,9 @@ pub struct HeldArgs {
     /// Idle classic connections held by all the nodes together.
     #[arg(long, default_value_t = 39_000)]
     pub connections: usize,
+    /// Seconds after which the helpers start no more logins (what they hold then is measured).
+    #[arg(long, default_value_t = 600)]
+    pub login_seconds: u64,
 }
 
 /// The `[limits]` line of nodes started for this row: each holds its share, under its
@@ -40,11 +43,13 @@ struct Helper {
     input: Option<ChildStdin>,
     output: BufReader<ChildStdout>,
     node: usize,
+    /// The devices it was given, in order.
+    devices: Vec<DeviceRef>,
     _tokens: TempData,
 }
 
 impl Helper {
-    fn start(node: usize, target: &Target, devices: &[DeviceRef]) -> Result<Helper> {
+    fn start(node: usize, target: &Target, devices: &[DeviceRef], seconds: u64) -> Result<Helper> {
         let tokens = TempData::new()?;
         let file = tokens.0.join("tokens");
         let mut list = String::with_capacity(devices.len() * 40);
@@ -59,6 +64,8 @@ impl Helper {
             .arg(target.http.to_string())
             .arg("--tokens")
             .arg(&file)
+            .arg("--seconds")
+            .arg(seconds.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -71,12 +78,13 @@ impl Helper {
             input,
             output,
             node,
+            devices: devices.to_vec(),
             _tokens: tokens,
         })
     }
 
-    /// The next line starting with `word`, split into its two numbers.
-    fn answer(&mut self, word: &str) -> Result<(usize, usize)> {
+    /// The numbers of the next line starting with `word`.
+    fn answer(&mut self, word: &str) -> Result<Vec<usize>> {
         let mut line = String::new();
         loop {
             line.clear();
@@ -85,17 +93,17 @@ impl Helper {
             }
             let mut parts = line.split_whitespace();
             if parts.next() == Some(word) {
-                let mut number = || -> Result<usize> {
-                    parts
-                        .next()
-                        .and_then(|text| text.parse().ok())
-                        .with_context(|| format!("the helper's line `{}`", line.trim()))
-                };
-                return Ok((number()?, number()?));
+                return parts
+                    .map(|text| {
+                        text.parse()
+                            .with_context(|| format!("the helper's line `{}`", line.trim()))
+                    })
+                    .collect();
             }
         }
     }
 
+    /// `(open, closed)` connections now.
     fn check(&mut self) -> Result<(usize, usize)> {
         let input = self
             .input
@@ -103,7 +111,10 @@ impl Helper {
             .context("the helper's input is closed")?;
         writeln!(input, "check")?;
         input.flush()?;
-        self.answer("open")
+        match self.answer("open")?[..] {
+            [open, closed] => Ok((open, closed)),
+            _ => bail!("the helper's `open` line has not two numbers"),
+        }
     }
 
     /// Closes its input (it releases its connections and exits) and waits for it, bounded.
@@ -152,12 +163,34 @@ pub fn connections_held(
     for (node, share) in shares.iter().enumerate() {
         let parts = share.len().div_ceil(PER_HELPER).max(1);
         for part in share.chunks(share.len().div_ceil(parts).max(1)) {
-            helpers.push(Helper::start(node, &cluster.nodes[node], part)?);
+            helpers.push(Helper::start(
+                node,
+                &cluster.nodes[node],
+                part,
+                args.login_seconds,
+            )?);
         }
     }
-    let mut failed = 0;
+    let (mut failed, mut retried, mut untried) = (0, 0, 0);
     for helper in &mut helpers {
-        failed += helper.answer("held")?.1;
+        let [_, still_failed, tried_again, not_tried] = helper.answer("held")?[..] else {
+            bail!("the helper's `held` line has not four numbers");
+        };
+        failed += still_failed;
+        retried += tried_again;
+        untried += not_tried;
+    }
+    // One device each helper holds, for the presence check: (its node, its id).
+    let mut samples = Vec::new();
+    for helper in &mut helpers {
+        let line = helper.answer("sample");
+        if let Some(device) = line
+            .ok()
+            .and_then(|numbers| numbers.first().copied())
+            .and_then(|index| helper.devices.get(index))
+        {
+            samples.push((helper.node, device.id));
+        }
     }
     let login_seconds = started.elapsed().as_secs_f64();
     std::thread::sleep(SETTLE);
@@ -165,7 +198,7 @@ pub fn connections_held(
         .iter()
         .map(|pid| vm_rss_kib(*pid))
         .collect::<Result<_>>()?;
-    let outcome = load.block_on(still_working(cluster, &shares));
+    let outcome = load.block_on(still_working(cluster, &samples));
     let mut held = vec![0usize; nodes];
     let mut closed = 0;
     for helper in &mut helpers {
@@ -194,6 +227,8 @@ pub fn connections_held(
         ("connections", args.connections.to_string()),
         ("held", total_held.to_string()),
         ("failed_logins", failed.to_string()),
+        ("retried_logins", retried.to_string()),
+        ("untried_logins", untried.to_string()),
         ("closed", closed.to_string()),
         ("login_seconds", num(login_seconds)),
         (
@@ -226,19 +261,17 @@ pub fn connections_held(
     Ok(figures)
 }
 
-/// With every connection held: the pairs of nodes where a device held by one is online on the
-/// other (first and last of each share, checked on the next node), and the app writes from the
-/// last node that reached a probe device on each node. `(presence, writes)`: 1 when all did.
-async fn still_working(cluster: &Cluster, shares: &[Vec<DeviceRef>]) -> Result<(u8, u8)> {
+/// With every connection held: whether a device held by each helper is online on the next
+/// node (`samples`: its node and id) while a device never connected is not, and whether app
+/// writes from the last node reach a probe device on each node. `(presence, writes)`: 1 when
+/// all did.
+async fn still_working(cluster: &Cluster, samples: &[(usize, i64)]) -> Result<(u8, u8)> {
     let nodes = cluster.nodes.len();
-    let mut presence = true;
-    for (node, share) in shares.iter().enumerate() {
+    let mut presence = !samples.is_empty();
+    for &(node, id) in samples {
         let elsewhere = &cluster.nodes[(node + 1) % nodes];
-        let (Some(first), Some(last)) = (share.first(), share.last()) else {
-            continue;
-        };
-        if wait_online(elsewhere, &[first.id, last.id]).await.is_err() {
-            eprintln!("  presence: devices held by node {node} are not online elsewhere");
+        if wait_online(elsewhere, &[id]).await.is_err() {
+            eprintln!("  presence: device {id} held by node {node} is not online elsewhere");
             presence = false;
         }
         // And offline ones stay offline: a probe device is not connected yet.

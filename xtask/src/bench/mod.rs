@@ -65,7 +65,8 @@ usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [
   --nodes N    the rows of N nodes on PostgreSQL and nats-server instead (section \"Several nodes\"
                of the report; the single-node rows are neither run nor changed): n1 (app -> device
                across nodes, 5k/s), n2 (device -> app fan-out across nodes), n3 (connections
-               held by the nodes together, then presence and writes)";
+               held by the nodes together, then presence and writes); with --figures-from PATH,
+               the `figure:` lines of PATH stand for the rows not run";
 
 pub(crate) fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
