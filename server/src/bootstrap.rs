@@ -9,7 +9,6 @@ use blynk_proto::{DatastreamType, Pin};
 use crate::engine::Engine;
 use crate::keys::{ADMIN_NAME, KeyError, KeyRing, MIN_KEY_LEN};
 use crate::model::{DatastreamDef, KindDef, OwnedScalar, OwnedValue, Template};
-use crate::store::settle;
 
 /// The setting that marks the demo as created (so deleting it does not bring it back).
 const DEMO_CREATED: &str = "demo_created";
@@ -87,8 +86,8 @@ pub fn light_template() -> Template {
 /// Finds or creates the admin key and, on the very first start, the demo. With
 /// `admin_key_override`, that becomes the admin key (stored hashed, replacing the one before).
 pub async fn run(engine: &Engine, admin_key_override: Option<&str>) -> Result<Bootstrap, KeyError> {
-    let store = engine.store();
-    let keys = Arc::new(KeyRing::open(store.clone()).await?);
+    let settings = engine.settings();
+    let keys = Arc::new(KeyRing::open(settings.clone()).await?);
     let mut first_start = false;
     let admin_key = match admin_key_override {
         Some(key) if key.len() < MIN_KEY_LEN => {
@@ -106,17 +105,18 @@ pub async fn run(engine: &Engine, admin_key_override: Option<&str>) -> Result<Bo
             made
         }
     };
-    if settle(store.setting(DEMO_CREATED)).await?.is_none() {
+    if settings.get(DEMO_CREATED).await?.is_none() {
         let template = match engine.find_template("light") {
             Some(template) => template,
             None => engine.create_template(light_template()).await?,
         };
         let device = engine.create_device("demo", &template).await?;
-        settle(store.set_setting(DEMO_TOKEN, &device.device.token)).await?;
-        settle(store.set_setting(DEMO_CREATED, "1")).await?;
+        settings.set(DEMO_TOKEN, &device.device.token).await?;
+        settings.set(DEMO_CREATED, "1").await?;
         first_start = true;
     }
-    let demo_token = settle(store.setting(DEMO_TOKEN))
+    let demo_token = settings
+        .get(DEMO_TOKEN)
         .await?
         .filter(|token| engine.authenticate(token).is_some());
     Ok(Bootstrap {

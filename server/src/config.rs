@@ -46,6 +46,13 @@ pub struct Config {
     /// The NATS server linking several nodes on one store (`nats://host:4222`); none: this
     /// process serves alone.
     pub bus: Option<String>,
+    /// Where the running server writes its ready file (`ready_file.rs`): the bound addresses,
+    /// the admin key on a first start, the demo token, the process id; none: no file.
+    pub ready_file: Option<PathBuf>,
+    /// The clock of records and timers: the system's, or one a test moves forward (only set
+    /// in code).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 /// How log lines are written: `text` for people (the default), `json` (one object a line) for
@@ -231,6 +238,8 @@ impl Default for Config {
             metrics_token: None,
             log_format: LogFormat::Text,
             bus: None,
+            ready_file: None,
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -350,5 +359,12 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.metrics_token.as_deref(), Some("t"));
         assert!(Config::from_toml("log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn the_ready_file_is_off_unless_a_path_is_given() {
+        assert_eq!(Config::default().ready_file, None);
+        let config = Config::from_toml("ready_file = \"run/ready.json\"").unwrap();
+        assert_eq!(config.ready_file, Some(PathBuf::from("run/ready.json")));
     }
 }

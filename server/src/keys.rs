@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{DeviceSlot, Engine, constant_time_eq};
+use crate::engine::{EngineError, Settings};
 use crate::model::{DeviceId, TemplateId, now_ms};
-use crate::store::{Store, StoreError, settle};
 
 /// The settings holding keys: `api_key.NAME`.
 const SETTING_PREFIX: &str = "api_key.";
@@ -128,14 +128,14 @@ pub enum KeyError {
     /// Revoking it would leave no admin key.
     #[error("`{0}` is the last admin key; `blynk-server key rotate` replaces it instead")]
     LastAdmin(String),
-    /// The store failed.
+    /// The store failed (or is down for now).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Engine(#[from] EngineError),
 }
 
 /// The keys of a server, cached in front of the store.
 pub struct KeyRing {
-    store: Arc<dyn Store>,
+    settings: Settings,
     keys: RwLock<Arc<Vec<ApiKey>>>,
     /// When the ring was last read from the store.
     loaded_at: Mutex<Instant>,
@@ -153,10 +153,10 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Reads the keys from the store.
-    pub async fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    /// Reads the keys from the store, through the engine's settings.
+    pub async fn open(settings: Settings) -> Result<Self, EngineError> {
         let ring = KeyRing {
-            store,
+            settings,
             keys: RwLock::default(),
             loaded_at: Mutex::new(Instant::now()),
             changes: tokio::sync::Mutex::new(()),
@@ -166,8 +166,8 @@ impl KeyRing {
     }
 
     /// Reads the keys from the store again.
-    pub async fn reload(&self) -> Result<(), StoreError> {
-        let rows = settle(self.store.settings_with_prefix(SETTING_PREFIX)).await?;
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        let rows = self.settings.with_prefix(SETTING_PREFIX).await?;
         let keys: Vec<ApiKey> = rows
             .iter()
             .filter(|(_, text)| text != REVOKED)
@@ -301,7 +301,7 @@ impl KeyRing {
         if key.is_admin() && admins == 1 {
             return Err(KeyError::LastAdmin(name.to_owned()));
         }
-        settle(self.store.set_setting(&setting(name), REVOKED)).await?;
+        self.settings.set(&setting(name), REVOKED).await?;
         self.reload().await?;
         Ok(())
     }
@@ -342,11 +342,11 @@ impl KeyRing {
     /// Makes sure an admin key exists: turns the plain admin key of an older data directory into
     /// a hashed one, or makes a new one. Returns the secret when one was made.
     pub async fn ensure_admin(&self) -> Result<Option<String>, KeyError> {
-        if let Some(plain) = settle(self.store.setting(LEGACY_ADMIN_KEY)).await?
+        if let Some(plain) = self.settings.get(LEGACY_ADMIN_KEY).await?
             && !plain.is_empty()
         {
             self.set_secret(ADMIN_NAME, &plain).await?;
-            settle(self.store.set_setting(LEGACY_ADMIN_KEY, REVOKED)).await?;
+            self.settings.set(LEGACY_ADMIN_KEY, REVOKED).await?;
             // SQLite may keep the deleted text in free pages until they are reused.
             tracing::warn!(
                 "the admin key is now stored hashed (the key itself is unchanged); its old plain \
@@ -363,7 +363,7 @@ impl KeyRing {
 
     async fn put(&self, key: &ApiKey) -> Result<(), KeyError> {
         let text = serde_json::to_string(key).map_err(|e| KeyError::Invalid(e.to_string()))?;
-        settle(self.store.set_setting(&setting(&key.name), &text)).await?;
+        self.settings.set(&setting(&key.name), &text).await?;
         self.reload().await?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! tests start one on `127.0.0.1:0`. The binary (`main.rs`) adds the command line.
 
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod http;
@@ -16,8 +17,11 @@ pub mod mqtt;
 pub mod net;
 pub mod private_files;
 pub mod properties;
+pub mod ready_file;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -52,6 +56,9 @@ pub enum StartError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The engine could not load the store's state.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     /// The store setting is wrong.
     #[error("store: {0}")]
     StoreSetting(String),
@@ -204,7 +211,7 @@ pub async fn start_with_admin_key(
     // Only now that every port is bound: a start that fails before this leaves the store as a
     // clean shutdown left it.
     let store = open_store(&config).await?;
-    let engine = Engine::open(store).await?;
+    let engine = Engine::open_with_clock(store, config.clock.clone()).await?;
     let (shutdown, shutdown_signal) = watch::channel(false);
     if let Some(url) = &config.bus {
         let settings = engine::BusSettings {
@@ -301,7 +308,7 @@ impl Server {
         })
         .await;
         self.engine.close().await;
-        if let Err(error) = store::settle(self.engine.store().flush()).await {
+        if let Err(error) = self.engine.flush().await {
             tracing::error!(%error, "final store flush failed");
         }
         tracing::info!("server stopped");

@@ -14,8 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::engine::Protocol;
-use crate::model::Origin;
+use crate::model::{Origin, Protocol};
 
 /// The `Content-Type` of a scrape.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

@@ -164,6 +164,17 @@ impl std::fmt::Display for OwnedValue {
     }
 }
 
+/// Which protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The native blynk-proto protocol.
+    Native,
+    /// The classic Blynk protocol (TCP or WebSocket).
+    Classic,
+    /// The MQTT 3.1.1 device API.
+    Mqtt,
+}
+
 /// Who set a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -545,5 +556,19 @@ pub fn parse_type(text: &str) -> Option<DatastreamType> {
         "string" | "text" => Some(DatastreamType::String),
         "enum" => Some(DatastreamType::Enum),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_value_survives_the_store_text() {
+        let value = OwnedValue::from_text_parts(["1", "2.5", "abc"]).unwrap();
+        assert_eq!(
+            OwnedValue::from_store_text(&value.to_store_text()),
+            Some(value)
+        );
     }
 }

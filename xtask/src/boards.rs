@@ -5,12 +5,15 @@
 //! The boards are a table, so adding one is one entry. Flashing fails fast: probe-rs, the
 //! probe and the settings are checked, in that order, before a minute goes into a build.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+/// The settings file's one reader, shared with the boards' build scripts.
+#[path = "../../firmware/build_settings.rs"]
+mod build_settings;
 
 use crate::steps::ensure_target;
 use crate::workspace::workspace_root;
@@ -221,38 +224,21 @@ enum Settings {
     Required,
 }
 
-/// Settings from the board's untracked `config.local.toml` (`KEY = "value"` lines).
-fn local_config(board: &Board) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(board_dir(board).join("config.local.toml"));
-    text.unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| {
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|inner| inner.strip_suffix('"'))
-                .unwrap_or(value);
-            (key.trim().to_string(), value.to_string())
-        })
-        .collect()
-}
-
 /// The settings configured neither in the environment nor in `config.local.toml`.
-fn unconfigured(board: &Board) -> Vec<(&'static str, &'static str)> {
-    let file = local_config(board);
-    board
+fn unconfigured(board: &Board) -> Result<Vec<(&'static str, &'static str)>> {
+    let file = build_settings::read(&board_dir(board).join(build_settings::FILE))
+        .map_err(anyhow::Error::msg)?;
+    let missing = board
         .settings
         .iter()
         .filter(|(name, _)| std::env::var_os(name).is_none() && !file.contains_key(*name))
         .copied()
-        .collect()
+        .collect();
+    Ok(missing)
 }
 
 fn missing_settings(board: &Board) -> Result<()> {
-    let missing = unconfigured(board);
+    let missing = unconfigured(board)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -280,7 +266,7 @@ fn build_board(board: &Board, options: &Options, settings: Settings) -> Result<P
     if !features.is_empty() {
         command.args(["--features", &features]);
     }
-    let placeholders = unconfigured(board);
+    let placeholders = unconfigured(board)?;
     if !placeholders.is_empty() {
         if settings == Settings::Required {
             missing_settings(board)?;
@@ -489,6 +475,28 @@ fn sections(bytes: &[u8]) -> Option<Vec<Section>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn board_settings_are_read_as_toml() {
+        let dir = std::env::temp_dir().join(format!("xtask-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(build_settings::FILE);
+        assert!(
+            build_settings::read(&file).unwrap().is_empty(),
+            "no file, no settings"
+        );
+        std::fs::write(
+            &file,
+            "# a comment\nWIFI_SSID = \"home = 2.4 GHz\" # the network\nBLYNK_TOKEN = 'abc'\n",
+        )
+        .unwrap();
+        let settings = build_settings::read(&file).unwrap();
+        assert_eq!(settings["WIFI_SSID"], "home = 2.4 GHz");
+        assert_eq!(settings["BLYNK_TOKEN"], "abc");
+        std::fs::write(&file, "BLYNK_TOKEN = \"unterminated\n").unwrap();
+        assert!(build_settings::read(&file).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A 32-bit ELF with a null section, `.text` (flash) and `.bss` (RAM), and its names.
     fn tiny_elf() -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! `cargo xtask test` is the one command that checks everything; `.ci/run` calls it.
 
 mod bench;
+mod blynk_server;
 mod boards;
 mod browser;
 mod conformance;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::blynk_server;
 use crate::workspace::{is_root, workspace_root};
 
 /// The TAP device's default name.
@@ -323,64 +324,6 @@ pub(crate) fn expect_line(
     }
 }
 
-/// What the server's banner says: HTTP address, native address, demo token.
-pub(crate) fn banner(lines: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr, String)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (mut http, mut native) = (None, None);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .context("the server printed no banner within 20 s")?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["dashboard", url] => {
-                http = url
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .parse()
-                    .ok()
-            }
-            ["native", "devices", address] => native = address.parse().ok(),
-            ["demo", "device", "token", token] => {
-                let (Some(http), Some(native)) = (http, native) else {
-                    bail!("the server's banner lacks an address");
-                };
-                return Ok((http, native, token.to_string()));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One HTTP/1.1 request with the admin key: (status, body).
-fn http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    key: &str,
-    body: &str,
-) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .with_context(|| format!("{method} {path}: no status in `{head}`"))?;
-    Ok((status, body.to_string()))
-}
-
 /// `cargo xtask sim check`: the simulated device over a TAP device made for it, against the real
 /// server bound to the TAP's host address only. The device connects and syncs, an app write of
 /// V0 = 1 lights its LED, its button turns it off and reports V0 = 0, and with 20% of the
@@ -413,8 +356,9 @@ pub fn check() -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let result = (|| -> Result<()> {
         let tap = Tap::create(&tap_name, &format!("{CHECK_HOST}/24"))?;
-        let key = crate::conformance::server::admin_key();
-        let mut server = Command::new(&server_binary)
+        let key = crate::blynk_server::admin_key();
+        let mut command = Command::new(&server_binary);
+        command
             .args([
                 "--bind",
                 CHECK_HOST,
@@ -430,14 +374,14 @@ pub fn check() -> Result<()> {
             .env("BLYNK_LOG", "warn")
             .env("BLYNK_ADMIN_KEY", &key)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(scratch.join("server.log"))?)
-            .spawn()
-            .context("starting blynk-server")?;
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(scratch.join("server.log"))?);
+        let ready_file = scratch.join("ready.json");
+        let (server, ready) =
+            blynk_server::spawn(&mut command, &ready_file, blynk_server::START_WITHIN)?;
         tap.watch(server.id());
-        let server_lines = lines(server.stdout.take().context("no stdout")?, "");
         let _server = Killed(server);
-        let (http_address, native, token) = banner(&server_lines)?;
+        let (http_address, native, token) = (ready.http, ready.native, ready.demo_token()?);
         println!("server on {native} (native) and {http_address} (HTTP), on {tap_name} only");
         let mut device = Command::new(&sim_binary)
             .args(["--tap", &tap_name, "--token", &token])
@@ -459,7 +403,8 @@ pub fn check() -> Result<()> {
             |line| line.starts_with("sync complete"),
         )?;
         let path = "/api/devices/demo/values/V0";
-        let (status, body) = http(http_address, "PUT", path, &key, r#"{"value":1}"#)?;
+        let (status, body) =
+            blynk_server::app_request(http_address, "PUT", path, &key, Some(r#"{"value":1}"#))?;
         println!("PUT {path} {{\"value\":1}}: {status} {body}");
         if status != 200 {
             bail!("the app write was refused: {status} {body}");
@@ -473,7 +418,7 @@ pub fn check() -> Result<()> {
         })?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let (status, body) = http(http_address, "GET", path, &key, "")?;
+            let (status, body) = blynk_server::app_request(http_address, "GET", path, &key, None)?;
             if status == 200 && body.contains(r#""value":0"#) {
                 println!("GET {path}: {body} (the button's write reached the server)");
                 break;
@@ -487,7 +432,8 @@ pub fn check() -> Result<()> {
         writeln!(button, "loss 20")?;
         for (value, led) in [(1, "LED on"), (0, "LED off"), (1, "LED on")] {
             let body = format!(r#"{{"value":{value}}}"#);
-            let (status, answer) = http(http_address, "PUT", path, &key, &body)?;
+            let (status, answer) =
+                blynk_server::app_request(http_address, "PUT", path, &key, Some(&body))?;
             if status != 200 {
                 bail!("the app write {body} was refused under loss: {status} {answer}");
             }

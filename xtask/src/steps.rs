@@ -79,6 +79,11 @@ pub fn ensure_target(target: &str) -> Result<()> {
     Ok(())
 }
 
+/// The arguments of the conformance step on several nodes: one device kind, the native light
+/// (the most scenarios: offline queue, delta resync, sync marker), to keep the step short; the
+/// whole matrix on three nodes is `cargo xtask conformance --nodes 3`.
+const CONFORMANCE_ON_NODES: [&str; 4] = ["--nodes", "3", "--kind", "blynk-device"];
+
 /// Every check CI runs; all steps run even when one fails, and the failures are listed at the end.
 pub fn test() -> Result<()> {
     // Before anything builds: a missing package would fail a step only after minutes of work.
@@ -146,6 +151,12 @@ pub fn test() -> Result<()> {
         eprintln!("conformance suite: {error:#}");
     }
     record("conformance suite", conformance.is_ok());
+    // The same scenarios across three nodes on PostgreSQL and nats-server (SPEC 7).
+    let nodes = crate::conformance::run(&CONFORMANCE_ON_NODES.map(String::from));
+    if let Err(error) = &nodes {
+        eprintln!("conformance suite on 3 nodes: {error:#}");
+    }
+    record("conformance suite on 3 nodes (blynk-device)", nodes.is_ok());
     // A short soak under loss (about 30 s): the long one is `cargo xtask soak`. It needs root
     // for its network namespaces; without root it says so and is left out.
     if crate::netns::available() {

@@ -10,23 +10,20 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use blynk_server::config::{Config, MqttPort};
+use blynk_server::config::Config;
+use blynk_server::test_util::{ADMIN_KEY, TestServer, http};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// The admin key of every test server.
-const KEY: &str = "cli-test-admin-key-0123456789";
-
 /// How long anything that should happen at once may take.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// A server, its data directory, and an empty home directory for the client.
+/// A server (with its data directory) and an empty home directory for the client.
 struct Setup {
-    server: blynk_server::Server,
+    server: TestServer,
     home: tempfile::TempDir,
-    _data: tempfile::TempDir,
 }
 
 impl Setup {
@@ -35,32 +32,18 @@ impl Setup {
     }
 
     async fn start_with(change: impl FnOnce(&mut Config)) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            data_dir: data.path().to_path_buf(),
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            native_port: 0,
-            mqtt_port: MqttPort::Off,
-            ..Default::default()
-        };
-        change(&mut config);
-        let server = blynk_server::start_with_admin_key(config, Some(KEY))
-            .await
-            .unwrap();
         Setup {
-            server,
+            server: TestServer::start_with(change).await,
             home: tempfile::tempdir().unwrap(),
-            _data: data,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.server.http_address)
+        format!("http://{}", self.server.http())
     }
 
     fn demo_token(&self) -> String {
-        self.server.demo_token.clone().unwrap()
+        self.server.demo_token()
     }
 
     /// `blynk` with a clean environment (no BLYNK_* variables, an empty home) and no settings.
@@ -83,7 +66,7 @@ impl Setup {
     fn blynk(&self, args: &[&str]) -> Command {
         let mut command = self.bare();
         command
-            .args(["--server", &self.url(), "--key", KEY])
+            .args(["--server", &self.url(), "--key", ADMIN_KEY])
             .args(args);
         command
     }
@@ -104,7 +87,8 @@ impl Setup {
 
     /// A device API request (`GET /external/api/...`): status line and body.
     async fn device_api(&self, path_and_query: &str) -> (u16, String) {
-        http_get(self.server.http_address, path_and_query).await
+        let response = http::get(self.server.http(), path_and_query).await;
+        (response.status, response.body)
     }
 }
 
@@ -146,30 +130,6 @@ async fn run(mut command: Command) -> Run {
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
-}
-
-/// A plain HTTP/1.1 GET for the device API, reading until the server closes.
-async fn http_get(address: std::net::SocketAddr, path_and_query: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    let request =
-        format!("GET {path_and_query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A classic Blynk frame: command, message id, body length (big-endian), body.
@@ -282,7 +242,7 @@ async fn devices_lists_presence_and_last_seen() {
     let fields: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(fields, ["1", "demo", "light", "offline", "never"]);
 
-    let _device = ClassicDevice::connect(setup.server.http_address, &setup.demo_token()).await;
+    let _device = ClassicDevice::connect(setup.server.http(), &setup.demo_token()).await;
     let online = setup.run(&["devices"]).await.success();
     assert!(
         online.stdout.contains("online (classic)") && online.stdout.contains("now"),
@@ -352,7 +312,7 @@ async fn get_shows_value_version_origin_and_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_to_an_online_device_is_delivered() {
     let setup = Setup::start().await;
-    let mut device = ClassicDevice::connect(setup.server.http_address, &setup.demo_token()).await;
+    let mut device = ClassicDevice::connect(setup.server.http(), &setup.demo_token()).await;
 
     let run = setup.run(&["set", "demo", "V1", "200"]).await.success();
     assert!(
@@ -400,7 +360,7 @@ async fn set_to_an_offline_device_is_pending() {
 
     // The device gets the pending command when it connects, and the stored value when it
     // asks (classic devices sync on request).
-    let mut device = ClassicDevice::connect(setup.server.http_address, &setup.demo_token()).await;
+    let mut device = ClassicDevice::connect(setup.server.http(), &setup.demo_token()).await;
     assert_eq!(device.next_hardware().await, ["vw", "4", "1"]);
     device
         .stream
@@ -418,7 +378,7 @@ async fn an_expired_command_exits_with_3() {
          type = \"integer\"\nkind = \"command\"\nttl = 1\n",
     )
     .unwrap();
-    let engine = setup.server.engine();
+    let engine = setup.server.server().engine();
     let template = engine.create_template(template).await.unwrap();
     engine.create_device("garage", &template).await.unwrap();
     let run = setup
@@ -476,7 +436,7 @@ async fn watch_prints_the_snapshot_then_live_changes() {
     assert_eq!(value["pin"], "V1");
     assert_eq!(value["value"], 5);
     assert_eq!(value["origin"], "http");
-    let mut device = ClassicDevice::connect(setup.server.http_address, &token).await;
+    let mut device = ClassicDevice::connect(setup.server.http(), &token).await;
     let presence: Value = serde_json::from_str(&watch.next_line().await).unwrap();
     assert_eq!(presence["type"], "presence");
     assert_eq!(presence["online"], true);
@@ -645,7 +605,8 @@ async fn device_add_prints_a_token_that_works() {
         .await
         .failure();
     assert!(
-        run.stderr.contains("refused: a device name is 1 to"),
+        run.stderr
+            .contains("refused: `name`: a device name is 1 to"),
         "{}",
         run.stderr
     );
@@ -691,14 +652,14 @@ async fn settings_come_from_flags_environment_and_config_files() {
     let mut command = setup.bare();
     command
         .env("BLYNK_SERVER", &url)
-        .env("BLYNK_KEY", KEY)
+        .env("BLYNK_KEY", ADMIN_KEY)
         .arg("devices");
     assert!(run_command(command).await.success().stdout.contains("demo"));
 
     // The default config file, ~/.config/blynk/config.toml.
     let dir = setup.home.path().join(".config/blynk");
     std::fs::create_dir_all(&dir).unwrap();
-    write_config(&dir.join("config.toml"), &url, KEY);
+    write_config(&dir.join("config.toml"), &url, ADMIN_KEY);
     let mut command = setup.bare();
     command.arg("devices");
     assert!(run_command(command).await.success().stdout.contains("demo"));
@@ -713,13 +674,13 @@ async fn settings_come_from_flags_environment_and_config_files() {
     let mut command = setup.bare();
     command
         .env("BLYNK_CONFIG", &other)
-        .env("BLYNK_KEY", KEY)
+        .env("BLYNK_KEY", ADMIN_KEY)
         .arg("devices");
     run_command(command).await.success();
     let mut command = setup.bare();
     command
         .env("BLYNK_KEY", "wrong-key")
-        .args(["--key", KEY, "devices"]);
+        .args(["--key", ADMIN_KEY, "devices"]);
     run_command(command).await.success();
 
     // A named config file that does not exist, or is not valid, is an error.
@@ -785,7 +746,7 @@ async fn errors_are_clear_and_never_panics() {
     for args in [["devices"].as_slice(), ["watch", "demo"].as_slice()] {
         let mut command = setup.bare();
         command
-            .args(["--server", &format!("http://{address}"), "--key", KEY])
+            .args(["--server", &format!("http://{address}"), "--key", ADMIN_KEY])
             .args(args);
         let run = run_command(command).await.failure();
         assert!(
@@ -797,7 +758,7 @@ async fn errors_are_clear_and_never_panics() {
 
     // Bad URL, and a usage error.
     let mut command = setup.bare();
-    command.args(["--server", "ftp://x", "--key", KEY, "devices"]);
+    command.args(["--server", "ftp://x", "--key", ADMIN_KEY, "devices"]);
     let run = run_command(command).await.failure();
     assert!(run.stderr.contains("http:// or https://"), "{}", run.stderr);
     let run = setup.run(&["set", "demo", "V1"]).await.failure();
@@ -818,22 +779,22 @@ async fn https_with_a_ca_file() {
         });
     })
     .await;
-    let url = format!("https://localhost:{}", setup.server.http_address.port());
+    let url = format!("https://localhost:{}", setup.server.http().port());
     let ca = cert.to_str().unwrap();
 
     let mut command = setup.bare();
-    command.args(["--server", &url, "--key", KEY, "--ca", ca, "devices"]);
+    command.args(["--server", &url, "--key", ADMIN_KEY, "--ca", ca, "devices"]);
     assert!(run_command(command).await.success().stdout.contains("demo"));
 
     // The WebSocket over TLS.
     let mut command = setup.bare();
-    command.args(["--server", &url, "--key", KEY, "--ca", ca, "--json"]);
+    command.args(["--server", &url, "--key", ADMIN_KEY, "--ca", ca, "--json"]);
     command.args(["watch", "demo", "--count", "1"]);
     let mut watch = Watch::start(command);
     let snapshot: Value = serde_json::from_str(&watch.next_line().await).unwrap();
     assert_eq!(snapshot["type"], "snapshot");
     let mut command = setup.bare();
-    command.args(["--server", &url, "--key", KEY, "--ca", ca]);
+    command.args(["--server", &url, "--key", ADMIN_KEY, "--ca", ca]);
     command.args(["set", "demo", "V1", "3"]);
     run_command(command).await.success();
     let value: Value = serde_json::from_str(&watch.next_line().await).unwrap();
@@ -845,7 +806,7 @@ async fn https_with_a_ca_file() {
 
     // Without the CA the self-signed certificate is refused, clearly.
     let mut command = setup.bare();
-    command.args(["--server", &url, "--key", KEY, "devices"]);
+    command.args(["--server", &url, "--key", ADMIN_KEY, "devices"]);
     let run = run_command(command).await.failure();
     assert!(run.stderr.contains("TLS handshake"), "{}", run.stderr);
 }

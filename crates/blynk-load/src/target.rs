@@ -1,6 +1,8 @@
 //! The server under test: in this process, a child `blynk-server`, or an external one, and
 //! the template and devices it is prepared with.
 
+use blynk_server::ready_file::ReadyFile;
+
 use super::*;
 
 /// A device prepared for the run.
@@ -391,7 +393,7 @@ pub(crate) fn free_loopback_port() -> Result<u16> {
 }
 
 /// Starts `blynk-server` over the prepared data directory on ephemeral loopback ports and reads
-/// its addresses from the start banner.
+/// its addresses from its ready file.
 pub(crate) fn spawn_child(
     args: &TargetArgs,
     data: &Path,
@@ -435,6 +437,8 @@ pub(crate) fn spawn_child_with(
     std::fs::write(&config, limits)?;
     // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
     let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };
+    let ready_file = data.join("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
     let mut child = Command::new(&binary)
         .arg("--config")
         .arg(&config)
@@ -453,63 +457,62 @@ pub(crate) fn spawn_child_with(
         .args(&extras.flags)
         .arg("serve")
         .env("BLYNK_LOG", "warn")
+        .env("BLYNK_READY_FILE", &ready_file)
         // The key the data directory was populated with (it is stored hashed, never printed).
         .env("BLYNK_ADMIN_KEY", ADMIN_KEY)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let (found, banner) = std::sync::mpsc::channel();
-    // Reads the banner, then keeps draining the output so the server never blocks on it.
+    let logs = child.stderr.take().context("child stderr")?;
+    // Shows its first warnings, then keeps draining its logs so the server never blocks on them.
     std::thread::spawn(move || {
-        let (mut http, mut native, mut mqtt, mut key) = (None, None, None, None);
-        let mut echoed = 0;
-        for line in std::io::BufReader::new(stdout).lines() {
+        for (index, line) in std::io::BufReader::new(logs).lines().enumerate() {
             let Ok(line) = line else { break };
-            let trimmed = line.trim();
-            let last = trimmed.split_whitespace().last().unwrap_or_default();
-            if trimmed.starts_with("HTTP API") {
-                http = last
-                    .trim_start_matches("http://")
-                    .trim_end_matches("/api")
-                    .parse::<SocketAddr>()
-                    .ok();
-            } else if trimmed.starts_with("native devices") {
-                native = last.parse::<SocketAddr>().ok();
-            } else if let Some(rest) = trimmed.strip_prefix("MQTT devices") {
-                // "MQTT devices     127.0.0.1:PORT (user `device`, ...)": printed before the key.
-                mqtt = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|address| address.parse::<SocketAddr>().ok());
-            } else if trimmed.starts_with("admin key") {
-                // The line after the addresses; the key is the one given in BLYNK_ADMIN_KEY.
-                key = Some(ADMIN_KEY.to_owned());
-            } else if (line.contains("WARN") || line.contains("ERROR")) && echoed < 20 {
-                echoed += 1;
+            if index < 20 {
                 eprintln!("  server: {line}");
-            }
-            if let (Some(http), Some(native), Some(k)) = (http, native, key.clone()) {
-                let _ = found.send((ChildAddresses { http, native, mqtt }, k));
-                key = None;
             }
         }
     });
-    match banner.recv_timeout(Duration::from_secs(60)) {
-        Ok((addresses, key)) => {
-            if args.mqtt && addresses.mqtt.is_none() {
+    match wait_for_ready_file(&mut child, &ready_file) {
+        Ok(ready) => {
+            if args.mqtt && ready.mqtt.is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("the child server printed no MQTT address (its port was taken?)");
+                bail!("the child server has no MQTT address (its port was taken?)");
             }
-            Ok((child, addresses, key))
+            let addresses = ChildAddresses {
+                http: ready.http,
+                native: ready.native,
+                mqtt: ready.mqtt,
+            };
+            Ok((child, addresses, ADMIN_KEY.to_owned()))
         }
-        Err(_) => {
+        Err(error) => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the child server printed no addresses within 60 s")
+            Err(error)
         }
+    }
+}
+
+/// Waits (at most 60 s, polling: the server writes the file by a rename) for the child's ready
+/// file.
+fn wait_for_ready_file(child: &mut Child, path: &Path) -> Result<ReadyFile> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the child server ended before it was ready ({status})");
+        }
+        if let Some(ready) = ReadyFile::read(path).context("reading the ready file")?
+            && ready.pid == child.id()
+        {
+            return Ok(ready);
+        }
+        if Instant::now() >= deadline {
+            bail!("the child server wrote no ready file within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use blynk_server::ready_file::ReadyFile;
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -78,12 +79,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 impl Server {
     /// Starts the server with `limits` (TOML lines for the `[limits]` table) on top of the
     /// defaults.
@@ -102,34 +97,38 @@ impl Server {
         if token.len() != 32 {
             bail!("`device add` printed no token");
         }
-        let (http, native) = (free_port()?, free_port()?);
         let config = data.0.join("probe.toml");
         std::fs::write(&config, format!("[limits]\n{limits}\n"))?;
-        let child = Command::new(binary)
+        let ready_file = data.0.join("ready.json");
+        let mut child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .arg("--data")
             .arg(&data.0)
             .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
-            .args(["--http-port", &http.to_string()])
-            .args(["--native-port", &native.to_string(), "serve"])
+            .args(["--http-port", "0", "--native-port", "0", "serve"])
             .env("BLYNK_LOG", "error")
+            .env("BLYNK_READY_FILE", &ready_file)
             .stdout(Stdio::null())
             .spawn()?;
-        let server = Server {
-            child,
-            http: SocketAddr::from((Ipv4Addr::LOCALHOST, http)),
-            native: SocketAddr::from((Ipv4Addr::LOCALHOST, native)),
-            token,
-            _data: data,
-        };
-        for _ in 0..300 {
-            if TcpStream::connect(server.native).await.is_ok() {
-                return Ok(server);
+        // The server writes its ready file (by a rename, so whole) once it listens.
+        for _ in 0..1500 {
+            if let Some(status) = child.try_wait()? {
+                bail!("the server ended at start ({status})");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(ready) = ReadyFile::read(&ready_file)? {
+                return Ok(Server {
+                    child,
+                    http: ready.http,
+                    native: ready.native,
+                    token,
+                    _data: data,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("the server did not start listening within 30 s")
+        let _ = child.kill();
+        bail!("the server wrote no ready file within 30 s")
     }
 
     /// Resident memory in MB.

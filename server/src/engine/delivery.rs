@@ -19,16 +19,7 @@ use crate::model::OwnedValue;
 /// Most app writes per device waiting to be reported delivered.
 const MAX_WAITERS: usize = 1024;
 
-/// Which protocol a session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// The native blynk-proto protocol.
-    Native,
-    /// The classic Blynk protocol (TCP or WebSocket).
-    Classic,
-    /// The MQTT 3.1.1 device API.
-    Mqtt,
-}
+pub use crate::model::Protocol;
 
 /// Values waiting in a session's queue beyond which it counts as behind: a new value of a pin
 /// then replaces the older one still waiting (the device needs the latest state, not every

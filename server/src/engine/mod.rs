@@ -5,14 +5,22 @@
 //! lock and in one step, take a new per-device version, queue the change to the store (in
 //! version order), forward it to the other side (the device session for an app write) and
 //! publish it to the watching apps; the writer's acknowledgement waits until it is durable.
-//! Sessions and the HTTP/app APIs only call this module; none of them touches the store.
+//! Sessions and the HTTP/app APIs only call this module; none of them touches the store, and
+//! every refusal or failure reaches them as an [`EngineError`].
 
+mod bus;
 mod cluster;
 mod delivery;
+mod error;
 pub mod events;
+mod inbound;
+mod membership;
 mod operator_reads;
 mod refresh;
+mod remote;
+mod routing;
 mod sessions;
+mod settings;
 mod sync;
 mod versions;
 pub mod watch;
@@ -27,16 +35,19 @@ use blynk_proto::Pin;
 
 pub use cluster::{BusError, BusSettings, announce_added};
 pub use delivery::{Delivery, DeliveryReport, Outbound, OutboundQueue, Protocol};
+pub use error::{EngineError, ErrorKind};
 pub use sessions::Attached;
+pub use settings::Settings;
 pub use sync::{SyncItem, SyncSelection};
-pub use writes::{AppWrite, DeviceWriteOutcome, WriteError};
+pub use writes::{AppWrite, DeviceWriteOutcome};
 
+use crate::clock::Clock;
 use crate::model::{
     Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
     TemplateId, now_ms,
 };
-use crate::properties::PropertyRefusal;
-use crate::store::{Store, StoreError, settle};
+use crate::store::{Store, settle};
+pub use crate::token::constant_time_eq;
 use events::AppEvent;
 use watch::{Watcher, WatcherList};
 
@@ -63,8 +74,8 @@ struct DeviceState {
     pending_commands: Vec<PendingCommand>,
     waiters: delivery::Waiters,
     deleted: bool,
-    /// With a bus: which other node holds the session, and the rest (see `cluster/`).
-    cluster: Option<Box<cluster::ClusterState>>,
+    /// With a bus: which other node holds the session, and the rest (see `membership.rs`).
+    cluster: Option<Box<membership::ClusterState>>,
 }
 
 impl DeviceState {
@@ -180,23 +191,37 @@ pub struct Engine {
     floor: versions::Floor,
     metrics: crate::metrics::Metrics,
     /// The bus to the other nodes, if any (set once, by [`Engine::join_bus`]).
-    cluster: OnceLock<Arc<cluster::Cluster>>,
+    cluster: OnceLock<Arc<membership::Cluster>>,
+    /// The time of records, presence and command TTLs, and of the sessions' timers.
+    clock: Clock,
 }
 
 impl Engine {
     /// Loads the store's state into a new engine that serves: it marks the run as started in
     /// the store (see `versions.rs`), so call [`Engine::close`] at a clean shutdown.
-    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
-        Self::load(store, true).await
+    pub async fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, EngineError> {
+        Self::load(store, true, Clock::system()).await
+    }
+
+    /// Like [`Engine::open`], on `clock` (tests pass one they move forward).
+    pub async fn open_with_clock(
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Arc<Self>, EngineError> {
+        Self::load(store, true, clock).await
     }
 
     /// Loads the store's state for a command-line tool that manages devices and templates
     /// beside a running server: it takes no writes of values and leaves the run mark alone.
-    pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
-        Self::load(store, false).await
+    pub async fn open_for_tools(store: Arc<dyn Store>) -> Result<Arc<Self>, EngineError> {
+        Self::load(store, false, Clock::system()).await
     }
 
-    async fn load(store: Arc<dyn Store>, serving: bool) -> Result<Arc<Self>, StoreError> {
+    async fn load(
+        store: Arc<dyn Store>,
+        serving: bool,
+        clock: Clock,
+    ) -> Result<Arc<Self>, EngineError> {
         let snapshot = settle(store.load()).await?;
         let highest = snapshot
             .versions
@@ -222,6 +247,7 @@ impl Engine {
             floor,
             metrics: crate::metrics::Metrics::new(store.metrics()),
             cluster: OnceLock::new(),
+            clock,
         };
         for template in snapshot.templates {
             write_lock(&engine.templates).insert(template.id, Arc::new(template));
@@ -274,12 +300,12 @@ impl Engine {
     }
 
     /// Refuses a new version when the device was deleted or the engine is closing.
-    fn check_open(&self, state: &DeviceState) -> Result<(), WriteError> {
+    fn check_open(&self, state: &DeviceState) -> Result<(), EngineError> {
         if state.deleted {
-            return Err(WriteError::Deleted);
+            return Err(EngineError::deleted());
         }
         if self.closing.load(Ordering::SeqCst) {
-            return Err(WriteError::ShuttingDown);
+            return Err(EngineError::shutting_down());
         }
         Ok(())
     }
@@ -299,14 +325,14 @@ impl Engine {
         }
     }
 
+    /// The clock of records and timers, which the sessions share.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
-    }
-
-    /// The store behind the engine.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn token_key(&self, token: &str) -> u64 {
@@ -391,8 +417,8 @@ impl Engine {
     }
 
     /// Stores a new template.
-    pub async fn create_template(&self, template: Template) -> Result<Arc<Template>, StoreError> {
-        template.check().map_err(StoreError::Database)?;
+    pub async fn create_template(&self, template: Template) -> Result<Arc<Template>, EngineError> {
+        template.check().map_err(EngineError::Invalid)?;
         let stored = Arc::new(settle(self.store.create_template(template)).await?);
         write_lock(&self.templates).insert(stored.id, stored.clone());
         self.announce_meta(cluster::wire::MetaMessage::Added);
@@ -404,10 +430,10 @@ impl Engine {
         &self,
         name: &str,
         template: &Template,
-    ) -> Result<Arc<DeviceSlot>, StoreError> {
+    ) -> Result<Arc<DeviceSlot>, EngineError> {
         if name.trim().is_empty() || name.len() > blynk_proto::MAX_NAME_LEN {
-            return Err(StoreError::Database(format!(
-                "a device name is 1 to {} bytes",
+            return Err(EngineError::Invalid(format!(
+                "`name`: a device name is 1 to {} bytes",
                 blynk_proto::MAX_NAME_LEN
             )));
         }
@@ -417,16 +443,18 @@ impl Engine {
             .values()
             .any(|slot| slot.device.name == name)
         {
-            return Err(StoreError::Conflict(format!("device `{name}`")));
+            return Err(EngineError::Conflict(format!(
+                "device `{name}` already exists"
+            )));
         }
         if name.bytes().all(|byte| byte.is_ascii_digit()) {
-            return Err(StoreError::Database(
-                "a device name needs a character other than a digit".into(),
+            return Err(EngineError::Invalid(
+                "`name`: a device name needs a character other than a digit".into(),
             ));
         }
         let template = self
             .find_template(&template.id.to_string())
-            .ok_or_else(|| StoreError::NotFound(template.name.clone()))?;
+            .ok_or_else(|| EngineError::NotFound(format!("template `{}`", template.name)))?;
         let token = crate::token::new_token();
         let device = settle(self.store.create_device(name, template.id, &token)).await?;
         let (slot, new) = self.index(Arc::new(DeviceSlot::new(
@@ -444,10 +472,10 @@ impl Engine {
     }
 
     /// Deletes a device, closing its session.
-    pub async fn delete_device(&self, id: DeviceId) -> Result<(), StoreError> {
+    pub async fn delete_device(&self, id: DeviceId) -> Result<(), EngineError> {
         let slot = write_lock(&self.devices)
             .remove(&id)
-            .ok_or_else(|| StoreError::NotFound(format!("device {id}")))?;
+            .ok_or_else(|| EngineError::NotFound(format!("device {id}")))?;
         let key = self.token_key(&slot.device.token);
         if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
             candidates.retain(|candidate| candidate.device.id != id);
@@ -477,15 +505,14 @@ impl Engine {
     }
 
     /// Stores a property set by a device and shows it to apps; never synced to hardware.
-    /// Refused unless [`crate::properties::check`] allows it (SPEC 6).
+    /// Refused ([`EngineError::Property`]) unless [`crate::properties::check`] allows it (SPEC 6).
     ///
     /// Queued and published before this returns (SPEC 3.13); the future resolves once durable.
     pub fn set_property(
         &self,
         slot: &DeviceSlot,
         property: PropertyRecord,
-    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, PropertyRefusal>
-    {
+    ) -> Result<impl Future<Output = Result<(), EngineError>> + Send + 'static, EngineError> {
         let ticket = {
             let mut state = slot.lock();
             crate::properties::check(&slot.template, &state.properties, &property)?;
@@ -509,7 +536,7 @@ impl Engine {
             }
             ticket
         };
-        Ok(settle(ticket))
+        Ok(async move { Ok(settle(ticket).await?) })
     }
 
     /// Stores an event logged by a device and shows it to apps.
@@ -520,11 +547,11 @@ impl Engine {
         slot: &DeviceSlot,
         code: &str,
         description: Option<&str>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), EngineError>> + Send + 'static {
         let event = EventRecord {
             code: code.to_owned(),
             description: description.map(str::to_owned),
-            at: now_ms(),
+            at: self.clock.unix_ms(),
         };
         let ticket = {
             // Under the device's lock, so it reaches the apps in order with the values.
@@ -532,33 +559,19 @@ impl Engine {
             self.publish(slot, events::logged(slot.device.id, &event));
             self.store.append_event(slot.device.id, event)
         };
-        settle(ticket)
+        async move { Ok(settle(ticket).await?) }
     }
 
     /// Queues an event for the device's watchers here and, with a bus, on every other node.
     /// Called under the device's lock, so both get a device's events in version order.
     fn publish(&self, slot: &DeviceSlot, event: AppEvent) {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.send(cluster::Outgoing::Event(event.clone()));
-        }
+        self.tell_other_nodes(|| membership::Outgoing::Event(event.clone()));
         slot.publish(event);
     }
 
     fn session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    let difference = left
-        .iter()
-        .zip(right)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -572,26 +585,4 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_whole_strings() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn owned_value_survives_the_store_text() {
-        use crate::model::OwnedValue;
-        let value = OwnedValue::from_text_parts(["1", "2.5", "abc"]).unwrap();
-        assert_eq!(
-            OwnedValue::from_store_text(&value.to_store_text()),
-            Some(value)
-        );
-    }
 }

@@ -21,6 +21,36 @@ impl Engine {
         }
     }
 
+    /// A device by id or by name ([`Engine::find_device`]); with a bus, one this node does not
+    /// know yet is looked for in the store too: a device another node created a moment ago is
+    /// found before the bus tells this node, so an app that creates a device through one node
+    /// can use it through another at once.
+    pub async fn find_device_anywhere(&self, key: &str) -> Option<Arc<DeviceSlot>> {
+        if let Some(slot) = self.find_device(key) {
+            return Some(slot);
+        }
+        self.look_in_store().await?;
+        self.find_device(key)
+    }
+
+    /// Before a device login is checked: with a bus, a token this node does not know yet makes
+    /// it look in the store, so a device created through another node a moment ago can log in
+    /// here before the bus announcement arrives.
+    pub async fn learn_token(&self, token: &str) {
+        if self.authenticate(token).is_none() {
+            self.look_in_store().await;
+        }
+    }
+
+    /// Picks up what the store holds and this node does not, one look at a time; `None`
+    /// without a bus (one process: nothing is created elsewhere but by the command line).
+    async fn look_in_store(&self) -> Option<()> {
+        let cluster = self.cluster.get()?;
+        let _one_at_a_time = cluster.store_look.lock().await;
+        self.pick_up_created().await;
+        Some(())
+    }
+
     /// Indexes the templates and devices the store holds and this engine does not.
     pub(super) async fn pick_up_created(&self) {
         let newest_template = read_lock(&self.templates)

@@ -9,7 +9,6 @@ use tokio::sync::Notify;
 use super::delivery::{Delivery, Outbound, OutboundQueue, Protocol, SessionLink};
 use super::sync::{SyncItem, SyncSelection};
 use super::{DeviceSlot, Engine, events, lock};
-use crate::model::now_ms;
 use crate::store::settle;
 
 /// A session's side of its registration.
@@ -57,7 +56,7 @@ impl Engine {
             if let Some(previous) = &previous {
                 previous.close();
             }
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             if let Some(link) = &state.session {
                 for command in state
                     .pending_commands
@@ -72,7 +71,7 @@ impl Engine {
                     });
                 }
             }
-            if let Some(cluster) = self.cluster.get()
+            if self.cluster.get().is_some()
                 && state
                     .cluster
                     .as_ref()
@@ -80,7 +79,7 @@ impl Engine {
             {
                 // An older session of the device here released it between this session's
                 // claim and now: claim it again.
-                cluster.reclaim_soon(slot.clone());
+                self.reclaim_soon(slot.clone());
             }
             let items = sync
                 .map(|selection| super::sync::select(slot, &state, &selection))
@@ -90,12 +89,12 @@ impl Engine {
         if came_online {
             // Presence goes to every app on the global channel (not also the device's channel,
             // which would show it twice to a client watching the device).
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             let _ = self
                 .global
                 .send(events::presence(slot.device.id, true, now));
             if let Some(cluster) = self.cluster.get() {
-                cluster.send(super::cluster::Outgoing::Presence(
+                cluster.send(super::membership::Outgoing::Presence(
                     slot.device.id,
                     true,
                     now,
@@ -121,7 +120,7 @@ impl Engine {
     /// Unregisters a session. Presence turns offline only if it was still the device's current
     /// session (a replaced session leaving changes nothing).
     pub fn detach(&self, slot: &DeviceSlot, session_id: u64) {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let went_offline = {
             let mut state = slot.lock();
             if state
@@ -154,7 +153,7 @@ impl Engine {
             .settle(pin, Delivery::Delivered, |waiting| waiting <= version);
         if let Some(cluster) = self.cluster.get() {
             // The write may have come from an app on another node.
-            cluster.send(super::cluster::Outgoing::Delivered(
+            cluster.send(super::membership::Outgoing::Delivered(
                 slot.device.id,
                 pin,
                 version,
@@ -167,7 +166,7 @@ impl Engine {
     pub async fn claim_command(&self, slot: &DeviceSlot, command_id: i64) -> bool {
         let claimed = {
             let mut state = slot.lock();
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             match state
                 .pending_commands
                 .iter()

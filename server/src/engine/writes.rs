@@ -10,40 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blynk_proto::datastream::ValidationError;
 use blynk_proto::{Pin, Value};
 
 use super::delivery::{Delivery, DeliveryReport, Outbound};
-use super::{DeviceSlot, Engine, events, lock};
-use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue, now_ms};
-use crate::store::{StoreError, ValueWrite, settle};
-
-/// Why a write was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The device's template binds no datastream to the pin.
-    #[error("no datastream is bound to {0}")]
-    UnknownPin(Pin),
-    /// The value does not fit the datastream.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The store failed; the write was not acknowledged.
-    #[error("the write could not be stored: {0}")]
-    Store(#[from] StoreError),
-    /// The device was deleted.
-    #[error("the device was deleted")]
-    Deleted,
-    /// The server is shutting down and takes no more writes.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// With several nodes: the node holding the device could not be reached (the bus is
-    /// down, or that node is failing); nothing was stored.
-    #[error("{0}")]
-    Unreachable(String),
-}
+use super::{DeviceSlot, Engine, EngineError, events, lock};
+use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue};
+use crate::store::{ValueWrite, settle};
 
 /// An app write queued to the store, not yet durable.
-struct PendingAppWrite {
+pub(super) struct PendingAppWrite {
     ticket: crate::store::Ticket,
     stored: StoredValue,
     report: DeliveryReport,
@@ -97,10 +72,10 @@ impl Engine {
         value: &Value<'_>,
         age_ms: Option<u32>,
     ) -> Result<
-        impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
-        WriteError,
+        impl Future<Output = Result<DeviceWriteOutcome, EngineError>> + Send + 'static,
+        EngineError,
     > {
-        let made_at = age_ms.map(|age| now_ms() - i64::from(age));
+        let made_at = age_ms.map(|age| self.clock.unix_ms() - i64::from(age));
         self.device_write_at(slot, pin, value, made_at, Origin::Device)
     }
 
@@ -115,16 +90,17 @@ impl Engine {
         made_at: Option<i64>,
         origin: Origin,
     ) -> Result<
-        impl Future<Output = Result<DeviceWriteOutcome, WriteError>> + Send + 'static,
-        WriteError,
+        impl Future<Output = Result<DeviceWriteOutcome, EngineError>> + Send + 'static,
+        EngineError,
     > {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let timed = made_at.is_some();
-        let made_at = made_at.map_or_else(now_ms, |at| at.min(now_ms()));
+        let now = self.clock.unix_ms();
+        let made_at = made_at.map_or(now, |at| at.min(now));
         let (ticket, outcome) = {
             let mut state = slot.lock();
             self.check_open(&state)?;
@@ -167,33 +143,6 @@ impl Engine {
         })
     }
 
-    /// An app or the HTTP API writes a pin of a device (SPEC 3.2, 3.12): validated, versioned,
-    /// queued to the store, forwarded to the device if it is online and published to the
-    /// watching apps, all in one step; the returned write is acknowledged once durable. A
-    /// command of an offline device waits, durably, until the device connects or its ttl passes.
-    pub async fn app_write(
-        &self,
-        slot: &Arc<DeviceSlot>,
-        pin: Pin,
-        value: &Value<'_>,
-        origin: Origin,
-    ) -> Result<AppWrite, WriteError> {
-        let datastream = slot
-            .template
-            .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
-        let normalized = Arc::new(datastream.normalize(value)?);
-        let is_command = datastream.is_command();
-        match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
-            Ok(pending) => self.finish_app_write(slot, pin, is_command, pending).await,
-            // With a bus, and the session is not here.
-            Err(normalized) => {
-                self.remote_app_write(slot, pin, normalized, is_command, origin)
-                    .await
-            }
-        }
-    }
-
     /// An app write another node sent for a device whose session is here; `None` when it is
     /// not here any more.
     pub(super) async fn app_write_here(
@@ -202,11 +151,11 @@ impl Engine {
         pin: Pin,
         value: &Value<'_>,
         origin: Origin,
-    ) -> Result<Option<AppWrite>, WriteError> {
+    ) -> Result<Option<AppWrite>, EngineError> {
         let datastream = slot
             .template
             .datastream(pin)
-            .ok_or(WriteError::UnknownPin(pin))?;
+            .ok_or(EngineError::UnknownPin(pin))?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, true)? {
@@ -221,7 +170,7 @@ impl Engine {
     /// The locked step of an app write: version, queue to the store, publish, forward. With a
     /// bus (or `held_only`) and no session here, nothing is done and the value comes back: the
     /// node holding the session takes the write, with its own counter.
-    fn app_write_stored(
+    pub(super) fn app_write_stored(
         &self,
         slot: &Arc<DeviceSlot>,
         pin: Pin,
@@ -229,7 +178,7 @@ impl Engine {
         is_command: bool,
         origin: Origin,
         held_only: bool,
-    ) -> Result<Result<PendingAppWrite, Arc<OwnedValue>>, WriteError> {
+    ) -> Result<Result<PendingAppWrite, Arc<OwnedValue>>, EngineError> {
         let mut state = slot.lock();
         self.check_open(&state)?;
         if state.session.is_none() && (held_only || self.cluster.get().is_some()) {
@@ -240,7 +189,7 @@ impl Engine {
         let stored = StoredValue {
             value: normalized,
             version,
-            set_at: now_ms(),
+            set_at: self.clock.unix_ms(),
             origin,
         };
         let ticket = self.store.put_value(ValueWrite {
@@ -276,13 +225,13 @@ impl Engine {
     }
 
     /// Waits for an app write to be durable, and parks a command of an offline device.
-    async fn finish_app_write(
+    pub(super) async fn finish_app_write(
         &self,
         slot: &Arc<DeviceSlot>,
         pin: Pin,
         is_command: bool,
         pending: PendingAppWrite,
-    ) -> Result<AppWrite, WriteError> {
+    ) -> Result<AppWrite, EngineError> {
         let PendingAppWrite {
             ticket,
             stored,
@@ -310,7 +259,7 @@ impl Engine {
         slot: &Arc<DeviceSlot>,
         pin: Pin,
         stored: StoredValue,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), EngineError> {
         let ttl = slot
             .template
             .datastream(pin)
@@ -366,7 +315,7 @@ impl Engine {
 
     /// Drops the commands whose ttl passed and reports them expired.
     pub async fn expire_commands(&self) {
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let devices: Vec<_> = lock(&self.with_pending_commands).iter().copied().collect();
         for device_id in devices {
             let Some(slot) = self.device(device_id) else {
@@ -398,15 +347,18 @@ impl Engine {
         }
     }
 
-    /// Expires commands twice a second until `shutdown` fires.
+    /// Expires commands twice a second, and at once when a test moves the clock, until
+    /// `shutdown` fires.
     pub async fn run_command_expiry(
         self: Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut advances = self.clock.advances();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.expire_commands().await,
+                () = advances.next() => self.expire_commands().await,
                 _ = shutdown.changed() => return,
             }
         }

@@ -129,14 +129,15 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
+pub(super) async fn find_device(state: &AppState, key: &str) -> Result<Arc<DeviceSlot>, ApiError> {
     state
         .engine
-        .find_device(key)
+        .find_device_anywhere(key)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("device `{key}`")))
 }
 
-fn parse_pin(text: &str) -> Result<Pin, ApiError> {
+pub(super) fn parse_pin(text: &str) -> Result<Pin, ApiError> {
     text.parse()
         .map_err(|error| ApiError::BadRequest(format!("pin `{text}`: {error}")))
 }
@@ -249,7 +250,6 @@ pub async fn create_template(
     }
     let template: Template =
         serde_json::from_value(body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    template.check().map_err(ApiError::BadRequest)?;
     let stored = state.engine.create_template(template).await?;
     Ok((StatusCode::CREATED, Json(template_json(&stored))))
 }
@@ -283,14 +283,7 @@ pub async fn create_device(
         .engine
         .find_template(&body.template)
         .ok_or_else(|| ApiError::NotFound(format!("template `{}`", body.template)))?;
-    let slot = state
-        .engine
-        .create_device(&body.name, &template)
-        .await
-        .map_err(|error| match error {
-            crate::store::StoreError::Database(message) => ApiError::BadRequest(message),
-            other => other.into(),
-        })?;
+    let slot = state.engine.create_device(&body.name, &template).await?;
     Ok((StatusCode::CREATED, Json(device_details_json(&slot))))
 }
 
@@ -300,7 +293,7 @@ pub async fn device_details(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     Ok(Json(device_details_for(&slot, &key)))
 }
 
@@ -310,7 +303,7 @@ pub async fn delete_device(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     state.engine.delete_device(slot.device.id).await?;
     state.device_rates.forget(slot.device.id);
     Ok(StatusCode::NO_CONTENT)
@@ -322,7 +315,7 @@ pub async fn values(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let values: serde_json::Map<String, Json_> = slot
         .values()
         .iter()
@@ -337,7 +330,7 @@ pub async fn value(
     State(state): State<AppState>,
     Path((device, pin)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let pin = parse_pin(&pin)?;
     match slot.value(pin) {
         Some(stored) => Ok(Json(stored_json(&stored))),
@@ -375,7 +368,7 @@ pub async fn write_value(
     Path((device, pin)): Path<(String, String)>,
     Json(body): Json<WriteBody>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     require_control(&key, &slot)?;
     let pin = parse_pin(&pin)?;
     let value = OwnedValue::from_json(&body.value).map_err(ApiError::BadRequest)?;
@@ -412,9 +405,9 @@ pub async fn events(
     Path(device): Path<String>,
     Query(limit): Query<Limit>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     let limit = limit.limit.unwrap_or(50).min(200);
-    let events = crate::store::settle(state.engine.store().events(slot.device.id, limit)).await?;
+    let events = state.engine.events(slot.device.id, limit).await?;
     Ok(Json(json!(events)))
 }
 
@@ -424,6 +417,6 @@ pub async fn properties(
     State(state): State<AppState>,
     Path(device): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let slot = find_device(&state, &device)?;
+    let slot = find_device(&state, &device).await?;
     Ok(Json(device_details_json(&slot)["properties"].clone()))
 }

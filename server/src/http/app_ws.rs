@@ -439,6 +439,15 @@ async fn write(
             });
             (reply, Some(report))
         }
-        Err(problem) => error(problem.to_string()),
+        Err(problem) => {
+            // The status the REST write would get, so a client tells "try again" (503) from a
+            // refused value (400).
+            let problem = ApiError::from(problem);
+            let reply = json!({
+                "type": "write", "id": id, "status": "error",
+                "code": problem.status().as_u16(), "message": problem.to_string(),
+            });
+            (reply, None)
+        }
     }
 }

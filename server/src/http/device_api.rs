@@ -11,7 +11,7 @@ use blynk_proto::Pin;
 use serde_json::json;
 
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::DeviceSlot;
+use crate::engine::{DeviceSlot, EngineError};
 use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, PropertyRecord};
 
@@ -166,7 +166,7 @@ fn read_pin(slot: &DeviceSlot, pin: Pin) -> Result<OwnedValue, ApiError> {
     let datastream = slot
         .template
         .datastream(pin)
-        .ok_or_else(|| ApiError::BadRequest(format!("no datastream is bound to {pin}")))?;
+        .ok_or(EngineError::UnknownPin(pin))?;
     if let Some(stored) = slot.value(pin) {
         return Ok((*stored.value).clone());
     }
@@ -260,11 +260,7 @@ pub async fn update_property(
             name: name.clone(),
             value: parse_value([value.as_str()])?,
         };
-        state
-            .engine
-            .set_property(&slot, record)
-            .map_err(|refusal| ApiError::BadRequest(refusal.to_string()))?
-            .await?;
+        state.engine.set_property(&slot, record)?.await?;
         set += 1;
     }
     if set == 0 {

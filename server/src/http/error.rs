@@ -5,9 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::engine::WriteError;
+use crate::engine::{EngineError, ErrorKind};
 use crate::keys::{ApiKey, KeyError, Scope};
-use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +49,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status of the error.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -93,19 +93,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<WriteError> for ApiError {
-    fn from(error: WriteError) -> Self {
-        match error {
-            WriteError::UnknownPin(_) | WriteError::Invalid(_) => {
-                ApiError::BadRequest(error.to_string())
-            }
-            WriteError::Deleted => ApiError::NotFound(error.to_string()),
-            WriteError::Store(StoreError::Unavailable(_)) => {
-                ApiError::Unavailable(error.to_string())
-            }
-            WriteError::Store(_) | WriteError::ShuttingDown | WriteError::Unreachable(_) => {
-                ApiError::Internal(error.to_string())
-            }
+impl From<EngineError> for ApiError {
+    /// The one mapping of engine errors to HTTP statuses: invalid input 400, not found 404,
+    /// conflict 409, store down 503 (try again), anything else 500.
+    fn from(error: EngineError) -> Self {
+        let message = error.to_string();
+        match error.kind() {
+            ErrorKind::Invalid => ApiError::BadRequest(message),
+            ErrorKind::NotFound => ApiError::NotFound(message),
+            ErrorKind::Conflict => ApiError::Conflict(message),
+            ErrorKind::Unavailable => ApiError::Unavailable(message),
+            ErrorKind::Internal => ApiError::Internal(message),
         }
     }
 }
@@ -116,18 +114,67 @@ impl From<KeyError> for ApiError {
             KeyError::Invalid(_) => ApiError::BadRequest(error.to_string()),
             KeyError::Exists(_) | KeyError::LastAdmin(_) => ApiError::Conflict(error.to_string()),
             KeyError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            KeyError::Store(error) => error.into(),
+            KeyError::Engine(error) => error.into(),
         }
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Conflict(_) => ApiError::Conflict(error.to_string()),
-            StoreError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            StoreError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
-            StoreError::Database(_) | StoreError::Closed => ApiError::Internal(error.to_string()),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn status_of(error: EngineError) -> StatusCode {
+        ApiError::from(error).status()
+    }
+
+    #[test]
+    fn each_kind_of_engine_error_has_its_status() {
+        let pin = "V1".parse().unwrap();
+        assert_eq!(
+            status_of(EngineError::UnknownPin(pin)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(EngineError::Invalid("`name`: empty".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(EngineError::NotFound("device 9".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_of(EngineError::Conflict("device `a` already exists".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status_of(EngineError::shutting_down()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn a_store_that_is_down_is_503_and_a_database_failure_500_never_400() {
+        assert_eq!(
+            status_of(StoreError::Unavailable("restarting".into()).into()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(StoreError::Database("disk I/O error".into()).into()),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of(StoreError::Closed.into()),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn a_key_error_from_the_store_keeps_the_store_status() {
+        let error = KeyError::Engine(StoreError::Unavailable("restarting".into()).into());
+        assert_eq!(
+            ApiError::from(error).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::app_api::Caller;
+use super::app_api::{Caller, find_device, parse_pin};
 use super::{ApiError, AppState};
 use crate::engine::Engine;
-use crate::model::{DeviceId, HistoryPoint, now_ms};
+use crate::model::{DeviceId, HistoryPoint};
 use crate::store::HistoryRange;
 
 /// Points read from the store per page of an export.
@@ -60,18 +60,15 @@ pub async fn history(
     Path((device, pin)): Path<(String, String)>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let slot = state
-        .engine
-        .find_device(&device)
-        .ok_or_else(|| ApiError::NotFound(format!("device `{device}`")))?;
-    let pin: Pin = pin
-        .parse()
-        .map_err(|error| ApiError::BadRequest(format!("pin `{pin}`: {error}")))?;
+    let slot = find_device(&state, &device).await?;
+    let pin = parse_pin(&pin)?;
     let export = query.from.is_some() || query.to.is_some() || query.format.is_some();
     if !export {
         let limit = query.limit.unwrap_or(100).min(1000);
-        let points =
-            crate::store::settle(state.engine.store().history(slot.device.id, pin, limit)).await?;
+        let points = state
+            .engine
+            .recent_history(slot.device.id, pin, limit)
+            .await?;
         let json: Vec<_> = points.iter().map(point_json).collect();
         return Ok(axum::Json(json).into_response());
     }
@@ -91,7 +88,7 @@ pub async fn history(
     let to = match &query.to {
         Some(text) => parse_time("to", text)?,
         // Just after now: a value set this millisecond is in.
-        None => now_ms() + 1,
+        None => state.engine.clock().unix_ms() + 1,
     };
     if from > to {
         return Err(ApiError::BadRequest("`from` is after `to`".into()));

@@ -22,7 +22,6 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
 
 use super::ending::Ending;
 use super::login::{admit, read_connect};
@@ -69,6 +68,9 @@ where
             return;
         }
     };
+    if let Some(login) = &connect.login {
+        context.engine.learn_token(&login.password).await;
+    }
     let slot = match admit(&connect, peer, &context) {
         Ok(slot) => slot,
         Err(code) => {
@@ -216,7 +218,9 @@ impl Session {
             0 => Limits::silence_timeout(self.context.limits.default_heartbeat_seconds),
             seconds => Duration::from_millis(u64::from(seconds) * 1500),
         };
-        let mut deadline = Instant::now() + silence;
+        // On the server's clock, which a test may move.
+        let clock = self.context.engine.clock().clone();
+        let mut deadline = clock.now() + silence;
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut shutdown = self.context.shutdown.clone();
         loop {
@@ -228,7 +232,7 @@ impl Session {
                     Err(error) => return Ending::Malformed(error),
                 };
                 // Only whole packets renew the deadline: a trickle of bytes does not.
-                deadline = Instant::now() + silence;
+                deadline = clock.now() + silence;
                 if let Some(ending) = self.handle(packet, &mut in_flight).await {
                     let _ = self.flush(stream).await;
                     return ending;
@@ -267,7 +271,11 @@ impl Session {
                     }
                     return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
                 }
-                () = tokio::time::sleep_until(deadline) => return Ending::Silent(silence),
+                () = tokio::time::sleep_until(clock.timer_deadline(deadline)) => {
+                    if clock.now() >= deadline {
+                        return Ending::Silent(silence);
+                    }
+                }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }
         }

@@ -11,8 +11,9 @@ use super::ending::Ending;
 use super::payload::{self, PayloadError};
 use super::session::{InFlight, Reply, Session, ready};
 use super::topics::{self, Uplink};
-use crate::engine::{SyncSelection, WriteError};
-use crate::model::{OwnedValue, PropertyRecord, now_ms};
+use crate::engine::SyncSelection;
+use crate::model::{OwnedValue, PropertyRecord};
+use crate::session::refusal::{ends_mqtt_publish, mqtt_error};
 
 /// How long the will message's write may take to become durable.
 const WILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -85,7 +86,7 @@ impl Session {
                 Ok(pin) => match payload::timestamped(&payload) {
                     Err(error) => refused(format!("`{topic}`: {error}")),
                     Ok(points) => {
-                        let now = now_ms();
+                        let now = self.context.engine.clock().unix_ms();
                         let mut errors = Vec::new();
                         let mut writes = Vec::new();
                         for (at, value) in points {
@@ -214,7 +215,7 @@ impl Session {
         let mut durable = Vec::new();
         for (pin, value, age_ms) in writes {
             let refusal =
-                |error: &dyn std::fmt::Display| Reply::Error(format!("`{topic}` ({pin}): {error}"));
+                |error: &dyn std::fmt::Display| Reply::Error(mqtt_error(topic, pin, error));
             let value_ref = match value.as_value() {
                 Ok(value) => value,
                 Err(error) => {
@@ -228,16 +229,12 @@ impl Session {
                 .device_write(&self.slot, pin, &value_ref, age_ms)
             {
                 Ok(future) => durable.push((pin, future)),
-                Err(
-                    error @ (WriteError::Store(_)
-                    | WriteError::Deleted
-                    | WriteError::ShuttingDown
-                    | WriteError::Unreachable(_)),
-                ) => {
+                Err(error) => {
                     replies.push(refusal(&error));
-                    return ready(replies);
+                    if ends_mqtt_publish(&error) {
+                        return ready(replies);
+                    }
                 }
-                Err(error) => replies.push(refusal(&error)),
             }
         }
         let topic = topic.to_owned();
@@ -246,7 +243,7 @@ impl Session {
             for (pin, future) in durable {
                 if let Err(error) = future.await {
                     stored = false;
-                    replies.push(Reply::Error(format!("`{topic}` ({pin}): {error}")));
+                    replies.push(Reply::Error(mqtt_error(&topic, pin, &error)));
                 }
             }
             if stored {

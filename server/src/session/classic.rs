@@ -22,10 +22,11 @@ use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transpo
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
 use crate::config::Limits;
-use crate::engine::{self, DeviceSlot, SyncItem, SyncSelection, WriteError};
+use crate::engine::{self, DeviceSlot, EngineError, SyncItem, SyncSelection};
 use crate::limits::RateLimiter;
 use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
+use crate::session::refusal::classic_status;
 
 /// The receive buffer assumed until the device announces its `buff-in` (the smallest boards').
 const DEFAULT_BUFF_IN: usize = 256;
@@ -114,6 +115,11 @@ impl Protocol for ClassicSession {
         else {
             return None;
         };
+        if matches!(frame.command, Command::HwLogin | Command::Login)
+            && let Ok(token) = classic::messages::parse_login(frame.body)
+        {
+            context.engine.learn_token(token.as_str()).await;
+        }
         let admitted = admit(&frame, peer, context, &mut connection.outgoing);
         if admitted.is_none() {
             let _ = connection.flush().await;
@@ -214,12 +220,12 @@ impl Protocol for ClassicSession {
                             Ok(durable) => in_flight.push(async move {
                                 let status = match durable.await {
                                     Ok(()) => Status::Ok,
-                                    Err(_) => Status::ServerException,
+                                    Err(error) => classic_status(&error),
                                 };
                                 Some((id, status))
                             }),
                             Err(refusal) => {
-                                self.refuse(out, id, Status::IllegalCommandBody, &refusal)
+                                self.refuse(out, id, classic_status(&refusal), &refusal)
                             }
                         }
                     }
@@ -239,7 +245,7 @@ impl Protocol for ClassicSession {
                     in_flight.push(async move {
                         let status = match durable.await {
                             Ok(()) => Status::Ok,
-                            Err(_) => Status::ServerException,
+                            Err(error) => classic_status(&error),
                         };
                         Some((id, status))
                     });
@@ -401,16 +407,16 @@ impl ClassicSession {
                         Ok(_) => None,
                         Err(error) => {
                             tracing::error!(device, %pin, %error, "device write not stored");
-                            Some((id, Status::ServerException))
+                            Some((id, classic_status(&error)))
                         }
                     }
                 });
             }
-            Err(WriteError::UnknownPin(pin)) => {
+            Err(EngineError::UnknownPin(pin)) => {
                 tracing::debug!(device = self.slot.device.id, %pin, "write to a pin without datastream refused");
                 response(out, id, Status::IllegalCommandBody);
             }
-            Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
+            Err(error) => self.refuse(out, id, classic_status(&error), &error),
         }
     }
 

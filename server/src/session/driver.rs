@@ -187,7 +187,9 @@ fn run<'a, P: Protocol, T: Transport>(
         let slot = session.slot().clone();
         let mut in_flight = InFlight::default();
         let mut shutdown = context.shutdown.clone();
-        let mut last_frame = Instant::now();
+        // The silence and the grace are counted on the server's clock, which a test may move.
+        let clock = engine.clock();
+        let mut last_frame = clock.now();
         let grace_ends = P::PUSH_GRACE.map(|grace| last_frame + grace);
         let mut ready = grace_ends.is_none();
         // One timer serves the silence and the push grace. It is moved earlier when it must be,
@@ -200,7 +202,11 @@ fn run<'a, P: Protocol, T: Transport>(
                 _ => silent_at,
             }
         };
-        let timer = tokio::time::sleep_until(wake_at(last_frame, ready, session.silence()));
+        let timer = tokio::time::sleep_until(clock.timer_deadline(wake_at(
+            last_frame,
+            ready,
+            session.silence(),
+        )));
         tokio::pin!(timer);
         let mut dropped_counted = 0;
         loop {
@@ -217,7 +223,7 @@ fn run<'a, P: Protocol, T: Transport>(
                 connection.inbox.consume(consumed);
                 // Only whole frames count as signs of life: a trickle of bytes that never
                 // finishes one does not keep the session open.
-                last_frame = Instant::now();
+                last_frame = clock.now();
                 if let Err(error) = connection.flush().await {
                     return Ending::Io(error);
                 }
@@ -230,7 +236,7 @@ fn run<'a, P: Protocol, T: Transport>(
                 dropped_counted = dropped;
             }
             // From the last frame, with the silence the frames read since may have changed.
-            let due = wake_at(last_frame, ready, session.silence());
+            let due = clock.timer_deadline(wake_at(last_frame, ready, session.silence()));
             if due < timer.deadline() {
                 timer.as_mut().reset(due);
             }
@@ -278,14 +284,16 @@ fn run<'a, P: Protocol, T: Transport>(
                     return Ending::Engine("closed by the server (replaced by a newer connection, too slow to read, or deleted)");
                 }
                 () = &mut timer => {
-                    let now = Instant::now();
+                    let now = clock.now();
                     if now >= last_frame + session.silence() {
                         return Ending::Silent(session.silence());
                     }
                     if grace_ends.is_some_and(|grace_ends| now >= grace_ends) {
                         ready = true;
                     }
-                    timer.as_mut().reset(wake_at(last_frame, ready, session.silence()));
+                    timer
+                        .as_mut()
+                        .reset(clock.timer_deadline(wake_at(last_frame, ready, session.silence())));
                 }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }

@@ -4,7 +4,8 @@
 //!
 //! Dependencies point one way: `native` and `classic` use `driver`, which uses `connection` and
 //! `in_flight`; those two use nothing else here. `classic` uses `classic_extras` (GROUP, BRIDGE,
-//! time requests); both write their answers with `classic_reply`.
+//! time requests); both write their answers with `classic_reply`. What an engine error becomes
+//! on each protocol (MQTT's too) is in `refusal`.
 
 pub mod classic;
 pub mod classic_extras;
@@ -13,6 +14,7 @@ pub mod connection;
 mod driver;
 mod in_flight;
 pub mod native;
+pub(crate) mod refusal;
 
 use std::sync::Arc;
 

@@ -19,11 +19,10 @@ use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, StreamI
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
 use crate::config::Limits;
-use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, SyncItem, SyncSelection, WriteError};
+use crate::engine::{self, DeviceSlot, DeviceWriteOutcome, EngineError, SyncItem, SyncSelection};
 use crate::limits::RateLimiter;
 use crate::login_limiter::Verdict;
 use crate::model::{OwnedValue, PropertyRecord};
-use crate::properties::PropertyRefusal;
 
 /// Serves one native connection until it ends.
 pub fn serve<S>(
@@ -76,16 +75,13 @@ fn error_reply(out: &mut Outgoing, id: u16, code: ErrorCode, detail: &str) {
     }
 }
 
-fn write_error(out: &mut Outgoing, id: u16, error: &WriteError) {
-    let code = match error {
-        WriteError::UnknownPin(_) => ErrorCode::UnknownPin,
-        WriteError::Invalid(_) => ErrorCode::WrongType,
-        WriteError::Store(_)
-        | WriteError::Deleted
-        | WriteError::ShuttingDown
-        | WriteError::Unreachable(_) => ErrorCode::Internal,
-    };
-    error_reply(out, id, code, &error.to_string());
+fn engine_error(out: &mut Outgoing, id: u16, error: &EngineError) {
+    error_reply(
+        out,
+        id,
+        super::refusal::native_code(error),
+        &error.to_string(),
+    );
 }
 
 /// A native device session's state.
@@ -104,14 +100,14 @@ pub(crate) enum Done {
     Write {
         id: u16,
         pin: Pin,
-        outcome: Result<DeviceWriteOutcome, WriteError>,
+        outcome: Result<DeviceWriteOutcome, EngineError>,
     },
     /// A sync request's values.
     Sync { id: u16, items: Vec<SyncItem> },
-    /// A property or event was recorded, or not (the error's text).
+    /// A property or event was recorded, or not.
     Recorded {
         id: u16,
-        outcome: Result<(), String>,
+        outcome: Result<(), EngineError>,
     },
 }
 
@@ -131,6 +127,9 @@ impl Protocol for NativeSession {
             Ok(true) => {
                 let admitted = match native::decode(connection.inbox.pending()) {
                     Ok(Decoded::Frame { message, consumed }) => {
+                        if let Message::Login(login) = &message {
+                            context.engine.learn_token(login.token.as_str()).await;
+                        }
                         admit(message, peer, context, &mut connection.outgoing)
                             .map(|admitted| (admitted, consumed))
                     }
@@ -238,7 +237,7 @@ impl Protocol for NativeSession {
                             outcome: durable.await,
                         }
                     }),
-                    Err(error) => write_error(out, id, &error),
+                    Err(error) => engine_error(out, id, &error),
                 }
             }
             Message::SyncRequest(request) => {
@@ -263,23 +262,11 @@ impl Protocol for NativeSession {
                 let id = property.id;
                 let durable = match engine.set_property(&self.slot, record) {
                     Ok(durable) => durable,
-                    Err(refusal) => {
-                        let code = match refusal {
-                            PropertyRefusal::NoDatastream { .. } => ErrorCode::UnknownPin,
-                            PropertyRefusal::UnknownName { .. } => ErrorCode::IllegalCommand,
-                            PropertyRefusal::BadValue { .. } | PropertyRefusal::PinFull { .. } => {
-                                ErrorCode::WrongType
-                            }
-                        };
-                        return error_reply(out, id, code, &refusal.to_string());
-                    }
+                    Err(refusal) => return engine_error(out, id, &refusal),
                 };
                 in_flight.push(async move {
                     let outcome = durable.await;
-                    Done::Recorded {
-                        id,
-                        outcome: outcome.map_err(|error| error.to_string()),
-                    }
+                    Done::Recorded { id, outcome }
                 });
             }
             Message::Event(event) => {
@@ -294,10 +281,7 @@ impl Protocol for NativeSession {
                 );
                 in_flight.push(async move {
                     let outcome = durable.await;
-                    Done::Recorded {
-                        id,
-                        outcome: outcome.map_err(|error| error.to_string()),
-                    }
+                    Done::Recorded { id, outcome }
                 });
             }
             Message::Error(error) => {
@@ -341,7 +325,7 @@ impl Protocol for NativeSession {
                         );
                     }
                 }
-                Err(error) => write_error(out, id, &error),
+                Err(error) => engine_error(out, id, &error),
             },
             Done::Sync { id, items } => {
                 let mut count: u16 = 0;
@@ -364,7 +348,7 @@ impl Protocol for NativeSession {
                 Ok(()) => {
                     frame(out, &Message::Ack(Ack { id, version: None }));
                 }
-                Err(error) => error_reply(out, id, ErrorCode::Internal, &error),
+                Err(error) => engine_error(out, id, &error),
             },
         }
     }

@@ -32,8 +32,8 @@ pub enum StoreError {
     /// Nothing has this id or name.
     #[error("{0} not found")]
     NotFound(String),
-    /// The database cannot be reached (a server that is down or restarting); the store keeps
-    /// trying to reconnect, so the same request may succeed a moment later.
+    /// The database cannot be reached (a server that is down or restarting, a SQLite file
+    /// another process keeps locked); the same request may succeed a moment later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The store has shut down.
@@ -64,6 +64,25 @@ pub struct Snapshot {
     pub pending_commands: Vec<PendingCommand>,
     /// The highest value version per device (values, history and commands included).
     pub versions: Vec<(DeviceId, u64)>,
+}
+
+impl Snapshot {
+    /// Adds a `latest_values` row as either store reads it back (pin, value and origin as
+    /// text); an unreadable row is logged and skipped, so one bad row does not stop a start.
+    pub(crate) fn push_stored_row(
+        &mut self,
+        device_id: DeviceId,
+        (pin, value, version, set_at, origin): (&str, &str, i64, i64, &str),
+    ) {
+        let (Ok(pin), Some(stored)) = (
+            pin.parse::<Pin>(),
+            StoredValue::from_store_columns(value, version, set_at, origin),
+        ) else {
+            tracing::error!(device_id, "unreadable stored value skipped");
+            return;
+        };
+        self.values.push((device_id, pin, stored));
+    }
 }
 
 /// A new value to store: the latest of its pin, and a point of its history.

@@ -175,33 +175,39 @@ async fn spec_6_a_request_body_that_stops_arriving_is_cut_at_the_body_deadline()
 
 #[tokio::test]
 async fn spec_6_a_trickle_of_bytes_does_not_keep_a_silent_device_session_open() {
-    let server = TestServer::start_with(|config| config.limits.default_heartbeat_seconds = 1).await;
+    let server =
+        TestServer::start_with(|config| config.limits.default_heartbeat_seconds = 10).await;
     let mut device = ClassicClient::connect(server.http()).await;
     let login = device.send(29, server.demo_token().as_bytes()).await;
     assert_eq!(device.recv().await, Some(ok(login)));
-    // A 1 s heartbeat: silent for 3 s (2.3 heartbeats, rounded up) means gone.
+    // A 10 s heartbeat: silent for 23 s (2.3 heartbeats) means gone.
     let info = device
-        .send(17, &body(&["h-beat", "1", "buff-in", "1024"]))
+        .send(17, &body(&["h-beat", "10", "buff-in", "1024"]))
         .await;
     assert_eq!(device.recv().await, Some(ok(info)));
-    // The header of a 4000-byte frame, then its body one byte every 100 ms: bytes arrive all
-    // the time, a frame never does.
+    // The header of a 4000-byte frame, then its body one byte every second of the server's
+    // clock (which the test moves): bytes arrive all the time, a frame never does.
     device.send_raw(&[20, 0, 9, 0x0f, 0xa0]).await;
-    let started = Instant::now();
+    let mut trickled = Duration::ZERO;
     let mut cut = false;
-    for _ in 0..100 {
+    while trickled < Duration::from_secs(100) {
         if device.stream.write_all(b"1").await.is_err()
-            || closed_within(&mut device.stream, Duration::from_millis(100)).await
+            || closed_within(&mut device.stream, Duration::from_millis(50)).await
         {
             cut = true;
             break;
         }
+        server.advance(Duration::from_secs(1));
+        trickled += Duration::from_secs(1);
     }
     assert!(
         cut,
-        "a device trickling one frame for 10 s is still connected"
+        "a device trickling one frame for 100 s is still connected"
     );
-    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert!(
+        trickled >= Duration::from_secs(22),
+        "cut after {trickled:?}"
+    );
 }
 
 fn ok(id: u16) -> Frame {

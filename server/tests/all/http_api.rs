@@ -170,6 +170,56 @@ async fn spec_4_http_errors_are_json_with_a_message_and_the_right_status() {
 }
 
 #[tokio::test]
+async fn spec_4_app_api_errors_are_json_with_a_message_and_the_right_status() {
+    let server = TestServer::start().await;
+    let write = |value| Some(json!({ "value": value, "wait_ms": 0 }));
+    let device = |name: &str| Some(json!({ "name": name, "template": "light" }));
+    let cases = [
+        ("GET", "/api/devices/nosuch", None, 404),
+        ("GET", "/api/devices/nosuch/values", None, 404),
+        ("GET", "/api/devices/nosuch/history/V1", None, 404),
+        ("GET", "/api/devices/nosuch/events", None, 404),
+        ("PUT", "/api/devices/nosuch/values/V1", write(json!(1)), 404),
+        ("DELETE", "/api/devices/nosuch", None, 404),
+        ("GET", "/api/devices/demo/values/V77", None, 404),
+        // A value the datastream refuses, a pin without one: the client's mistake.
+        (
+            "PUT",
+            "/api/devices/demo/values/V0",
+            write(json!("on")),
+            400,
+        ),
+        ("PUT", "/api/devices/demo/values/V99", write(json!(1)), 400),
+        ("GET", "/api/devices/demo/history/X1", None, 400),
+        ("POST", "/api/devices", device("1234"), 400),
+        ("POST", "/api/devices", device(""), 400),
+        ("POST", "/api/devices", device("demo"), 409),
+        (
+            "POST",
+            "/api/devices",
+            Some(json!({ "name": "porch", "template": "nosuch" })),
+            404,
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        let response = http::app(server.http(), method, path, body).await;
+        assert_eq!(
+            response.status, expected,
+            "{method} {path}: {}",
+            response.body
+        );
+        let message = response.json()["error"]["message"]
+            .as_str()
+            .map(str::to_owned);
+        assert!(
+            message.is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {}",
+            response.body
+        );
+    }
+}
+
+#[tokio::test]
 async fn spec_3_10_http_write_answered_200_is_stored() {
     let server = TestServer::start().await;
     let token = server.demo_token();

@@ -1,4 +1,5 @@
-//! `--log-format json`: every line the server prints is one JSON object a log shipper can read.
+//! `--log-format json`: every line the server logs (on standard error) is one JSON object a log
+//! shipper can read.
 
 use std::process::Stdio;
 
@@ -29,11 +30,12 @@ async fn json_log_format_prints_one_object_per_line_with_level_message_and_field
         ])
         .arg(data.path())
         .env("BLYNK_LOG", "info")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // Reads lines, each of which must be a JSON log event, up to the one with `message`.
     let mut next_event = async |message: &str| -> Value {
         loop {

@@ -21,6 +21,7 @@ mod nodes_postgres;
 mod postgres_store;
 mod publication;
 mod python_clients;
+mod ready_file;
 mod smoke;
 mod stored_bounds;
 mod sync_classic;

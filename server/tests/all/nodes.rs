@@ -216,6 +216,62 @@ pub async fn added_devices_appear_everywhere(store: Store) {
         matches!(result, blynk_proto::native::LoginResult::Accepted { .. }),
         "{result:?}"
     );
+
+    // A device created through A logs in on B at once, and an app uses it through C (here B
+    // again) at once, without waiting for the bus: a node looks in the store for a device or
+    // token it does not know yet.
+    let created = app(
+        a.http(),
+        "POST",
+        "/api/devices",
+        Some(json!({ "name": "gate", "template": "light" })),
+    )
+    .await;
+    assert!(matches!(created.status, 200 | 201), "{}", created.body);
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    let (_gate, result) = NativeClient::login(b.native(), &token, LoginOptions::default()).await;
+    assert!(
+        matches!(result, blynk_proto::native::LoginResult::Accepted { .. }),
+        "{result:?}"
+    );
+    let written = app(
+        b.http(),
+        "PUT",
+        "/api/devices/gate/values/V1",
+        Some(json!({ "value": 7 })),
+    )
+    .await;
+    assert_eq!(written.status, 200, "{}", written.body);
+}
+
+/// SPEC 7: an app write through B just as the device leaves its node A is answered (stored
+/// for the device's next sync), never left to time out: A answers the requests that reach it
+/// after the release "not held", and B then stores the write itself.
+pub async fn write_as_the_device_leaves(store: Store) {
+    let cluster = Nodes::start(&store, 2, 10).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let token = a.demo_token();
+    for value in 0..6 {
+        let (device, _) = NativeClient::login(a.native(), &token, LoginOptions::default()).await;
+        drop(device);
+        let response = app(
+            b.http(),
+            "PUT",
+            "/api/devices/demo/values/V1",
+            Some(json!({ "value": value })),
+        )
+        .await;
+        assert_eq!(response.status, 200, "write {value}: {}", response.body);
+    }
+    let (mut device, _) = NativeClient::login(a.native(), &token, LoginOptions::default()).await;
+    let (value, _) = next_update_or_sync(&mut device, Pin::Virtual(1)).await;
+    assert_eq!(
+        value,
+        vec!["5".to_string()],
+        "the last write is the one kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,6 +282,11 @@ async fn spec_7_device_on_one_node_app_and_http_writes_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_7_a_write_while_no_node_holds_the_device_waits_for_its_sync_on_another_node() {
     unheld_write_then_sync_elsewhere(Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_7_an_app_write_as_the_device_leaves_its_node_is_answered() {
+    write_as_the_device_leaves(Store::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -356,6 +356,50 @@ async fn write_until_delivered(
     assert_eq!(received, vec![value.to_string()]);
 }
 
+/// SPEC 7: a write the bus client held while the bus was away reaches the device's node after
+/// its sender has answered the app with an error: the holder refuses it, so a write the user
+/// was told failed never lands later over newer values.
+pub async fn late_write_is_refused(store: Store) {
+    let nats = nats_server();
+    let a = node(&store, &nats.url(), HEARTBEAT).await;
+    let b = node(&store, &nats.url(), HEARTBEAT).await;
+    let token = a.demo_token();
+    let (mut device, _) = NativeClient::login(a.native(), &token, LoginOptions::default()).await;
+    wait_presence(&b, "demo", true).await;
+    let device_id = a.server().engine().find_device("demo").unwrap().device.id;
+
+    // What a node's bus client sends once the bus is back: a request made seconds ago, whose
+    // sender stopped waiting for the answer long since.
+    let made_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 5_000;
+    let request = json!({
+        "pin": "V1",
+        "value": "3",
+        "origin": "app",
+        "expires_at": made_at + 1_000,
+    });
+    let bus = async_nats::connect(nats.url()).await.unwrap();
+    let reply = bus
+        .request(
+            format!("blynk.dev.{device_id}.write"),
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["kind"], "failed", "{reply}");
+
+    // The device gets the next write and never the late one, and its node holds the next one.
+    write_until_delivered(&b, &mut device, 4, PATIENCE, Duration::from_millis(100)).await;
+    let values = app(a.http(), "GET", "/api/devices/demo/values", None)
+        .await
+        .json();
+    assert_eq!(values["V1"]["value"], json!(4), "{values}");
+}
+
 /// SPEC 7 and 3.13: two nodes writing one device at once, held by a node and then by none:
 /// versions unique and ordered, and every node's view equals the store's at the end.
 pub async fn two_nodes_write_one_device(store: Store) {
@@ -450,10 +494,6 @@ async fn spec_7_a_node_killed_under_load_loses_no_acknowledged_write_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails about one run in three under a loaded full suite: node B keeps the app write \
-            it made while the bus went down (value 3, version 2) and never takes the device's \
-            newer write from the store; the PostgreSQL variant (nodes_postgres.rs) passes. Run with \
-            --ignored."]
 async fn spec_7_the_bus_stopped_for_5_s_then_everything_converges_sqlite() {
     bus_outage(Store::sqlite(), None).await;
 }
@@ -461,4 +501,9 @@ async fn spec_7_the_bus_stopped_for_5_s_then_everything_converges_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_7_two_nodes_writing_one_device_keep_versions_unique_sqlite() {
     two_nodes_write_one_device(Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_7_a_write_reported_failed_while_the_bus_was_down_is_never_applied_later_sqlite() {
+    late_write_is_refused(Store::sqlite()).await;
 }

@@ -52,7 +52,7 @@ async fn spec_3_10_a_server_on_postgres_keeps_acknowledged_values_across_a_resta
 }
 
 #[tokio::test]
-async fn a_restart_of_postgres_is_ridden_out_without_restarting_the_server() {
+async fn spec_7_a_restart_of_postgres_is_503_on_writes_and_reads_then_ridden_out() {
     // A server of its own: the shared one must not go away under other tests.
     let database = Postgres::start().unwrap_or_else(|error| panic!("{error}"));
     let (server, _data) = start_on(&database.url("postgres")).await;
@@ -71,6 +71,30 @@ async fn a_restart_of_postgres_is_ridden_out_without_restarting_the_server() {
         "the error says why: {}",
         refused.body
     );
+    // Every request that needs the store says the same, reads and app writes alike: a client
+    // tells "try again" from a request of its own that was wrong.
+    let app_requests = [
+        ("GET", "/api/devices/demo/history/V1", None),
+        ("GET", "/api/devices/demo/events", None),
+        (
+            "PUT",
+            "/api/devices/demo/values/V1",
+            Some(serde_json::json!({ "value": 1, "wait_ms": 0 })),
+        ),
+        (
+            "POST",
+            "/api/devices",
+            Some(serde_json::json!({ "name": "porch", "template": "light" })),
+        ),
+    ];
+    for (method, path, body) in app_requests {
+        let response = http::app(server.http(), method, path, body).await;
+        assert_eq!(
+            response.status, 503,
+            "{method} {path} while the store is down: {}",
+            response.body
+        );
+    }
 
     database.resume().unwrap();
     assert_eq!(

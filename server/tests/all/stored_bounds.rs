@@ -250,6 +250,10 @@ async fn spec_6_nul_inside_a_text_value_is_refused_naming_the_pin() {
         .await;
     let reply = app_socket.expect(|m| m["id"] == "n").await;
     assert_eq!(reply["status"], "error");
+    assert_eq!(
+        reply["code"], 400,
+        "the status the REST write gets: {reply}"
+    );
     assert!(reply["message"].as_str().unwrap().contains("V3"), "{reply}");
 
     // Native and MQTT devices (of a second device: one connection per device) are refused the

@@ -281,44 +281,61 @@ async fn spec_3_9_apps_see_the_device_go_online_and_offline() {
     assert_eq!(offline["online"], false);
 }
 
+/// Sends a ping and waits for its pong: the server's silence is counted from this frame on.
+async fn ping(device: &mut NativeClient, id: u16) {
+    device
+        .send(&blynk_proto::native::Message::Ping(
+            blynk_proto::native::Ping { id },
+        ))
+        .await;
+    assert_eq!(device.recv().await, Some(Received::Pong(id)));
+}
+
+/// Whether the app API shows the demo device online.
+async fn demo_online(server: &TestServer) -> bool {
+    let devices = http::app(server.http(), "GET", "/api/devices", None)
+        .await
+        .json();
+    devices[0]["online"] == true
+}
+
 #[tokio::test]
 async fn spec_3_9_a_silent_device_is_offline_after_2_3_heartbeats() {
     let server = TestServer::start().await;
     let options = LoginOptions {
-        heartbeat_seconds: 1,
+        heartbeat_seconds: 10,
         ..quiet()
     };
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), options).await;
-    let started = tokio::time::Instant::now();
+    ping(&mut device, 1).await;
+    // 2.2 heartbeats of silence on the server's clock: still online. (The server's clock
+    // moves; 23 s of real time would outlast the test's patience.)
+    server.advance(Duration::from_secs(22));
+    device.expect_silence(Duration::from_millis(200)).await;
+    assert!(demo_online(&server).await, "offline before 2.3 heartbeats");
+    // Past 2.3: closed and offline.
+    server.advance(Duration::from_millis(1500));
     device.expect_closed().await;
-    let silent_for = started.elapsed();
-    assert!(
-        silent_for >= Duration::from_millis(2500),
-        "closed after {silent_for:?}, before 2.3 heartbeats"
-    );
-    let devices = http::app(server.http(), "GET", "/api/devices", None)
-        .await
-        .json();
-    assert_eq!(devices[0]["online"], false);
+    assert!(!demo_online(&server).await);
 }
 
 #[tokio::test]
 async fn spec_3_9_pings_keep_a_device_online() {
     let server = TestServer::start().await;
     let options = LoginOptions {
-        heartbeat_seconds: 1,
+        heartbeat_seconds: 10,
         ..quiet()
     };
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), options).await;
+    // 3.6 heartbeats in all, with a ping every 0.9: the connection stays.
     for id in 1..=4u16 {
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        device
-            .send(&blynk_proto::native::Message::Ping(
-                blynk_proto::native::Ping { id },
-            ))
-            .await;
-        assert_eq!(device.recv().await, Some(Received::Pong(id)));
+        server.advance(Duration::from_secs(9));
+        ping(&mut device, id).await;
     }
+    assert!(demo_online(&server).await);
+    // Without them, the same clock closes it.
+    server.advance(Duration::from_secs(24));
+    device.expect_closed().await;
 }
 
 #[tokio::test]
@@ -393,7 +410,7 @@ async fn spec_3_12_command_expires_after_its_ttl_and_the_app_is_told() {
             name = "Open"
             type = "integer"
             kind = "command"
-            ttl = 1
+            ttl = 60
             "#,
         )
         .await;
@@ -405,6 +422,16 @@ async fn spec_3_12_command_expires_after_its_ttl_and_the_app_is_told() {
         .expect(|m| m["type"] == "write" && m["id"] == "w1")
         .await;
     assert_eq!(first["status"], "pending");
+    // A second before its ttl the command still waits (the expiry runs at once when the clock
+    // moves, and twice a second besides).
+    server.advance(Duration::from_secs(59));
+    let early = tokio::time::timeout(
+        Duration::from_millis(700),
+        app.expect(|m| m["type"] == "write" && m["id"] == "w1"),
+    )
+    .await;
+    assert!(early.is_err(), "reported before its ttl: {early:?}");
+    server.advance(Duration::from_secs(2));
     let last = app
         .expect(|m| m["type"] == "write" && m["id"] == "w1")
         .await;

@@ -2,7 +2,7 @@
 // device process, and headless Chromium; collects console errors; cleans everything up.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -54,19 +54,44 @@ class Lines {
   }
 }
 
+/**
+ * Waits for the server's ready file (`--ready-file`, written by rename, so whole once there) and
+ * returns it; rejects when the child ends first or after `ms`.
+ */
+async function readyFile(child, path, ms = 20000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`blynk-server ended before it was ready (${child.exitCode ?? child.signalCode})`);
+    }
+    try {
+      const ready = JSON.parse(readFileSync(path, 'utf8'));
+      if (ready.pid === child.pid) return ready;
+    } catch (error) {
+      if (error.code !== 'ENOENT') throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`blynk-server wrote no ready file within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 export async function startServer() {
   if (!SERVER) throw new Error('BLYNK_SERVER_BIN is not set (run through `cargo xtask test`)');
   const data = mkdtempSync(join(tmpdir(), 'blynk-browser-'));
-  // The admin key is given, not read from the banner (which shows it on a first start only).
+  // The admin key is given, not read from the server (which makes one on a first start only).
   const key = randomBytes(24).toString('base64url');
-  const child = spawn(SERVER, ['--bind', '127.0.0.1', '--http-port', '0', '--native-port', '0', '--mqtt-port', '0', '--data', data], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const child = spawn(SERVER, ['--bind', '127.0.0.1', '--http-port', '0', '--native-port', '0', '--mqtt-port', '0', '--data', join(data, 'data'), '--ready-file', join(data, 'ready.json')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, BLYNK_LOG: 'warn', BLYNK_ADMIN_KEY: key },
   });
-  const lines = new Lines(child.stdout);
-  const [, http] = await lines.next(/dashboard\s+http:\/\/([^/]+)\//);
-  const [, native] = await lines.next(/native devices\s+(\S+)/);
-  const [, token] = await lines.next(/demo device\s+token (\S+)/);
+  let ready;
+  try {
+    ready = await readyFile(child, join(data, 'ready.json'));
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  const { http, native, demo_token: token } = ready;
   return {
     url: `http://${http}/`, native, key, token,
     /** An app API request with the admin key; the parsed JSON answer. */

@@ -1,5 +1,6 @@
-//! One case of the suite: a scenario run for one device kind on its own server, data directory
-//! and proxies, step by step, every wait bounded; dropping it kills what it started.
+//! One case of the suite: a scenario run for one device kind on its own server (or nodes, see
+//! `nodes.rs`), data directory and proxies, step by step, every wait bounded; dropping it kills
+//! what it started.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::device::{self, Device, Kind, Launch};
+use super::nodes::{Servers, Topology};
 use super::proxy::Proxy;
 use super::scenario::{Expect, Scenario, Step};
 use super::server::{Server, json_field, same_value};
@@ -23,6 +25,8 @@ pub(super) struct Slot {
     proxy: Arc<Proxy>,
     name: String,
     token: String,
+    /// Its place among the case's devices (the demo is 0): which node it and its app use.
+    index: usize,
     /// The simulated device's TAP device (in the run's namespace), its name and network number.
     tap: Option<(crate::netns::NsTap, String, u32)>,
 }
@@ -36,8 +40,8 @@ pub(super) struct Case<'a> {
     loss_until: Option<Instant>,
     /// The times of the `measured ... ago` writes: (device, pin, value) to Unix ms.
     measured: BTreeMap<(String, String, String), i64>,
-    // Last, so the devices go before the server.
-    server: Server,
+    // Last, so the devices go before the servers.
+    servers: Servers,
 }
 
 impl Drop for Case<'_> {
@@ -50,10 +54,16 @@ impl Drop for Case<'_> {
     }
 }
 
-pub(super) fn run_case(scenario: &Scenario, launch: &Launch, binary: &Path, dir: &Path) -> Outcome {
+pub(super) fn run_case(
+    scenario: &Scenario,
+    launch: &Launch,
+    topology: Topology<'_>,
+    binary: &Path,
+    dir: &Path,
+) -> Outcome {
     let started = Instant::now();
     let _ = std::fs::remove_dir_all(dir);
-    let mut case = match start_case(launch, binary, dir) {
+    let mut case = match start_case(launch, topology, binary, dir) {
         Ok(case) => case,
         Err(error) => return Outcome::Fail(started.elapsed(), format!("setup: {error:#}")),
     };
@@ -72,7 +82,7 @@ pub(super) fn run_case(scenario: &Scenario, launch: &Launch, binary: &Path, dir:
             why.push_str(&format!(
                 "\n    logs: {}\n    server log tail:\n{}",
                 dir.display(),
-                case.server.log_tail(8)
+                case.servers.log_tails(8)
             ));
             return Outcome::Fail(started.elapsed(), why);
         }
@@ -80,18 +90,23 @@ pub(super) fn run_case(scenario: &Scenario, launch: &Launch, binary: &Path, dir:
     Outcome::Pass(started.elapsed())
 }
 
-pub(super) fn start_case<'a>(launch: &'a Launch, binary: &Path, dir: &Path) -> Result<Case<'a>> {
-    let server = Server::start(binary, dir)?;
+pub(super) fn start_case<'a>(
+    launch: &'a Launch,
+    topology: Topology<'_>,
+    binary: &Path,
+    dir: &Path,
+) -> Result<Case<'a>> {
+    let servers = Servers::start(topology, binary, dir)?;
     let mut case = Case {
         launch,
         slots: BTreeMap::new(),
         flapper: None,
         loss_until: None,
         measured: BTreeMap::new(),
-        server,
+        servers,
     };
-    let token = case.server.token.clone();
-    let slot = case.new_slot("demo", token)?;
+    let token = case.servers.first().token.clone();
+    let slot = case.new_slot("demo", token, 0)?;
     case.slots.insert("A".into(), slot);
     Ok(case)
 }
@@ -100,7 +115,8 @@ impl Case<'_> {
     /// A device's slot: its proxy on 127.0.0.1, or for the simulated device a TAP device of
     /// its own in the run's namespace, with the proxy listening on the TAP's host address
     /// there (the device cannot reach loopback) and forwarding to the server on loopback.
-    pub(super) fn new_slot(&self, name: &str, token: String) -> Result<Slot> {
+    /// `index` is its place among the case's devices.
+    pub(super) fn new_slot(&self, name: &str, token: String, index: usize) -> Result<Slot> {
         let (proxy, tap) = if self.launch.kind == Kind::EmbassyNetSim {
             let netns = self
                 .launch
@@ -116,28 +132,40 @@ impl Case<'_> {
             let address = std::net::SocketAddr::from(([10, 213, net as u8, 1], 0));
             let listener = crate::netns::bind_in(netns, address)?;
             (
-                Proxy::start_on(listener, self.upstream())?,
+                Proxy::start_on(listener, self.upstream(index))?,
                 Some((tap, tap_name, net)),
             )
         } else {
-            (Proxy::start("127.0.0.1", self.upstream())?, None)
+            (Proxy::start("127.0.0.1", self.upstream(index))?, None)
         };
         Ok(Slot {
             device: None,
             proxy: Arc::new(proxy),
             name: name.to_string(),
             token,
+            index,
             tap,
         })
     }
 
-    /// Where this kind's devices connect on the server.
-    pub(super) fn upstream(&self) -> std::net::SocketAddr {
+    /// Where device `index` of this kind connects on its server.
+    pub(super) fn upstream(&self, index: usize) -> std::net::SocketAddr {
+        let server = self.servers.device_node(index);
         match self.launch.kind {
-            Kind::BlynkDevice | Kind::EmbassyNetSim => self.server.native,
-            Kind::PahoMqtt => self.server.mqtt,
-            _ => self.server.http,
+            Kind::BlynkDevice | Kind::EmbassyNetSim => server.native,
+            Kind::PahoMqtt => server.mqtt,
+            _ => server.http,
         }
+    }
+
+    /// The server the app reads and writes device `name` through.
+    pub(super) fn app_server(&self, name: &str) -> Result<&Server> {
+        Ok(self.servers.app_node(self.slot(name)?.index))
+    }
+
+    /// The places of the case's devices.
+    fn indices(&self) -> Vec<usize> {
+        self.slots.values().map(|slot| slot.index).collect()
     }
 
     pub(super) fn slot(&self, name: &str) -> Result<&Slot> {
@@ -162,9 +190,8 @@ impl Case<'_> {
     }
 
     pub(super) fn server_moved(&self) {
-        let upstream = self.upstream();
         for slot in self.slots.values() {
-            slot.proxy.set_upstream(upstream);
+            slot.proxy.set_upstream(self.upstream(slot.index));
         }
     }
 
@@ -189,7 +216,10 @@ impl Case<'_> {
             Step::CreateTemplate(name, json) => {
                 let fields = json.trim().trim_start_matches('{');
                 let body = format!(r#"{{"name": "{name}", {fields}"#);
-                let (status, body) = self.server.app("POST", "/api/templates", Some(&body))?;
+                let (status, body) =
+                    self.servers
+                        .first()
+                        .app("POST", "/api/templates", Some(&body))?;
                 if status != 200 && status != 201 {
                     bail!("creating template {name}: {status} {body}");
                 }
@@ -197,12 +227,15 @@ impl Case<'_> {
             Step::CreateDevice(name, template) => {
                 let api_name = name.to_lowercase();
                 let body = format!(r#"{{"name": "{api_name}", "template": "{template}"}}"#);
-                let (status, body) = self.server.app("POST", "/api/devices", Some(&body))?;
+                let (status, body) =
+                    self.servers
+                        .first()
+                        .app("POST", "/api/devices", Some(&body))?;
                 if status != 200 && status != 201 {
                     bail!("creating device {name}: {status} {body}");
                 }
                 let token = json_field(&body, "token").context("no token")?;
-                let slot = self.new_slot(&api_name, token)?;
+                let slot = self.new_slot(&api_name, token, self.slots.len())?;
                 self.slots.insert(name.clone(), slot);
             }
             Step::AppWrites {
@@ -225,7 +258,7 @@ impl Case<'_> {
                 };
                 let body = format!(r#"{{"value": {json_value}, "wait_ms": {wait_ms}}}"#);
                 let path = format!("/api/devices/{name}/values/{pin}");
-                let (code, body) = self.server.app("PUT", &path, Some(&body))?;
+                let (code, body) = self.app_server(device)?.app("PUT", &path, Some(&body))?;
                 if code != 200 {
                     bail!("app write refused: {code} {body}");
                 }
@@ -273,16 +306,19 @@ impl Case<'_> {
             }
             Step::RestartServer => {
                 self.mark_all();
-                self.server.restart()?;
+                let indices = self.indices();
+                self.servers.restart(indices.into_iter())?;
                 self.server_moved();
             }
             Step::KillServer => {
                 self.mark_all();
-                self.server.kill();
+                let indices = self.indices();
+                self.servers.kill(indices.into_iter());
             }
             Step::StartServer => {
                 self.mark_all();
-                self.server.start_again()?;
+                let indices = self.indices();
+                self.servers.start_again(indices.into_iter())?;
                 self.server_moved();
             }
             Step::PacketLoss { percent, duration } if self.launch.kind == Kind::EmbassyNetSim => {
@@ -362,7 +398,7 @@ impl Case<'_> {
             Expect::AppHistory(pin, _) => format!("/api/devices/{}/history/{pin}", slot.name),
             _ => return String::new(),
         };
-        match self.server.app("GET", &path, None) {
+        match self.servers.app_node(slot.index).app("GET", &path, None) {
             Ok((status, body)) => {
                 let body: String = body.chars().take(200).collect();
                 format!("; the app reads {status} {body}")
@@ -373,10 +409,11 @@ impl Case<'_> {
 
     pub(super) fn holds(&self, device: &str, what: &Expect) -> Result<bool> {
         let slot = self.slot(device)?;
+        let server = self.servers.app_node(slot.index);
         Ok(match what {
             Expect::AppValue(pin, value) => {
                 let path = format!("/api/devices/{}/values/{pin}", slot.name);
-                match self.server.app("GET", &path, None) {
+                match server.app("GET", &path, None) {
                     Ok((200, body)) => {
                         json_field(&body, "value").is_some_and(|got| same_value(&got, value))
                     }
@@ -385,7 +422,7 @@ impl Case<'_> {
             }
             Expect::AppOnline(online) => {
                 let path = format!("/api/devices/{}", slot.name);
-                match self.server.app("GET", &path, None) {
+                match server.app("GET", &path, None) {
                     Ok((200, body)) => {
                         json_field(&body, "online").as_deref()
                             == Some(if *online { "true" } else { "false" })
@@ -398,7 +435,7 @@ impl Case<'_> {
                 let measured = self
                     .measured
                     .get(&(device.to_string(), pin.clone(), value.clone()));
-                match self.server.app("GET", &path, None) {
+                match server.app("GET", &path, None) {
                     Ok((200, body)) => history_has(&body, value, measured.copied()),
                     _ => false,
                 }

@@ -21,6 +21,11 @@
 //! server stays on the host's loopback; a device reaches it through its proxy, whose listener is
 //! made inside the namespace on the TAP's host address.
 //!
+//! With `--nodes N` (N > 1), each case runs on N `blynk-server` nodes sharing a PostgreSQL
+//! database and a nats-server (`nodes.rs`; both from `blynk-testbed`, one PostgreSQL for the
+//! run, a database and a bus per case), with each device on a different node than the app that
+//! reads and writes it: the same scenarios, now across the bus (SPEC 7).
+//!
 //! `packet loss P% for D` is done by the proxy, not by dropping bytes (TCP would retransmit them
 //! and dropping chunks corrupts the stream): for D, in 500 ms slots, the link is cut with
 //! probability P, so connections die at random short intervals and new ones go unanswered about
@@ -30,6 +35,7 @@
 
 mod case;
 mod device;
+mod nodes;
 mod proxy;
 mod scenario;
 pub(crate) mod server;
@@ -46,6 +52,7 @@ use anyhow::{Context, Result, bail};
 use crate::workspace::workspace_root;
 use case::run_case;
 use device::{KINDS, Kind, Launch};
+use nodes::Topology;
 use scenario::{Scenario, Step};
 
 /// The outcome of one case.
@@ -66,7 +73,8 @@ fn target_dir() -> PathBuf {
 pub(super) static NEXT_NET: AtomicU32 = AtomicU32::new(1);
 
 /// Runs the suite; `args` are optional filters on scenario names, `--kind NAME` (repeatable)
-/// runs only those device kinds, and `--sim` (or `CONFORMANCE_SIM=1`) adds the simulated
+/// runs only those device kinds, `--nodes N` runs each case on N nodes (PostgreSQL and
+/// nats-server between them), and `--sim` (or `CONFORMANCE_SIM=1`) adds the simulated
 /// embassy-net device (as root: TAP devices).
 pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
@@ -74,9 +82,16 @@ pub fn run(args: &[String]) -> Result<()> {
         || std::env::var("CONFORMANCE_SIM").is_ok_and(|value| value == "1");
     let mut kinds: Vec<String> = Vec::new();
     let mut filters: Vec<String> = Vec::new();
+    let mut nodes = 1usize;
     let mut rest = args.iter().filter(|arg| *arg != "--sim");
     while let Some(arg) = rest.next() {
-        if arg == "--kind" {
+        if arg == "--nodes" {
+            let count = rest.next().context("--nodes needs a number")?;
+            nodes = match count.parse() {
+                Ok(count @ 1..=9) => count,
+                _ => bail!("--nodes takes a number from 1 to 9, not `{count}`"),
+            };
+        } else if arg == "--kind" {
             let kind = rest.next().context("--kind needs a kind's name")?;
             if !KINDS.iter().any(|known| known.name() == kind) {
                 let names: Vec<&str> = KINDS.iter().map(|known| known.name()).collect();
@@ -139,6 +154,18 @@ pub fn run(args: &[String]) -> Result<()> {
         ))?),
         None => None,
     };
+    // One PostgreSQL for the run (a database per case), stopped on every exit path.
+    let postgres = match nodes {
+        1 => None,
+        _ => {
+            println!("==> conformance: starting PostgreSQL for {nodes} nodes per case");
+            Some(blynk_testbed::Postgres::start()?)
+        }
+    };
+    let topology = match &postgres {
+        Some(postgres) => Topology::Cluster { nodes, postgres },
+        None => Topology::Single,
+    };
     let debug = target_dir().join("debug");
     let server_binary = debug.join("blynk-server");
     let scratch = std::env::temp_dir().join(format!("blynk-conformance-{}", std::process::id()));
@@ -187,10 +214,14 @@ pub fn run(args: &[String]) -> Result<()> {
         .unwrap_or(6)
         .max(1);
     println!(
-        "==> conformance: {} scenarios x {} device kinds, {} cases to run, {jobs} at a time",
+        "==> conformance: {} scenarios x {} device kinds, {} cases to run, {jobs} at a time{}",
         scenarios.len(),
         KINDS.len(),
-        queue.len()
+        queue.len(),
+        match nodes {
+            1 => String::new(),
+            _ => format!(", each on {nodes} nodes (device on one, app on the next)"),
+        }
     );
     let queue = Arc::new(Mutex::new(queue));
     let finished = Arc::new(Mutex::new(Vec::new()));
@@ -209,7 +240,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     let mut launch = launch.clone();
                     launch.kind = kind;
                     launch.stderr = dir.join("device.log");
-                    let outcome = run_case(scenario, &launch, server_binary, &dir);
+                    let outcome = run_case(scenario, &launch, topology, server_binary, &dir);
                     match &outcome {
                         Outcome::Pass(time) => println!(
                             "  pass  {} x {} ({:.1} s)",
@@ -243,14 +274,23 @@ pub fn run(args: &[String]) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     if failures == 0 {
         let _ = std::fs::remove_dir_all(&scratch);
-        println!("<== conformance: ok in {elapsed:.1} s");
+        println!("<== conformance{}: ok in {elapsed:.1} s", on_nodes(nodes));
         Ok(())
     } else {
         println!(
-            "<== conformance: {failures} FAILED in {elapsed:.1} s (logs under {})",
+            "<== conformance{}: {failures} FAILED in {elapsed:.1} s (logs under {})",
+            on_nodes(nodes),
             scratch.display()
         );
         bail!("{failures} conformance cases failed")
+    }
+}
+
+/// How the end line names a run on several nodes.
+fn on_nodes(nodes: usize) -> String {
+    match nodes {
+        1 => String::new(),
+        _ => format!(" on {nodes} nodes"),
     }
 }
 

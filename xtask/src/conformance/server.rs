@@ -1,22 +1,24 @@
 //! The real `blynk-server` binary as a child process on loopback, over a data directory that
-//! outlives restarts, and a tiny HTTP/1.1 client (std `TcpStream`, `Connection: close`) for the
-//! app API.
+//! outlives restarts (alone, or as a node of several on a shared store and bus: extra arguments
+//! such as `--store` and `--bus`), found through its ready file; the app API through the shared
+//! client.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use crate::blynk_server;
 
 /// A running (or stopped) server.
 pub struct Server {
     binary: PathBuf,
     data: PathBuf,
     log: PathBuf,
+    /// Arguments added to every start (a node's `--store` and `--bus`).
+    extra: Vec<String>,
     child: Option<Child>,
     /// HTTP, app API and classic devices.
     pub http: SocketAddr,
@@ -31,39 +33,57 @@ pub struct Server {
     pub token: String,
 }
 
-/// What the banner says.
-struct Banner {
-    http: SocketAddr,
-    native: SocketAddr,
-    mqtt: SocketAddr,
-    token: String,
-}
-
 impl Server {
     /// Starts the server over a fresh directory `data` (created).
     pub fn start(binary: &Path, data: &Path) -> Result<Server> {
+        Self::start_with(binary, data, blynk_server::admin_key(), Vec::new())
+    }
+
+    /// Starts a server over a fresh directory `data` (created) with admin key `key` and `extra`
+    /// arguments: the nodes of one cluster share the key, the store and the bus.
+    pub fn start_with(
+        binary: &Path,
+        data: &Path,
+        key: String,
+        extra: Vec<String>,
+    ) -> Result<Server> {
         std::fs::create_dir_all(data)?;
         let mut server = Server {
             binary: binary.to_path_buf(),
             data: data.join("data"),
             log: data.join("server.log"),
+            extra,
             child: None,
             http: "127.0.0.1:1".parse()?,
             native: "127.0.0.1:1".parse()?,
             mqtt: "127.0.0.1:1".parse()?,
-            key: admin_key(),
+            key,
             token: String::new(),
         };
         server.launch()?;
         Ok(server)
     }
 
+    /// Starts the process and waits for its ready file. The MQTT port was free a moment ago,
+    /// but another server of the run may take it first: a server that ends before it is ready
+    /// is started again, twice at most, on another port.
     fn launch(&mut self) -> Result<()> {
+        for _ in 0..2 {
+            match self.launch_once() {
+                Err(error) if error.downcast_ref::<blynk_server::EndedEarly>().is_some() => {}
+                other => return other,
+            }
+        }
+        self.launch_once()
+    }
+
+    fn launch_once(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -77,33 +97,22 @@ impl Server {
             ])
             .arg("--data")
             .arg(&self.data)
+            .args(&self.extra)
             .env("BLYNK_LOG", "info")
             .env("BLYNK_ADMIN_KEY", &self.key)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
+            // The banner and the logs both go to the log file.
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let ready_file = self.data.with_extension("ready.json");
+        let (child, ready) =
+            blynk_server::spawn(&mut command, &ready_file, blynk_server::START_WITHIN)
+                .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
-        let (sender, receiver) = mpsc::channel();
-        // The server logs to stdout too: everything after the banner goes to the log file.
-        let copy = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        std::thread::spawn(move || read_banner(stdout, &sender, copy));
-        let banner = match receiver.recv_timeout(Duration::from_secs(15)) {
-            Ok(banner) => banner,
-            Err(_) => {
-                self.kill();
-                bail!("the server printed no banner within 15 s")
-            }
-        };
-        self.http = banner.http;
-        self.native = banner.native;
-        self.mqtt = banner.mqtt;
-        self.token = banner.token;
+        self.http = ready.http;
+        self.native = ready.native;
+        self.mqtt = ready.mqtt()?;
+        self.token = ready.demo_token()?;
         Ok(())
     }
 
@@ -152,7 +161,7 @@ impl Server {
 
     /// An app API request with the admin key: (status, body).
     pub fn app(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-        http(self.http, method, path, &self.key, body)
+        blynk_server::app_request(self.http, method, path, &self.key, body)
     }
 }
 
@@ -162,115 +171,11 @@ impl Drop for Server {
     }
 }
 
-fn read_banner(stdout: std::process::ChildStdout, sender: &mpsc::Sender<Banner>, mut log: File) {
-    let mut http = None;
-    let mut native = None;
-    let mut mqtt = None;
-    let mut sent = false;
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let _ = writeln!(log, "{line}");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["dashboard", url] => {
-                http = url
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .parse::<SocketAddr>()
-                    .ok();
-            }
-            ["native", "devices", address] => native = address.parse().ok(),
-            ["MQTT", "devices", address, ..] => mqtt = address.parse().ok(),
-            ["demo", "device", "token", token] if !sent => {
-                if let (Some(http), Some(native), Some(mqtt)) = (http, native, mqtt) {
-                    let _ = sender.send(Banner {
-                        http,
-                        native,
-                        mqtt,
-                        token: token.to_string(),
-                    });
-                    sent = true;
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// An admin key for a test server on loopback: unique per process and moment, which is all
-/// a server that lives for one case and listens on loopback needs.
-pub fn admin_key() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    format!("xtask-admin-{}-{nanos}", std::process::id())
-}
-
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// One HTTP/1.1 request; the body is JSON. Returns the status and the body.
-pub fn http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    key: &str,
-    body: Option<&str>,
-) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .with_context(|| format!("{method} {path}: reading the response"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .with_context(|| format!("{method} {path}: no status in `{head}`"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    for _ in 0..10_000 {
-        let Some((size, rest)) = body.split_once("\r\n") else {
-            break;
-        };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The raw JSON text of the first `"field":` in `body` (a number, a quoted string unquoted,

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::blynk_server;
 use crate::netns::Netns;
-use crate::sim::{Killed, banner, expect_line, lines};
+use crate::sim::{Killed, expect_line, lines};
 use crate::workspace::workspace_root;
 pub use report::Report;
 use report::{packet_counts, print_report};
@@ -179,9 +180,9 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
     // The server, with the file limit raised for a thousand connections.
     let data = scratch.join("data");
     let server_binary = debug.join("blynk-server");
-    let key = crate::conformance::server::admin_key();
-    let mut server = server_ns
-        .command("sh")
+    let key = crate::blynk_server::admin_key();
+    let mut command = server_ns.command("sh");
+    command
         .args([
             "-c",
             "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
@@ -202,14 +203,17 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
         .env("BLYNK_LOG", "warn")
         .env("BLYNK_ADMIN_KEY", &key)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(scratch.join("server.log"))?)
-        .spawn()
-        .context("starting blynk-server")?;
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(scratch.join("server.log"))?);
+    // `ip netns exec` and `sh -c exec` both exec, so the server keeps the child's process id.
+    let (server, ready) = blynk_server::spawn(
+        &mut command,
+        &scratch.join("ready.json"),
+        blynk_server::START_WITHIN,
+    )?;
     let server_pid = server.id();
-    let server_lines = lines(server.stdout.take().context("no stdout")?, "");
     let _server = Killed(server);
-    let (http, native, _) = banner(&server_lines)?;
+    let (http, native) = (ready.http, ready.native);
     println!("server (pid {server_pid}) on {native} (native) and {http} (HTTP), in its namespace");
 
     // The devices.

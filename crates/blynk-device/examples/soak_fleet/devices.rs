@@ -157,8 +157,12 @@ impl Fleet {
     }
 
     /// Waits (at most `within`) until every device is logged in, has nothing queued and holds
-    /// the V0 the apps last had acknowledged; how many do not.
-    pub async fn settle(&self, apps: &crate::apps::Apps, within: Duration) -> usize {
+    /// the V0 the apps last had acknowledged (`acknowledged_v0` of its name); how many do not.
+    pub async fn settle(
+        &self,
+        acknowledged_v0: impl Fn(&str) -> Option<i64>,
+        within: Duration,
+    ) -> usize {
         let deadline = Instant::now() + within;
         loop {
             let unsettled = self
@@ -167,7 +171,7 @@ impl Fleet {
                 .filter(|device| {
                     !device.blynk.is_connected()
                         || device.blynk.queued() != 0
-                        || device.v0.get() != apps.last_acknowledged(&device.name)
+                        || device.v0.get() != acknowledged_v0(&device.name)
                 })
                 .count();
             if unsettled == 0 || Instant::now() >= deadline {

@@ -150,7 +150,12 @@ async fn run(args: &Args) {
     // each device must end with is known.
     apps.finish().await;
     let settle_started = std::time::Instant::now();
-    let unsettled = fleet.settle(&apps, Duration::from_secs(180)).await;
+    let unsettled = fleet
+        .settle(
+            |name| apps.last_acknowledged(name),
+            Duration::from_secs(180),
+        )
+        .await;
     if unsettled == 0 {
         println!("settled {:.1}", settle_started.elapsed().as_secs_f64());
     } else {

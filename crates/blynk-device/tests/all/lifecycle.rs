@@ -6,7 +6,7 @@ use blynk_device::{Error, SyncDone};
 use blynk_proto::Pin;
 use blynk_proto::native::LoginRejection;
 
-use crate::support::{Device, Dialer, PATIENCE, Proxy, Seen, TestServer};
+use crate::support::{DemoDevice as _, Device, Dialer, PATIENCE, Proxy, Seen, TestServer};
 
 #[tokio::test]
 async fn spec_3_3_and_3_11_after_a_server_restart_the_device_is_restored_with_what_changed() {
@@ -22,7 +22,7 @@ async fn spec_3_3_and_3_11_after_a_server_restart_the_device_is_restored_with_wh
     dialer.set(None);
     server.stop().await;
     assert!(matches!(device.next().await, Seen::Disconnected(_)));
-    server.start_again().await;
+    server.restart().await;
     server.app_write(Pin::Virtual(1), 42).await;
     dialer.set(Some(server.native()));
 

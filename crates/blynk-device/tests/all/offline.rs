@@ -6,7 +6,7 @@ use blynk_device::{Blynk, QueueError};
 use blynk_proto::Pin;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 
-use crate::support::{Device, Dialer, Proxy, Seen, TestServer, eventually};
+use crate::support::{DemoDevice as _, Device, Dialer, Proxy, Seen, TestServer, eventually};
 
 /// A device online through a proxy, then cut off with nowhere to reconnect to.
 async fn offline_device(server: &TestServer) -> (Device, Proxy) {

@@ -1,20 +1,20 @@
-//! Test support: a real `blynk-server` on 127.0.0.1 over a temporary data directory, a device
+//! Test support: a real `blynk-server` on 127.0.0.1 over a temporary data directory (the
+//! server's `test-util` feature, with what these tests ask of its demo device), a device
 //! (the real runner over tokio sockets) that reports what its firmware sees on a channel, and a
 //! TCP proxy that can cut or silence connections.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blynk_device::{Blynk, ConnectError, Connector, Error, Firmware, Handlers, SyncDone, Value};
 use blynk_proto::Pin;
-use blynk_server::config::{Config, MqttPort};
 use blynk_server::engine::DeviceSlot;
 use blynk_server::model::{Origin, OwnedScalar, OwnedValue};
+pub use blynk_server::test_util::{TestServer, eventually};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embedded_io_adapters::tokio_1::FromTokio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,73 +22,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// The admin key of every test server.
-pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
-
-/// How long a test waits for something that should happen at once.
+/// How long a test waits for the device to see something that should happen at once (longer
+/// than the server's tests: a reconnect waits out a backoff first).
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A server on loopback with its own data directory, restartable on the same data.
-pub struct TestServer {
-    server: Option<blynk_server::Server>,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn config(data: &std::path::Path) -> Config {
-    let mut config = Config {
-        data_dir: data.to_path_buf(),
-        bind: "127.0.0.1".parse().unwrap(),
-        http_port: 0,
-        native_port: 0,
-        mqtt_port: MqttPort::Off,
-        ..Config::default()
-    };
-    config.limits.messages_per_second = 10_000;
-    config.limits.message_burst = 10_000;
-    config
-}
-
-impl TestServer {
-    /// A server over a fresh data directory.
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().to_path_buf();
-        let server = blynk_server::start_with_admin_key(config(&data), Some(ADMIN_KEY))
-            .await
-            .unwrap();
-        TestServer {
-            server: Some(server),
-            data,
-            _dir: dir,
-        }
-    }
-
-    pub fn server(&self) -> &blynk_server::Server {
-        self.server.as_ref().expect("server is stopped")
-    }
-
-    /// Where native devices connect.
-    pub fn native(&self) -> SocketAddr {
-        self.server().native_address
-    }
-
-    /// The demo device's token (V0 0..1 sync, V1 0..255 sync, V2 not synced, V3 string
-    /// default "auto" sync, V4 command).
-    pub fn demo_token(&self) -> String {
-        self.server().demo_token.clone().unwrap()
-    }
-
+/// What the device tests ask of the server about its demo device (V0 0..1 sync, V1 0..255 sync,
+/// V2 not synced, V3 string default "auto" sync, V4 command), through its engine.
+pub trait DemoDevice {
     /// The demo device's slot in the engine.
-    pub fn demo(&self) -> Arc<DeviceSlot> {
+    fn demo(&self) -> Arc<DeviceSlot>;
+    /// An app writes an integer to a pin of the demo device.
+    async fn app_write(&self, pin: Pin, value: i64);
+    /// The demo device's stored value of `pin`, as an integer.
+    fn stored_int(&self, pin: Pin) -> Option<i64>;
+}
+
+impl DemoDevice for TestServer {
+    fn demo(&self) -> Arc<DeviceSlot> {
         self.server()
             .engine()
             .authenticate(&self.demo_token())
             .unwrap()
     }
 
-    /// An app writes an integer to a pin of the demo device.
-    pub async fn app_write(&self, pin: Pin, value: i64) {
+    async fn app_write(&self, pin: Pin, value: i64) {
         let engine = self.server().engine();
         engine
             .app_write(&self.demo(), pin, &Value::int(value), Origin::App)
@@ -96,28 +53,11 @@ impl TestServer {
             .unwrap();
     }
 
-    /// The demo device's stored value of `pin`, as an integer.
-    pub fn stored_int(&self, pin: Pin) -> Option<i64> {
+    fn stored_int(&self, pin: Pin) -> Option<i64> {
         match self.demo().value(pin)?.value.0.as_slice() {
             [OwnedScalar::Int(int)] => Some(*int),
             _ => None,
         }
-    }
-
-    /// Stops gracefully (everything acknowledged is durable).
-    pub async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-    }
-
-    /// Starts again on the same data directory (on new ports).
-    pub async fn start_again(&mut self) {
-        assert!(self.server.is_none(), "stop first");
-        let server = blynk_server::start_with_admin_key(config(&self.data), Some(ADMIN_KEY))
-            .await
-            .unwrap();
-        self.server = Some(server);
     }
 }
 
@@ -292,18 +232,6 @@ impl Device {
 impl Drop for Device {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Waits until `check` holds, polling; panics with `what` after [`PATIENCE`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

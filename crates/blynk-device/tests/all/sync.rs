@@ -4,7 +4,7 @@ use blynk_device::SyncDone;
 use blynk_proto::Pin;
 use blynk_server::engine::watch::{Queued, WatchLimits, Watcher};
 
-use crate::support::{Device, Dialer, Seen, TestServer, eventually, int_value};
+use crate::support::{DemoDevice as _, Device, Dialer, Seen, TestServer, eventually, int_value};
 
 #[tokio::test]
 async fn spec_3_2_app_writes_run_the_pin_handlers() {

@@ -6,7 +6,7 @@ use core::num::NonZeroU16;
 
 use super::body::Parts;
 use super::frame::encode_frame;
-use super::hardware::HardwareCommand;
+use super::hardware::{HardwareCommand, write_sub_command};
 use super::{BuildError, ClassicError, Command};
 use crate::pin::{Pin, parse_pin_number};
 use crate::text::Token;
@@ -87,14 +87,9 @@ pub fn encode_bridge_write<'o>(
     pin: Pin,
     value: &Value<'_>,
 ) -> Result<&'o [u8], BuildError> {
-    let sub_command = match pin {
-        Pin::Virtual(_) => "vw",
-        Pin::Digital(_) => "dw",
-        Pin::Analog(_) => "aw",
-    };
     encode_frame(out, Command::Bridge, id, super::MAX_BODY, |body| {
         body.part_display(channel)?
-            .part(sub_command)?
+            .part(write_sub_command(pin))?
             .part_display(pin.number())?
             .value(value)?;
         Ok(())

@@ -116,7 +116,7 @@ fn virtual_number(text: &str) -> Result<u8, ClassicError> {
 }
 
 /// The sub-command a write to `pin` travels as.
-const fn write_sub_command(pin: Pin) -> &'static str {
+pub(super) const fn write_sub_command(pin: Pin) -> &'static str {
     match pin {
         Pin::Virtual(_) => "vw",
         Pin::Digital(_) => "dw",

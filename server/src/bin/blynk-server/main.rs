@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use blynk_server::config::{Config, DurabilitySetting, LogFormat, StoreLocation, TlsFiles};
+use blynk_server::ready_file::ReadyFile;
 use clap::{Parser, Subcommand};
 
 mod tools;
@@ -72,6 +73,12 @@ struct Cli {
     /// The NATS server linking several nodes on one store, e.g. `nats://127.0.0.1:4222`.
     #[arg(long, env = "BLYNK_BUS", global = true)]
     bus: Option<String>,
+    /// Once every port is bound and the store is open, write this JSON file (mode 0600, by
+    /// rename): `pid`, `tls`, the bound `http`, `native` and `mqtt` addresses, `admin_key` when
+    /// this start made it, `demo_token`. Removed on a clean stop. For programs that start the
+    /// server; the banner on standard output is for people.
+    #[arg(long, env = "BLYNK_READY_FILE")]
+    ready_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -177,6 +184,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(bus) = &cli.bus {
         config.bus = Some(bus.clone());
     }
+    if let Some(path) = &cli.ready_file {
+        config.ready_file = Some(path.clone());
+    }
     if let Some(store) = &cli.store {
         config.store.url = Some(store.clone());
     }
@@ -226,10 +236,7 @@ fn config(cli: &Cli) -> Result<Config> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let config = config(&cli)?;
-    // A shell command's standard output is its answer (`KEY=$(blynk-server key rotate)`): its
-    // log lines go to standard error.
-    let serving = matches!(cli.command, None | Some(Command::Serve));
-    init_logging(config.log_format, serving);
+    init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -246,29 +253,20 @@ fn main() -> Result<()> {
     })
 }
 
-/// Log lines go to stdout, filtered by `BLYNK_LOG` (default `info`): plain text, or one JSON
-/// object a line (`timestamp`, `level`, `fields.message` and the other fields) for log shippers.
-/// Log lines in `format`: on standard output for the server, on standard error for a shell
-/// command.
-fn init_logging(format: LogFormat, serving: bool) {
+/// Log lines on standard error, filtered by `BLYNK_LOG` (default `info`): plain text, or one
+/// JSON object a line (`timestamp`, `level`, `fields.message` and the other fields) for log
+/// shippers. Standard output is left to the start banner (a person's) or a shell command's
+/// answer (`KEY=$(blynk-server key rotate)`).
+fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("BLYNK_LOG").unwrap_or_else(|_| "info".into());
-    let writer = if serving {
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
-    } else {
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
-    };
     // Colours only for a person at a terminal, not in files or log shippers.
-    let ansi = if serving {
-        std::io::IsTerminal::is_terminal(&std::io::stdout())
-    } else {
-        std::io::IsTerminal::is_terminal(&std::io::stderr())
-    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
@@ -291,6 +289,7 @@ macro_rules! say {
 async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
     let json_logs = config.log_format == LogFormat::Json;
     let tls = config.tls.is_some();
+    let ready_file = config.ready_file.clone();
     let store = match config.store.location() {
         Ok(StoreLocation::Postgres(url)) => format!("PostgreSQL {}", without_password(&url)),
         _ => format!("SQLite in {}", config.data_dir.display()),
@@ -312,9 +311,21 @@ async fn serve(config: Config, admin_key: Option<&str>) -> Result<()> {
     } else {
         banner(&server, scheme, &host, &store, admin_key);
     }
+    if let Some(path) = &ready_file {
+        let ready = ReadyFile::of(&server, tls, admin_key.is_some());
+        if let Err(error) = ready.write(path) {
+            // A program waiting for the file would wait forever: stop rather than run unseen.
+            server.shutdown().await;
+            return Err(error)
+                .with_context(|| format!("writing the ready file {}", path.display()));
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
-//! Several nodes on one store: the NATS bus (`--bus nats://host:4222`) behind the engine's
-//! session registry. Without a bus none of this runs and the engine stays in-process.
+//! The bus between nodes (`--bus nats://host:4222`): the connection to NATS, what travels on
+//! it (`wire.rs`) and the publisher that sends what the engine queues, in order. A leaf: it
+//! knows nothing of the engine, which calls it (`engine/bus.rs` joins the bus and applies what
+//! arrives). Without a bus none of this runs and the engine stays in-process.
 //!
 //! The bus is a signal, never the source of truth: the store says which node holds each device
 //! (claimed under its row locks, see [`crate::store::Claim`]), every node renews a lease there,
@@ -12,25 +14,14 @@
 //!
 //! `docs/state-sync.md` ("Several nodes") gives the version rule and its failure cases.
 
-mod inbound;
-mod remote;
 pub(super) mod wire;
 
-pub(super) use remote::ClusterState;
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::connection::State;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-
-use super::events::AppEvent;
-use super::{DeviceSlot, Engine};
-use crate::model::{DeviceId, now_ms};
-use crate::store::settle;
-use blynk_proto::Pin;
 
 /// Why the bus could not be joined.
 #[derive(Debug, thiserror::Error)]
@@ -60,108 +51,61 @@ pub struct BusSettings {
 }
 
 impl BusSettings {
-    fn lease_ttl(&self) -> Duration {
+    /// How long a node's lease in the store lasts.
+    pub(super) fn lease_ttl(&self) -> Duration {
         self.heartbeat.mul_f64(1.5)
     }
 
-    fn renew_every(&self) -> Duration {
+    /// How often a node renews its lease.
+    pub(super) fn renew_every(&self) -> Duration {
         (self.heartbeat / 4).max(Duration::from_millis(100))
     }
 }
 
-/// What the engine hands the publisher, in the order it happened (under the device's lock for
-/// device events, so per device in version order).
-pub(super) enum Outgoing {
-    /// A value, property or logged event of a device.
-    Event(AppEvent),
-    /// The device's session opened or closed here.
-    Presence(DeviceId, bool, i64),
-    /// Presence of a device whose holder died, said for it.
-    Reaped(DeviceId, String, i64),
-    /// The device received `pin` at `version`.
-    Delivered(DeviceId, Pin, u64),
-    /// Templates or devices changed.
-    Meta(wire::MetaMessage),
-}
+/// Makes a queued message a subject and a body (the engine's messages are its own type).
+pub(super) type Encode<M> = fn(&str, M) -> (String, Vec<u8>);
 
-/// A node's membership of the bus.
-pub(super) struct Cluster {
+/// A node's connection to the bus. `M` is what the engine queues for the publisher.
+pub(super) struct Bus<M> {
     /// This node's name in the store and on the bus: random per start, so a restarted node is
     /// a new one and its old lease simply runs out.
     pub node: Arc<str>,
     client: async_nats::Client,
-    outbox: mpsc::UnboundedSender<Outgoing>,
-    engine: Weak<Engine>,
+    outbox: mpsc::UnboundedSender<M>,
     connected: Arc<AtomicBool>,
-    /// Devices whose values are read again from the store (their holder died), in batches.
-    stale: std::sync::Mutex<Vec<DeviceId>>,
-    stale_ready: tokio::sync::Notify,
 }
 
-impl Cluster {
-    /// Queues a message for the bus without waiting.
-    pub fn send(&self, outgoing: Outgoing) {
-        let _ = self.outbox.send(outgoing);
-    }
-
-    /// Queues a device whose values are read again from the store.
-    pub fn mark_stale(&self, device: DeviceId) {
-        crate::engine::lock(&self.stale).push(device);
-        self.stale_ready.notify_one();
-    }
-
-    /// Claims a device again, in the background.
-    pub fn reclaim_soon(&self, slot: Arc<DeviceSlot>) {
-        if let Some(engine) = self.engine.upgrade() {
-            tokio::spawn(async move { engine.reclaim(&slot).await });
-        }
-    }
-
-    fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && self.client.connection_state() == State::Connected
-    }
+/// What arrives from the bus, for the engine to apply.
+pub(super) struct Inbound {
+    /// Every device's events (`blynk.ev.*`).
+    pub events: async_nats::Subscriber,
+    /// Templates and devices added or removed (`blynk.meta`).
+    pub meta: async_nats::Subscriber,
+    /// One item each time the connection is back after it was lost: what was published
+    /// meanwhile is gone, so the engine reads the store again.
+    pub reconnected: mpsc::UnboundedReceiver<()>,
 }
 
-/// Tells the nodes on the bus at `url` that templates or devices were added to the store (the
-/// shell commands, which run beside the nodes, call this).
-pub async fn announce_added(url: &str) -> Result<(), BusError> {
-    let failed = |error: &dyn std::fmt::Display| BusError::Connect {
-        url: url.to_owned(),
-        message: error.to_string(),
-    };
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-        .map_err(|error| failed(&error))?;
-    let body = serde_json::to_vec(&wire::MetaMessage::Added).unwrap_or_default();
-    client
-        .publish(wire::META, body.into())
-        .await
-        .map_err(|error| failed(&error))?;
-    client.flush().await.map_err(|error| failed(&error))
-}
-
-impl Engine {
-    /// Joins the bus: connects, subscribes, takes a lease in the store, and starts the tasks
-    /// that carry messages until `shutdown` fires. Call once, right after opening the engine.
-    pub async fn join_bus(
-        self: &Arc<Self>,
-        settings: BusSettings,
+impl<M: Send + 'static> Bus<M> {
+    /// Connects, subscribes to every device's events and to the meta subject, and starts the
+    /// publisher, until `shutdown` fires.
+    pub async fn connect(
+        settings: &BusSettings,
+        encode: Encode<M>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<(), BusError> {
+    ) -> Result<(Arc<Self>, Inbound), BusError> {
         let node: Arc<str> = Arc::from(crate::token::new_token().get(..12).unwrap_or("node"));
         let connect_error = |message: String| BusError::Connect {
             url: settings.url.clone(),
             message,
         };
-        let (states, mut state_changes) = mpsc::unbounded_channel::<bool>();
+        let (states, state_changes) = mpsc::unbounded_channel::<bool>();
         let client = async_nats::ConnectOptions::new()
             .name(format!("blynk-server {node}"))
             // A node's own messages never come back to it.
             .no_echo()
             .connection_timeout(Duration::from_secs(2))
-            .request_timeout(Some(Duration::from_secs(2)))
+            .request_timeout(Some(wire::WRITE_TIMEOUT))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64 * 100).clamp(50, 1_000))
@@ -191,198 +135,85 @@ impl Engine {
             .flush()
             .await
             .map_err(|error| connect_error(error.to_string()))?;
-        let ttl = settings.lease_ttl();
-        settle(self.store.renew_lease(&node, ttl.as_millis() as i64, false))
-            .await
-            .map_err(|error| BusError::Lease(error.to_string()))?;
         let (outbox, outgoing) = mpsc::unbounded_channel();
-        let connected = Arc::new(AtomicBool::new(true));
-        let cluster = Arc::new(Cluster {
-            node: node.clone(),
-            client: client.clone(),
+        let bus = Arc::new(Bus {
+            node,
+            client,
             outbox,
-            engine: Arc::downgrade(self),
-            connected: connected.clone(),
-            stale: std::sync::Mutex::default(),
-            stale_ready: tokio::sync::Notify::new(),
+            connected: Arc::new(AtomicBool::new(true)),
         });
-        if self.cluster.set(cluster.clone()).is_err() {
-            return Err(connect_error("this engine is on a bus already".into()));
-        }
-        tracing::info!(%node, url = %settings.url, "joined the bus");
-
-        tokio::spawn(publish(cluster.clone(), outgoing, shutdown.clone()));
-        let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut events = events;
-            loop {
-                tokio::select! {
-                    message = events.next() => match message {
-                        Some(message) => engine.on_device_message(&message.subject, &message.payload),
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-        });
-        let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut meta = meta;
-            loop {
-                tokio::select! {
-                    message = meta.next() => match message {
-                        Some(message) => engine.on_meta_message(&message.payload).await,
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-        });
-        let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            // The bus dropped messages while it was away: read the truth again.
-            let mut was_down = false;
-            loop {
-                tokio::select! {
-                    change = state_changes.recv() => match change {
-                        Some(true) => {
-                            connected.store(true, Ordering::Relaxed);
-                            if was_down {
-                                was_down = false;
-                                tracing::info!("bus reconnected: resyncing from the store");
-                                engine.resync_from_store().await;
-                            }
-                        }
-                        Some(false) => {
-                            connected.store(false, Ordering::Relaxed);
-                            was_down = true;
-                            tracing::warn!("bus connection lost: writes to devices held by other nodes fail until it is back");
-                        }
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-        });
-        let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cluster.stale_ready.notified() => {}
-                    _ = stop.changed() => return,
-                }
-                let devices = std::mem::take(&mut *crate::engine::lock(&cluster.stale));
-                engine.reload_values(&devices).await;
-            }
-        });
-        tokio::spawn(self.clone().run_lease(settings, shutdown));
-        Ok(())
-    }
-
-    /// Renews this node's lease; releases the devices of nodes whose lease ran out (their
-    /// presence turns offline everywhere), and claims its own devices again if its own lease
-    /// ran out meanwhile (the store was unreachable).
-    async fn run_lease(
-        self: Arc<Self>,
-        settings: BusSettings,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let Some(cluster) = self.cluster.get().cloned() else {
-            return;
+        let (reconnections, reconnected) = mpsc::unbounded_channel();
+        tokio::spawn(publish(bus.clone(), encode, outgoing, shutdown.clone()));
+        tokio::spawn(track_connection(
+            bus.connected.clone(),
+            state_changes,
+            reconnections,
+            shutdown,
+        ));
+        let inbound = Inbound {
+            events,
+            meta,
+            reconnected,
         };
-        let ttl = settings.lease_ttl();
-        let mut tick = tokio::time::interval(settings.renew_every());
-        let mut renewed = Instant::now();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            // A node that could not renew for a whole lease (the store was down for everyone)
-            // does not judge the others until it has renewed once more.
-            let reap = renewed.elapsed() < ttl;
-            match settle(
-                self.store
-                    .renew_lease(&cluster.node, ttl.as_millis() as i64, reap),
-            )
-            .await
-            {
-                Ok(lease) => {
-                    renewed = Instant::now();
-                    for (device, dead) in lease.reaped {
-                        tracing::info!(device, node = %dead, "its node's lease ran out: offline");
-                        let at = now_ms();
-                        self.remote_presence(device, &dead, false, at);
-                        cluster.send(Outgoing::Reaped(device, dead, at));
-                        cluster.mark_stale(device);
-                    }
-                    if lease.lost {
-                        tracing::warn!("this node's lease had run out: claiming its devices again");
-                        for slot in self.devices() {
-                            if slot.is_held_here() {
-                                self.reclaim(&slot).await;
-                            }
-                        }
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "could not renew this node's lease"),
-            }
-        }
+        Ok((bus, inbound))
     }
 
-    /// Reads the store again after the bus was away: new templates and devices, every value
-    /// newer than the cached one (sent on to the devices held here), and who holds what.
-    pub(super) async fn resync_from_store(&self) {
-        self.pick_up_created().await;
-        let (snapshot, held) = match (
-            settle(self.store.load()).await,
-            settle(self.store.held_devices()).await,
-        ) {
-            (Ok(snapshot), Ok(held)) => (snapshot, held),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(%error, "resync after the bus came back failed; the next reconnection tries again");
-                return;
-            }
-        };
-        for (device, pin, stored) in snapshot.values {
-            if let Some(slot) = self.device(device) {
-                self.apply_remote_value(&slot, pin, stored);
-            }
-        }
-        let node = self.cluster.get().map(|cluster| cluster.node.clone());
-        let held: std::collections::HashMap<DeviceId, String> = held.into_iter().collect();
-        for slot in self.devices() {
-            let holder = held
-                .get(&slot.device.id)
-                .filter(|holder| Some(holder.as_str()) != node.as_deref());
-            self.set_remote_holder(&slot, holder.map(String::as_str));
-        }
-    }
-
-    /// Tells the other nodes that templates or devices changed.
-    pub(super) fn announce_meta(&self, message: wire::MetaMessage) {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.send(Outgoing::Meta(message));
-        }
+    /// Queues a message for the bus without waiting.
+    pub fn send(&self, message: M) {
+        let _ = self.outbox.send(message);
     }
 }
 
-impl DeviceSlot {
-    /// Whether this node holds the device's session.
-    fn is_held_here(&self) -> bool {
-        self.lock().session.is_some()
+impl<M> Bus<M> {
+    /// Whether the connection to NATS is up (as far as this node knows).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) && self.client.connection_state() == State::Connected
+    }
+
+    /// The NATS client, for the write subjects (request/reply) of single devices.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// Follows the connection's ups and downs: says whether it is up, and tells the engine each
+/// time it is back after a loss.
+async fn track_connection(
+    connected: Arc<AtomicBool>,
+    mut state_changes: mpsc::UnboundedReceiver<bool>,
+    reconnections: mpsc::UnboundedSender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut was_down = false;
+    loop {
+        tokio::select! {
+            change = state_changes.recv() => match change {
+                Some(true) => {
+                    connected.store(true, Ordering::Relaxed);
+                    if was_down {
+                        was_down = false;
+                        tracing::info!("bus reconnected: resyncing from the store");
+                        let _ = reconnections.send(());
+                    }
+                }
+                Some(false) => {
+                    connected.store(false, Ordering::Relaxed);
+                    was_down = true;
+                    tracing::warn!("bus connection lost: writes to devices held by other nodes fail until it is back");
+                }
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
 /// Sends what the engine queued, in order. While the bus is away messages are dropped, not
 /// kept: every node resyncs from the store when it is back.
-async fn publish(
-    cluster: Arc<Cluster>,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+async fn publish<M>(
+    bus: Arc<Bus<M>>,
+    encode: Encode<M>,
+    mut outgoing: mpsc::UnboundedReceiver<M>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut dropped = 0u64;
@@ -394,7 +225,7 @@ async fn publish(
             },
             _ = shutdown.changed() => return,
         };
-        if !cluster.is_connected() {
+        if !bus.is_connected() {
             dropped += 1;
             continue;
         }
@@ -405,9 +236,29 @@ async fn publish(
             );
             dropped = 0;
         }
-        let (subject, payload) = inbound::encode(&cluster.node, message);
-        if let Err(error) = cluster.client.publish(subject, payload.into()).await {
+        let (subject, payload) = encode(&bus.node, message);
+        if let Err(error) = bus.client.publish(subject, payload.into()).await {
             tracing::warn!(%error, "bus publish failed");
         }
     }
+}
+
+/// Tells the nodes on the bus at `url` that templates or devices were added to the store (the
+/// shell commands, which run beside the nodes, call this).
+pub async fn announce_added(url: &str) -> Result<(), BusError> {
+    let failed = |error: &dyn std::fmt::Display| BusError::Connect {
+        url: url.to_owned(),
+        message: error.to_string(),
+    };
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|error| failed(&error))?;
+    let body = serde_json::to_vec(&wire::MetaMessage::Added).unwrap_or_default();
+    client
+        .publish(wire::META, body.into())
+        .await
+        .map_err(|error| failed(&error))?;
+    client.flush().await.map_err(|error| failed(&error))
 }

@@ -1,8 +1,11 @@
 //! What travels on the bus between nodes: the subjects (one per device for its events, one per
 //! device for writes to its holder) and the JSON messages.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use crate::engine::error::ErrorKind;
 use crate::model::DeviceId;
 
 /// Every device's events: a node subscribes once and keeps what concerns its apps.
@@ -95,6 +98,14 @@ pub enum MetaMessage {
     },
 }
 
+/// How long a node waits for the holder's answer to a write (the bus client's request timeout).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after it was sent the holder still serves a write request: half the sender's
+/// [`WRITE_TIMEOUT`], so that nodes whose clocks differ by up to a second never apply a write
+/// its sender has already reported failed.
+pub const SERVE_WITHIN: Duration = Duration::from_secs(1);
+
 /// An app write sent to the node holding the device.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WriteRequest {
@@ -104,6 +115,29 @@ pub struct WriteRequest {
     pub value: String,
     /// Who wrote it.
     pub origin: String,
+    /// When the holder stops serving it (ms since the epoch, the sender's clock). The NATS
+    /// client keeps what it is asked to send while the bus is away and sends it once the bus is
+    /// back, seconds after its sender gave up and answered the app with an error. `None` from a
+    /// node of an earlier release: served whenever it arrives.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+impl WriteRequest {
+    /// A request sent at `now` (ms since the epoch).
+    pub fn new(pin: String, value: String, origin: String, now: i64) -> Self {
+        WriteRequest {
+            pin,
+            value,
+            origin,
+            expires_at: Some(now + SERVE_WITHIN.as_millis() as i64),
+        }
+    }
+
+    /// Whether its sender has given up on it by `now` (ms since the epoch).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|deadline| now > deadline)
+    }
 }
 
 /// The holder's answer.
@@ -123,7 +157,15 @@ pub enum WriteReply {
     Failed {
         /// Why.
         message: String,
+        /// What kind of error it was, so the writer's client gets the same answer (a store
+        /// that is down is "try again" on every node); internal when a node does not say.
+        #[serde(default = "internal")]
+        error_kind: ErrorKind,
     },
+}
+
+fn internal() -> ErrorKind {
+    ErrorKind::Internal
 }
 
 #[cfg(test)]
@@ -131,9 +173,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failed_write_keeps_its_kind_across_nodes() {
+        let reply = WriteReply::Failed {
+            message: "database unavailable: restarting".into(),
+            error_kind: ErrorKind::Unavailable,
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        let Ok(WriteReply::Failed { error_kind, .. }) = serde_json::from_str(&text) else {
+            panic!("{text}");
+        };
+        assert_eq!(error_kind, ErrorKind::Unavailable);
+        // From a node that does not say.
+        let Ok(WriteReply::Failed { error_kind, .. }) =
+            serde_json::from_str(r#"{"kind":"failed","message":"x"}"#)
+        else {
+            panic!("an older reply");
+        };
+        assert_eq!(error_kind, ErrorKind::Internal);
+    }
+
+    #[test]
     fn subjects_name_the_device() {
         assert_eq!(device_of(&events_subject(42)), Some(42));
         assert_eq!(device_of("blynk.ev.x"), None);
         assert_eq!(write_subject(7), "blynk.dev.7.write");
+    }
+
+    #[test]
+    fn a_write_request_expires_before_its_sender_gives_up() {
+        let request = WriteRequest::new("V1".into(), "3".into(), "app".into(), 10_000);
+        assert!(!request.is_expired(10_000 + SERVE_WITHIN.as_millis() as i64));
+        assert!(request.is_expired(10_001 + SERVE_WITHIN.as_millis() as i64));
+        assert!(
+            SERVE_WITHIN < WRITE_TIMEOUT,
+            "refused before the sender stops waiting"
+        );
+        let from_an_earlier_release: WriteRequest =
+            serde_json::from_str(r#"{"pin":"V1","value":"3","origin":"app"}"#).unwrap();
+        assert!(!from_an_earlier_release.is_expired(i64::MAX));
     }
 }

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use blynk_proto::classic::{BridgeCommand, Status};
 use futures_util::FutureExt;
 
-use super::{Answers, body_status, write_status};
+use super::{Answers, body_status};
 use crate::engine::DeviceSlot;
 use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue};
 use crate::session::Context;
 use crate::session::classic_reply::response;
+use crate::session::refusal::classic_status;
 
 /// The most channels one connection may bind (the library's bridges are one per widget).
 pub const MAX_BRIDGE_CHANNELS: usize = 16;
@@ -74,7 +75,7 @@ impl BridgeChannels {
                             Ok(_) => None,
                             Err(error) => {
                                 tracing::info!(device, target = target.device.id, %pin, %error, "bridge write refused");
-                                Some((id, write_status(&error)))
+                                Some((id, classic_status(&error)))
                             }
                         }
                     });

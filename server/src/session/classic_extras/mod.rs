@@ -20,8 +20,9 @@ use super::Context;
 use super::classic_reply::{Done, response};
 use super::connection::Outgoing;
 use super::in_flight::InFlight;
-use crate::engine::{DeviceSlot, Engine, WriteError};
+use crate::engine::{DeviceSlot, Engine};
 use crate::model::Origin;
+use crate::session::refusal::classic_status;
 
 pub use bridge::MAX_BRIDGE_CHANNELS;
 pub use group::MAX_GROUP_WRITES;
@@ -153,17 +154,6 @@ pub fn debug_print(slot: &DeviceSlot, body: &[u8]) {
     tracing::debug!(device = slot.device.id, text = %text.trim_end_matches('\0'), "device debug print");
 }
 
-/// The status a refused write gets, as for a device's own writes.
-fn write_status(error: &WriteError) -> Status {
-    match error {
-        WriteError::UnknownPin(_) | WriteError::Invalid(_) => Status::IllegalCommandBody,
-        WriteError::Deleted => Status::InvalidToken,
-        WriteError::Store(_) | WriteError::ShuttingDown | WriteError::Unreachable(_) => {
-            Status::ServerException
-        }
-    }
-}
-
 /// Applies a device write measured at `made_at` and queues its answer: nothing once durable
 /// (the classic server never acknowledged writes), an error status otherwise.
 fn device_write(
@@ -183,14 +173,14 @@ fn device_write(
                     Ok(_) => None,
                     Err(error) => {
                         tracing::error!(device, %pin, %error, "grouped device write not stored");
-                        Some((id, Status::ServerException))
+                        Some((id, classic_status(&error)))
                     }
                 }
             });
         }
         Err(error) => {
             tracing::info!(device = slot.device.id, %pin, %error, "grouped device write refused");
-            response(answers.out, id, write_status(&error));
+            response(answers.out, id, classic_status(&error));
         }
     }
 }

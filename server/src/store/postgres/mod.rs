@@ -12,6 +12,8 @@ mod reader;
 mod retention;
 #[cfg(test)]
 mod tests;
+mod values;
+mod work;
 mod writer;
 
 use std::str::FromStr;
@@ -24,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use self::health::Health;
-use self::writer::{Op, Reply, Sender, Work, Writer};
+use self::work::{Op, Reply, Sender, Work};
+use self::writer::Writer;
 use super::retention::Retention;
 use super::{Claim, Lease, Snapshot, Store, StoreError, Ticket, ValueWrite};
 use crate::model::{

@@ -5,7 +5,8 @@
 use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
 
-use super::writer::{Done, Work, write_values};
+use super::values::write_values;
+use super::work::{Done, Work};
 use crate::model::{Device, Template, TemplateId, now_ms};
 use crate::store::StoreError;
 use crate::store::sqlite::EVENTS_PER_DEVICE;

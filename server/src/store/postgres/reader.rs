@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::model::{
     DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
-    PropertyRecord, StoredValue, Template, TemplateId,
+    PropertyRecord, Template, TemplateId,
 };
 use crate::store::Snapshot;
 
@@ -136,14 +136,7 @@ async fn load_in_transaction(client: &ClientWrapper) -> Result<Snapshot, Error> 
         let (pin, value, origin): (String, String, String) =
             (row.try_get(1)?, row.try_get(2)?, row.try_get(5)?);
         let (version, set_at): (i64, i64) = (row.try_get(3)?, row.try_get(4)?);
-        let (Ok(pin), Some(stored)) = (
-            pin.parse::<Pin>(),
-            StoredValue::from_store_columns(&value, version, set_at, &origin),
-        ) else {
-            tracing::error!(device_id, "unreadable stored value skipped");
-            continue;
-        };
-        snapshot.values.push((device_id, pin, stored));
+        snapshot.push_stored_row(device_id, (&pin, &value, version, set_at, &origin));
     }
     let rows = client
         .query("SELECT device_id, pin, name, value FROM properties", &[])

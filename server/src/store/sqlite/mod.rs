@@ -165,11 +165,11 @@ impl SqliteStore {
         let job: Job = Box::new(move |writer: Result<&mut Writer, &StoreError>| {
             let result = match writer {
                 Ok(writer) => work(writer),
-                Err(error) => Err(StoreError::Database(error.to_string())),
+                Err(error) => Err(error.clone()),
             };
             Box::new(move |commit_error: Option<&StoreError>| {
                 let outcome = match (commit_error, result) {
-                    (Some(error), _) => Err(StoreError::Database(error.to_string())),
+                    (Some(error), _) => Err(error.clone()),
                     (None, result) => result,
                 };
                 let _ = reply.send(outcome);
@@ -265,8 +265,15 @@ fn checkpoint(connection: &Connection, timer: &mpsc::Receiver<()>) {
     }
 }
 
+/// A SQLite error as a store error: a database another process keeps locked past the busy
+/// timeout (a shell command's long transaction, a backup) is unavailable for now, not broken.
 fn database(error: rusqlite::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Database(error.to_string()),
+    }
 }
 
 impl Writer {

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
     DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
-    PropertyRecord, StoredValue, Template, TemplateId,
+    PropertyRecord, Template, TemplateId,
 };
 use crate::store::{HistoryRange, Snapshot};
 
@@ -221,14 +221,7 @@ fn load(connection: &Connection) -> rusqlite::Result<Snapshot> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for (device_id, pin, value, version, set_at, origin) in rows {
-        let (Ok(pin), Some(stored)) = (
-            pin.parse::<Pin>(),
-            StoredValue::from_store_columns(&value, version, set_at, &origin),
-        ) else {
-            tracing::error!(device_id, "unreadable stored value skipped");
-            continue;
-        };
-        snapshot.values.push((device_id, pin, stored));
+        snapshot.push_stored_row(device_id, (&pin, &value, version, set_at, &origin));
     }
     let rows = connection
         .prepare("SELECT device_id, pin, name, value FROM properties")?

@@ -162,3 +162,42 @@ async fn history_range_pages_through_a_time_range_oldest_first_even_across_equal
         read.len()
     );
 }
+
+#[tokio::test]
+async fn spec_7_a_database_another_process_keeps_locked_is_unavailable_then_works_again() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("store.db");
+    let store = SqliteStore::open(&path, Durability::Process).unwrap();
+    settle(store.set_setting("before", "1")).await.unwrap();
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // The writer waits the busy timeout (5 s), then gives up: not a broken database.
+    let refused = settle(store.set_setting("during", "1")).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    settle(store.set_setting("after", "1")).await.unwrap();
+    assert_eq!(
+        settle(store.setting("after")).await.unwrap().as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn busy_and_locked_are_unavailable_other_errors_are_database_errors() {
+    let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    assert!(matches!(
+        database(sqlite(rusqlite::ffi::SQLITE_BUSY)),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        database(sqlite(rusqlite::ffi::SQLITE_LOCKED)),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        database(sqlite(rusqlite::ffi::SQLITE_CORRUPT)),
+        StoreError::Database(_)
+    ));
+}

@@ -153,7 +153,7 @@ impl Writer {
                     pending.replies.push(reply);
                 }
                 (Op::Value(_, reply), Err(error)) => {
-                    let _ = reply.send(Err(StoreError::Database(error.to_string())));
+                    let _ = reply.send(Err(error.clone()));
                 }
                 (Op::Job(job), Ok(())) => {
                     // Values queued before this operation are written before it, as if each
@@ -196,7 +196,7 @@ impl Writer {
         if writes.is_empty() {
             return Box::new(|_| {});
         }
-        let written = self.write_values(&writes);
+        let written = self.write_values(&writes).map_err(database);
         if written.is_ok() {
             for write in &writes {
                 self.trimmer.inserted(write.device_id, write.pin);
@@ -207,8 +207,8 @@ impl Writer {
         Box::new(move |commit_error| {
             for reply in replies {
                 let outcome = match (commit_error, &written) {
-                    (Some(error), _) => Err(StoreError::Database(error.to_string())),
-                    (None, Err(error)) => Err(StoreError::Database(error.to_string())),
+                    (Some(error), _) => Err(error.clone()),
+                    (None, Err(error)) => Err(error.clone()),
                     (None, Ok(())) => Ok(()),
                 };
                 let _ = reply.send(outcome);

@@ -1,5 +1,5 @@
-//! Messages between the bus and the engine: what this node publishes ([`encode`]) and what it
-//! does with what other nodes publish (values, presence, properties, events, deliveries,
+//! With several nodes, messages between the bus and the engine: what this node publishes
+//! ([`encode`], which the bus's publisher calls) and what it does with what other nodes publish (values, presence, properties, events, deliveries,
 //! templates and devices added or removed). What arrives here is only shown to this node's apps
 //! and sessions, never published again.
 
@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use blynk_proto::Pin;
 
-use super::wire::{self, DeviceMessage, MetaMessage};
-use super::{Outgoing, remote::ClusterState};
-use crate::engine::delivery::{Delivery, Outbound};
-use crate::engine::events::{self, AppEvent};
-use crate::engine::{DeviceSlot, Engine, lock, write_lock};
+use super::cluster::wire::{self, DeviceMessage, MetaMessage};
+use super::delivery::{Delivery, Outbound};
+use super::events::{self, AppEvent};
+use super::membership::Outgoing;
+use super::{DeviceSlot, Engine, lock, write_lock};
 use crate::model::{EventRecord, Origin, OwnedValue, PropertyRecord, StoredValue};
 use crate::store::settle;
 
@@ -344,21 +344,5 @@ impl Engine {
         }
         lock(&self.with_pending_commands).remove(&id);
         let _ = self.global.send(events::device_changed(id, false));
-    }
-}
-
-impl crate::engine::DeviceState {
-    /// What several nodes track of the device, made on first use (never on one node).
-    pub(in crate::engine) fn cluster_mut(&mut self) -> &mut ClusterState {
-        self.cluster.get_or_insert_with(Box::default)
-    }
-
-    /// Whether the device's session is open here or on another node.
-    pub(in crate::engine) fn is_online(&self) -> bool {
-        self.session.is_some()
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|cluster| cluster.holder.is_some())
     }
 }

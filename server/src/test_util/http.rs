@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client and an app WebSocket client for tests.
+//! The tests' HTTP client (raw HTTP/1.1 over one connection, so a test can send what a real
+//! client would not and read the head as written) and app WebSocket client.
 
 use std::net::SocketAddr;
 
@@ -13,13 +14,16 @@ use super::{ADMIN_KEY, PATIENCE, TestServer};
 /// A response: status and body.
 #[derive(Debug)]
 pub struct Response {
+    /// The status code (0 when the answer had no status line).
     pub status: u16,
     /// The status line and headers.
     pub head: String,
+    /// The body, de-chunked.
     pub body: String,
 }
 
 impl Response {
+    /// The body as JSON; panics when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
@@ -90,6 +94,7 @@ fn dechunk(mut rest: &str) -> String {
     body
 }
 
+/// A GET without headers.
 pub async fn get(address: SocketAddr, path: &str) -> Response {
     request(address, "GET", path, &[], None).await
 }
@@ -136,6 +141,7 @@ pub enum AppSocketEnd {
 }
 
 impl AppSocket {
+    /// An app socket with the admin key.
     pub async fn connect(address: SocketAddr) -> Self {
         Self::connect_with_key(address, ADMIN_KEY).await
     }
@@ -171,6 +177,7 @@ impl AppSocket {
         }
     }
 
+    /// Sends a JSON message.
     pub async fn send(&mut self, message: Value) {
         self.socket
             .send(Message::Text(message.to_string().into()))
@@ -185,6 +192,7 @@ impl AppSocket {
         self.expect(|message| message["type"] == "snapshot").await
     }
 
+    /// The next event; panics when the socket ends or nothing comes within [`PATIENCE`].
     pub async fn recv(&mut self) -> Value {
         match self.next_event(PATIENCE).await {
             Ok(event) => event,
