@@ -224,7 +224,7 @@ pub async fn app_to_device(
 /// Sends messages `0..total` at `rate` per second from `started`, all those due at once:
 /// `encode(seq, out)` adds message `seq` to the batch `out`, `send(out)` sends the batch (and
 /// empties it), and the batch's send time (nanoseconds since `epoch`) goes into `sent_at`.
-async fn send_paced<Batch: Default>(
+pub(crate) async fn send_paced<Batch: Default>(
     total: usize,
     rate: f64,
     started: Instant,

@@ -89,19 +89,19 @@ pub struct AppWriteArgs {
 }
 
 /// The final value expected on every (device, pin) and what the watcher holds.
-struct FinalValues {
+pub(crate) struct FinalValues {
     expected: Vec<Option<i64>>,
     latest: Vec<Option<i64>>,
     wanted: usize,
     matched: usize,
-    reached_at: Option<u64>,
-    last_event_at: u64,
-    events: u64,
-    changes: u64,
+    pub(crate) reached_at: Option<u64>,
+    pub(crate) last_event_at: u64,
+    pub(crate) events: u64,
+    pub(crate) changes: u64,
 }
 
 impl FinalValues {
-    fn new(expected: Vec<Option<i64>>) -> Self {
+    pub(crate) fn new(expected: Vec<Option<i64>>) -> Self {
         let wanted = expected.iter().filter(|value| value.is_some()).count();
         FinalValues {
             latest: vec![None; expected.len()],
@@ -137,7 +137,7 @@ impl FinalValues {
         }
     }
 
-    fn lost(&self) -> usize {
+    pub(crate) fn lost(&self) -> usize {
         self.wanted - self.matched
     }
 }
@@ -153,11 +153,11 @@ impl ValueSink for FinalValues {
 }
 
 /// Final values plus the latency of every value whose send time is known.
-struct TimedValues {
-    finals: FinalValues,
-    sent_at: Arc<Vec<AtomicU64>>,
-    measured_from: usize,
-    latencies: Vec<u64>,
+pub(crate) struct TimedValues {
+    pub(crate) finals: FinalValues,
+    pub(crate) sent_at: Arc<Vec<AtomicU64>>,
+    pub(crate) measured_from: usize,
+    pub(crate) latencies: Vec<u64>,
 }
 
 impl ValueSink for TimedValues {
@@ -180,7 +180,7 @@ impl ValueSink for TimedValues {
 }
 
 /// Waits until `complete` is set, the watcher task ends, or `limit` passes.
-async fn wait_complete<T>(
+pub(crate) async fn wait_complete<T>(
     complete: &AtomicBool,
     watcher: &tokio::task::JoinHandle<T>,
     limit: Duration,

@@ -21,6 +21,9 @@
 //! app -> device with the server's devices speaking classic, native and MQTT in turn. They print
 //! `figure:` lines, one per run.
 //!
+//! The rows of several nodes (`cargo xtask bench --nodes 2`) start a PostgreSQL, a nats-server
+//! and the nodes (or reach nodes given by address), in the `nodes_*` modules and `cluster`.
+//!
 //! Every loop is bounded in time or count. In-process and child servers bind 127.0.0.1 only.
 //! The server and this generator share the machine's cores: the figures say how many.
 
@@ -50,8 +53,10 @@ use tokio::task::JoinSet;
 mod app_clients;
 mod app_to_device;
 mod classic_conn;
+mod cluster;
 mod data_path;
 mod history;
+mod holder;
 mod idle;
 mod latency;
 mod links;
@@ -59,6 +64,10 @@ mod measure;
 mod memory;
 mod mqtt;
 mod native_conn;
+mod nodes_app_to_device;
+mod nodes_connections;
+mod nodes_fan_out;
+mod nodes_rows;
 mod rows;
 mod storm;
 mod target;
@@ -167,6 +176,9 @@ pub(crate) enum Scenario {
     /// The rows of the performance table.
     #[command(flatten)]
     Row(rows::Row),
+    /// The rows of several nodes.
+    #[command(flatten)]
+    Nodes(nodes_rows::NodesRow),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -326,6 +338,7 @@ impl Scenario {
             Scenario::ReconnectStorm(_) => "reconnect-storm",
             Scenario::All => "all",
             Scenario::Row(row) => row.name(),
+            Scenario::Nodes(row) => row.name(),
         }
     }
 }
@@ -405,5 +418,6 @@ pub(crate) fn run_scenario(
         }
         Scenario::All => bail!("`all` is not a single scenario"),
         Scenario::Row(row) => rows::run(target_args, row, load),
+        Scenario::Nodes(row) => nodes_rows::run(target_args, row, load),
     }
 }

@@ -391,6 +391,23 @@ pub(crate) fn spawn_child(
     args: &TargetArgs,
     data: &Path,
 ) -> Result<(Child, ChildAddresses, String)> {
+    spawn_child_with(args, data, &ChildExtras::default())
+}
+
+/// What a child server takes beyond the load's settings: flags (a node's `--store` and `--bus`)
+/// and lines of its configuration file's `[limits]`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChildExtras {
+    pub(crate) flags: Vec<String>,
+    pub(crate) limits: Vec<String>,
+}
+
+/// [`spawn_child`] with `extras`.
+pub(crate) fn spawn_child_with(
+    args: &TargetArgs,
+    data: &Path,
+    extras: &ChildExtras,
+) -> Result<(Child, ChildAddresses, String)> {
     let binary = match &args.server_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("blynk-server"),
@@ -403,11 +420,14 @@ pub(crate) fn spawn_child(
         );
     }
     let config = data.join("load.toml");
-    std::fs::write(
-        &config,
-        "[limits]\nmessages_per_second = 10000000\nmessage_burst = 10000000\n\
-         failed_logins_per_minute = 1000000\nmax_connections_per_address = 0\n",
-    )?;
+    let mut limits = "[limits]\nmessages_per_second = 10000000\nmessage_burst = 10000000\n\
+         failed_logins_per_minute = 1000000\nmax_connections_per_address = 0\n"
+        .to_owned();
+    for line in &extras.limits {
+        limits.push_str(line);
+        limits.push('\n');
+    }
+    std::fs::write(&config, limits)?;
     // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
     let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };
     let ready_file = data.join("ready.json");
@@ -426,7 +446,9 @@ pub(crate) fn spawn_child(
             "0",
         ])
         .args(["--mqtt-port", &mqtt_port.to_string()])
-        .args(["--durability", args.durability.name(), "serve"])
+        .args(["--durability", args.durability.name()])
+        .args(&extras.flags)
+        .arg("serve")
         .env("BLYNK_LOG", "warn")
         .env("BLYNK_READY_FILE", &ready_file)
         // The key the data directory was populated with (it is stored hashed, never printed).

@@ -2,7 +2,8 @@
 //! and, where the table compares, Mosquitto in the same run), then writes `docs/performance.md`
 //! with the machine, the commit, the exact command of each row and the median, min and max of
 //! its runs. When `docs/performance-baseline.md` exists (the figures from before the data path
-//! rebuild), the table quotes its medians beside the new ones, with the ratio.
+//! rebuild), the table quotes its medians beside the new ones, with the ratio. `--nodes N` runs
+//! the rows of several nodes instead, into a section of their own (`nodes.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,10 +18,12 @@ use crate::steps::load_generator;
 use crate::workspace::{cargo, workspace_root};
 
 mod figures;
+mod nodes;
 mod report;
 mod table;
 
 use figures::*;
+use nodes::*;
 use report::*;
 use table::*;
 
@@ -40,10 +43,13 @@ pub(crate) struct Options {
     pub(crate) only: Option<Vec<String>>,
     /// Render from the raw figures of an earlier report instead of running anything.
     pub(crate) figures_from: Option<PathBuf>,
+    /// Run the rows of this many nodes instead of the single-node table.
+    pub(crate) nodes: Option<usize>,
 }
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [--title TEXT]
+       cargo xtask bench --nodes N [--seconds S] [--runs N] [--only n1,n2,n3]
        cargo xtask bench load <blynk-load scenario and flags>   (one scenario, figures printed)
        cargo xtask bench codecs [criterion args]                (the codec micro-benchmarks)
 
@@ -55,7 +61,12 @@ usage: cargo xtask bench [--seconds S] [--runs N] [--only a,b,..] [--out PATH] [
                i (classic, native and MQTT devices at 10k/s both ways)
   --out PATH   the report written (default docs/performance.md)
   --title T    the report's heading
-  --figures-from PATH  write the report from the raw figures of an earlier one, running nothing";
+  --figures-from PATH  write the report from the raw figures of an earlier one, running nothing
+  --nodes N    the rows of N nodes on PostgreSQL and nats-server instead (section \"Several nodes\"
+               of the report; the single-node rows are neither run nor changed): n1 (app -> device
+               across nodes, 5k/s), n2 (device -> app fan-out across nodes), n3 (connections
+               held by the nodes together, then presence and writes); with --figures-from PATH,
+               the `figure:` lines of PATH stand for the rows not run";
 
 pub(crate) fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
@@ -65,6 +76,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options> {
         title: "Performance".to_owned(),
         only: None,
         figures_from: None,
+        nodes: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -75,6 +87,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options> {
             "--out" => options.out = workspace_root().join(value()?),
             "--title" => options.title = value()?.clone(),
             "--figures-from" => options.figures_from = Some(workspace_root().join(value()?)),
+            "--nodes" => options.nodes = Some(value()?.parse().context("--nodes")?),
             "--only" => {
                 options.only = Some(
                     value()?
@@ -197,11 +210,27 @@ pub fn run(extra: &[String]) -> Result<()> {
         return Ok(());
     }
     let options = parse(extra)?;
+    if let Some(nodes) = options.nodes {
+        if nodes < 2 {
+            bail!("--nodes takes 2 or more (one node is the table of the plain `bench`)");
+        }
+        return run_nodes(&options, nodes);
+    }
+    // The section of several nodes at the end of the report, kept as it is.
+    let existing = std::fs::read_to_string(&options.out).unwrap_or_default();
+    let (single, section) = split_report(&existing);
+    let with_section = |mut report: String| {
+        if let Some(section) = section {
+            report.push('\n');
+            report.push_str(section);
+        }
+        report
+    };
     if let Some(path) = &options.figures_from {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let figures = saved_figures(&text);
-        let report = render(&options, &rows(&options), &figures);
+        let figures = saved_figures(split_report(&text).0);
+        let report = with_section(render(&options, &rows(&options), &figures));
         std::fs::write(&options.out, report)
             .with_context(|| format!("writing {}", options.out.display()))?;
         println!("wrote {} from {}", options.out.display(), path.display());
@@ -216,9 +245,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     let mut table = rows(&options);
     // With --only, the other rows keep the commands (their runs and seconds) the report lists.
     if let Some(only) = &options.only {
-        let listed = std::fs::read_to_string(&options.out)
-            .map(|text| saved_commands(&text))
-            .unwrap_or_default();
+        let listed = saved_commands(single);
         for row in &mut table {
             if !only.iter().any(|letter| letter == row.letter)
                 && let Some(commands) = listed.get(row.letter)
@@ -229,9 +256,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     }
     // With --only, the other rows keep the figures the report already holds.
     let mut figures: Vec<Figure> = match &options.only {
-        Some(only) => std::fs::read_to_string(&options.out)
-            .map(|text| saved_figures(&text))
-            .unwrap_or_default()
+        Some(only) => saved_figures(single)
             .into_iter()
             .filter(|figure| {
                 !only
@@ -266,7 +291,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         load_average(),
     );
     figures.extend(Figure::parse(&facts));
-    let report = render(&options, &table, &figures);
+    let report = with_section(render(&options, &table, &figures));
     std::fs::write(&options.out, report)
         .with_context(|| format!("writing {}", options.out.display()))?;
     println!(

@@ -189,6 +189,8 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
         let _ = writeln!(out);
     }
     if let Ok(reading) = std::fs::read_to_string(workspace_root().join(READING)) {
+        // The reading of several nodes goes to their own section (`nodes.rs`).
+        let (reading, _) = split_reading(&reading);
         let _ = writeln!(
             out,
             "\n## Reading the figures\n\nKept by hand in `{READING}` and copied here by each run: \
