@@ -387,12 +387,10 @@ async fn load_device_reads_that_device_only(fixture: Fixture) {
     ] {
         settle(ticket).await.unwrap();
     }
-    settle(store.add_pending_command(command(first, 5)))
-        .await
-        .unwrap();
-    settle(store.add_pending_command(command(second, 6)))
-        .await
-        .unwrap();
+    for (device_id, version) in [(first, 5), (second, 6)] {
+        let ticket = store.add_pending_command(command(device_id, version));
+        settle(ticket).await.unwrap();
+    }
 
     let only = settle(store.load_device(second)).await.unwrap();
     assert!(only.templates.is_empty() && only.devices.is_empty());
