@@ -6,84 +6,14 @@
 use std::time::Duration;
 
 use blynk_proto::Pin;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::nodes_failures::{Store, node};
+use crate::support::PATIENCE;
+use crate::support::cluster::{
+    Nodes, Store, next_update, next_update_or_sync, wait_presence, write_via,
+};
 use crate::support::http::{AppSocket, app};
 use crate::support::native::{LoginOptions, NativeClient, Received};
-use crate::support::{PATIENCE, TestServer, nats_server};
-use blynk_testbed::NatsServer;
-
-/// Nodes of one cluster, each a whole server in this process.
-pub struct Nodes {
-    pub nodes: Vec<TestServer>,
-    /// Kept running while the nodes are.
-    _nats: NatsServer,
-}
-
-impl Nodes {
-    /// `count` nodes on `store` and one nats-server, devices' heartbeat `heartbeat` seconds (a
-    /// node's lease follows it).
-    pub async fn start(store: &Store, count: usize, heartbeat: u16) -> Self {
-        let nats = nats_server();
-        let mut nodes = Vec::new();
-        for _ in 0..count {
-            nodes.push(node(store, &nats.url(), heartbeat).await);
-        }
-        Nodes { nodes, _nats: nats }
-    }
-}
-
-/// The device `name` as node `server` shows it.
-pub async fn device(server: &TestServer, name: &str) -> Value {
-    let response = app(server.http(), "GET", &format!("/api/devices/{name}"), None).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
-}
-
-/// Waits until node `server` shows `name` online (or offline).
-pub async fn wait_presence(server: &TestServer, name: &str, online: bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    loop {
-        let shown = device(server, name).await;
-        if shown["online"] == json!(online) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never shown online={online}: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// An app write through node `server`'s REST API, waiting up to 2 s for delivery.
-pub async fn write_via(server: &TestServer, device: &str, pin: &str, value: Value) -> Value {
-    let body = json!({ "value": value, "wait_ms": 2000 });
-    let response = app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/{device}/values/{pin}"),
-        Some(body),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
-}
-
-/// The next value the device receives for `pin`.
-pub async fn next_update(device: &mut NativeClient, pin: Pin) -> (Vec<String>, u64) {
-    device
-        .expect("an update", |received| match received {
-            Received::Update {
-                pin: got,
-                value,
-                version,
-            } if *got == pin => Some((value.clone(), *version)),
-            _ => None,
-        })
-        .await
-}
 
 /// SPEC 7: a device on node A, apps and HTTP clients on B and C.
 pub async fn device_on_one_node_writes_on_the_others(store: Store) {
@@ -166,26 +96,6 @@ pub async fn unheld_write_then_sync_elsewhere(store: Store) {
         "{later}"
     );
     assert_eq!(later["status"], "delivered", "{later}");
-}
-
-/// The value of `pin` the device receives next, as an update or within a sync.
-pub async fn next_update_or_sync(device: &mut NativeClient, pin: Pin) -> (Vec<String>, u64) {
-    device
-        .expect("a value", |received| match received {
-            Received::Update {
-                pin: got,
-                value,
-                version,
-            }
-            | Received::Synced {
-                pin: got,
-                value,
-                version,
-                ..
-            } if *got == pin => Some((value.clone(), *version)),
-            _ => None,
-        })
-        .await
 }
 
 /// SPEC 7: templates and devices added on one node appear on the others at once.

@@ -7,65 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blynk_proto::Pin;
-use blynk_server::config::Config;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::nodes::{next_update_or_sync, wait_presence};
+use crate::support::cluster::{Store, next_update_or_sync, node, wait_presence};
 use crate::support::http::app;
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::node::NodeProcess;
-use crate::support::{PATIENCE, TestServer, nats_server, test_config};
-
-/// Where the nodes of a test keep their state: one SQLite file in a temporary directory, or a
-/// PostgreSQL database (each node keeps its own data directory then, holding nothing shared).
-pub struct Store {
-    dir: tempfile::TempDir,
-    url: Option<String>,
-}
-
-impl Store {
-    pub fn sqlite() -> Self {
-        Store {
-            dir: tempfile::tempdir().unwrap(),
-            url: None,
-        }
-    }
-
-    pub fn postgres(url: String) -> Self {
-        Store {
-            dir: tempfile::tempdir().unwrap(),
-            url: Some(url),
-        }
-    }
-
-    /// The node configuration file's lines for this store (the whole history kept).
-    fn toml(&self) -> String {
-        match &self.url {
-            None => "[store]\nhistory_per_pin = 0\n".to_owned(),
-            Some(url) => format!("[store]\nhistory_per_pin = 0\nurl = {url:?}\n"),
-        }
-    }
-
-    /// An in-process node's configuration on this store and `bus`.
-    pub fn config(&self, bus: &str, heartbeat: u16) -> Config {
-        let mut config = test_config(self.dir.path());
-        config.bus = Some(bus.to_owned());
-        config.limits.default_heartbeat_seconds = heartbeat;
-        config.store.history_per_pin = 0;
-        if let Some(url) = &self.url {
-            config.store.url = Some(url.clone());
-        }
-        config
-    }
-}
-
-/// An in-process node.
-pub async fn node(store: &Store, bus: &str, heartbeat: u16) -> TestServer {
-    let config = store.config(bus, heartbeat);
-    let data = config.data_dir.clone();
-    TestServer::start_in(&data, config).await
-}
+use crate::support::{PATIENCE, TestServer, nats_server};
 
 /// Per device, the versions and values of its acknowledged writes.
 type Acknowledged = HashMap<i64, Vec<(u64, i64)>>;
@@ -352,7 +301,7 @@ async fn write_until_delivered(
         );
         tokio::time::sleep(pause).await;
     }
-    let (received, _) = crate::nodes::next_update(device, Pin::Virtual(1)).await;
+    let (received, _) = crate::support::cluster::next_update(device, Pin::Virtual(1)).await;
     assert_eq!(received, vec![value.to_string()]);
 }
 

@@ -2,7 +2,8 @@
 //! several machines would share it, with a real nats-server between them.
 
 use crate::nodes;
-use crate::nodes_failures::{self, Store};
+use crate::nodes_failures;
+use crate::support::cluster::Store;
 use blynk_testbed::postgres::{self, Postgres};
 
 fn database() -> Store {

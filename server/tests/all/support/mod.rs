@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod classic;
+pub mod cluster;
 pub mod haproxy;
 pub mod mqtt;
 pub mod native;
