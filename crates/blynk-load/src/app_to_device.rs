@@ -11,7 +11,7 @@ use blynk_client::events::{AppEvent, for_each_event};
 use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
-use super::links::{DeviceIncoming, UnderTest, connect_devices};
+use super::links::{DeviceIncoming, DeviceLink, UnderTest, connect_devices};
 use super::measure::{CpuMeter, num, percentile_ms};
 use super::mqtt;
 use super::{app_socket, nanos_since};
@@ -34,36 +34,7 @@ pub async fn app_to_device(
     let epoch = Instant::now();
 
     // The devices: the latency of every app write they receive.
-    let mut receivers = JoinSet::new();
-    for mut device in devices {
-        let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
-        receivers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut received = 0u64;
-            loop {
-                let mut values = Vec::new();
-                tokio::select! {
-                    open = device.read(|incoming| {
-                        if let DeviceIncoming::AppWrite(value) = incoming {
-                            values.push(value);
-                        }
-                    }) => if !matches!(open, Ok(true)) { break },
-                    _ = stopped.changed() => break,
-                }
-                let now = nanos_since(epoch);
-                for value in values {
-                    received += 1;
-                    if let Ok(seq) = usize::try_from(value)
-                        && seq >= measured_from
-                        && let Some(at) = sent_at.get(seq)
-                    {
-                        latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
-                    }
-                }
-            }
-            (latencies, received)
-        });
-    }
+    let receivers = DeviceReceivers::spawn(devices, &sent_at, &stopped, epoch, measured_from);
 
     // The app: one connection, writes at the rate, acknowledgements timed.
     let cpu = CpuMeter::start(under_test.pid()?)?;
@@ -194,14 +165,7 @@ pub async fn app_to_device(
         }
     };
     let cpu_us = cpu.micros_per(total as u64)?;
-    let mut latencies = Vec::new();
-    let mut received = 0;
-    while let Some(done) = receivers.join_next().await {
-        let (mine, count) = done?;
-        latencies.extend(mine);
-        received += count;
-    }
-    latencies.sort_unstable();
+    let (latencies, received) = receivers.collect().await?;
     let mut ack_latencies = ack_latencies;
     ack_latencies.sort_unstable();
     Ok(vec![
@@ -254,4 +218,66 @@ pub(crate) async fn send_paced<Batch: Default>(
         tokio::time::sleep_until(at.into()).await;
     }
     Ok(())
+}
+
+/// The devices' side of an app -> device row: one task per device timing every app write it
+/// receives (the value is the write's sequence number) against its send time in `sent_at`.
+pub(crate) struct DeviceReceivers(JoinSet<(Vec<u64>, u64)>);
+
+impl DeviceReceivers {
+    /// Starts the tasks; they end when `stopped` changes or their connection closes. Writes
+    /// before `measured_from` (the warm-up) are counted but not timed.
+    pub(crate) fn spawn(
+        devices: Vec<DeviceLink>,
+        sent_at: &Arc<Vec<AtomicU64>>,
+        stopped: &tokio::sync::watch::Receiver<bool>,
+        epoch: Instant,
+        measured_from: usize,
+    ) -> Self {
+        let mut receivers = JoinSet::new();
+        for mut device in devices {
+            let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
+            receivers.spawn(async move {
+                let mut latencies = Vec::new();
+                let mut received = 0u64;
+                loop {
+                    let mut values = Vec::new();
+                    tokio::select! {
+                        open = device.read(|incoming| {
+                            if let DeviceIncoming::AppWrite(value) = incoming {
+                                values.push(value);
+                            }
+                        }) => if !matches!(open, Ok(true)) { break },
+                        _ = stopped.changed() => break,
+                    }
+                    let now = nanos_since(epoch);
+                    for value in values {
+                        received += 1;
+                        if let Ok(seq) = usize::try_from(value)
+                            && seq >= measured_from
+                            && let Some(at) = sent_at.get(seq)
+                        {
+                            latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                        }
+                    }
+                }
+                (latencies, received)
+            });
+        }
+        DeviceReceivers(receivers)
+    }
+
+    /// Waits for every task: the measured latencies (nanoseconds, sorted) and the writes
+    /// received.
+    pub(crate) async fn collect(mut self) -> Result<(Vec<u64>, u64)> {
+        let mut latencies = Vec::new();
+        let mut received = 0;
+        while let Some(done) = self.0.join_next().await {
+            let (mine, count) = done?;
+            latencies.extend(mine);
+            received += count;
+        }
+        latencies.sort_unstable();
+        Ok((latencies, received))
+    }
 }

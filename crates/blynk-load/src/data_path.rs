@@ -20,7 +20,7 @@ use clap::Args;
 use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
-use super::links::{DeviceIncoming, DeviceLink, System, UnderTest, connect_devices};
+use super::links::{DeviceIncoming, DeviceLink, DeviceWriter, System, UnderTest, connect_devices};
 use super::measure::{CpuMeter, num, percentile_ms};
 use super::watch_links::{ValueSink, open_watcher, run_watcher};
 use super::{PINS, SETUP_TIMEOUT, nanos_since};
@@ -375,57 +375,16 @@ pub async fn device_to_app_rate(
         stopped.clone(),
         complete.clone(),
     ));
-    let started = Instant::now() + Duration::from_millis(50);
-    let seconds_per_message = 1.0 / args.rate as f64;
-    // Senders hand their connection back, held until the watcher is done (see the flood).
-    let mut senders: JoinSet<Result<super::links::DeviceWriter>> = JoinSet::new();
-    let mut readers = JoinSet::new();
-    for device in devices {
-        let (sent_at, count) = (sent_at.clone(), args.devices);
-        let DeviceLink {
-            mut writer,
-            mut reader,
-        } = device;
-        let mut stopped = stopped.clone();
-        readers.spawn(async move {
-            let mut owed = Vec::new();
-            loop {
-                tokio::select! {
-                    open = reader.read(|_| {}, &mut owed) => if !matches!(open, Ok(true)) { break },
-                    _ = stopped.changed() => break,
-                }
-            }
-        });
-        senders.spawn(async move {
-            let mut out = Vec::with_capacity(64);
-            for seq in (writer.index..total).step_by(count) {
-                let due = started + Duration::from_secs_f64(seq as f64 * seconds_per_message);
-                tokio::time::sleep_until(due.into()).await;
-                let (_, pin) = slot_of(seq, count);
-                writer.push_write(&mut out, pin, seq as i64)?;
-                sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
-                writer.write.write_all(&out).await?;
-                out.clear();
-            }
-            Ok(writer)
-        });
-    }
     let send_limit = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
-    let (mut failures, mut connected) = (Vec::new(), Vec::new());
-    loop {
-        match tokio::time::timeout(send_limit, senders.join_next()).await {
-            Ok(Some(Ok(Ok(writer)))) => connected.push(writer),
-            Ok(Some(Ok(Err(error)))) => failures.push(error.to_string()),
-            Ok(Some(Err(error))) => failures.push(error.to_string()),
-            Ok(None) => break,
-            Err(_) => {
-                failures.push("sending took too long".to_owned());
-                senders.abort_all();
-                break;
-            }
-        }
-    }
-    let send_seconds = started.elapsed().as_secs_f64();
+    let PacedDevices {
+        mut readers,
+        connected,
+        failures,
+        send_seconds,
+    } = send_from_devices(
+        devices, &sent_at, total, args.rate, epoch, &stopped, send_limit,
+    )
+    .await;
     wait_complete(
         &complete,
         &watching,
@@ -469,4 +428,84 @@ pub async fn device_to_app_rate(
         ("watcher_closed", u8::from(end.closed.is_some()).to_string()),
         ("cpu_us_per_msg", num(cpu_us)),
     ])
+}
+
+/// What [`send_from_devices`] leaves: the tasks draining what the devices receive (abort them
+/// when done), the connections of the senders that finished (held open until the watchers are
+/// done), the senders' failures and the time the sending took.
+pub(crate) struct PacedDevices {
+    pub readers: JoinSet<()>,
+    pub connected: Vec<DeviceWriter>,
+    pub failures: Vec<String>,
+    pub send_seconds: f64,
+}
+
+/// Sends writes `0..total` at `rate` per second in all from `devices` (write `seq` from device
+/// `seq mod devices`, its value `seq`), stamping each send time in `sent_at`; what the devices
+/// receive is read and dropped until `stopped` changes. Senders still sending after
+/// `send_limit` are aborted and counted as failed.
+pub(crate) async fn send_from_devices(
+    devices: Vec<DeviceLink>,
+    sent_at: &Arc<Vec<AtomicU64>>,
+    total: usize,
+    rate: u64,
+    epoch: Instant,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+    send_limit: Duration,
+) -> PacedDevices {
+    let started = Instant::now() + Duration::from_millis(50);
+    let seconds_per_message = 1.0 / rate as f64;
+    let count = devices.len();
+    let mut senders: JoinSet<Result<DeviceWriter>> = JoinSet::new();
+    let mut readers = JoinSet::new();
+    for device in devices {
+        let sent_at = sent_at.clone();
+        let DeviceLink {
+            mut writer,
+            mut reader,
+        } = device;
+        let mut stopped = stopped.clone();
+        readers.spawn(async move {
+            let mut owed = Vec::new();
+            loop {
+                tokio::select! {
+                    open = reader.read(|_| {}, &mut owed) => if !matches!(open, Ok(true)) { break },
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        senders.spawn(async move {
+            let mut out = Vec::with_capacity(64);
+            for seq in (writer.index..total).step_by(count) {
+                let due = started + Duration::from_secs_f64(seq as f64 * seconds_per_message);
+                tokio::time::sleep_until(due.into()).await;
+                let (_, pin) = slot_of(seq, count);
+                writer.push_write(&mut out, pin, seq as i64)?;
+                sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
+                writer.write.write_all(&out).await?;
+                out.clear();
+            }
+            Ok(writer)
+        });
+    }
+    let (mut failures, mut connected) = (Vec::new(), Vec::new());
+    loop {
+        match tokio::time::timeout(send_limit, senders.join_next()).await {
+            Ok(Some(Ok(Ok(writer)))) => connected.push(writer),
+            Ok(Some(Ok(Err(error)))) => failures.push(error.to_string()),
+            Ok(Some(Err(error))) => failures.push(error.to_string()),
+            Ok(None) => break,
+            Err(_) => {
+                failures.push("sending took too long".to_owned());
+                senders.abort_all();
+                break;
+            }
+        }
+    }
+    PacedDevices {
+        readers,
+        connected,
+        failures,
+        send_seconds: started.elapsed().as_secs_f64(),
+    }
 }

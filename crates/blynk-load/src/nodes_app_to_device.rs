@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tokio::task::JoinSet;
 
 use blynk_client::events::{AppEvent, for_each_event};
 
-use super::app_to_device::send_paced;
+use super::app_to_device::{DeviceReceivers, send_paced};
 use super::cluster::{Cluster, device_view, wait_online};
 use super::data_path::slot_of;
-use super::links::{DeviceIncoming, DeviceProtocol, UnderTest, connect_devices};
+use super::links::{DeviceProtocol, UnderTest, connect_devices};
 use super::measure::{CpuMeter, num, percentile_ms};
 use super::{app_socket, nanos_since};
 
@@ -61,36 +60,7 @@ pub async fn app_to_device_across(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let epoch = Instant::now();
 
-    let mut receivers = JoinSet::new();
-    for mut device in devices {
-        let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
-        receivers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut received = 0u64;
-            loop {
-                let mut values = Vec::new();
-                tokio::select! {
-                    open = device.read(|incoming| {
-                        if let DeviceIncoming::AppWrite(value) = incoming {
-                            values.push(value);
-                        }
-                    }) => if !matches!(open, Ok(true)) { break },
-                    _ = stopped.changed() => break,
-                }
-                let now = nanos_since(epoch);
-                for value in values {
-                    received += 1;
-                    if let Ok(seq) = usize::try_from(value)
-                        && seq >= measured_from
-                        && let Some(at) = sent_at.get(seq)
-                    {
-                        latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
-                    }
-                }
-            }
-            (latencies, received)
-        });
-    }
+    let receivers = DeviceReceivers::spawn(devices, &sent_at, &stopped, epoch, measured_from);
 
     let pids = cluster.pids()?;
     let meters = pids
@@ -161,14 +131,7 @@ pub async fn app_to_device_across(
         .iter()
         .map(|meter| meter.micros_per(total as u64))
         .collect::<Result<_>>()?;
-    let mut latencies = Vec::new();
-    let mut received = 0;
-    while let Some(done) = receivers.join_next().await {
-        let (mine, count) = done?;
-        latencies.extend(mine);
-        received += count;
-    }
-    latencies.sort_unstable();
+    let (latencies, received) = receivers.collect().await?;
     ack_latencies.sort_unstable();
     let pending = statuses.get("pending").copied().unwrap_or(0);
     let refused: u64 = statuses

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use tokio::io::AsyncWriteExt as _;
-use tokio::task::JoinSet;
 
 use super::cluster::{Cluster, device_view};
-use super::data_path::{FinalValues, TimedValues, slot_of, wait_complete};
-use super::links::{DeviceLink, DeviceProtocol, DeviceWriter, UnderTest, connect_devices};
+use super::data_path::{
+    FinalValues, PacedDevices, TimedValues, send_from_devices, slot_of, wait_complete,
+};
+use super::links::{DeviceProtocol, UnderTest, connect_devices};
 use super::measure::{CpuMeter, num, percentile_ms};
 use super::watch_links::{WatchEnd, open_watcher, run_watcher};
-use super::{PINS, SETUP_TIMEOUT, nanos_since};
+use super::{PINS, SETUP_TIMEOUT};
 
 #[derive(Args, Clone, Debug)]
 pub struct FanOutArgs {
@@ -88,56 +88,16 @@ pub async fn fan_out_across(
         ));
         watching.push((task, complete));
     }
-    let started = Instant::now() + Duration::from_millis(50);
-    let seconds_per_message = 1.0 / args.rate as f64;
-    let mut senders: JoinSet<Result<DeviceWriter>> = JoinSet::new();
-    let mut readers = JoinSet::new();
-    for device in devices {
-        let (sent_at, count) = (sent_at.clone(), args.devices);
-        let DeviceLink {
-            mut writer,
-            mut reader,
-        } = device;
-        let mut stopped = stopped.clone();
-        readers.spawn(async move {
-            let mut owed = Vec::new();
-            loop {
-                tokio::select! {
-                    open = reader.read(|_| {}, &mut owed) => if !matches!(open, Ok(true)) { break },
-                    _ = stopped.changed() => break,
-                }
-            }
-        });
-        senders.spawn(async move {
-            let mut out = Vec::with_capacity(64);
-            for seq in (writer.index..total).step_by(count) {
-                let due = started + Duration::from_secs_f64(seq as f64 * seconds_per_message);
-                tokio::time::sleep_until(due.into()).await;
-                let (_, pin) = slot_of(seq, count);
-                writer.push_write(&mut out, pin, seq as i64)?;
-                sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
-                writer.write.write_all(&out).await?;
-                out.clear();
-            }
-            Ok(writer)
-        });
-    }
     let send_limit = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
-    let (mut failures, mut connected) = (Vec::new(), Vec::new());
-    loop {
-        match tokio::time::timeout(send_limit, senders.join_next()).await {
-            Ok(Some(Ok(Ok(writer)))) => connected.push(writer),
-            Ok(Some(Ok(Err(error)))) => failures.push(error.to_string()),
-            Ok(Some(Err(error))) => failures.push(error.to_string()),
-            Ok(None) => break,
-            Err(_) => {
-                failures.push("sending took too long".to_owned());
-                senders.abort_all();
-                break;
-            }
-        }
-    }
-    let send_seconds = started.elapsed().as_secs_f64();
+    let PacedDevices {
+        mut readers,
+        connected,
+        failures,
+        send_seconds,
+    } = send_from_devices(
+        devices, &sent_at, total, args.rate, epoch, &stopped, send_limit,
+    )
+    .await;
     for (task, complete) in &watching {
         wait_complete(complete, task, Duration::from_secs_f64(args.drain_seconds)).await;
     }
