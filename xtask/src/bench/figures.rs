@@ -4,7 +4,7 @@
 use super::*;
 
 /// One `figure:` line of blynk-load: `row`, `system` and `name=value` pairs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Figure {
     pub(crate) fields: BTreeMap<String, String>,
 }

@@ -169,7 +169,7 @@ pub(crate) fn run_nodes(options: &Options, nodes: usize) -> Result<()> {
     if let Some(path) = &options.figures_from {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        saved.extend(saved_figures(&text));
+        add_new_figures(&mut saved, saved_figures(&text));
     }
     let table = node_rows(options, nodes);
     let chosen = |letter: &str| {
@@ -291,22 +291,7 @@ pub(crate) fn render_nodes(table: &[Row], figures: &[Figure], nodes: usize) -> S
         "- Each run starts fresh nodes: median (min-max) over the runs; node A holds the \
          devices, node B is the other one."
     );
-    for run in figures
-        .iter()
-        .filter(|figure| figure.get("row") == Some("nodes-run"))
-    {
-        let field = |name| run.get(name).unwrap_or("?");
-        let _ = writeln!(
-            out,
-            "- Run at {}: rows {}, {} s; the machine's 1-minute load average was {} before it \
-             and {} after (2 means both cores busy).",
-            field("date"),
-            field("rows"),
-            field("took_s"),
-            field("load_before"),
-            field("load_after"),
-        );
-    }
+    write_runs(&mut out, figures, "nodes-run");
     let _ = writeln!(out, "\n### Results\n");
     let _ = writeln!(out, "| workload | figure | target |");
     let _ = writeln!(out, "|---|---|---|");
@@ -359,6 +344,17 @@ pub(crate) fn render_nodes(table: &[Row], figures: &[Figure], nodes: usize) -> S
     out
 }
 
+/// Adds the figures of an earlier run that `saved` does not hold already: a file of figures may
+/// be the report itself, whose section's figures are in `saved`, and a run counted twice would
+/// change the run counts the report gives.
+fn add_new_figures(saved: &mut Vec<Figure>, earlier: Vec<Figure>) {
+    for figure in earlier {
+        if !saved.contains(&figure) {
+            saved.push(figure);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +374,14 @@ mod tests {
         assert_eq!(figures.len(), 1);
         assert_eq!(node_letter(&figures[0]), Some("n2"));
         assert_eq!(split_report("# Performance\n").1, None);
+    }
+
+    #[test]
+    fn figures_of_the_report_itself_are_not_counted_twice() {
+        let figure = |run| Figure::parse(&format!("figure: row=nodes-fan-out run={run}")).unwrap();
+        let mut saved = vec![figure(1)];
+        add_new_figures(&mut saved, vec![figure(1), figure(2)]);
+        assert_eq!(saved, vec![figure(1), figure(2)]);
     }
 
     #[test]

@@ -102,22 +102,7 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
          row's commands below say how its figures were taken).",
         options.runs, options.seconds
     );
-    for run in figures
-        .iter()
-        .filter(|figure| figure.get("row") == Some("run"))
-    {
-        let field = |name| run.get(name).unwrap_or("?");
-        let _ = writeln!(
-            out,
-            "- Run at {}: rows {}, {} s; the machine's 1-minute load average was {} before it \
-             and {} after (2 means both cores busy).",
-            field("date"),
-            field("rows"),
-            field("took_s"),
-            field("load_before"),
-            field("load_after"),
-        );
-    }
+    write_runs(&mut out, figures, "run");
     let _ = writeln!(out);
     let _ = writeln!(out, "## Results\n");
     if baseline.is_some() {
@@ -245,4 +230,25 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
     }
     let _ = writeln!(out, "```");
     out
+}
+
+/// A line for each run recorded as a figure of `row` (`run`, `nodes-run`): when, which rows, how
+/// long, and the machine's load around it.
+pub(crate) fn write_runs(out: &mut String, figures: &[Figure], row: &str) {
+    for run in figures
+        .iter()
+        .filter(|figure| figure.get("row") == Some(row))
+    {
+        let field = |name| run.get(name).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "- Run at {}: rows {}, {} s; the machine's 1-minute load average was {} before it \
+             and {} after (2 means both cores busy).",
+            field("date"),
+            field("rows"),
+            field("took_s"),
+            field("load_before"),
+            field("load_after"),
+        );
+    }
 }
