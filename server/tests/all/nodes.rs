@@ -37,7 +37,7 @@ pub async fn device_on_one_node_writes_on_the_others(store: Store) {
         .await;
 
     // An app write on B reaches the device on A, and B's app hears it was delivered.
-    let written = write_via(b, "demo", "V1", json!(42)).await;
+    let written = write_via(b, "demo", "V1", json!(42), 2000).await;
     let (value, version) = next_update(&mut device_a, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["42".to_string()]);
     assert_eq!(written["version"], json!(version));
@@ -82,7 +82,7 @@ pub async fn unheld_write_then_sync_elsewhere(store: Store) {
     wait_presence(b, "demo", true).await;
     drop(device_a);
     wait_presence(b, "demo", false).await;
-    let written = write_via(b, "demo", "V1", json!(5)).await;
+    let written = write_via(b, "demo", "V1", json!(5), 0).await;
     assert_eq!(written["device_online"], false, "{written}");
     // The device comes back on B (the other node): it gets the write in its sync, and the
     // versions it holds go on from there.
@@ -90,7 +90,7 @@ pub async fn unheld_write_then_sync_elsewhere(store: Store) {
     let (value, version) = next_update_or_sync(&mut device_b, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["5".to_string()]);
     assert_eq!(json!(version), written["version"]);
-    let later = write_via(a, "demo", "V1", json!(6)).await;
+    let later = write_via(a, "demo", "V1", json!(6), 2000).await;
     assert!(
         later["version"].as_u64() > written["version"].as_u64(),
         "{later}"
@@ -166,11 +166,12 @@ pub async fn write_as_the_device_leaves(store: Store) {
     for value in 0..6 {
         let (device, _) = NativeClient::login(a.native(), &token, LoginOptions::default()).await;
         drop(device);
+        // No waiting for a delivery that cannot come (the default wait is a second).
         let response = app(
             b.http(),
             "PUT",
             "/api/devices/demo/values/V1",
-            Some(json!({ "value": value })),
+            Some(json!({ "value": value, "wait_ms": 0 })),
         )
         .await;
         assert_eq!(response.status, 200, "write {value}: {}", response.body);
@@ -234,7 +235,7 @@ async fn two_nodes_behind_haproxy_serve_a_device_through_it() {
         })
         .expect("one node holds the device");
     let other = 1 - holder;
-    let written = write_via(&cluster.nodes[other], "demo", "V1", json!(12)).await;
+    let written = write_via(&cluster.nodes[other], "demo", "V1", json!(12), 2000).await;
     assert_eq!(written["status"], "delivered", "{written}");
     let (value, _) = next_update(&mut device, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["12".to_string()]);

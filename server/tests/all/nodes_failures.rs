@@ -367,6 +367,9 @@ pub async fn two_nodes_write_one_device(store: Store) {
             wait_presence(&b, "demo", false).await;
             wait_presence(&a, "demo", false).await;
         }
+        // Held by none, no device can receive a write: no waiting for its delivery (the
+        // default wait is a second per write).
+        let wait_ms = if phase == "held by none" { 0 } else { 1000 };
         let mut tasks = tokio::task::JoinSet::new();
         for (node, http) in [("a", a.http()), ("b", b.http())] {
             tasks.spawn(async move {
@@ -377,7 +380,7 @@ pub async fn two_nodes_write_one_device(store: Store) {
                         http,
                         "PUT",
                         "/api/devices/demo/values/V3",
-                        Some(json!({ "value": value })),
+                        Some(json!({ "value": value, "wait_ms": wait_ms })),
                     )
                     .await;
                     assert_eq!(response.status, 200, "{}", response.body);

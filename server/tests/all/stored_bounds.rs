@@ -170,8 +170,10 @@ async fn spec_6_pending_commands_latest_wins() {
     device
         .expect_silence(std::time::Duration::from_millis(300))
         .await;
-    // And it stays that way across a restart: the store kept only the latest.
+    // And it stays that way across a restart: the store kept only the latest. (The app's socket
+    // is closed first: the server's shutdown would wait 5 s for a client that reads nothing.)
     drop(device);
+    drop(app_socket);
     let mut server = server;
     server.restart().await;
     let (mut device, _) = NativeClient::login(server.native(), &token, quiet()).await;

@@ -107,9 +107,16 @@ pub async fn wait_presence(server: &TestServer, name: &str, online: bool) {
     }
 }
 
-/// An app write through node `server`'s REST API, waiting up to 2 s for delivery.
-pub async fn write_via(server: &TestServer, device: &str, pin: &str, value: Value) -> Value {
-    let body = json!({ "value": value, "wait_ms": 2000 });
+/// An app write through node `server`'s REST API, waiting up to `wait_ms` for delivery (0 for
+/// a device no node holds: nothing can receive it).
+pub async fn write_via(
+    server: &TestServer,
+    device: &str,
+    pin: &str,
+    value: Value,
+    wait_ms: u64,
+) -> Value {
+    let body = json!({ "value": value, "wait_ms": wait_ms });
     let response = app(
         server.http(),
         "PUT",
