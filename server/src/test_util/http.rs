@@ -262,6 +262,24 @@ pub async fn app_write(server: &TestServer, pin: &str, value: Value) -> Value {
     response.json()
 }
 
+/// An app write to a pin of the demo device while no device of it is connected, through the
+/// REST app API: stored and `pending` at once (no waiting for a delivery that cannot come).
+pub async fn offline_write(server: &TestServer, pin: &str, value: Value) -> Value {
+    let body = serde_json::json!({ "value": value, "wait_ms": 0 });
+    let response = app(
+        server.http(),
+        "PUT",
+        &format!("/api/devices/demo/values/{pin}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let answer = response.json();
+    assert_eq!(answer["device_online"], false, "{answer}");
+    assert_eq!(answer["status"], "pending", "{answer}");
+    answer
+}
+
 /// The latest stored value of a pin of the demo device, through the app API.
 pub async fn stored(server: &TestServer, pin: &str) -> Option<Value> {
     let values = app(server.http(), "GET", "/api/devices/demo/values", None)

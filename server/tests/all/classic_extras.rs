@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::classic::{ClassicClient, Frame, body, frame};
-use crate::support::http::{AppSocket, app_write, stored};
+use crate::support::http::{AppSocket, app_write, offline_write, stored};
 use crate::support::{PATIENCE, TestServer, http};
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -360,7 +360,7 @@ async fn upload(server: &TestServer, query: &str, points: &str) -> http::Respons
 #[tokio::test]
 async fn spec_3_14_http_timestamped_upload_is_ordered_by_the_points_times() {
     let server = TestServer::start().await;
-    app_write(&server, "V1", json!(100)).await;
+    offline_write(&server, "V1", json!(100)).await;
     let now = now_ms();
     let (older, old) = (now - 120_000, now - 60_000);
     // Out of order in the request; both older than the app's write.

@@ -6,7 +6,7 @@ use blynk_proto::Pin;
 use blynk_proto::native::LoginResult;
 use serde_json::json;
 
-use crate::support::http::{self, AppSocket, app_write};
+use crate::support::http::{self, AppSocket, offline_write};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::{ADMIN_KEY, PATIENCE, TestServer};
 
@@ -101,7 +101,7 @@ async fn metrics_follow_logins_writes_connections_commands_and_the_rate_limit_un
     );
 
     // A command for the offline demo device waits.
-    let reply = app_write(&server, "V4", json!(1)).await;
+    let reply = offline_write(&server, "V4", json!(1)).await;
     assert_eq!(reply["status"], "pending");
 
     let mut app = AppSocket::connect(server.http()).await;

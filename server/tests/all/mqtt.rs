@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::support::http::{AppSocket, app_write, stored};
+use crate::support::http::{AppSocket, app_write, offline_write, stored};
 use crate::support::mqtt::{MqttDevice, Options, RawMqtt};
 use crate::support::{PATIENCE, TestServer};
 
@@ -150,8 +150,8 @@ async fn spec_3_2_app_write_reaches_an_mqtt_subscriber_and_its_puback_means_deli
 #[tokio::test]
 async fn spec_3_4_and_3_6_get_ds_all_returns_exactly_the_sync_datastreams_then_done() {
     let server = TestServer::start().await;
-    app_write(&server, "V1", json!(7)).await;
-    app_write(&server, "V2", json!(5)).await;
+    offline_write(&server, "V1", json!(7)).await;
+    offline_write(&server, "V2", json!(5)).await;
     let mut device = connect(&server).await;
     device.subscribe("downlink/#", QoS::AtLeastOnce).await;
 
@@ -205,7 +205,7 @@ async fn spec_3_9_mqtt_presence_follows_the_connection_and_keep_alive() {
 #[tokio::test]
 async fn spec_3_12_a_pending_command_is_delivered_once_on_subscribe() {
     let server = TestServer::start().await;
-    let answer = app_write(&server, "V4", json!(1)).await;
+    let answer = offline_write(&server, "V4", json!(1)).await;
     assert_eq!(answer["status"], "pending");
 
     let mut device = connect(&server).await;
@@ -247,7 +247,7 @@ async fn spec_3_3_mqtt_persistent_session_keeps_its_subscriptions_and_gets_what_
     device.expect_end().await;
 
     // Changed while away: Power. LED the device already has.
-    app_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V0", json!(1)).await;
     let (mut device, present) =
         MqttDevice::connect(server.mqtt(), &server.demo_token(), persistent).await;
     assert!(present, "the session was kept");

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::classic::{ClassicClient, Frame, body, frame};
-use crate::support::http::{app_write, stored};
+use crate::support::http::{app_write, offline_write, stored};
 use crate::support::{TestServer, http};
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -191,7 +191,7 @@ async fn spec_4_classic_pushes_start_after_a_grace_when_the_device_sends_nothing
 #[tokio::test]
 async fn spec_3_3_classic_devices_get_no_push_at_login_only_on_request() {
     let server = TestServer::start().await;
-    app_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V0", json!(1)).await;
     let mut client = ClassicClient::login(server.http(), &server.demo_token()).await;
     client.expect_silence(SHORT).await;
     let id = client.sync(None).await;
@@ -205,9 +205,9 @@ async fn spec_3_3_classic_devices_get_no_push_at_login_only_on_request() {
 #[tokio::test]
 async fn spec_3_4_classic_sync_all_replies_reuse_the_request_id_one_frame_per_pin() {
     let server = TestServer::start().await;
-    app_write(&server, "V0", json!(1)).await;
-    app_write(&server, "V1", json!(7)).await;
-    app_write(&server, "V2", json!(3)).await;
+    offline_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V1", json!(7)).await;
+    offline_write(&server, "V2", json!(3)).await;
     let mut client = ClassicClient::login(server.http(), &server.demo_token()).await;
     let id = client.sync(None).await;
     let mut replies = client.collect_sync(id, SHORT).await;
@@ -225,7 +225,7 @@ async fn spec_3_4_classic_sync_all_replies_reuse_the_request_id_one_frame_per_pi
 #[tokio::test]
 async fn spec_3_5_classic_sync_virtual_returns_listed_pins_synced_or_not() {
     let server = TestServer::start().await;
-    app_write(&server, "V2", json!(3)).await;
+    offline_write(&server, "V2", json!(3)).await;
     let mut client = ClassicClient::login(server.http(), &server.demo_token()).await;
     // The captured syncVirtual(V0, V1, V2) frame, with a fresh id.
     client.send_raw(&frame(16, 40, b"vr\x000\x001\x002")).await;
@@ -372,7 +372,7 @@ async fn spec_3_9_classic_presence_follows_the_connection() {
 async fn spec_3_12_command_for_an_offline_classic_device_arrives_after_login_once_and_is_never_synced()
  {
     let server = TestServer::start().await;
-    let reply = app_write(&server, "V4", json!(1)).await;
+    let reply = offline_write(&server, "V4", json!(1)).await;
     assert_eq!(reply["status"], "pending");
     let mut client = ClassicClient::login(server.http(), &server.demo_token()).await;
     let command = client.recv().await.unwrap();

@@ -6,7 +6,7 @@ use blynk_proto::native::{ErrorCode, LoginResult};
 use blynk_proto::{Pin, Value};
 use serde_json::json;
 
-use crate::support::http::{app_write, stored};
+use crate::support::http::{app_write, offline_write, stored};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::{TestServer, http};
 
@@ -92,7 +92,7 @@ async fn spec_3_2_app_write_is_stored_then_forwarded_to_the_online_device() {
 #[tokio::test]
 async fn spec_3_2_app_write_to_an_offline_device_is_kept_and_restored_at_reconnect() {
     let server = TestServer::start().await;
-    let reply = app_write(&server, "V0", json!(1)).await;
+    let reply = offline_write(&server, "V0", json!(1)).await;
     assert_eq!(reply["status"], "pending");
     assert_eq!(reply["device_online"], false);
     let (mut device, result) = NativeClient::login(
@@ -126,8 +126,8 @@ async fn spec_3_3_reconnect_resends_every_sync_datastream_with_app_changes_made_
             .await;
     }
     drop(device);
-    app_write(&server, "V0", json!(1)).await;
-    app_write(&server, "V1", json!(20)).await;
+    offline_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V1", json!(20)).await;
 
     let (mut device, _) =
         NativeClient::login(server.native(), &token, LoginOptions::default()).await;
@@ -148,7 +148,7 @@ async fn spec_3_3_reconnect_resends_every_sync_datastream_with_app_changes_made_
 #[tokio::test]
 async fn spec_3_3_a_device_may_opt_out_of_the_automatic_sync() {
     let server = TestServer::start().await;
-    app_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V0", json!(1)).await;
     let (mut device, result) =
         NativeClient::login(server.native(), &server.demo_token(), quiet()).await;
     assert!(matches!(
@@ -164,8 +164,8 @@ async fn spec_3_3_a_device_may_opt_out_of_the_automatic_sync() {
 #[tokio::test]
 async fn spec_3_4_sync_all_returns_only_sync_datastreams() {
     let server = TestServer::start().await;
-    app_write(&server, "V1", json!(7)).await;
-    app_write(&server, "V2", json!(9)).await;
+    offline_write(&server, "V1", json!(7)).await;
+    offline_write(&server, "V2", json!(9)).await;
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), quiet()).await;
     let id = device.sync(None).await;
     let (mut values, end) = device.collect_sync(id).await;
@@ -180,8 +180,8 @@ async fn spec_3_4_sync_all_returns_only_sync_datastreams() {
 #[tokio::test]
 async fn spec_3_5_sync_virtual_returns_listed_pins_whether_or_not_flagged_sync() {
     let server = TestServer::start().await;
-    app_write(&server, "V1", json!(7)).await;
-    app_write(&server, "V2", json!(9)).await;
+    offline_write(&server, "V1", json!(7)).await;
+    offline_write(&server, "V2", json!(9)).await;
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), quiet()).await;
     let id = device.sync(Some(&[V2, V1])).await;
     let (values, _) = device.collect_sync(id).await;
@@ -218,7 +218,7 @@ async fn spec_3_7_every_native_sync_ends_with_a_complete_marker_carrying_count_a
 #[tokio::test]
 async fn spec_3_8_offline_write_made_before_a_later_app_write_loses_and_the_device_is_corrected() {
     let server = TestServer::start().await;
-    app_write(&server, "V0", json!(0)).await;
+    offline_write(&server, "V0", json!(0)).await;
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), quiet()).await;
     // The button was pressed 60 s ago, before the app switched the light off.
     let id = device.write(V0, Value::int(1), Some(60_000)).await;
@@ -251,7 +251,7 @@ async fn spec_3_8_offline_write_made_before_a_later_app_write_loses_and_the_devi
 #[tokio::test]
 async fn spec_3_8_offline_write_made_after_the_app_write_wins() {
     let server = TestServer::start().await;
-    app_write(&server, "V0", json!(0)).await;
+    offline_write(&server, "V0", json!(0)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (mut device, _) = NativeClient::login(server.native(), &server.demo_token(), quiet()).await;
     // Made 10 ms ago: after the app write.
@@ -342,13 +342,13 @@ async fn spec_3_9_pings_keep_a_device_online() {
 async fn spec_3_11_delta_resync_sends_only_what_changed_since_the_known_version() {
     let server = TestServer::start().await;
     let token = server.demo_token();
-    app_write(&server, "V0", json!(1)).await;
-    app_write(&server, "V1", json!(100)).await;
+    offline_write(&server, "V0", json!(1)).await;
+    offline_write(&server, "V1", json!(100)).await;
     let (mut device, _) =
         NativeClient::login(server.native(), &token, LoginOptions::default()).await;
     let (_, end) = device.collect_sync(0).await;
     drop(device);
-    app_write(&server, "V1", json!(200)).await;
+    offline_write(&server, "V1", json!(200)).await;
 
     let kept_state = LoginOptions {
         known_version: Some(end.version),
@@ -369,7 +369,7 @@ async fn spec_3_11_delta_resync_sends_only_what_changed_since_the_known_version(
 async fn spec_3_12_command_for_an_offline_device_is_delivered_once_and_never_synced() {
     let server = TestServer::start().await;
     let token = server.demo_token();
-    let reply = app_write(&server, "V4", json!(1)).await;
+    let reply = offline_write(&server, "V4", json!(1)).await;
     assert_eq!(reply["status"], "pending");
     assert_eq!(reply["command"], true);
 
