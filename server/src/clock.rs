@@ -7,8 +7,9 @@
 //! [`Clock::system`] (the default) is the system's clocks. [`Clock::manual`] runs at real
 //! speed plus an offset that only [`Clock::advance`] changes: real time still passes (the store
 //! and the sockets take what they take), and a timer on the clock fires within
-//! [`MANUAL_RECHECK`] of an advance that carries it past its deadline. The login deadlines stay
-//! on tokio's timers: a test cannot know when the server started one. Tokio's own paused time does not fit the server
+//! [`MANUAL_RECHECK`] of an advance that carries it past its deadline; so does a login deadline
+//! ([`Clock::timeout`]), which a test passes by advancing again until the connection closes (it
+//! cannot know when the server started it). Tokio's own paused time does not fit the server
 //! tests: it jumps to the next timer whenever the runtime is idle, which it also is while the
 //! store's writer thread commits.
 
@@ -87,6 +88,24 @@ impl Clock {
         }
         let real = at.checked_sub(self.offset()).unwrap_or_else(Instant::now);
         real.min(Instant::now() + MANUAL_RECHECK)
+    }
+
+    /// `future` under a deadline `after` from now on this clock: `None` when the deadline
+    /// passes first. On a manual clock the deadline is looked at every [`MANUAL_RECHECK`], so
+    /// an advance past it ends the wait.
+    pub async fn timeout<F: Future>(&self, after: Duration, future: F) -> Option<F::Output> {
+        let deadline = self.now() + after;
+        let mut future = std::pin::pin!(future);
+        loop {
+            tokio::select! {
+                output = &mut future => return Some(output),
+                () = tokio::time::sleep_until(self.timer_deadline(deadline)) => {
+                    if self.now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// What wakes a waiter when a test moves the clock forward; never fires on the system clock.

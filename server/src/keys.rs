@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::engine::{DeviceSlot, Engine, constant_time_eq};
 use crate::engine::{EngineError, Settings};
 use crate::model::{DeviceId, TemplateId, now_ms};
@@ -225,19 +226,24 @@ impl KeyRing {
         self.find_cached(secret)
     }
 
-    /// Reloads the ring every [`RELOAD_EVERY`] until shutdown, so a key revoked elsewhere
-    /// stops working here too.
-    pub async fn run_reload(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut timer = tokio::time::interval(RELOAD_EVERY);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Reloads the ring every [`RELOAD_EVERY`] on the server's clock until shutdown, so a key
+    /// revoked elsewhere stops working here too (a test moves the clock instead of waiting).
+    pub async fn run_reload(
+        self: Arc<Self>,
+        clock: Clock,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut due = clock.now() + RELOAD_EVERY;
         loop {
             tokio::select! {
-                _ = timer.tick() => {
-                    if let Err(error) = self.reload().await {
-                        tracing::warn!(%error, "reading the API keys failed");
-                    }
-                }
+                () = tokio::time::sleep_until(clock.timer_deadline(due)) => {}
                 _ = shutdown.changed() => return,
+            }
+            if clock.now() >= due {
+                if let Err(error) = self.reload().await {
+                    tracing::warn!(%error, "reading the API keys failed");
+                }
+                due = clock.now() + RELOAD_EVERY;
             }
         }
     }

@@ -262,7 +262,11 @@ pub async fn start_with_admin_key(
         // With a bus, the other nodes say when they add a template or a device.
         tasks.spawn(engine.clone().run_refresh(shutdown_signal.clone()));
     }
-    tasks.spawn(boot.keys.clone().run_reload(shutdown_signal.clone()));
+    tasks.spawn(
+        boot.keys
+            .clone()
+            .run_reload(engine.clock().clone(), shutdown_signal.clone()),
+    );
     tracing::info!(%http_address, %native_address, ?mqtt_address, "server listening");
     Ok(Server {
         http_address,

@@ -134,14 +134,22 @@ async fn serve(
     let mut taken = Vec::with_capacity(EVENT_BATCH);
     // Pings keep an otherwise quiet client inside the connection's idle timeout.
     let mut keepalive = tokio::time::interval(Duration::from_secs(30));
-    // A key revoked or rotated while the client is connected ends its session too.
-    let mut key_check = tokio::time::interval(crate::keys::RELOAD_EVERY);
+    // A key revoked or rotated while the client is connected ends its session too (checked
+    // every reload period of the server's clock).
+    let clock = state.engine.clock().clone();
+    let mut key_check = clock.now() + crate::keys::RELOAD_EVERY;
+    let key_timer = tokio::time::sleep_until(clock.timer_deadline(key_check));
+    tokio::pin!(key_timer);
     let ending = loop {
         tokio::select! {
-            _ = key_check.tick() => {
-                if !state.keys.is_current(&key) {
-                    break Ending::Closed(format!("the key `{}` was revoked or replaced", key.name));
+            () = &mut key_timer => {
+                if clock.now() >= key_check {
+                    key_check = clock.now() + crate::keys::RELOAD_EVERY;
+                    if !state.keys.is_current(&key) {
+                        break Ending::Closed(format!("the key `{}` was revoked or replaced", key.name));
+                    }
                 }
+                key_timer.as_mut().reset(clock.timer_deadline(key_check));
             }
             _ = keepalive.tick() => {
                 if let Err(ending) = send(&mut sink, Message::Ping(Vec::new().into()), stall, &watcher).await {

@@ -51,18 +51,18 @@ where
     let context = mqtt.context.clone();
     let mut inbox = BytesMut::with_capacity(512);
     let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let connect = match tokio::time::timeout(
-        login_timeout,
-        read_connect(&mut stream, &mut inbox, peer),
-    )
-    .await
+    let connect = match context
+        .engine
+        .clock()
+        .timeout(login_timeout, read_connect(&mut stream, &mut inbox, peer))
+        .await
     {
-        Ok(Some(connect)) => connect,
-        Ok(None) => {
+        Some(Some(connect)) => connect,
+        Some(None) => {
             let _ = stream.shutdown().await;
             return;
         }
-        Err(_) => {
+        None => {
             tracing::info!(%peer, "MQTT connection closed: no CONNECT within {login_timeout:?}");
             let _ = stream.shutdown().await;
             return;

@@ -144,9 +144,12 @@ async fn admit<P: Protocol, T: Transport>(
     context: &Arc<Context>,
 ) -> Option<(P, Attached)> {
     let login_timeout = Duration::from_secs(context.limits.login_timeout_seconds);
-    let login = tokio::time::timeout(login_timeout, P::login(connection, peer, context)).await;
+    let clock = context.engine.clock();
+    let login = clock
+        .timeout(login_timeout, P::login(connection, peer, context))
+        .await;
     match login {
-        Ok(Some((session, sync))) => {
+        Some(Some((session, sync))) => {
             let slot = session.slot();
             let queue = context.limits.send_queue;
             if !context.engine.prepare_attach(slot).await {
@@ -160,8 +163,8 @@ async fn admit<P: Protocol, T: Transport>(
                 }
             }
         }
-        Ok(None) => {}
-        Err(_) => {
+        Some(None) => {}
+        None => {
             tracing::info!(%peer, "{} connection closed: no login within {login_timeout:?}", P::NAME);
         }
     };
