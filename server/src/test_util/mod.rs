@@ -89,6 +89,24 @@ impl TestServer {
         self.server().engine().clock().advance(by);
     }
 
+    /// Moves the server's clock forward by `step`, again every 50 ms, until `done` completes,
+    /// and returns its output: a deadline the server started at a moment the test cannot know
+    /// (a login deadline) passes in no real time. Panics after [`PATIENCE`].
+    pub async fn advance_until<T>(&self, step: Duration, done: impl Future<Output = T>) -> T {
+        let mut done = std::pin::pin!(done);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            self.advance(step);
+            if let Ok(output) = tokio::time::timeout(Duration::from_millis(50), &mut done).await {
+                return output;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing happened while the clock moved forward"
+            );
+        }
+    }
+
     /// Where HTTP, the WebSockets and classic devices connect.
     pub fn http(&self) -> std::net::SocketAddr {
         self.server().http_address

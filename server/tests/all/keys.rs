@@ -140,15 +140,16 @@ async fn spec_6_key_rotate_prints_a_new_key_and_the_old_one_stops_working() {
     // The running server takes the new key at once (an unknown key reloads the ring).
     let works = http::app_with_key(server.http(), &new_key, "GET", "/api/devices", None).await;
     assert_eq!(works.status, 200, "{}", works.body);
-    // The old one stops working within the reload period.
-    let deadline = Instant::now() + blynk_server::keys::RELOAD_EVERY + PATIENCE;
+    // The old one stops working within the reload period (on the server's clock, moved on).
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let old = http::app(server.http(), "GET", "/api/devices", None).await;
         if old.status == 401 {
             break;
         }
         assert!(Instant::now() < deadline, "the old key still works");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        server.advance(blynk_server::keys::RELOAD_EVERY);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // `blynk-server key` alone cannot print a hashed key; it says what to do instead.
     let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
@@ -376,16 +377,18 @@ async fn admin_manages_keys_and_a_revoked_key_stops_at_once() {
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     let after = http::app_with_key(http, &reader, "GET", "/api/devices", None).await;
     assert_eq!(after.status, 401);
-    // A WebSocket opened with the key is closed too, with the reason.
-    let ending = loop {
-        match watching
-            .next_event(blynk_server::keys::RELOAD_EVERY + PATIENCE)
-            .await
-        {
-            Ok(_) => continue,
-            Err(ending) => break ending,
-        }
-    };
+    // A WebSocket opened with the key is closed too, with the reason, within the reload period
+    // of the server's clock (moved on).
+    let ending = server
+        .advance_until(blynk_server::keys::RELOAD_EVERY, async {
+            loop {
+                match watching.next_event(PATIENCE).await {
+                    Ok(_) => continue,
+                    Err(ending) => break ending,
+                }
+            }
+        })
+        .await;
     match ending {
         AppSocketEnd::Closed(code, reason) => {
             assert_eq!(code, 1008);
@@ -444,13 +447,15 @@ async fn key_commands_create_list_and_revoke_keys_for_a_running_server() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected admin, read or control"));
 
     assert!(run(&["key", "revoke", "porch"]).await.status.success());
-    let deadline = Instant::now() + blynk_server::keys::RELOAD_EVERY + PATIENCE;
+    // Within the reload period, on the server's clock (moved on).
+    let deadline = Instant::now() + PATIENCE;
     while http::app_with_key(server.http(), &secret, "GET", "/api/me", None)
         .await
         .status
         != 401
     {
         assert!(Instant::now() < deadline, "the revoked key still works");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        server.advance(blynk_server::keys::RELOAD_EVERY);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
