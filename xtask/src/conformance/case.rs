@@ -15,8 +15,9 @@ use super::device::{self, Device, Kind, Launch};
 use super::nodes::{Servers, Topology};
 use super::proxy::Proxy;
 use super::scenario::{Expect, Scenario, Step};
-use super::server::{Server, json_field, same_value};
+use super::server::{Server, same_value};
 use super::{NEXT_NET, Outcome};
+use super::{json_field, json_text};
 
 /// One device of a case: its proxy, its token and name on the server, its process once started.
 pub(super) struct Slot {
@@ -467,11 +468,12 @@ impl Case<'_> {
 /// Whether a history answer (`[{"value": .., "at": ..}, ...]`) holds `value`, at `measured`
 /// when given.
 pub(super) fn history_has(body: &str, value: &str, measured: Option<i64>) -> bool {
-    body.split('}').any(|point| {
-        json_field(point, "value").is_some_and(|got| same_value(&got, value))
-            && measured.is_none_or(|at| {
-                json_field(point, "at").and_then(|got| got.parse::<i64>().ok()) == Some(at)
-            })
+    let points: Vec<serde_json::Value> = serde_json::from_str(body).unwrap_or_default();
+    points.iter().any(|point| {
+        point
+            .get("value")
+            .is_some_and(|got| same_value(&json_text(got), value))
+            && measured.is_none_or(|at| point["at"].as_i64() == Some(at))
     })
 }
 

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::server::{json_field, same_value};
+use super::json_field;
+use super::server::same_value;
 
 /// A kind of device the scenarios run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,11 +482,7 @@ fn classic_event(shared: &Shared, stdin: &Arc<Mutex<ChildStdin>>, line: &str) {
         "internal" => {
             // An INTERNAL answer: `utc time = 1767225600000`.
             let parts = json_field(line, "parts").unwrap_or_default();
-            let parts: Vec<&str> = parts
-                .trim_matches(['[', ']'])
-                .split(',')
-                .map(|part| part.trim().trim_matches('"'))
-                .collect();
+            let parts: Vec<&str> = parts.split(',').collect();
             if let [kind, what, values @ ..] = parts.as_slice() {
                 state
                     .lines
@@ -494,13 +491,8 @@ fn classic_event(shared: &Shared, stdin: &Arc<Mutex<ChildStdin>>, line: &str) {
         }
         "write" => {
             let pin = json_field(line, "pin").unwrap_or_default();
+            // A multi-value write's parts joined by commas.
             let value = json_field(line, "value").unwrap_or_default();
-            let value = value
-                .trim_matches(['[', ']'])
-                .split(',')
-                .map(|part| part.trim().trim_matches('"'))
-                .collect::<Vec<_>>()
-                .join(",");
             state.lines.push(format!("{pin} = {value}"));
             if pin == "V0" {
                 let on = value.parse::<f64>().is_ok_and(|v| v != 0.0);

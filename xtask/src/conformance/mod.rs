@@ -2,7 +2,7 @@
 //! one runner against the real `blynk-server` on loopback, for every device kind where the
 //! scenario applies, then a table of scenario x device kind.
 //!
-//! Why in xtask, with std and anyhow only: the runner only starts processes, reads their output
+//! Why in xtask, with std, anyhow and serde_json only: the runner only starts processes, reads their output
 //! lines, relays bytes (the link proxy) and makes a handful of HTTP requests; threads and std's
 //! `TcpStream` do all of that without bringing tokio into xtask, and `cargo xtask conformance`
 //! stays a plain step of `cargo xtask test`.
@@ -353,4 +353,48 @@ fn print_table(scenarios: &[Scenario], results: &BTreeMap<(usize, usize), Outcom
         }
     }
     failures
+}
+
+/// A JSON value as plain text: a string without its quotes, an array as its items' texts
+/// joined by commas, anything else as JSON writes it.
+pub(super) fn json_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(items) => {
+            items.iter().map(json_text).collect::<Vec<_>>().join(",")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The text ([`json_text`]) of the field `field` of the JSON object `body`; `None` when `body`
+/// is no JSON object or has no such field.
+pub(super) fn json_field(body: &str, field: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    body.get(field).map(json_text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_json_fields() {
+        let body = r#"{"value":1,"version":3,"online":true,"token":"ab-c","parts":["1","2"]}"#;
+        assert_eq!(json_field(body, "value").as_deref(), Some("1"));
+        assert_eq!(json_field(body, "online").as_deref(), Some("true"));
+        assert_eq!(json_field(body, "token").as_deref(), Some("ab-c"));
+        assert_eq!(json_field(body, "parts").as_deref(), Some("1,2"));
+        assert_eq!(json_field(body, "missing"), None);
+        assert_eq!(json_field("not json", "value"), None);
+    }
+
+    #[test]
+    fn a_history_answer_is_read_point_by_point() {
+        let body = r#"[{"value":"3","at":1000},{"value":4.0,"at":2000}]"#;
+        assert!(case::history_has(body, "3", Some(1000)));
+        assert!(case::history_has(body, "4", None));
+        assert!(!case::history_has(body, "4", Some(1000)));
+        assert!(!case::history_has("oops", "4", None));
+    }
 }
