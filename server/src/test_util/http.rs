@@ -247,34 +247,32 @@ impl AppSocket {
     }
 }
 
+/// An app write through the REST app API (`PUT /api/devices/{device}/values/{pin}`), waiting
+/// up to `wait_ms` for the device to receive it; asserts a 200 and returns the answer.
+pub async fn write_value(
+    address: SocketAddr,
+    device: &str,
+    pin: &str,
+    value: Value,
+    wait_ms: u64,
+) -> Value {
+    let body = serde_json::json!({ "value": value, "wait_ms": wait_ms });
+    let path = format!("/api/devices/{device}/values/{pin}");
+    let response = app(address, "PUT", &path, Some(body)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
 /// An app write to a pin of the demo device, through the REST app API; returns its answer
 /// (`status` is `delivered` when the device got it within half a second, else `pending`).
 pub async fn app_write(server: &TestServer, pin: &str, value: Value) -> Value {
-    let body = serde_json::json!({ "value": value, "wait_ms": 500 });
-    let response = app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/demo/values/{pin}"),
-        Some(body),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
+    write_value(server.http(), "demo", pin, value, 500).await
 }
 
 /// An app write to a pin of the demo device while no device of it is connected, through the
 /// REST app API: stored and `pending` at once (no waiting for a delivery that cannot come).
 pub async fn offline_write(server: &TestServer, pin: &str, value: Value) -> Value {
-    let body = serde_json::json!({ "value": value, "wait_ms": 0 });
-    let response = app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/demo/values/{pin}"),
-        Some(body),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    let answer = response.json();
+    let answer = write_value(server.http(), "demo", pin, value, 0).await;
     assert_eq!(answer["device_online"], false, "{answer}");
     assert_eq!(answer["status"], "pending", "{answer}");
     answer

@@ -9,10 +9,8 @@ use blynk_proto::Pin;
 use serde_json::json;
 
 use crate::support::PATIENCE;
-use crate::support::cluster::{
-    Nodes, Store, next_update, next_update_or_sync, wait_presence, write_via,
-};
-use crate::support::http::{AppSocket, app};
+use crate::support::cluster::{Nodes, Store, next_update, next_update_or_sync, wait_presence};
+use crate::support::http::{AppSocket, app, write_value};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 
 /// SPEC 7: a device on node A, apps and HTTP clients on B and C.
@@ -37,7 +35,7 @@ pub async fn device_on_one_node_writes_on_the_others(store: Store) {
         .await;
 
     // An app write on B reaches the device on A, and B's app hears it was delivered.
-    let written = write_via(b, "demo", "V1", json!(42), 2000).await;
+    let written = write_value(b.http(), "demo", "V1", json!(42), 2000).await;
     let (value, version) = next_update(&mut device_a, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["42".to_string()]);
     assert_eq!(written["version"], json!(version));
@@ -82,7 +80,7 @@ pub async fn unheld_write_then_sync_elsewhere(store: Store) {
     wait_presence(b, "demo", true).await;
     drop(device_a);
     wait_presence(b, "demo", false).await;
-    let written = write_via(b, "demo", "V1", json!(5), 0).await;
+    let written = write_value(b.http(), "demo", "V1", json!(5), 0).await;
     assert_eq!(written["device_online"], false, "{written}");
     // The device comes back on B (the other node): it gets the write in its sync, and the
     // versions it holds go on from there.
@@ -90,7 +88,7 @@ pub async fn unheld_write_then_sync_elsewhere(store: Store) {
     let (value, version) = next_update_or_sync(&mut device_b, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["5".to_string()]);
     assert_eq!(json!(version), written["version"]);
-    let later = write_via(a, "demo", "V1", json!(6), 2000).await;
+    let later = write_value(a.http(), "demo", "V1", json!(6), 2000).await;
     assert!(
         later["version"].as_u64() > written["version"].as_u64(),
         "{later}"
@@ -235,7 +233,7 @@ async fn two_nodes_behind_haproxy_serve_a_device_through_it() {
         })
         .expect("one node holds the device");
     let other = 1 - holder;
-    let written = write_via(&cluster.nodes[other], "demo", "V1", json!(12), 2000).await;
+    let written = write_value(cluster.nodes[other].http(), "demo", "V1", json!(12), 2000).await;
     assert_eq!(written["status"], "delivered", "{written}");
     let (value, _) = next_update(&mut device, Pin::Virtual(1)).await;
     assert_eq!(value, vec!["12".to_string()]);

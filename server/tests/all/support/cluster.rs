@@ -107,27 +107,6 @@ pub async fn wait_presence(server: &TestServer, name: &str, online: bool) {
     }
 }
 
-/// An app write through node `server`'s REST API, waiting up to `wait_ms` for delivery (0 for
-/// a device no node holds: nothing can receive it).
-pub async fn write_via(
-    server: &TestServer,
-    device: &str,
-    pin: &str,
-    value: Value,
-    wait_ms: u64,
-) -> Value {
-    let body = json!({ "value": value, "wait_ms": wait_ms });
-    let response = app(
-        server.http(),
-        "PUT",
-        &format!("/api/devices/{device}/values/{pin}"),
-        Some(body),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json()
-}
-
 /// The next value the device receives for `pin`.
 pub async fn next_update(device: &mut NativeClient, pin: Pin) -> (Vec<String>, u64) {
     device
