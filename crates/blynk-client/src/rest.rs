@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
@@ -267,12 +267,7 @@ impl Connection {
         wait: Duration,
     ) -> Result<Value, Error> {
         let what = format!("{method} {path}");
-        let response = self.send(method, path, body, wait).await?;
-        let status = response.status();
-        let bytes = self
-            .client
-            .collect(&what, response.into_body(), REQUEST_TIMEOUT + wait)
-            .await?;
+        let (status, bytes) = self.exchange(method, path, body, wait).await?;
         if !status.is_success() {
             return Err(Error::refused(what, status, bytes));
         }
@@ -280,6 +275,25 @@ impl Connection {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).map_err(|source| Error::Json { what, source })
+    }
+
+    /// Any call, whatever its answer: the status and the body as they came (a refusal too, for
+    /// a caller that looks at refusals themselves, such as a test of them).
+    pub async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let what = format!("{method} {path}");
+        let response = self.send(method, path, body, wait).await?;
+        let status = response.status();
+        let bytes = self
+            .client
+            .collect(&what, response.into_body(), REQUEST_TIMEOUT + wait)
+            .await?;
+        Ok((status, bytes))
     }
 
     async fn send(

@@ -1,5 +1,6 @@
-//! The tests' HTTP client (raw HTTP/1.1 over one connection, so a test can send what a real
-//! client would not and read the head as written) and app WebSocket client.
+//! The tests' HTTP clients: raw HTTP/1.1 over one connection ([`request`]), so a test can send
+//! what a real client would not and read the head as written; the app API's own client
+//! (`blynk-client`) for the app API calls ([`app`]); and an app WebSocket client.
 
 use std::net::SocketAddr;
 
@@ -16,7 +17,8 @@ use super::{ADMIN_KEY, PATIENCE, TestServer};
 pub struct Response {
     /// The status code (0 when the answer had no status line).
     pub status: u16,
-    /// The status line and headers.
+    /// The status line and headers as written ([`request`]; the status line alone for the app
+    /// API calls).
     pub head: String,
     /// The body, de-chunked.
     pub body: String,
@@ -104,7 +106,8 @@ pub async fn app(address: SocketAddr, method: &str, path: &str, body: Option<Val
     app_with_key(address, ADMIN_KEY, method, path, body).await
 }
 
-/// A request to the app API with the given key.
+/// A request to the app API with the given key, made by the app API's client (`blynk-client`)
+/// on a connection of its own; a refusal is a [`Response`] like any other answer.
 pub async fn app_with_key(
     address: SocketAddr,
     key: &str,
@@ -112,16 +115,25 @@ pub async fn app_with_key(
     path: &str,
     body: Option<Value>,
 ) -> Response {
-    let auth = format!("Bearer {key}");
-    let body = body.map(|body| body.to_string());
-    request(
-        address,
-        method,
-        path,
-        &[("Authorization", &auth)],
-        body.as_deref(),
-    )
-    .await
+    let endpoint = blynk_client::Endpoint::parse(&format!("http://{address}")).unwrap();
+    let client = blynk_client::Client::new(endpoint, key).unwrap();
+    let method = blynk_client::Method::from_bytes(method.as_bytes()).unwrap();
+    let body = body.map(|body| body.to_string().into_bytes());
+    let exchange = async {
+        let mut connection = client.connect().await?;
+        connection
+            .exchange(method, path, body, std::time::Duration::ZERO)
+            .await
+    };
+    let (status, body) = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .expect("HTTP response timed out")
+        .unwrap_or_else(|error| panic!("{error}"));
+    Response {
+        status: status.as_u16(),
+        head: format!("HTTP/1.1 {status}"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// An app WebSocket client. It hands out one event at a time: the events of a
