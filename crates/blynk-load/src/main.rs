@@ -228,12 +228,8 @@ pub(crate) struct LatencyArgs {
     /// How apps write.
     #[arg(long, value_enum, default_value_t = Via::Ws)]
     pub(crate) via: Via,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: measure::Timing,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -1,11 +1,97 @@
-//! What a row measures and how it reports it: a process's CPU time from `/proc/<pid>/stat`
-//! (utime + stime of that process only), percentiles, and the `figure:` lines that
-//! `cargo xtask bench` reads to write `docs/performance.md`.
+//! What a row measures and how it reports it: the send times of a fixed-rate run (and the
+//! latency of what answers them), a process's CPU time from `/proc/<pid>/stat` (utime + stime of
+//! that process only), percentiles, and the `figure:` lines that `cargo xtask bench` reads to
+//! write `docs/performance.md`.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+/// How long a fixed-rate run sends: a warm-up, then the seconds measured.
+#[derive(Args, Clone, Debug)]
+pub struct Timing {
+    /// Seconds measured.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Seconds sent before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+/// The send times of a fixed-rate run's messages `0..total`, in nanoseconds since the run's
+/// epoch (0 until sent); those from `measured_from` on, after the warm-up, are timed. Clones
+/// share the times.
+#[derive(Clone)]
+pub struct SendTimes {
+    pub rate: u64,
+    /// The warm-up and the seconds measured.
+    pub duration: Duration,
+    pub total: usize,
+    pub measured_from: usize,
+    at: Arc<Vec<AtomicU64>>,
+}
+
+impl SendTimes {
+    /// `rate` messages per second over the warm-up and the seconds measured. `row` (a run needs
+    /// devices and a rate) names the row in the error.
+    pub fn new(row: &str, devices: usize, rate: u64, timing: &Timing) -> Result<Self> {
+        if devices == 0 || rate == 0 {
+            bail!("{row} needs devices and a rate");
+        }
+        let total = (rate as f64 * (timing.warmup + timing.seconds)) as usize;
+        Ok(SendTimes {
+            rate,
+            duration: Duration::from_secs_f64(timing.warmup + timing.seconds),
+            total,
+            measured_from: (rate as f64 * timing.warmup) as usize,
+            at: Arc::new((0..total).map(|_| AtomicU64::new(0)).collect()),
+        })
+    }
+
+    /// Messages `seqs` were sent at `now`.
+    pub fn stamp(&self, seqs: Range<usize>, now: u64) {
+        for at in &self.at[seqs] {
+            at.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The send time of message `seq`, when it is measured (past the warm-up, within the run).
+    pub fn measured(&self, seq: usize) -> Option<u64> {
+        if seq < self.measured_from {
+            return None;
+        }
+        Some(self.at.get(seq)?.load(Ordering::Relaxed))
+    }
+
+    /// The latency of what answers measured message `seq` at `now`.
+    pub fn latency(&self, seq: usize, now: u64) -> Option<u64> {
+        self.measured(seq).map(|at| now.saturating_sub(at))
+    }
+
+    /// Messages sent so far.
+    pub fn sent(&self) -> usize {
+        self.at
+            .iter()
+            .filter(|at| at.load(Ordering::Relaxed) > 0)
+            .count()
+    }
+}
+
+/// `work`, unless `stopped` changes (or its sender goes) first: then `None`.
+pub async fn unless_stopped<T>(
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = stopped.changed() => None,
+    }
+}
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks_per_second() -> f64 {
@@ -54,6 +140,23 @@ impl CpuMeter {
     pub fn micros_per(&self, units: u64) -> Result<f64> {
         let spent = cpu_seconds(self.pid)? - self.at_start;
         Ok(spent * 1e6 / units.max(1) as f64)
+    }
+}
+
+/// The CPU time of several processes (the nodes of a row) across a measured stretch.
+pub struct CpuMeters(Vec<CpuMeter>);
+
+impl CpuMeters {
+    pub fn start(pids: &[u32]) -> Result<Self> {
+        pids.iter()
+            .map(|pid| CpuMeter::start(*pid))
+            .collect::<Result<_>>()
+            .map(CpuMeters)
+    }
+
+    /// Microseconds of CPU per unit of work of each process, in the order of their ids.
+    pub fn micros_per(&self, units: u64) -> Result<Vec<f64>> {
+        self.0.iter().map(|meter| meter.micros_per(units)).collect()
     }
 }
 

@@ -9,7 +9,7 @@ use super::app_to_device;
 use super::data_path::{self, AppWriteArgs, FloodArgs, RateArgs};
 use super::history::{self, HistoryArgs};
 use super::links::{DeviceProtocol, System, UnderTest};
-use super::measure::print_figures;
+use super::measure::{Timing, print_figures};
 use super::memory::{self, IdleClassicArgs, WatchArgs};
 use super::{ServerMode, TargetArgs, prepare};
 
@@ -66,12 +66,9 @@ pub struct PerProtocolArgs {
     /// Device writes per second in total, and app writes per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
-    /// Seconds measured in each direction.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    // The seconds are measured in each direction.
+    #[command(flatten)]
+    pub timing: Timing,
     /// Measurements of each protocol and direction, each on a fresh server.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -186,16 +183,14 @@ fn per_protocol(
         system: System::Server,
         devices: args.devices,
         rate: args.rate,
-        seconds: args.seconds,
-        warmup: args.warmup,
+        timing: args.timing.clone(),
         drain_seconds: 5.0,
     };
     let app_to_device = AppWriteArgs {
         system: System::Server,
         devices: args.devices,
         rate: args.rate,
-        seconds: args.seconds,
-        warmup: args.warmup,
+        timing: args.timing.clone(),
     };
     let mut failed = 0;
     for run in 1..=args.runs.max(1) {
