@@ -179,6 +179,38 @@ pub fn print_figures(row: &str, system: &str, pairs: &[(&str, String)]) {
     println!("{line}");
 }
 
+/// The runs of a row: prints the figures of each, counts those that failed.
+#[derive(Default)]
+pub struct Runs {
+    pub failed: usize,
+}
+
+impl Runs {
+    /// Run `what` (the row and the run's number) failed with `error`: says so on stderr.
+    pub fn failed(&mut self, what: impl std::fmt::Display, error: &anyhow::Error) {
+        eprintln!("  {what}: {error:#}");
+        self.failed += 1;
+    }
+
+    /// Prints the `figures` of a run of `row` on `system` after the `leading` pairs that tell its
+    /// runs apart, or its failure (`what` names it).
+    pub fn report(
+        &mut self,
+        (row, system): (&str, &str),
+        what: impl std::fmt::Display,
+        mut leading: Vec<(&'static str, String)>,
+        figures: Result<Vec<(&'static str, String)>>,
+    ) {
+        match figures {
+            Ok(figures) => {
+                leading.extend(figures);
+                print_figures(row, system, &leading);
+            }
+            Err(error) => self.failed(what, &error),
+        }
+    }
+}
+
 /// A number as a figure value.
 pub fn num(value: f64) -> String {
     if value.is_finite() {
