@@ -279,14 +279,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     }
     // When and how this run went, kept with the figures (a later `--only` run adds its own).
     figures.extend(facts.figure("run", "", &options));
-    write_report(&options, with_section(render(&options, &table, &figures)))?;
-    println!(
-        "\nwrote {} ({} figures, {:.0} s)",
-        options.out.display(),
-        figures.len(),
-        facts.started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let report = with_section(render(&options, &table, &figures));
+    facts.finish(&options, "", report, figures.len())
 }
 
 pub(crate) fn build_release() -> Result<()> {

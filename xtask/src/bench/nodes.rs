@@ -227,14 +227,12 @@ pub(crate) fn run_nodes(options: &Options, nodes: usize) -> Result<()> {
         report.push('\n');
     }
     report.push_str(&render_nodes(&table, &figures, nodes));
-    write_report(options, report)?;
-    println!(
-        "\nwrote the section of several nodes of {} ({} figures, {:.0} s)",
-        options.out.display(),
+    facts.finish(
+        options,
+        "the section of several nodes of ",
+        report,
         figures.len(),
-        facts.started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    )
 }
 
 /// The row of a figure of several nodes.

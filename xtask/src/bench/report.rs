@@ -222,7 +222,7 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
 /// When a run of `cargo xtask bench` began and how busy the machine was then: with its end, the
 /// facts of the run, kept as a figure of their own beside the rows' (shown by [`write_runs`]).
 pub(crate) struct RunFacts {
-    pub(crate) started: Instant,
+    started: Instant,
     load_before: String,
 }
 
@@ -249,6 +249,24 @@ impl RunFacts {
             self.load_before,
             load_average(),
         ))
+    }
+
+    /// The end of the run: writes `report` (`what` of the file, `""` for all of it) and says so,
+    /// with the figures it holds and the time the run took.
+    pub(crate) fn finish(
+        &self,
+        options: &Options,
+        what: &str,
+        report: String,
+        figures: usize,
+    ) -> Result<()> {
+        write_report(options, report)?;
+        println!(
+            "\nwrote {what}{} ({figures} figures, {:.0} s)",
+            options.out.display(),
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 }
 
