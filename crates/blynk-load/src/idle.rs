@@ -26,36 +26,14 @@ pub(crate) fn vm_rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS line")
 }
 
-/// Logs in `devices` in batches of `parallel`.
-pub(crate) async fn login_many(
-    native: SocketAddr,
-    devices: &[DeviceRef],
-    parallel: usize,
-) -> Result<Vec<NativeConn>> {
-    let mut conns = Vec::with_capacity(devices.len());
-    for chunk in devices.chunks(parallel.max(1)) {
-        let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-        for device in chunk {
-            let token = device.token.clone();
-            logins.spawn(async move { NativeConn::login(native, &token, false, 3600).await });
-        }
-        conns.extend(join_all_ok(&mut logins, "native logins").await?);
-    }
-    Ok(conns)
-}
-
 pub(crate) async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
     let pid = target.server_pid().context(
         "idle-rss measures the server process: use a child server (the default) or --server-pid",
     )?;
     let devices = &target.devices[..args.connections];
-    let IdleGrowth {
-        before,
-        at_half,
-        after,
-        half,
-        closed,
-    } = idle_growth(target, pid, devices, args.protocol).await?;
+    let growth = idle_growth(target, pid, devices, args.protocol).await?;
+    let (before, at_half, after) = (growth.before, growth.at_half, growth.after);
+    let (half, closed) = (growth.half, growth.closed);
     let count = args.connections as f64;
     let second_half = (args.connections - half) as f64;
     Ok(format!(
@@ -137,18 +115,11 @@ pub(crate) async fn idle_logins(
     devices: &[DeviceRef],
     protocol: IdleProtocol,
 ) -> Result<Vec<TcpStream>> {
-    if protocol == IdleProtocol::Native {
-        let conns = login_many(target.native, devices, 250).await?;
-        return Ok(conns.into_iter().map(|conn| conn.stream).collect());
-    }
-    let mut streams = Vec::with_capacity(devices.len());
-    for chunk in devices.chunks(250) {
-        let mut logins: JoinSet<Result<TcpStream>> = JoinSet::new();
-        for device in chunk {
-            let (address, token) = (target.http, device.token.clone());
-            logins.spawn(async move { classic_login(address, &token).await });
+    match protocol {
+        IdleProtocol::Native => {
+            let conns = NativeConn::login_many(target.native, devices, 250, 3600).await?;
+            Ok(conns.into_iter().map(|conn| conn.stream).collect())
         }
-        streams.extend(join_all_ok(&mut logins, "classic logins").await?);
+        IdleProtocol::Classic => classic_login_many(target.http, devices, 250).await,
     }
-    Ok(streams)
 }

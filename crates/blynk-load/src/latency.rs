@@ -15,12 +15,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
     let epoch = Instant::now();
 
     // The devices, recording the latency of each update they receive.
-    let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-    for device in devices {
-        let (address, token) = (target.native, device.token.clone());
-        logins.spawn(async move { NativeConn::login(address, &token, false, 600).await });
-    }
-    let conns = join_all_ok(&mut logins, "native logins").await?;
+    let conns = NativeConn::login_many(target.native, devices, devices.len(), 600).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut receivers = JoinSet::new();
     for mut conn in conns {

@@ -73,18 +73,9 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
 
     // Native devices log in, then write in a window of unacknowledged writes.
     let (native_devices, classic_devices) = target.devices.split_at(args.devices);
-    let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-    for device in native_devices {
-        let (address, token) = (target.native, device.token.clone());
-        logins.spawn(async move { NativeConn::login(address, &token, false, 600).await });
-    }
-    let natives = join_all_ok(&mut logins, "native logins").await?;
-    let mut classic_logins: JoinSet<Result<TcpStream>> = JoinSet::new();
-    for device in classic_devices {
-        let (address, token) = (target.http, device.token.clone());
-        classic_logins.spawn(async move { classic_login(address, &token).await });
-    }
-    let classics = join_all_ok(&mut classic_logins, "classic logins").await?;
+    let natives =
+        NativeConn::login_many(target.native, native_devices, native_devices.len(), 600).await?;
+    let classics = classic_login_many(target.http, classic_devices, classic_devices.len()).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
