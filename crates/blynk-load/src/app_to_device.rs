@@ -100,7 +100,7 @@ pub async fn app_to_device(
                 },
             )
             .await?;
-            last_replies(paced.started, &stop, acks).await
+            last_replies(&paced, &stop, acks).await
         }
     };
     let cpu_us = cpu.micros_per(total as u64)?;
@@ -129,9 +129,8 @@ pub(crate) struct Paced<'a> {
 }
 
 /// Replies to an app's writes: how many came, their latency (nanoseconds), and their statuses.
-#[derive(Default)]
 pub(crate) struct AckTimes {
-    times: Option<SendTimes>,
+    times: SendTimes,
     answered: usize,
     pub latencies: Vec<u64>,
     pub statuses: BTreeMap<String, u64>,
@@ -140,26 +139,22 @@ pub(crate) struct AckTimes {
 impl AckTimes {
     fn new(times: SendTimes) -> Self {
         AckTimes {
-            times: Some(times),
-            ..AckTimes::default()
+            times,
+            answered: 0,
+            latencies: Vec::new(),
+            statuses: BTreeMap::new(),
         }
     }
 
     /// Not every write is answered yet.
     fn waiting(&self) -> bool {
-        self.times
-            .as_ref()
-            .is_some_and(|times| self.answered < times.total)
+        self.answered < self.times.total
     }
 
     /// Write `seq` is answered (acknowledged) at `now`.
     fn answered(&mut self, seq: usize, now: u64) {
         self.answered += 1;
-        if let Some(latency) = self
-            .times
-            .as_ref()
-            .and_then(|times| times.latency(seq, now))
-        {
+        if let Some(latency) = self.times.latency(seq, now) {
             self.latencies.push(latency);
         }
     }
@@ -222,20 +217,22 @@ pub(crate) async fn write_from_app(
         },
     )
     .await?;
-    Ok(last_replies(paced.started, stop, acks).await)
+    Ok(last_replies(paced, stop, acks).await)
 }
 
-/// After the last write: the time the writing took from `started`; a second later `stop`, and
-/// the replies the task gathered.
+/// After the last write of `paced`: the time the writing took; a second later `stop`, and the
+/// replies the task gathered (none if it failed).
 async fn last_replies(
-    started: Instant,
+    paced: &Paced<'_>,
     stop: &watch::Sender<bool>,
     acks: JoinHandle<AckTimes>,
 ) -> (AckTimes, Duration) {
-    let finished = started.elapsed();
+    let finished = paced.started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop.send(true);
-    let mut acks = acks.await.unwrap_or_default();
+    let mut acks = acks
+        .await
+        .unwrap_or_else(|_| AckTimes::new(paced.times.clone()));
     acks.latencies.sort_unstable();
     (acks, finished)
 }
