@@ -195,12 +195,8 @@ pub(crate) struct ThroughputArgs {
     /// Unacknowledged writes per native connection.
     #[arg(long, default_value_t = 32)]
     pub(crate) window: usize,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) seconds: f64,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: measure::Timing,
     /// Print the rates of every second on stderr.
     #[arg(long)]
     pub(crate) progress: bool,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-/// How long a fixed-rate run sends: a warm-up, then the seconds measured.
+/// How long a run loads the system: a warm-up, then the seconds measured.
 #[derive(Args, Clone, Debug)]
 pub struct Timing {
     /// Seconds measured.

@@ -196,9 +196,9 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
             }
         })
     });
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.timing.warmup)).await;
     let first = counters.snapshot();
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.timing.seconds)).await;
     let last = counters.snapshot();
     if let Some(progress) = progress {
         progress.abort();
@@ -248,7 +248,7 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
         durability_of(target),
         target.mode(),
         seconds,
-        args.warmup,
+        args.timing.warmup,
         native_rate,
         if args.classic > 0 {
             format!(" (+ {classic_rate:.0}/s classic)")
