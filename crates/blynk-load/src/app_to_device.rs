@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::links::{DeviceIncoming, DeviceLink, UnderTest, connect_devices};
-use super::measure::{CpuMeter, SendTimes, num, percentile_ms, unless_stopped};
+use super::measure::{CpuMeter, SendTimes, all_received, num, percentile_ms, unless_stopped};
 use super::mqtt;
 use super::{app_socket, nanos_since};
 
@@ -359,15 +359,7 @@ impl DeviceReceivers {
 
     /// Waits for every task: the measured latencies (nanoseconds, sorted) and the writes
     /// received.
-    pub(crate) async fn collect(mut self) -> Result<(Vec<u64>, u64)> {
-        let mut latencies = Vec::new();
-        let mut received = 0;
-        while let Some(done) = self.0.join_next().await {
-            let (mine, count) = done?;
-            latencies.extend(mine);
-            received += count;
-        }
-        latencies.sort_unstable();
-        Ok((latencies, received))
+    pub(crate) async fn collect(self) -> Result<(Vec<u64>, u64)> {
+        all_received(self.0).await
     }
 }

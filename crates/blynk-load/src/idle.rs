@@ -91,15 +91,7 @@ pub(crate) async fn idle_growth(
     tokio::time::sleep(settle).await;
     let after = vm_rss_kib(pid)?;
     // Every connection is still open and logged in: nothing was closed by the server.
-    let mut closed = 0;
-    for stream in &held {
-        let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
-        {
-            closed += 1;
-        }
-    }
+    let closed = count_closed(&held).await;
     Ok(IdleGrowth {
         before,
         at_half,
@@ -107,6 +99,20 @@ pub(crate) async fn idle_growth(
         half,
         closed,
     })
+}
+
+/// Connections whose server side closed (a read returns end of file at once).
+pub(crate) async fn count_closed(held: &[TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in held {
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
+        {
+            closed += 1;
+        }
+    }
+    closed
 }
 
 /// Logs in `devices` with `protocol` and keeps their sockets.

@@ -2,7 +2,7 @@
 
 use blynk_client::Method;
 
-use super::measure::{SendTimes, percentile_ms, unless_stopped};
+use super::measure::{SendTimes, all_received, percentile_ms, unless_stopped};
 use super::*;
 
 pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
@@ -167,14 +167,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
     let sending = finished.as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop.send(true);
-    let mut latencies = Vec::with_capacity(total);
-    let mut received = 0;
-    while let Some(done) = receivers.join_next().await {
-        let (mine, count) = done?;
-        latencies.extend(mine);
-        received += count;
-    }
-    latencies.sort_unstable();
+    let (latencies, received) = all_received(receivers).await?;
     stored_latencies.sort_unstable();
     let percentile = |p: f64| percentile_ms(&latencies, p);
     if !sender_failures.is_empty() {

@@ -82,6 +82,22 @@ impl SendTimes {
     }
 }
 
+/// Waits for every receiving task (each gives the latencies it measured, in nanoseconds, and
+/// the messages it received): all the latencies, sorted, and all the messages received.
+pub async fn all_received(
+    mut receivers: tokio::task::JoinSet<(Vec<u64>, u64)>,
+) -> Result<(Vec<u64>, u64)> {
+    let mut latencies = Vec::new();
+    let mut received = 0;
+    while let Some(done) = receivers.join_next().await {
+        let (mine, count) = done?;
+        latencies.extend(mine);
+        received += count;
+    }
+    latencies.sort_unstable();
+    Ok((latencies, received))
+}
+
 /// `work`, unless `stopped` changes (or its sender goes) first: then `None`.
 pub async fn unless_stopped<T>(
     stopped: &mut tokio::sync::watch::Receiver<bool>,

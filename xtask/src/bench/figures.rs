@@ -120,6 +120,18 @@ pub(crate) fn runs_with(label: &'static str, select: Select, field: &'static str
     }
 }
 
+/// A cell of the table: its metrics' figures, `-` when it has none.
+pub(crate) fn cells(metrics: &[Metric], figures: &[Figure]) -> String {
+    if metrics.is_empty() {
+        return "-".to_owned();
+    }
+    metrics
+        .iter()
+        .map(|metric| metric.cell(figures))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The figures most rows show, under their usual label (`labelled` gives another).
 pub(crate) fn p50(select: Select) -> Metric {
     metric("p50", select, "p50_ms", " ms")

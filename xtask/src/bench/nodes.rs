@@ -294,16 +294,13 @@ pub(crate) fn render_nodes(table: &[Row], figures: &[Figure], nodes: usize) -> S
     let _ = writeln!(out, "| workload | figure | target |");
     let _ = writeln!(out, "|---|---|---|");
     for row in table {
-        let cells = row
-            .server
-            .iter()
-            .map(|metric| metric.cell(figures))
-            .collect::<Vec<_>>()
-            .join("; ");
         let _ = writeln!(
             out,
-            "| ({}) {} | {cells} | {} |",
-            row.letter, row.workload, row.target
+            "| ({}) {} | {} | {} |",
+            row.letter,
+            row.workload,
+            cells(&row.server, figures),
+            row.target
         );
     }
     let reading = std::fs::read_to_string(workspace_root().join(READING)).unwrap_or_default();

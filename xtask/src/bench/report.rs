@@ -116,16 +116,6 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
         let _ = writeln!(out, "|---|---|---|---|");
     }
     for row in table {
-        let cells = |metrics: &[Metric], from: &[Figure]| -> String {
-            if metrics.is_empty() {
-                return "-".to_owned();
-            }
-            metrics
-                .iter()
-                .map(|metric| metric.cell(from))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
         let _ = write!(
             out,
             "| ({}) {} | {} | {} | {} |",
