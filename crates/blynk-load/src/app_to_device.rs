@@ -46,11 +46,7 @@ pub async fn app_to_device(
         UnderTest::Server(target, _) => target.devices.iter().map(|device| device.id).collect(),
         UnderTest::Mosquitto(_) => (0..args.devices as i64).collect(),
     });
-    let paced = Paced {
-        times: &times,
-        started: Instant::now(),
-        epoch,
-    };
+    let paced = Paced::from_now(&times, epoch);
     let app = match under_test {
         UnderTest::Server(target, _) => {
             let socket = app_socket(target.http, &target.admin_key).await?;
@@ -126,6 +122,17 @@ pub(crate) struct Paced<'a> {
     pub times: &'a SendTimes,
     pub started: Instant,
     pub epoch: Instant,
+}
+
+impl<'a> Paced<'a> {
+    /// The writes of `times`, starting now.
+    pub(crate) fn from_now(times: &'a SendTimes, epoch: Instant) -> Self {
+        Paced {
+            times,
+            started: Instant::now(),
+            epoch,
+        }
+    }
 }
 
 /// Replies to an app's writes: how many came, their latency (nanoseconds), and their statuses.

@@ -50,11 +50,7 @@ pub async fn app_to_device_across(
 
     let meters = cluster.cpu_meters()?;
     let socket = app_socket(app_node.http, &app_node.admin_key).await?;
-    let paced = Paced {
-        times: &times,
-        started: Instant::now(),
-        epoch,
-    };
+    let paced = Paced::from_now(&times, epoch);
     let app = write_from_app(socket.split(), &ids, args.devices, &paced, &stop).await?;
     let cpu = meters.micros_per(times.total as u64)?;
     let (latencies, received) = receivers.collect().await?;
