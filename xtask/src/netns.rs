@@ -81,6 +81,19 @@ ip netns del "$1""#;
         command
     }
 
+    /// `sh` inside the namespace that raises its open-file limit to the hard one and then execs
+    /// the program and arguments added to it, which keeps the child's process id: for programs
+    /// that hold a thousand connections.
+    pub fn command_with_all_files(&self) -> Command {
+        let mut command = self.command("sh");
+        command.args([
+            "-c",
+            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
+            "sh",
+        ]);
+        command
+    }
+
     /// `nft ARGS` inside the namespace.
     pub fn nft(&self, args: &[&str]) -> Result<()> {
         self.nft_output(args).map(drop)

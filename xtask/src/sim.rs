@@ -16,6 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, ServerCommand};
 
 use crate::blynk_server;
 use crate::workspace::{is_root, workspace_root};
@@ -273,16 +275,6 @@ fn ip(args: &[&str]) -> Result<()> {
 const CHECK_HOST: &str = "192.168.70.100";
 const CHECK_DEVICE: &str = "192.168.70.2/24";
 
-/// A child process killed when dropped.
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Lines of a child's standard output, read on a thread.
 pub(crate) fn lines(
     stdout: impl Read + Send + 'static,
@@ -357,28 +349,13 @@ pub fn check() -> Result<()> {
     let result = (|| -> Result<()> {
         let tap = Tap::create(&tap_name, &format!("{CHECK_HOST}/24"))?;
         let key = crate::blynk_server::admin_key();
-        let mut command = Command::new(&server_binary);
-        command
-            .args([
-                "--bind",
-                CHECK_HOST,
-                "--http-port",
-                "0",
-                "--native-port",
-                "0",
-                "--mqtt-port",
-                "0",
-            ])
-            .arg("--data")
-            .arg(scratch.join("data"))
-            .env("BLYNK_LOG", "warn")
-            .env("BLYNK_ADMIN_KEY", &key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(scratch.join("server.log"))?);
+        let mut command = ServerCommand::new(&server_binary, scratch.join("data"))
+            .bind(CHECK_HOST)
+            .admin_key(&key)
+            .command();
+        command.stderr(std::fs::File::create(scratch.join("server.log"))?);
         let ready_file = scratch.join("ready.json");
-        let (server, ready) =
-            blynk_server::spawn(&mut command, &ready_file, blynk_server::START_WITHIN)?;
+        let (server, ready) = server::spawn(&mut command, &ready_file, server::START_WITHIN)?;
         tap.watch(server.id());
         let _server = Killed(server);
         let (http_address, native, token) = (ready.http, ready.native, ready.demo_token()?);

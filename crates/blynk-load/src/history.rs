@@ -10,7 +10,8 @@ use clap::Args;
 
 use super::measure::{num, percentile_ms};
 use super::{
-    ADMIN_KEY, PINS, Running, Target, TargetArgs, TempData, populate, server_config, spawn_child,
+    PINS, Running, Target, TargetArgs, TempData, populate, spawn_child, start_in_process,
+    stop_in_process,
 };
 
 #[derive(Args, Clone, Debug)]
@@ -40,18 +41,11 @@ pub fn run(
 ) -> Result<Vec<(&'static str, String)>> {
     let pins = args.pins.clamp(1, PINS);
     let data = TempData::new()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let server = runtime.block_on(blynk_server::start_with_admin_key(
-        server_config(&data.0, target_args.durability),
-        Some(ADMIN_KEY),
-    ))?;
+    let (runtime, server) = start_in_process(&data.0, target_args.durability)?;
     let engine = server.engine().clone();
     let devices = runtime.block_on(populate(&engine, args.devices, false))?;
-    runtime.block_on(server.shutdown());
     drop(engine);
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    stop_in_process(runtime, server);
 
     let filling = Instant::now();
     let rows = fill_history(&data.0, &devices, pins, args.rows_per_pin)?;

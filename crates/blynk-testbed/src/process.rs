@@ -1,11 +1,11 @@
 //! What starting a server program needs: a free loopback port, a temporary directory of its
-//! own, a command run to its end with its output kept for the error, and whether this process
-//! is root.
+//! own, a command run to its end with its output kept for the error, whether this process is
+//! root, and a child killed when dropped.
 
 use std::fmt;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Why a server could not be started, stopped or used: the command and what it printed, or
@@ -77,5 +77,24 @@ pub(crate) fn run(command: &mut Command) -> Result<(), Error> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )))
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that no exit path of the program
+/// that started it (an error, a failed assertion) leaves it running.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// Kills it now and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

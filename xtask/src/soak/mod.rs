@@ -26,10 +26,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, ServerCommand};
 
 use crate::blynk_server;
 use crate::netns::Netns;
-use crate::sim::{Killed, expect_line, lines};
+use crate::sim::{expect_line, lines};
 use crate::workspace::workspace_root;
 pub use report::Report;
 use report::{packet_counts, print_report};
@@ -180,36 +182,18 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
     // The server, with the file limit raised for a thousand connections.
     let data = scratch.join("data");
     let server_binary = debug.join("blynk-server");
-    let key = crate::blynk_server::admin_key();
-    let mut command = server_ns.command("sh");
-    command
-        .args([
-            "-c",
-            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
-            "sh",
-        ])
-        .arg(&server_binary)
-        .args([
-            "--bind",
-            SERVER_IP,
-            "--http-port",
-            "8080",
-            "--native-port",
-            "8441",
-        ])
-        .args(["--mqtt-port", "0"])
-        .arg("--data")
-        .arg(&data)
-        .env("BLYNK_LOG", "warn")
-        .env("BLYNK_ADMIN_KEY", &key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.join("server.log"))?);
+    let key = blynk_server::admin_key();
+    let mut command = ServerCommand::new(&server_binary, &data)
+        .bind(SERVER_IP)
+        .ports(8080, 8441)
+        .admin_key(&key)
+        .wrapped_in(server_ns.command_with_all_files());
+    command.stderr(std::fs::File::create(scratch.join("server.log"))?);
     // `ip netns exec` and `sh -c exec` both exec, so the server keeps the child's process id.
-    let (server, ready) = blynk_server::spawn(
+    let (server, ready) = server::spawn(
         &mut command,
         &scratch.join("ready.json"),
-        blynk_server::START_WITHIN,
+        server::START_WITHIN,
     )?;
     let server_pid = server.id();
     let _server = Killed(server);
@@ -237,12 +221,7 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
         let from = process * DEVICES_PER_PROCESS;
         let count = DEVICES_PER_PROCESS.min(options.devices - from);
         let mut child = device_ns
-            .command("sh")
-            .args([
-                "-c",
-                "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
-                "sh",
-            ])
+            .command_with_all_files()
             .arg(&fleet_binary)
             .args([
                 "run",
