@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Error, free_port, temporary_directory};
+use crate::process::{Error, on_a_free_port, temporary_directory};
 use crate::watchdog::Watchdog;
 
 /// What to do when the program is missing.
@@ -47,16 +47,11 @@ impl NatsServer {
             child: Mutex::new(None),
             _watchdog: watchdog,
         };
-        // A port found free may be taken before nats-server binds it: try a few.
-        let mut last_error = Error::new("no port tried");
-        for _ in 0..3 {
-            server.port = free_port()?;
-            match server.resume() {
-                Ok(()) => return Ok(server),
-                Err(error) => last_error = error,
-            }
-        }
-        Err(last_error)
+        on_a_free_port(|port| {
+            server.port = port;
+            server.resume()
+        })?;
+        Ok(server)
     }
 
     /// The port it listens on (127.0.0.1).

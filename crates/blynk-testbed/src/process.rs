@@ -40,6 +40,20 @@ pub(crate) fn free_port() -> Result<u16, Error> {
         .map_err(|error| Error::new(format!("finding a free port: {error}")))
 }
 
+/// Runs `start` with a port found free, again with another (three tries in all) when it fails:
+/// another process may take a free port before the server binds it. The last error when every
+/// try failed.
+pub(crate) fn on_a_free_port(mut start: impl FnMut(u16) -> Result<(), Error>) -> Result<(), Error> {
+    let mut last_error = Error::new("no port tried");
+    for _ in 0..3 {
+        match start(free_port()?) {
+            Ok(()) => return Ok(()),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
 /// A new directory `blynk-{kind}-{process}-{n}` in the system's temporary directory; the
 /// watchdog of the server living there removes it.
 pub(crate) fn temporary_directory(kind: &str) -> Result<PathBuf, Error> {
