@@ -1,12 +1,34 @@
 //! What xtask's commands share about a `blynk-server` child beyond starting it (which is
-//! `blynk_testbed::server`, shared with the server's tests and the load generator): an admin key,
-//! and requests to its app API (ureq, a small blocking client; no TLS, since the children listen
-//! on plain loopback or a test's own network namespace).
+//! `blynk_testbed::server`, shared with the server's tests and the load generator): its debug
+//! build, an admin key, and requests to its app API (ureq, a small blocking client; no TLS, since
+//! the children listen on plain loopback or a test's own network namespace).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+
+use crate::workspace::{cargo, workspace_root};
+
+/// Where cargo puts this workspace's builds: `CARGO_TARGET_DIR`, else `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the debug `blynk-server` and what `also` names (what follows `cargo build`: `-p
+/// blynk-device --example host_light`, say); returns the directory of the debug builds.
+pub fn build_debug(also: &[&[&str]]) -> Result<PathBuf> {
+    let server: &[&str] = &["-p", "blynk-server", "--bin", "blynk-server"];
+    for args in std::iter::once(server).chain(also.iter().copied()) {
+        if !cargo().arg("build").args(args).status()?.success() {
+            bail!("cargo build {} failed", args.join(" "));
+        }
+    }
+    Ok(target_dir().join("debug"))
+}
 
 /// An app API request with the admin key and a JSON body: (status, body). Error statuses are
 /// answers too; only a failed exchange is an error.

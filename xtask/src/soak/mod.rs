@@ -19,7 +19,7 @@
 //! see the example's documentation.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -32,7 +32,6 @@ use blynk_testbed::server::{self, ServerCommand};
 use crate::blynk_server;
 use crate::netns::Netns;
 use crate::sim::{expect_line, lines};
-use crate::workspace::workspace_root;
 pub use report::Report;
 use report::{packet_counts, print_report};
 
@@ -95,12 +94,6 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// Builds, sets the network up, runs, checks; the report (also printed).
 pub fn soak(options: Options) -> Result<Report> {
     if !crate::netns::available() {
@@ -114,15 +107,7 @@ pub fn soak(options: Options) -> Result<Report> {
         "==> soak: {} devices, {} s of writes, {}% of packets lost each way",
         options.devices, options.seconds, options.loss
     );
-    for build in [
-        &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
-        &["build", "-p", "blynk-device", "--example", "soak_fleet"][..],
-    ] {
-        if !crate::workspace::cargo().args(build).status()?.success() {
-            bail!("cargo {} failed", build.join(" "));
-        }
-    }
-    let debug = target_dir().join("debug");
+    let debug = blynk_server::build_debug(&[&["-p", "blynk-device", "--example", "soak_fleet"]])?;
     let scratch = std::env::temp_dir().join(format!("blynk-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
