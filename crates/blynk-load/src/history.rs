@@ -9,10 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use super::measure::{num, percentile_ms};
-use super::{
-    PINS, Running, Target, TargetArgs, TempData, populate, spawn_child, start_in_process,
-    stop_in_process,
-};
+use super::{PINS, Target, TargetArgs, TempData, populate, start_in_process, stop_in_process};
 
 #[derive(Args, Clone, Debug)]
 pub struct HistoryArgs {
@@ -53,17 +50,8 @@ pub fn run(
     eprintln!("  {rows} history rows written in {fill_seconds:.1} s");
 
     let starting = Instant::now();
-    let (child, addresses, admin_key) = spawn_child(target_args, &data.0)?;
+    let target = Target::child(target_args, data, devices)?;
     let start_seconds = starting.elapsed().as_secs_f64();
-    let target = Target {
-        http: addresses.http,
-        native: addresses.native,
-        mqtt: addresses.mqtt,
-        admin_key,
-        devices,
-        running: Running::Child { child, _data: data },
-        durability: target_args.durability.name(),
-    };
     let timed = load.block_on(time_writes(&target, args, pins));
     target.stop();
     let latencies = timed?;

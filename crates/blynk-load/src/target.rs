@@ -62,6 +62,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// A `blynk-server` child ([`spawn_child`]) over `data`, prepared with `devices`.
+    pub(crate) fn child(
+        args: &TargetArgs,
+        data: TempData,
+        devices: Vec<DeviceRef>,
+    ) -> Result<Self> {
+        let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
+        Ok(Target {
+            http: addresses.http,
+            native: addresses.native,
+            mqtt: addresses.mqtt,
+            admin_key,
+            devices,
+            running: Running::Child { child, _data: data },
+            durability: args.durability.name(),
+        })
+    }
+
     pub(crate) fn mode(&self) -> &'static str {
         match self.running {
             Running::InProcess { .. } => "in-process server",
@@ -208,16 +226,7 @@ pub(crate) fn prepare(
             } else {
                 drop(engine);
                 stop_in_process(runtime, server);
-                let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
-                Target {
-                    http: addresses.http,
-                    native: addresses.native,
-                    mqtt: addresses.mqtt,
-                    admin_key,
-                    devices,
-                    running: Running::Child { child, _data: data },
-                    durability: args.durability.name(),
-                }
+                Target::child(args, data, devices)?
             }
         }
     };

@@ -248,13 +248,8 @@ fn find_programs() -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpStream;
-
     use super::*;
-
-    fn accepts(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }
+    use crate::process::accepts;
 
     #[test]
     fn creates_databases_stops_resumes_and_leaves_nothing_behind() {

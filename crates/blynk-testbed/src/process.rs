@@ -3,7 +3,7 @@
 //! root, and a child killed when dropped.
 
 use std::fmt;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +38,11 @@ pub(crate) fn free_port() -> Result<u16, Error> {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .map_err(|error| Error::new(format!("finding a free port: {error}")))
+}
+
+/// Whether a server accepts connections on loopback `port`.
+pub(crate) fn accepts(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Runs `start` with a port found free, again with another (three tries in all) when it fails:
