@@ -1,9 +1,10 @@
-//! A `blynk-server` child process, started the same way by every program that starts one (the
-//! server's process tests, xtask's commands, the load generator): [`ServerCommand`] writes its
-//! command line (one host, the HTTP and native ports picked by the system, MQTT off or on a port
-//! free a moment ago, a data directory, a log level and an admin key through the environment,
-//! no standard input, the banner discarded), and [`spawn`] starts it and waits for its ready
-//! file (`docs/operations.md`, "Ready file"), which says where it listens.
+//! A `blynk-server` child process, started the same way by the tests and tools that start one
+//! (the server's process tests, xtask's commands, the load generator): [`ServerCommand`] writes
+//! its command line (one host, the HTTP and native ports picked by the system, MQTT off or on a
+//! port free a moment ago, a data directory, a log level and an admin key through the
+//! environment, no standard input, the banner discarded), [`spawn`] starts it and waits for its
+//! ready file (`docs/operations.md`, "Ready file"), which says where it listens, and
+//! [`terminate`] stops it as a supervisor does. [`crate::Killed`] kills it on every other path.
 //!
 //! Where its logs (standard error) go is the caller's: a file, a pipe it drains, or its own
 //! standard error.
