@@ -1,128 +1,33 @@
-//! What xtask's commands share about a `blynk-server` child: starting it with a ready file and
-//! reading the file (`docs/operations.md`, "Ready file"), and requests to its app API (ureq, a
-//! small blocking client; no TLS, since the children listen on plain loopback or a test's own
-//! network namespace).
+//! What xtask's commands share about a `blynk-server` child beyond starting it (which is
+//! `blynk_testbed::server`, shared with the server's tests and the load generator): its debug
+//! build, an admin key, and requests to its app API (ureq, a small blocking client; no TLS, since
+//! the children listen on plain loopback or a test's own network namespace).
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-/// How long a child server may take to write its ready file (a loaded machine, a first start).
-pub const START_WITHIN: Duration = Duration::from_secs(20);
+use crate::workspace::{cargo, workspace_root};
 
-/// What the server's ready file says.
-#[derive(Debug, Clone)]
-pub struct Ready {
-    /// HTTP, the app API and classic devices.
-    pub http: SocketAddr,
-    /// Native devices.
-    pub native: SocketAddr,
-    /// MQTT devices, unless MQTT is off.
-    pub mqtt: Option<SocketAddr>,
-    /// The demo device's token, while it exists.
-    pub demo_token: Option<String>,
+/// Where cargo puts this workspace's builds: `CARGO_TARGET_DIR`, else `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-impl Ready {
-    /// The demo device's token, or an error naming what is missing.
-    pub fn demo_token(&self) -> Result<String> {
-        self.demo_token
-            .clone()
-            .context("the server's ready file has no demo device token")
-    }
-
-    /// The MQTT address, or an error when MQTT is off.
-    pub fn mqtt(&self) -> Result<SocketAddr> {
-        self.mqtt
-            .context("the server's ready file has no MQTT address (its port was taken?)")
-    }
-
-    /// Parses the file's text; `pid` is the process it must come from.
-    fn parse(text: &str, pid: u32) -> Result<Option<Ready>> {
-        let json: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
-        if json["pid"].as_u64() != Some(u64::from(pid)) {
-            return Ok(None); // An earlier run's.
-        }
-        let address = |name: &str| -> Result<Option<SocketAddr>> {
-            match json[name].as_str() {
-                Some(text) => Ok(Some(text.parse().with_context(|| format!("`{name}`"))?)),
-                None => Ok(None),
-            }
-        };
-        Ok(Some(Ready {
-            http: address("http")?.context("no `http` address")?,
-            native: address("native")?.context("no `native` address")?,
-            mqtt: address("mqtt")?,
-            demo_token: json["demo_token"].as_str().map(str::to_owned),
-        }))
-    }
-}
-
-/// The server ended before it wrote its ready file (a port taken meanwhile, say).
-#[derive(Debug)]
-pub struct EndedEarly(std::process::ExitStatus);
-
-impl std::fmt::Display for EndedEarly {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            formatter,
-            "blynk-server ended before it was ready ({})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for EndedEarly {}
-
-/// Starts `command` (the server binary with its flags) with its ready file at `ready_file`
-/// (through `BLYNK_READY_FILE`, which fits any place of a subcommand) and waits at most `within`
-/// for it. A file left by an earlier run is removed first; the child is killed when it fails.
-pub fn spawn(command: &mut Command, ready_file: &Path, within: Duration) -> Result<(Child, Ready)> {
-    let _ = std::fs::remove_file(ready_file);
-    let mut child = command
-        .env("BLYNK_READY_FILE", ready_file)
-        .spawn()
-        .context("starting blynk-server")?;
-    match wait(&mut child, ready_file, within) {
-        Ok(ready) => Ok((child, ready)),
-        Err(error) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(error)
+/// Builds the debug `blynk-server` and what `also` names (what follows `cargo build`: `-p
+/// blynk-device --example host_light`, say); returns the directory of the debug builds.
+pub fn build_debug(also: &[&[&str]]) -> Result<PathBuf> {
+    let server: &[&str] = &["-p", "blynk-server", "--bin", "blynk-server"];
+    for args in std::iter::once(server).chain(also.iter().copied()) {
+        if !cargo().arg("build").args(args).status()?.success() {
+            bail!("cargo build {} failed", args.join(" "));
         }
     }
-}
-
-/// Waits until `child` has written its ready file (polled every 20 ms: the server writes it by a
-/// rename, so it is whole once it is there), or ended, or `within` passed.
-fn wait(child: &mut Child, ready_file: &Path, within: Duration) -> Result<Ready> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(EndedEarly(status).into());
-        }
-        match std::fs::read_to_string(ready_file) {
-            Ok(text) => {
-                let ready = Ready::parse(&text, child.id())
-                    .with_context(|| format!("in the ready file {}", ready_file.display()))?;
-                if let Some(ready) = ready {
-                    return Ok(ready);
-                }
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error).context("reading the server's ready file"),
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "blynk-server wrote no ready file within {} s",
-                within.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Ok(target_dir().join("debug"))
 }
 
 /// An app API request with the admin key and a JSON body: (status, body). Error statuses are
@@ -168,25 +73,4 @@ pub fn admin_key() -> String {
         .map(|elapsed| elapsed.as_nanos())
         .unwrap_or_default();
     format!("xtask-admin-{}-{nanos}", std::process::id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_ready_file_of_its_own_child_only() {
-        let text = r#"{"pid": 7, "tls": false, "http": "127.0.0.1:8080",
-            "native": "127.0.0.1:8441", "mqtt": null, "demo_token": "abc"}"#;
-        let ready = Ready::parse(text, 7).unwrap().unwrap();
-        assert_eq!(ready.http, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(ready.native, "127.0.0.1:8441".parse().unwrap());
-        assert_eq!(ready.mqtt, None);
-        assert_eq!(ready.demo_token().unwrap(), "abc");
-        assert!(
-            Ready::parse(text, 8).unwrap().is_none(),
-            "another run's file"
-        );
-        assert!(Ready::parse("{", 7).is_err());
-    }
 }

@@ -3,22 +3,17 @@
 //! of the light firmware (`blynk-device`'s `host_light` example).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::blynk_server::{build_debug, target_dir};
 use crate::workspace::{TestCounts, workspace_root};
 
 /// Where Chromium is, unless `CHROMIUM` says otherwise.
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
 
 fn require(program: &str, hint: &str) -> Result<()> {
     let found = Command::new(program)
@@ -56,20 +51,7 @@ pub fn run() -> Result<(bool, TestCounts)> {
             bail!("npm ci failed in {}", suite.display());
         }
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in [
-        &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
-        &["build", "-p", "blynk-device", "--example", "host_light"][..],
-    ] {
-        let status = Command::new(&cargo)
-            .args(args)
-            .current_dir(workspace_root())
-            .status()?;
-        if !status.success() {
-            bail!("cargo {} failed", args.join(" "));
-        }
-    }
-    let target = target_dir().join("debug");
+    let target = build_debug(&[&["-p", "blynk-device", "--example", "host_light"]])?;
     let artifacts = target_dir().join("browser-artifacts");
     let mut child = Command::new("node")
         .args(["--test", "--test-reporter=tap", "--test-concurrency=1"])

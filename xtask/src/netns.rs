@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail};
 /// A network namespace this process made; deleted when dropped or when this process ends.
 pub struct Netns {
     name: String,
-    watchdog: Child,
-    pipe: Option<ChildStdin>,
+    /// Deletes it when dropped.
+    _watchdog: Watchdog,
 }
 
 impl Netns {
@@ -39,23 +39,12 @@ for pid in $(ip netns pids "$1" 2>/dev/null); do kill "$pid" 2>/dev/null; done
 sleep 0.2
 for pid in $(ip netns pids "$1" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
 ip netns del "$1""#;
-        let mut watchdog = match Command::new("sh")
-            .args(["-c", script, "sh", name])
-            .stdin(Stdio::piped())
-            .process_group(0)
-            .spawn()
-        {
-            Ok(watchdog) => watchdog,
-            Err(error) => {
-                let _ = run("ip", &["netns", "del", name]);
-                bail!("could not start the namespace's watchdog (sh): {error}");
-            }
-        };
-        let pipe = watchdog.stdin.take();
+        let watchdog = Watchdog::start(script, name, "the namespace's", || {
+            let _ = run("ip", &["netns", "del", name]);
+        })?;
         let netns = Netns {
             name: name.to_string(),
-            watchdog,
-            pipe,
+            _watchdog: watchdog,
         };
         netns.ip(&["link", "set", "lo", "up"])?;
         Ok(netns)
@@ -78,6 +67,19 @@ ip netns del "$1""#;
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// `sh` inside the namespace that raises its open-file limit to the hard one and then execs
+    /// the program and arguments added to it, which keeps the child's process id: for programs
+    /// that hold a thousand connections.
+    pub fn command_with_all_files(&self) -> Command {
+        let mut command = self.command("sh");
+        command.args([
+            "-c",
+            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
+            "sh",
+        ]);
         command
     }
 
@@ -113,13 +115,54 @@ pub fn bind_in(namespace: &str, address: SocketAddr) -> Result<TcpListener> {
     .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Closing the pipe sets the watchdog off; wait for it, so the namespace is gone on return.
-        if let Some(mut pipe) = self.pipe.take() {
-            let _ = pipe.flush();
+/// A `sh` that removes what this process made (a namespace, a TAP device) once its standard
+/// input, a pipe from here, closes: when this is dropped, or when the kernel closes the pipe as
+/// this process ends, however it ends. Its own process group keeps it out of the terminal's
+/// Ctrl-C.
+pub(crate) struct Watchdog {
+    child: Child,
+    pipe: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// `sh -c SCRIPT sh NAME` (the script reads its standard input to the end first); when it
+    /// cannot start, `undo` removes the thing at once and the error names `whose` watchdog.
+    pub(crate) fn start(
+        script: &str,
+        name: &str,
+        whose: &str,
+        undo: impl FnOnce(),
+    ) -> Result<Self> {
+        match Command::new("sh")
+            .args(["-c", script, "sh", name])
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .spawn()
+        {
+            Ok(mut child) => {
+                let pipe = child.stdin.take();
+                Ok(Watchdog { child, pipe })
+            }
+            Err(error) => {
+                undo();
+                bail!("could not start {whose} watchdog (sh): {error}");
+            }
         }
-        let _ = self.watchdog.wait();
+    }
+
+    /// Writes `line` to the script.
+    pub(crate) fn tell(&self, line: &str) {
+        if let Some(mut pipe) = self.pipe.as_ref() {
+            let _ = writeln!(pipe, "{line}");
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Closing the pipe sets the watchdog off; wait for it, so the thing is gone on return.
+        self.pipe = None;
+        let _ = self.child.wait();
     }
 }
 

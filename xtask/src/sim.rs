@@ -9,15 +9,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, ServerCommand};
 
 use crate::blynk_server;
+use crate::netns::Watchdog;
 use crate::workspace::{is_root, workspace_root};
 
 /// The TAP device's default name.
@@ -199,8 +201,8 @@ fn check_server(server: SocketAddr) {
 /// A TAP device this process made, removed (with whatever process it was given to watch) when
 /// the value is dropped or this process ends in any way.
 pub struct Tap {
-    watchdog: Child,
-    pipe: Option<ChildStdin>,
+    /// Removes it when dropped.
+    watchdog: Watchdog,
 }
 
 impl Tap {
@@ -215,20 +217,10 @@ impl Tap {
 while read -r pid; do pids="$pids $pid"; done
 for pid in $pids; do kill "$pid" 2>/dev/null; done
 ip tuntap del name "$1" mode tap && echo "removed the TAP device $1""#;
-        let mut watchdog = match Command::new("sh")
-            .args(["-c", script, "sh", name])
-            .stdin(Stdio::piped())
-            .process_group(0)
-            .spawn()
-        {
-            Ok(watchdog) => watchdog,
-            Err(error) => {
-                let _ = ip(&["tuntap", "del", "name", name, "mode", "tap"]);
-                bail!("could not start the TAP watchdog (sh): {error}");
-            }
-        };
-        let pipe = watchdog.stdin.take();
-        let tap = Tap { watchdog, pipe };
+        let watchdog = Watchdog::start(script, name, "the TAP", || {
+            let _ = ip(&["tuntap", "del", "name", name, "mode", "tap"]);
+        })?;
+        let tap = Tap { watchdog };
         println!("created the TAP device {name} ({host_address} on the host's side)");
         ip(&["link", "set", name, "up"])?;
         ip(&["addr", "add", host_address, "dev", name]).with_context(|| {
@@ -239,17 +231,7 @@ ip tuntap del name "$1" mode tap && echo "removed the TAP device $1""#;
 
     /// Kills `pid` too when the TAP device goes.
     pub fn watch(&self, pid: u32) {
-        if let Some(mut pipe) = self.pipe.as_ref() {
-            let _ = writeln!(pipe, "{pid}");
-        }
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        // Closing the pipe sets the watchdog off; wait for it, so the device is gone on return.
-        self.pipe = None;
-        let _ = self.watchdog.wait();
+        self.watchdog.tell(&pid.to_string());
     }
 }
 
@@ -272,16 +254,6 @@ fn ip(args: &[&str]) -> Result<()> {
 /// runs next to `cargo xtask sim`).
 const CHECK_HOST: &str = "192.168.70.100";
 const CHECK_DEVICE: &str = "192.168.70.2/24";
-
-/// A child process killed when dropped.
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Lines of a child's standard output, read on a thread.
 pub(crate) fn lines(
@@ -337,19 +309,8 @@ pub fn check() -> Result<()> {
     if Path::new("/sys/class/net").join(&tap_name).exists() {
         bail!("a network interface {tap_name} exists already");
     }
-    let root = workspace_root();
     println!("==> sim check: building blynk-server and firmware/sim");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-p", "blynk-server", "--bin", "blynk-server"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("blynk-server did not build");
-    }
-    let server_binary = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("debug/blynk-server");
+    let server_binary = blynk_server::build_debug(&[])?.join("blynk-server");
     let sim_binary = build_sim(false)?;
     let scratch = std::env::temp_dir().join(format!("blynk-sim-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -357,28 +318,13 @@ pub fn check() -> Result<()> {
     let result = (|| -> Result<()> {
         let tap = Tap::create(&tap_name, &format!("{CHECK_HOST}/24"))?;
         let key = crate::blynk_server::admin_key();
-        let mut command = Command::new(&server_binary);
-        command
-            .args([
-                "--bind",
-                CHECK_HOST,
-                "--http-port",
-                "0",
-                "--native-port",
-                "0",
-                "--mqtt-port",
-                "0",
-            ])
-            .arg("--data")
-            .arg(scratch.join("data"))
-            .env("BLYNK_LOG", "warn")
-            .env("BLYNK_ADMIN_KEY", &key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(scratch.join("server.log"))?);
+        let mut command = ServerCommand::new(&server_binary, scratch.join("data"))
+            .bind(CHECK_HOST)
+            .admin_key(&key)
+            .command();
+        command.stderr(std::fs::File::create(scratch.join("server.log"))?);
         let ready_file = scratch.join("ready.json");
-        let (server, ready) =
-            blynk_server::spawn(&mut command, &ready_file, blynk_server::START_WITHIN)?;
+        let (server, ready) = server::spawn(&mut command, &ready_file, server::START_WITHIN)?;
         tap.watch(server.id());
         let _server = Killed(server);
         let (http_address, native, token) = (ready.http, ready.native, ready.demo_token()?);

@@ -23,6 +23,29 @@ pub(crate) fn virtual_pin_number(pin: &str) -> Option<u32> {
     pin.strip_prefix('V')?.parse().ok()
 }
 
+/// Logs in `devices` by `login(token)`, `parallel` at a time; each must succeed (`what` names
+/// them in the error).
+pub(crate) async fn login_all<T, F>(
+    devices: &[DeviceRef],
+    parallel: usize,
+    what: &str,
+    login: impl Fn(String) -> F,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    let mut done = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(parallel.max(1)) {
+        let mut logins = JoinSet::new();
+        for device in chunk {
+            logins.spawn(login(device.token.clone()));
+        }
+        done.extend(join_all_ok(&mut logins, what).await?);
+    }
+    Ok(done)
+}
+
 /// Waits for `tasks` with a deadline; each must succeed.
 pub(crate) async fn join_all_ok<T: 'static>(
     tasks: &mut JoinSet<Result<T>>,

@@ -77,6 +77,21 @@ pub(crate) fn received_virtual_write(frame: &ClassicFrame<'_>) -> Option<(u32, i
     }
 }
 
+/// Logs in `devices` over the classic protocol, `parallel` at a time; their sockets.
+pub(crate) async fn classic_login_many(
+    address: SocketAddr,
+    devices: &[DeviceRef],
+    parallel: usize,
+) -> Result<Vec<TcpStream>> {
+    login_all(
+        devices,
+        parallel,
+        "classic logins",
+        move |token| async move { classic_login(address, &token).await },
+    )
+    .await
+}
+
 pub(crate) async fn classic_login(address: SocketAddr, token: &str) -> Result<TcpStream> {
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;

@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use blynk_testbed::{NatsServer, Postgres};
 use clap::Args;
 
+use super::measure::CpuMeters;
 use super::target::{ChildExtras, spawn_child_with};
 use super::{
     ADMIN_KEY, Running, SETUP_TIMEOUT, Target, TargetArgs, TempData, populate, populate_rest,
@@ -179,6 +180,11 @@ impl Cluster {
                 })
             })
             .collect()
+    }
+
+    /// The CPU time of every node's process, from now on.
+    pub fn cpu_meters(&self) -> Result<CpuMeters> {
+        CpuMeters::start(&self.pids()?)
     }
 
     pub fn stop(self) {

@@ -12,7 +12,7 @@
 //! side knows which send it answers. CPU is the system's own process (`/proc/<pid>/stat`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -21,8 +21,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
 use super::links::{DeviceIncoming, DeviceLink, DeviceWriter, System, UnderTest, connect_devices};
-use super::measure::{CpuMeter, num, percentile_ms};
-use super::watch_links::{ValueSink, open_watcher, run_watcher};
+use super::measure::{CpuMeter, SendTimes, Timing, num, percentile_ms, unless_stopped};
+use super::watch_links::{ValueSink, WatchEnd, WatcherLink, open_watcher, run_watcher};
 use super::{PINS, SETUP_TIMEOUT, nanos_since};
 
 /// Messages in flight per device in the flood: classic devices send a PING after every
@@ -58,12 +58,8 @@ pub struct RateArgs {
     /// Device writes per second, in total.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub timing: Timing,
     /// Seconds the watcher may take to hold every final value once the devices are done.
     #[arg(long, default_value_t = 5.0)]
     pub drain_seconds: f64,
@@ -80,12 +76,8 @@ pub struct AppWriteArgs {
     /// App writes per second, from one app connection.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub timing: Timing,
 }
 
 /// The final value expected on every (device, pin) and what the watcher holds.
@@ -155,8 +147,7 @@ impl ValueSink for FinalValues {
 /// Final values plus the latency of every value whose send time is known.
 pub(crate) struct TimedValues {
     pub(crate) finals: FinalValues,
-    pub(crate) sent_at: Arc<Vec<AtomicU64>>,
-    pub(crate) measured_from: usize,
+    times: SendTimes,
     pub(crate) latencies: Vec<u64>,
 }
 
@@ -164,13 +155,10 @@ impl ValueSink for TimedValues {
     fn value(&mut self, now: u64, index: usize, pin: u32, value: i64, coalesced: u64) {
         self.finals.record(now, index, pin, value, coalesced);
         if let Ok(seq) = usize::try_from(value)
-            && seq >= self.measured_from
-            && let Some(at) = self.sent_at.get(seq)
+            && let Some(at) = self.times.measured(seq)
+            && at > 0
         {
-            let at = at.load(Ordering::Relaxed);
-            if at > 0 {
-                self.latencies.push(now.saturating_sub(at));
-            }
+            self.latencies.push(now.saturating_sub(at));
         }
     }
 
@@ -180,7 +168,7 @@ impl ValueSink for TimedValues {
 }
 
 /// Waits until `complete` is set, the watcher task ends, or `limit` passes.
-pub(crate) async fn wait_complete<T>(
+async fn wait_complete<T>(
     complete: &AtomicBool,
     watcher: &tokio::task::JoinHandle<T>,
     limit: Duration,
@@ -258,9 +246,7 @@ pub async fn device_to_app(
     if let Some(failure) = failures.first() {
         eprintln!("  {} device(s) failed: {failure}", failures.len());
     }
-    if let Some(closed) = &end.closed {
-        eprintln!("  the watcher ended: {closed}");
-    }
+    end.tell("the watcher");
     Ok(vec![
         ("devices", args.devices.to_string()),
         ("sent", sent.to_string()),
@@ -345,69 +331,16 @@ pub async fn device_to_app_rate(
     under_test: &UnderTest,
     args: &RateArgs,
 ) -> Result<Vec<(&'static str, String)>> {
-    if args.devices == 0 || args.rate == 0 {
-        bail!("the rate row needs devices and a rate");
-    }
-    let total = (args.rate as f64 * (args.warmup + args.seconds)) as usize;
-    let measured_from = (args.rate as f64 * args.warmup) as usize;
-    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let times = SendTimes::new("the rate row", args.devices, args.rate, &args.timing)?;
     let devices = connect_devices(under_test, args.devices, false).await?;
     let watcher = open_watcher(under_test).await?;
-    let mut expected = vec![None; args.devices * PINS as usize];
-    for seq in 0..total {
-        let (index, pin) = slot_of(seq, args.devices);
-        expected[index * PINS as usize + pin as usize] = Some(seq as i64);
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let complete = Arc::new(AtomicBool::new(false));
     let cpu = CpuMeter::start(under_test.pid()?)?;
-    let epoch = Instant::now();
-    let sink = TimedValues {
-        finals: FinalValues::new(expected),
-        sent_at: sent_at.clone(),
-        measured_from,
-        latencies: Vec::with_capacity(total),
-    };
-    let watching = tokio::spawn(run_watcher(
-        watcher,
-        sink,
-        epoch,
-        stopped.clone(),
-        complete.clone(),
-    ));
-    let send_limit = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
-    let PacedDevices {
-        mut readers,
-        connected,
-        failures,
-        send_seconds,
-    } = send_from_devices(
-        devices, &sent_at, total, args.rate, epoch, &stopped, send_limit,
-    )
-    .await;
-    wait_complete(
-        &complete,
-        &watching,
-        Duration::from_secs_f64(args.drain_seconds),
-    )
-    .await;
-    let _ = stop.send(true);
-    let (mut timed, end) = watching.await.context("the watcher task")?;
-    readers.abort_all();
-    drop(connected);
-    let sent = sent_at
-        .iter()
-        .filter(|at| at.load(Ordering::Relaxed) > 0)
-        .count();
+    let watched = send_to_watchers(devices, vec![watcher], &times, args.drain_seconds).await?;
+    let (sent, send_seconds) = (watched.sent, watched.send_seconds);
     let cpu_us = cpu.micros_per(sent as u64)?;
-    timed.latencies.sort_unstable();
+    let (timed, end) = watched.watchers.into_iter().next().context("the watcher")?;
     let latencies = &timed.latencies;
-    if let Some(failure) = failures.first() {
-        eprintln!("  {} sender(s) failed: {failure}", failures.len());
-    }
-    if let Some(closed) = &end.closed {
-        eprintln!("  the watcher ended: {closed}");
-    }
+    end.tell("the watcher");
     Ok(vec![
         ("devices", args.devices.to_string()),
         ("rate", args.rate.to_string()),
@@ -430,36 +363,109 @@ pub async fn device_to_app_rate(
     ])
 }
 
-/// What [`send_from_devices`] leaves: the tasks draining what the devices receive (abort them
-/// when done), the connections of the senders that finished (held open until the watchers are
-/// done), the senders' failures and the time the sending took.
-pub(crate) struct PacedDevices {
-    pub readers: JoinSet<()>,
-    pub connected: Vec<DeviceWriter>,
-    pub failures: Vec<String>,
+/// What [`send_to_watchers`] saw: each watcher's values (latencies sorted) and how it ended,
+/// in the order of the watchers; the writes sent, the senders that failed, and the time the
+/// sending took.
+pub(crate) struct Watched {
+    pub watchers: Vec<(TimedValues, WatchEnd)>,
+    pub sent: usize,
+    pub failures: usize,
     pub send_seconds: f64,
 }
 
-/// Sends writes `0..total` at `rate` per second in all from `devices` (write `seq` from device
-/// `seq mod devices`, its value `seq`), stamping each send time in `sent_at`; what the devices
-/// receive is read and dropped until `stopped` changes. Senders still sending after
-/// `send_limit` are aborted and counted as failed.
-pub(crate) async fn send_from_devices(
+/// The device -> app rows at a fixed rate: sends the writes of `times` at its rate
+/// from `devices` (see [`send_from_devices`]) while each of `watchers` times every value it
+/// receives, then gives each watcher `drain_seconds` to hold every final value (the last write
+/// to each pin).
+pub(crate) async fn send_to_watchers(
     devices: Vec<DeviceLink>,
-    sent_at: &Arc<Vec<AtomicU64>>,
-    total: usize,
-    rate: u64,
+    watchers: Vec<WatcherLink>,
+    times: &SendTimes,
+    drain_seconds: f64,
+) -> Result<Watched> {
+    let count = devices.len();
+    let mut expected = vec![None; count * PINS as usize];
+    for seq in 0..times.total {
+        let (index, pin) = slot_of(seq, count);
+        expected[index * PINS as usize + pin as usize] = Some(seq as i64);
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let epoch = Instant::now();
+    let mut watching = Vec::new();
+    for watcher in watchers {
+        let complete = Arc::new(AtomicBool::new(false));
+        let sink = TimedValues {
+            finals: FinalValues::new(expected.clone()),
+            times: times.clone(),
+            latencies: Vec::with_capacity(times.total),
+        };
+        let task = tokio::spawn(run_watcher(
+            watcher,
+            sink,
+            epoch,
+            stopped.clone(),
+            complete.clone(),
+        ));
+        watching.push((task, complete));
+    }
+    let PacedDevices {
+        mut readers,
+        connected,
+        failures,
+        send_seconds,
+    } = send_from_devices(devices, times, epoch, &stopped).await;
+    for (task, complete) in &watching {
+        wait_complete(complete, task, Duration::from_secs_f64(drain_seconds)).await;
+    }
+    let _ = stop.send(true);
+    let mut watched = Vec::new();
+    for (task, _) in watching {
+        let (mut timed, end): (TimedValues, WatchEnd) = task.await.context("a watcher task")?;
+        timed.latencies.sort_unstable();
+        watched.push((timed, end));
+    }
+    readers.abort_all();
+    drop(connected);
+    if let Some(failure) = failures.first() {
+        eprintln!("  {} sender(s) failed: {failure}", failures.len());
+    }
+    Ok(Watched {
+        watchers: watched,
+        sent: times.sent(),
+        failures: failures.len(),
+        send_seconds,
+    })
+}
+
+/// What [`send_from_devices`] leaves: the tasks draining what the devices receive (abort them
+/// when done), the connections of the senders that finished (held open until the watchers are
+/// done), the senders' failures and the time the sending took.
+struct PacedDevices {
+    readers: JoinSet<()>,
+    connected: Vec<DeviceWriter>,
+    failures: Vec<String>,
+    send_seconds: f64,
+}
+
+/// Sends writes `0..times.total` at its rate in all from `devices` (write `seq` from device
+/// `seq mod devices`, its value `seq`), stamping each send time in `times`; what the devices
+/// receive is read and dropped until `stopped` changes. Senders still sending
+/// [`SETUP_TIMEOUT`] after the run's duration are aborted and counted as failed.
+async fn send_from_devices(
+    devices: Vec<DeviceLink>,
+    times: &SendTimes,
     epoch: Instant,
     stopped: &tokio::sync::watch::Receiver<bool>,
-    send_limit: Duration,
 ) -> PacedDevices {
+    let (total, rate) = (times.total, times.rate);
+    let send_limit = times.duration + SETUP_TIMEOUT;
     let started = Instant::now() + Duration::from_millis(50);
     let seconds_per_message = 1.0 / rate as f64;
     let count = devices.len();
     let mut senders: JoinSet<Result<DeviceWriter>> = JoinSet::new();
     let mut readers = JoinSet::new();
     for device in devices {
-        let sent_at = sent_at.clone();
+        let times = times.clone();
         let DeviceLink {
             mut writer,
             mut reader,
@@ -467,12 +473,9 @@ pub(crate) async fn send_from_devices(
         let mut stopped = stopped.clone();
         readers.spawn(async move {
             let mut owed = Vec::new();
-            loop {
-                tokio::select! {
-                    open = reader.read(|_| {}, &mut owed) => if !matches!(open, Ok(true)) { break },
-                    _ = stopped.changed() => break,
-                }
-            }
+            while let Some(Ok(true)) =
+                unless_stopped(&mut stopped, reader.read(|_| {}, &mut owed)).await
+            {}
         });
         senders.spawn(async move {
             let mut out = Vec::with_capacity(64);
@@ -481,7 +484,7 @@ pub(crate) async fn send_from_devices(
                 tokio::time::sleep_until(due.into()).await;
                 let (_, pin) = slot_of(seq, count);
                 writer.push_write(&mut out, pin, seq as i64)?;
-                sent_at[seq].store(nanos_since(epoch).max(1), Ordering::Relaxed);
+                times.stamp(seq..seq + 1, nanos_since(epoch).max(1));
                 writer.write.write_all(&out).await?;
                 out.clear();
             }

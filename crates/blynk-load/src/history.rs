@@ -9,9 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use super::measure::{num, percentile_ms};
-use super::{
-    ADMIN_KEY, PINS, Running, Target, TargetArgs, TempData, populate, server_config, spawn_child,
-};
+use super::{PINS, Target, TargetArgs, TempData, populate, start_in_process, stop_in_process};
 
 #[derive(Args, Clone, Debug)]
 pub struct HistoryArgs {
@@ -40,18 +38,11 @@ pub fn run(
 ) -> Result<Vec<(&'static str, String)>> {
     let pins = args.pins.clamp(1, PINS);
     let data = TempData::new()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let server = runtime.block_on(blynk_server::start_with_admin_key(
-        server_config(&data.0, target_args.durability),
-        Some(ADMIN_KEY),
-    ))?;
+    let (runtime, server) = start_in_process(&data.0, target_args.durability)?;
     let engine = server.engine().clone();
     let devices = runtime.block_on(populate(&engine, args.devices, false))?;
-    runtime.block_on(server.shutdown());
     drop(engine);
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    stop_in_process(runtime, server);
 
     let filling = Instant::now();
     let rows = fill_history(&data.0, &devices, pins, args.rows_per_pin)?;
@@ -59,17 +50,8 @@ pub fn run(
     eprintln!("  {rows} history rows written in {fill_seconds:.1} s");
 
     let starting = Instant::now();
-    let (child, addresses, admin_key) = spawn_child(target_args, &data.0)?;
+    let target = Target::child(target_args, data, devices)?;
     let start_seconds = starting.elapsed().as_secs_f64();
-    let target = Target {
-        http: addresses.http,
-        native: addresses.native,
-        mqtt: addresses.mqtt,
-        admin_key,
-        devices,
-        running: Running::Child { child, _data: data },
-        durability: target_args.durability.name(),
-    };
     let timed = load.block_on(time_writes(&target, args, pins));
     target.stop();
     let latencies = timed?;

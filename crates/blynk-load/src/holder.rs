@@ -24,7 +24,7 @@ use clap::Args;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{SETUP_TIMEOUT, classic_login};
+use super::{SETUP_TIMEOUT, classic_login, count_closed};
 
 /// Logins in flight at once.
 const PARALLEL_LOGINS: usize = 250;
@@ -130,18 +130,4 @@ async fn login_all(
         }
     }
     (held, failed, 0)
-}
-
-/// Connections whose server side closed (a read returns end of file at once).
-async fn count_closed(held: &[TcpStream]) -> usize {
-    let mut closed = 0;
-    for stream in held {
-        let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
-        {
-            closed += 1;
-        }
-    }
-    closed
 }

@@ -26,52 +26,16 @@ pub(crate) fn vm_rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS line")
 }
 
-/// Logs in `devices` in batches of `parallel`.
-pub(crate) async fn login_many(
-    native: SocketAddr,
-    devices: &[DeviceRef],
-    parallel: usize,
-) -> Result<Vec<NativeConn>> {
-    let mut conns = Vec::with_capacity(devices.len());
-    for chunk in devices.chunks(parallel.max(1)) {
-        let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-        for device in chunk {
-            let token = device.token.clone();
-            logins.spawn(async move { NativeConn::login(native, &token, false, 3600).await });
-        }
-        conns.extend(join_all_ok(&mut logins, "native logins").await?);
-    }
-    Ok(conns)
-}
-
 pub(crate) async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String> {
     let pid = target.server_pid().context(
         "idle-rss measures the server process: use a child server (the default) or --server-pid",
     )?;
-    let settle = Duration::from_secs(2);
-    tokio::time::sleep(settle).await;
-    let before = vm_rss_kib(pid)?;
-    let half = args.connections / 2;
-    let mut held = idle_logins(target, &target.devices[..half], args.protocol).await?;
-    tokio::time::sleep(settle).await;
-    let at_half = vm_rss_kib(pid)?;
-    let second = &target.devices[half..args.connections];
-    held.extend(idle_logins(target, second, args.protocol).await?);
-    tokio::time::sleep(settle).await;
-    let after = vm_rss_kib(pid)?;
-    // Every connection is still open and logged in: nothing was closed by the server.
-    let mut closed = 0;
-    for stream in &mut held {
-        let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
-        {
-            closed += 1;
-        }
-    }
+    let devices = &target.devices[..args.connections];
+    let growth = idle_growth(target, pid, devices, args.protocol).await?;
+    let (before, at_half, after) = (growth.before, growth.at_half, growth.after);
+    let (half, closed) = (growth.half, growth.closed);
     let count = args.connections as f64;
     let second_half = (args.connections - half) as f64;
-    drop(held);
     Ok(format!(
         "idle-rss: {} idle {} connections (logged in, no sync) to the {} (pid {pid}): server \
          VmRSS {} KiB before, {} KiB at {}, {} KiB at {}: {:.2} KiB per connection overall, {:.2} \
@@ -97,24 +61,71 @@ pub(crate) async fn idle_rss(target: &Target, args: &IdleArgs) -> Result<String>
     ))
 }
 
+/// The server's resident memory (KiB) as idle connections are opened: before any, once `half`
+/// of them are, and after all; and how many of them the server had closed by then.
+pub(crate) struct IdleGrowth {
+    pub before: u64,
+    pub at_half: u64,
+    pub after: u64,
+    pub half: usize,
+    pub closed: usize,
+}
+
+/// Opens an idle connection of `protocol` for each of `devices`, in two halves, reading the
+/// memory of the server (process `pid`) once it settled before, between and after; the
+/// connections are closed at the end.
+pub(crate) async fn idle_growth(
+    target: &Target,
+    pid: u32,
+    devices: &[DeviceRef],
+    protocol: IdleProtocol,
+) -> Result<IdleGrowth> {
+    let settle = Duration::from_secs(2);
+    tokio::time::sleep(settle).await;
+    let before = vm_rss_kib(pid)?;
+    let half = devices.len() / 2;
+    let mut held = idle_logins(target, &devices[..half], protocol).await?;
+    tokio::time::sleep(settle).await;
+    let at_half = vm_rss_kib(pid)?;
+    held.extend(idle_logins(target, &devices[half..], protocol).await?);
+    tokio::time::sleep(settle).await;
+    let after = vm_rss_kib(pid)?;
+    // Every connection is still open and logged in: nothing was closed by the server.
+    let closed = count_closed(&held).await;
+    Ok(IdleGrowth {
+        before,
+        at_half,
+        after,
+        half,
+        closed,
+    })
+}
+
+/// Connections whose server side closed (a read returns end of file at once).
+pub(crate) async fn count_closed(held: &[TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in held {
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
+        {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// Logs in `devices` with `protocol` and keeps their sockets.
 pub(crate) async fn idle_logins(
     target: &Target,
     devices: &[DeviceRef],
     protocol: IdleProtocol,
 ) -> Result<Vec<TcpStream>> {
-    if protocol == IdleProtocol::Native {
-        let conns = login_many(target.native, devices, 250).await?;
-        return Ok(conns.into_iter().map(|conn| conn.stream).collect());
-    }
-    let mut streams = Vec::with_capacity(devices.len());
-    for chunk in devices.chunks(250) {
-        let mut logins: JoinSet<Result<TcpStream>> = JoinSet::new();
-        for device in chunk {
-            let (address, token) = (target.http, device.token.clone());
-            logins.spawn(async move { classic_login(address, &token).await });
+    match protocol {
+        IdleProtocol::Native => {
+            let conns = NativeConn::login_many(target.native, devices, 250, 3600).await?;
+            Ok(conns.into_iter().map(|conn| conn.stream).collect())
         }
-        streams.extend(join_all_ok(&mut logins, "classic logins").await?);
+        IdleProtocol::Classic => classic_login_many(target.http, devices, 250).await,
     }
-    Ok(streams)
 }

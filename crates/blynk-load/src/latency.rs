@@ -2,6 +2,7 @@
 
 use blynk_client::Method;
 
+use super::measure::{SendTimes, all_received, percentile_ms, unless_stopped};
 use super::*;
 
 pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<String> {
@@ -9,42 +10,26 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
     if devices.is_empty() || args.senders == 0 || args.rate == 0 {
         bail!("latency needs devices, senders and a rate");
     }
-    let total = (args.rate as f64 * (args.warmup + args.seconds)) as usize;
-    let warmup_count = (args.rate as f64 * args.warmup) as usize;
+    let times = SendTimes::new("latency", devices.len(), args.rate, &args.timing)?;
+    let total = times.total;
     let epoch = Instant::now();
-    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
 
     // The devices, recording the latency of each update they receive.
-    let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-    for device in devices {
-        let (address, token) = (target.native, device.token.clone());
-        logins.spawn(async move { NativeConn::login(address, &token, false, 600).await });
-    }
-    let conns = join_all_ok(&mut logins, "native logins").await?;
+    let conns = NativeConn::login_many(target.native, devices, devices.len(), 600).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut receivers = JoinSet::new();
     for mut conn in conns {
-        let (sent_at, mut stopped) = (sent_at.clone(), stopped.clone());
+        let (times, mut stopped) = (times.clone(), stopped.clone());
         receivers.spawn(async move {
             let mut latencies: Vec<u64> = Vec::with_capacity(total);
             let mut received = 0u64;
-            loop {
-                tokio::select! {
-                    read = conn.fill() => match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    },
-                    _ = stopped.changed() => break,
-                }
+            while let Some(Ok(1..)) = unless_stopped(&mut stopped, conn.fill()).await {
                 let now = nanos_since(epoch);
                 while let Ok(Some(incoming)) = conn.next() {
                     if let Incoming::Update(Some(seq)) = incoming {
                         received += 1;
-                        let seq = seq as usize;
-                        if seq >= warmup_count
-                            && let Some(at) = sent_at.get(seq)
-                        {
-                            latencies.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                        if let Some(latency) = times.latency(seq as usize, now) {
+                            latencies.push(latency);
                         }
                     }
                 }
@@ -63,7 +48,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
         let mine = (sender..total)
             .step_by(args.senders)
             .collect::<Vec<usize>>();
-        let (sent_at, ids, errors) = (sent_at.clone(), ids.clone(), errors.clone());
+        let (times, ids, errors) = (times.clone(), ids.clone(), errors.clone());
         let (http, key, via) = (target.http, target.admin_key.clone(), args.via);
         senders.spawn(async move {
             let write_of = |seq: usize| {
@@ -74,7 +59,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
             match via {
                 Via::Ws => {
                     let (mut sender, mut receiver) = app_socket(http, &key).await?.split();
-                    let (drain_errors, replies_sent_at) = (errors.clone(), sent_at.clone());
+                    let (drain_errors, replies_times) = (errors.clone(), times.clone());
                     let expected = mine.len();
                     let replies_deadline = tokio::time::Instant::from_std(started)
                         + Duration::from_secs_f64(mine.len() as f64 / rate_each)
@@ -100,10 +85,9 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                                 let reply: serde_json::Value =
                                     serde_json::from_str(&text).unwrap_or_default();
                                 if let Some(seq) = reply["id"].as_u64()
-                                    && seq as usize >= warmup_count
-                                    && let Some(at) = replies_sent_at.get(seq as usize)
+                                    && let Some(latency) = replies_times.latency(seq as usize, now)
                                 {
-                                    stored.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                                    stored.push(latency);
                                 }
                             }
                         }
@@ -125,7 +109,7 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                         if !batch.is_empty() {
                             let now = nanos_since(epoch);
                             for &seq in &mine[batch.clone()] {
-                                sent_at[seq].store(now, Ordering::Relaxed);
+                                times.stamp(seq..seq + 1, now);
                             }
                             sender.flush().await?;
                         }
@@ -148,9 +132,9 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
                         let body = format!(r#"{{"value":{seq},"wait_ms":0}}"#).into_bytes();
                         let path = format!("/api/devices/{device}/values/V{pin}");
                         let sent = nanos_since(epoch);
-                        sent_at[seq].store(sent, Ordering::Relaxed);
+                        times.stamp(seq..seq + 1, sent);
                         match connection.call(Method::PUT, &path, Some(body), Duration::ZERO).await {
-                            Ok(_) if seq >= warmup_count => {
+                            Ok(_) if seq >= times.measured_from => {
                                 stored.push(nanos_since(epoch).saturating_sub(sent))
                             }
                             Ok(_) => {}
@@ -168,7 +152,8 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
     let mut sender_failures = Vec::new();
     let mut stored_latencies: Vec<u64> = Vec::with_capacity(total);
     let mut finished = Duration::ZERO;
-    let send_deadline = Duration::from_secs_f64(args.warmup + args.seconds) + SETUP_TIMEOUT;
+    let send_deadline =
+        Duration::from_secs_f64(args.timing.warmup + args.timing.seconds) + SETUP_TIMEOUT;
     while let Ok(Some(done)) = tokio::time::timeout(send_deadline, senders.join_next()).await {
         match done {
             Ok(Ok((stored, sender_finished))) => {
@@ -182,23 +167,9 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
     let sending = finished.as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop.send(true);
-    let mut latencies = Vec::with_capacity(total);
-    let mut received = 0;
-    while let Some(done) = receivers.join_next().await {
-        let (mine, count) = done?;
-        latencies.extend(mine);
-        received += count;
-    }
-    latencies.sort_unstable();
+    let (latencies, received) = all_received(receivers).await?;
     stored_latencies.sort_unstable();
-    let percentile_of = |values: &[u64], p: f64| -> f64 {
-        if values.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
-        values[index] as f64 / 1e6
-    };
-    let percentile = |p: f64| percentile_of(&latencies, p);
+    let percentile = |p: f64| percentile_ms(&latencies, p);
     if !sender_failures.is_empty() {
         eprintln!("  latency senders failed: {sender_failures:?}");
     }
@@ -218,15 +189,15 @@ pub(crate) async fn latency(target: &Target, args: &LatencyArgs) -> Result<Strin
         durability_of(target),
         target.mode(),
         latencies.len(),
-        args.seconds,
-        args.warmup,
+        args.timing.seconds,
+        args.timing.warmup,
         sending,
         percentile(0.50),
         percentile(0.99),
         percentile(0.999),
-        latencies.last().map_or(f64::NAN, |max| *max as f64 / 1e6),
-        percentile_of(&stored_latencies, 0.50),
-        percentile_of(&stored_latencies, 0.99),
+        percentile(1.0),
+        percentile_ms(&stored_latencies, 0.50),
+        percentile_ms(&stored_latencies, 0.99),
         received,
         total,
         errors.load(Ordering::Relaxed) + sender_failures.len() as u64,

@@ -30,7 +30,7 @@
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -195,12 +195,8 @@ pub(crate) struct ThroughputArgs {
     /// Unacknowledged writes per native connection.
     #[arg(long, default_value_t = 32)]
     pub(crate) window: usize,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) seconds: f64,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: measure::Timing,
     /// Print the rates of every second on stderr.
     #[arg(long)]
     pub(crate) progress: bool,
@@ -228,12 +224,8 @@ pub(crate) struct LatencyArgs {
     /// How apps write.
     #[arg(long, value_enum, default_value_t = Via::Ws)]
     pub(crate) via: Via,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: measure::Timing,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -349,30 +341,18 @@ pub(crate) fn run_scenario(
     load: &tokio::runtime::Runtime,
 ) -> Result<String> {
     match scenario {
-        Scenario::Throughput(args) => {
-            let target = prepare(
-                target_args,
-                ServerMode::InProcess,
-                args.devices + args.classic,
-                false,
-                load,
-            )?;
-            let line = load.block_on(throughput(&target, args));
-            target.stop();
-            line
-        }
-        Scenario::Latency(args) => {
-            let target = prepare(
-                target_args,
-                ServerMode::InProcess,
-                args.devices,
-                false,
-                load,
-            )?;
-            let line = load.block_on(latency(&target, args));
-            target.stop();
-            line
-        }
+        Scenario::Throughput(args) => on_server(
+            target_args,
+            (ServerMode::InProcess, args.devices + args.classic, false),
+            load,
+            async |target| throughput(target, args).await,
+        ),
+        Scenario::Latency(args) => on_server(
+            target_args,
+            (ServerMode::InProcess, args.devices, false),
+            load,
+            async |target| latency(target, args).await,
+        ),
         Scenario::IdleRss(args) => {
             if let Some(limit) = open_file_limit()
                 && limit < args.connections as u64 + 500
@@ -383,16 +363,12 @@ pub(crate) fn run_scenario(
                     args.connections
                 );
             }
-            let target = prepare(
+            on_server(
                 target_args,
-                ServerMode::Child,
-                args.connections,
-                false,
+                (ServerMode::Child, args.connections, false),
                 load,
-            )?;
-            let line = load.block_on(idle_rss(&target, args));
-            target.stop();
-            line
+                async |target| idle_rss(target, args).await,
+            )
         }
         Scenario::ReconnectStorm(args) => {
             if target_args.server == Some(ServerMode::InProcess) && args.devices > 9_000 {
@@ -411,13 +387,42 @@ pub(crate) fn run_scenario(
                     args.devices
                 );
             }
-            let target = prepare(target_args, ServerMode::Child, args.devices, true, load)?;
-            let line = load.block_on(reconnect_storm(&target, args));
-            target.stop();
-            line
+            on_server(
+                target_args,
+                (ServerMode::Child, args.devices, true),
+                load,
+                async |target| reconnect_storm(target, args).await,
+            )
         }
         Scenario::All => bail!("`all` is not a single scenario"),
         Scenario::Row(row) => rows::run(target_args, row, load),
         Scenario::Nodes(row) => nodes_rows::run(target_args, row, load),
     }
+}
+
+/// Prepares the server of a scenario or row (`(default mode, devices, preset)`, as [`prepare`]
+/// takes them), runs `scenario` on it and stops it.
+pub(crate) fn on_server<T>(
+    target_args: &TargetArgs,
+    (mode, devices, preset): (ServerMode, usize, bool),
+    load: &tokio::runtime::Runtime,
+    scenario: impl AsyncFnOnce(&Target) -> Result<T>,
+) -> Result<T> {
+    let target = prepare(target_args, mode, devices, preset, load)?;
+    let result = load.block_on(scenario(&target));
+    target.stop();
+    result
+}
+
+/// Waits up to `limit` for our own `child` to end (after it was asked to), then kills it.
+pub(crate) fn wait_or_kill(child: &mut Child, limit: Duration, poll: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(poll);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -6,14 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use tokio::net::TcpStream;
-use tokio::task::JoinSet;
 
 use blynk_client::Error;
 use blynk_client::events::{AppEvent, for_each_event};
 
 use super::measure::num;
-use super::{Target, app_socket, classic_login, join_all_ok, vm_rss_kib};
+use super::{IdleProtocol, Target, app_socket, idle_growth, vm_rss_kib};
 
 /// Time for the server's memory to settle before it is read.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -35,20 +33,6 @@ pub struct WatchArgs {
     pub max_rss_mib: u64,
 }
 
-/// Classic logins in batches of 250.
-async fn classic_logins(target: &Target, from: usize, to: usize) -> Result<Vec<TcpStream>> {
-    let mut held = Vec::with_capacity(to - from);
-    for chunk in target.devices[from..to].chunks(250) {
-        let mut logins: JoinSet<Result<TcpStream>> = JoinSet::new();
-        for device in chunk {
-            let (http, token) = (target.http, device.token.clone());
-            logins.spawn(async move { classic_login(http, &token).await });
-        }
-        held.extend(join_all_ok(&mut logins, "classic logins").await?);
-    }
-    Ok(held)
-}
-
 /// Row "idle classic device connections".
 pub async fn idle_classic(
     target: &Target,
@@ -56,39 +40,20 @@ pub async fn idle_classic(
 ) -> Result<Vec<(&'static str, String)>> {
     let pid = target.server_pid().context("a child server is needed")?;
     let count = args.connections.min(target.devices.len());
-    tokio::time::sleep(SETTLE).await;
-    let before = vm_rss_kib(pid)?;
-    let half = count / 2;
-    let mut held = classic_logins(target, 0, half).await?;
-    tokio::time::sleep(SETTLE).await;
-    let at_half = vm_rss_kib(pid)?;
-    held.extend(classic_logins(target, half, count).await?);
-    tokio::time::sleep(SETTLE).await;
-    let after = vm_rss_kib(pid)?;
-    let mut closed = 0;
-    for stream in &held {
-        let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_micros(1), stream.peek(&mut probe)).await
-        {
-            closed += 1;
-        }
-    }
-    drop(held);
-    Ok(vec![
-        ("connections", count.to_string()),
-        ("rss_before_kib", before.to_string()),
-        ("rss_after_kib", after.to_string()),
-        (
-            "kib_per_connection",
-            num(after.saturating_sub(before) as f64 / count.max(1) as f64),
-        ),
-        (
-            "kib_per_connection_second_half",
-            num(after.saturating_sub(at_half) as f64 / (count - half).max(1) as f64),
-        ),
-        ("closed", closed.to_string()),
-    ])
+    let growth = idle_growth(target, pid, &target.devices[..count], IdleProtocol::Classic).await?;
+    let mut figures = vec![("connections", count.to_string())];
+    figures.extend(rss_figures(
+        (growth.before, growth.after),
+        "kib_per_connection",
+        count,
+    ));
+    figures.push((
+        "kib_per_connection_second_half",
+        num(growth.after.saturating_sub(growth.at_half) as f64
+            / (count - growth.half).max(1) as f64),
+    ));
+    figures.push(("closed", growth.closed.to_string()));
+    Ok(figures)
 }
 
 /// Row "one app watching N devices".
@@ -128,14 +93,29 @@ pub async fn watch_memory(
     let after = vm_rss_kib(pid)?.max(peak);
     drop(socket);
     let watched = target.devices.len().min(args.devices);
-    Ok(vec![
-        ("devices", watched.to_string()),
+    let mut figures = vec![("devices", watched.to_string())];
+    figures.extend(rss_figures(
+        (before, after),
+        "kib_per_watched_device",
+        watched,
+    ));
+    figures.push(("over_cap", u8::from(over_cap).to_string()));
+    Ok(figures)
+}
+
+/// The server's memory before and after (KiB), and the growth per unit (`per_unit`, over
+/// `units`).
+fn rss_figures(
+    (before, after): (u64, u64),
+    per_unit: &'static str,
+    units: usize,
+) -> [(&'static str, String); 3] {
+    [
         ("rss_before_kib", before.to_string()),
         ("rss_after_kib", after.to_string()),
         (
-            "kib_per_watched_device",
-            num(after.saturating_sub(before) as f64 / watched.max(1) as f64),
+            per_unit,
+            num(after.saturating_sub(before) as f64 / units.max(1) as f64),
         ),
-        ("over_cap", u8::from(over_cap).to_string()),
-    ])
+    ]
 }

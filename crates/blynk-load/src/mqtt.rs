@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::TempData;
+use super::{TempData, wait_or_kill};
 
 /// Largest packet the reader accepts; the generator's packets are tens of bytes.
 const MAX_PACKET: usize = 1024 * 1024;
@@ -103,15 +103,11 @@ impl Mosquitto {
             .arg(self.child.id().to_string())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_or_kill(
+            &mut self.child,
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+        );
     }
 }
 

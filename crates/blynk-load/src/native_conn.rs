@@ -33,6 +33,22 @@ pub(crate) fn push_frame(out: &mut Vec<u8>, message: &Message<'_>) -> Result<()>
 }
 
 impl NativeConn {
+    /// Logs in `devices` (no sync, `heartbeat` seconds), `parallel` at a time.
+    pub(crate) async fn login_many(
+        address: SocketAddr,
+        devices: &[DeviceRef],
+        parallel: usize,
+        heartbeat: u16,
+    ) -> Result<Vec<NativeConn>> {
+        login_all(
+            devices,
+            parallel,
+            "native logins",
+            move |token| async move { NativeConn::login(address, &token, false, heartbeat).await },
+        )
+        .await
+    }
+
     pub(crate) async fn connect(address: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;

@@ -14,7 +14,7 @@ use clap::Args;
 use super::cluster::{Cluster, device_view, is_online, wait_online};
 use super::links::{DeviceIncoming, DeviceProtocol, UnderTest, connect_devices};
 use super::measure::num;
-use super::{DeviceRef, Target, TempData, app_client, vm_rss_kib};
+use super::{DeviceRef, Target, TempData, app_client, vm_rss_kib, wait_or_kill};
 
 /// Connections one helper process holds at most (under its 20,000 descriptors).
 const PER_HELPER: usize = 19_000;
@@ -120,15 +120,11 @@ impl Helper {
     /// Closes its input (it releases its connections and exits) and waits for it, bounded.
     fn release(mut self) {
         drop(self.input.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_or_kill(
+            &mut self.child,
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::TargetArgs;
 use super::cluster::{Cluster, NodesArgs};
 use super::holder::{self, HoldArgs};
-use super::measure::print_figures;
+use super::measure::Runs;
 use super::nodes_app_to_device::{self, CrossWriteArgs};
 use super::nodes_connections::{self, HeldArgs, NODE_LIMITS};
 use super::nodes_fan_out::{self, FanOutArgs};
@@ -80,13 +80,15 @@ pub fn run(
             NODE_LIMITS,
         ),
     };
-    let mut failed = 0;
+    let mut done = Runs::default();
     for run in 1..=runs.max(1) {
         let cluster = match Cluster::start(target_args, nodes, devices, limits, load) {
             Ok(cluster) => cluster,
             Err(error) => {
-                eprintln!("  {name} run {run}: could not start the nodes: {error:#}");
-                failed += 1;
+                done.failed(
+                    format_args!("{name} run {run}: could not start the nodes"),
+                    &error,
+                );
                 continue;
             }
         };
@@ -104,17 +106,12 @@ pub fn run(
         };
         let durability = cluster.nodes[0].durability;
         cluster.stop();
-        match figures {
-            Ok(figures) => {
-                let mut pairs = vec![("store", durability.to_owned()), ("run", run.to_string())];
-                pairs.extend(figures);
-                print_figures(name, "nodes", &pairs);
-            }
-            Err(error) => {
-                eprintln!("  {name} run {run}: {error:#}");
-                failed += 1;
-            }
-        }
+        done.report(
+            (name, "nodes"),
+            format_args!("{name} run {run}"),
+            vec![("store", durability.to_owned()), ("run", run.to_string())],
+            figures,
+        );
     }
-    Ok(format!("{name}: {runs} runs, {failed} failed"))
+    Ok(format!("{name}: {runs} runs, {} failed", done.failed))
 }

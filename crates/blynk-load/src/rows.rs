@@ -2,16 +2,16 @@
 //! times, every run on a fresh child process (blynk-server or Mosquitto) bound to 127.0.0.1, and
 //! prints one `figure:` line per run for `cargo xtask bench` to aggregate.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::app_to_device;
 use super::data_path::{self, AppWriteArgs, FloodArgs, RateArgs};
 use super::history::{self, HistoryArgs};
 use super::links::{DeviceProtocol, System, UnderTest};
-use super::measure::print_figures;
+use super::measure::{Runs, Timing, print_figures};
 use super::memory::{self, IdleClassicArgs, WatchArgs};
-use super::{ServerMode, TargetArgs, prepare};
+use super::{ServerMode, TargetArgs, on_server};
 
 #[derive(Subcommand, Debug)]
 pub enum Row {
@@ -66,12 +66,9 @@ pub struct PerProtocolArgs {
     /// Device writes per second in total, and app writes per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
-    /// Seconds measured in each direction.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Seconds sent before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    // The seconds are measured in each direction.
+    #[command(flatten)]
+    pub timing: Timing,
     /// Measurements of each protocol and direction, each on a fresh server.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -102,42 +99,21 @@ pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) 
         Row::DeviceToApp { args, runs } => (args.system, args.devices, *runs),
         Row::DeviceToAppRate { args, runs } => (args.system, args.devices, *runs),
         Row::AppToDevice { args, runs } => (args.system, args.devices, *runs),
-        Row::HistoryWrites(args) => {
-            let figures = history::run(target_args, args, load)?;
-            let mut pairs = vec![("durability", target_args.durability.name().to_owned())];
-            pairs.extend(figures);
-            print_figures(name, "server", &pairs);
-            return Ok(format!("{name}: done"));
-        }
-        Row::IdleClassic(args) => {
-            let target = prepare(
-                target_args,
-                ServerMode::Child,
-                args.connections,
-                false,
-                load,
-            )?;
-            let figures = load.block_on(memory::idle_classic(&target, args));
-            target.stop();
-            print_figures(name, "server", &figures?);
-            return Ok(format!("{name}: done"));
-        }
-        Row::WatchMemory(args) => {
-            let target = prepare(target_args, ServerMode::Child, args.devices, false, load)?;
-            let figures = load.block_on(memory::watch_memory(&target, args));
-            target.stop();
-            print_figures(name, "server", &figures?);
-            return Ok(format!("{name}: done"));
-        }
         Row::PerProtocol(args) => return per_protocol(target_args, args, load),
+        Row::HistoryWrites(_) | Row::IdleClassic(_) | Row::WatchMemory(_) => {
+            print_figures(name, "server", &run_once(target_args, row, load)?);
+            return Ok(format!("{name}: done"));
+        }
     };
-    let mut failed = 0;
+    let mut done = Runs::default();
     for run in 1..=runs.max(1) {
         let under_test = match UnderTest::start(system, target_args, devices, load) {
             Ok(under_test) => under_test,
             Err(error) => {
-                eprintln!("  {name} run {run}: could not start {system:?}: {error:#}");
-                failed += 1;
+                done.failed(
+                    format_args!("{name} run {run}: could not start {system:?}"),
+                    &error,
+                );
                 continue;
             }
         };
@@ -155,24 +131,49 @@ pub fn run(target_args: &TargetArgs, row: &Row, load: &tokio::runtime::Runtime) 
         });
         let (system_name, durability) = (under_test.name(), under_test.durability());
         under_test.stop();
-        match figures {
-            Ok(figures) => {
-                let mut pairs = vec![
-                    ("durability", durability.to_owned()),
-                    ("run", run.to_string()),
-                ];
-                pairs.extend(figures);
-                print_figures(name, system_name, &pairs);
-            }
-            Err(error) => {
-                eprintln!("  {name} run {run} on {system_name}: {error:#}");
-                failed += 1;
-            }
-        }
+        done.report(
+            (name, system_name),
+            format_args!("{name} run {run} on {system_name}"),
+            vec![
+                ("durability", durability.to_owned()),
+                ("run", run.to_string()),
+            ],
+            figures,
+        );
     }
     Ok(format!(
-        "{name} on {system:?}: {runs} runs, {failed} failed"
+        "{name} on {system:?}: {runs} runs, {} failed",
+        done.failed
     ))
+}
+
+/// The figures of a row measured once, on the server alone.
+fn run_once(
+    target_args: &TargetArgs,
+    row: &Row,
+    load: &tokio::runtime::Runtime,
+) -> Result<Vec<(&'static str, String)>> {
+    match row {
+        Row::HistoryWrites(args) => {
+            let mut pairs = vec![("durability", target_args.durability.name().to_owned())];
+            pairs.extend(history::run(target_args, args, load)?);
+            Ok(pairs)
+        }
+        Row::IdleClassic(IdleClassicArgs {
+            connections: devices,
+        })
+        | Row::WatchMemory(WatchArgs { devices, .. }) => on_server(
+            target_args,
+            (ServerMode::Child, *devices, false),
+            load,
+            async |target| match row {
+                Row::IdleClassic(args) => memory::idle_classic(target, args).await,
+                Row::WatchMemory(args) => memory::watch_memory(target, args).await,
+                _ => bail!("{} is not a memory row", row.name()),
+            },
+        ),
+        _ => bail!("{} is measured more than once", row.name()),
+    }
 }
 
 /// The per-protocol row: for each run and protocol, device -> app at the rate with one app
@@ -186,30 +187,25 @@ fn per_protocol(
         system: System::Server,
         devices: args.devices,
         rate: args.rate,
-        seconds: args.seconds,
-        warmup: args.warmup,
+        timing: args.timing.clone(),
         drain_seconds: 5.0,
     };
     let app_to_device = AppWriteArgs {
         system: System::Server,
         devices: args.devices,
         rate: args.rate,
-        seconds: args.seconds,
-        warmup: args.warmup,
+        timing: args.timing.clone(),
     };
-    let mut failed = 0;
+    let mut done = Runs::default();
     for run in 1..=args.runs.max(1) {
         for &protocol in &args.protocols {
             for row in [PROTOCOL_DEVICE_TO_APP, PROTOCOL_APP_TO_DEVICE] {
+                let what = format!("{row} {} run {run}", protocol.name());
                 let under_test =
                     match UnderTest::start_server(target_args, args.devices, protocol, load) {
                         Ok(under_test) => under_test,
                         Err(error) => {
-                            eprintln!(
-                                "  {row} {} run {run}: no server: {error:#}",
-                                protocol.name()
-                            );
-                            failed += 1;
+                            done.failed(format_args!("{what}: no server"), &error);
                             continue;
                         }
                     };
@@ -222,27 +218,19 @@ fn per_protocol(
                 });
                 let durability = under_test.durability();
                 under_test.stop();
-                match figures {
-                    Ok(figures) => {
-                        let mut pairs = vec![
-                            ("protocol", protocol.name().to_owned()),
-                            ("durability", durability.to_owned()),
-                            ("run", run.to_string()),
-                        ];
-                        pairs.extend(figures);
-                        print_figures(row, "server", &pairs);
-                    }
-                    Err(error) => {
-                        eprintln!("  {row} {} run {run}: {error:#}", protocol.name());
-                        failed += 1;
-                    }
-                }
+                let leading = vec![
+                    ("protocol", protocol.name().to_owned()),
+                    ("durability", durability.to_owned()),
+                    ("run", run.to_string()),
+                ];
+                done.report((row, "server"), what, leading, figures);
             }
         }
     }
     Ok(format!(
-        "per-protocol: {} protocols x 2 directions x {} runs, {failed} failed",
+        "per-protocol: {} protocols x 2 directions x {} runs, {} failed",
         args.protocols.len(),
-        args.runs.max(1)
+        args.runs.max(1),
+        done.failed
     ))
 }

@@ -1,7 +1,7 @@
 //! The server under test: in this process, a child `blynk-server`, or an external one, and
 //! the template and devices it is prepared with.
 
-use blynk_server::ready_file::ReadyFile;
+use blynk_testbed::server::ServerCommand;
 
 use super::*;
 
@@ -62,6 +62,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// A `blynk-server` child ([`spawn_child`]) over `data`, prepared with `devices`.
+    pub(crate) fn child(
+        args: &TargetArgs,
+        data: TempData,
+        devices: Vec<DeviceRef>,
+    ) -> Result<Self> {
+        let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
+        Ok(Target {
+            http: addresses.http,
+            native: addresses.native,
+            mqtt: addresses.mqtt,
+            admin_key,
+            devices,
+            running: Running::Child { child, _data: data },
+            durability: args.durability.name(),
+        })
+    }
+
     pub(crate) fn mode(&self) -> &'static str {
         match self.running {
             Running::InProcess { .. } => "in-process server",
@@ -84,25 +102,10 @@ impl Target {
                 runtime,
                 server,
                 _data,
-            } => {
-                runtime.block_on((*server).shutdown());
-                runtime.shutdown_timeout(Duration::from_secs(2));
-            }
+            } => stop_in_process(runtime, *server),
             Running::Child { mut child, _data } => {
-                // Our own child, by its id: SIGTERM first for a graceful stop, then SIGKILL.
-                let _ = Command::new("kill")
-                    .arg(child.id().to_string())
-                    .stderr(Stdio::null())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+                // Our own child: SIGTERM first for a graceful stop, then SIGKILL.
+                blynk_testbed::server::terminate(&mut child, Duration::from_secs(10));
             }
             Running::External { .. } => {}
         }
@@ -203,14 +206,7 @@ pub(crate) fn prepare(
         }
         ServerMode::InProcess | ServerMode::Child => {
             let data = TempData::new()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("server")
-                .build()?;
-            let server = runtime.block_on(blynk_server::start_with_admin_key(
-                server_config(&data.0, args.durability),
-                Some(ADMIN_KEY),
-            ))?;
+            let (runtime, server) = start_in_process(&data.0, args.durability)?;
             let engine = server.engine().clone();
             let devices = runtime.block_on(populate(&engine, count, preset))?;
             if mode == ServerMode::InProcess {
@@ -228,19 +224,9 @@ pub(crate) fn prepare(
                     durability: args.durability.name(),
                 }
             } else {
-                runtime.block_on(server.shutdown());
                 drop(engine);
-                runtime.shutdown_timeout(Duration::from_secs(2));
-                let (child, addresses, admin_key) = spawn_child(args, &data.0)?;
-                Target {
-                    http: addresses.http,
-                    native: addresses.native,
-                    mqtt: addresses.mqtt,
-                    admin_key,
-                    devices,
-                    running: Running::Child { child, _data: data },
-                    durability: args.durability.name(),
-                }
+                stop_in_process(runtime, server);
+                Target::child(args, data, devices)?
             }
         }
     };
@@ -252,6 +238,29 @@ pub(crate) fn prepare(
         started.elapsed().as_secs_f64()
     );
     Ok(target)
+}
+
+/// `blynk-server` in this process over `data`, on a runtime of its own, with the load's admin
+/// key: the server under test, or the one that prepares a child's data directory.
+pub(crate) fn start_in_process(
+    data: &Path,
+    durability: Durability,
+) -> Result<(tokio::runtime::Runtime, blynk_server::Server)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("server")
+        .build()?;
+    let server = runtime.block_on(blynk_server::start_with_admin_key(
+        server_config(data, durability),
+        Some(ADMIN_KEY),
+    ))?;
+    Ok((runtime, server))
+}
+
+/// Stops a server of [`start_in_process`] (its store flushed) and its runtime.
+pub(crate) fn stop_in_process(runtime: tokio::runtime::Runtime, server: blynk_server::Server) {
+    runtime.block_on(server.shutdown());
+    runtime.shutdown_timeout(Duration::from_secs(2));
 }
 
 /// Creates the template and devices through the engine, a few hundred at a time so the store
@@ -375,16 +384,6 @@ pub(crate) struct ChildAddresses {
     pub(crate) mqtt: Option<SocketAddr>,
 }
 
-/// A free loopback port, for a child server's MQTT listener (its command line takes a port
-/// number; 0 there turns MQTT off).
-pub(crate) fn free_loopback_port() -> Result<u16> {
-    Ok(
-        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port(),
-    )
-}
-
 /// Starts `blynk-server` over the prepared data directory on ephemeral loopback ports and reads
 /// its addresses from its ready file.
 pub(crate) fn spawn_child(
@@ -428,84 +427,52 @@ pub(crate) fn spawn_child_with(
         limits.push('\n');
     }
     std::fs::write(&config, limits)?;
+    let mut server = ServerCommand::new(&binary, data)
+        .log("warn")
+        // The key the data directory was populated with (it is stored hashed, never printed).
+        .admin_key(ADMIN_KEY);
     // Never the standard port: 1883 may be taken by another server. Off unless a row needs it.
-    let mqtt_port = if args.mqtt { free_loopback_port()? } else { 0 };
-    let ready_file = data.join("ready.json");
-    let _ = std::fs::remove_file(&ready_file);
-    let mut child = Command::new(&binary)
+    if args.mqtt {
+        server = server.mqtt_on_a_free_port()?;
+    }
+    let mut command = server.command();
+    command
         .arg("--config")
         .arg(&config)
-        .arg("--data")
-        .arg(data)
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--native-port",
-            "0",
-        ])
-        .args(["--mqtt-port", &mqtt_port.to_string()])
         .args(["--durability", args.durability.name()])
         .args(&extras.flags)
         .arg("serve")
-        .env("BLYNK_LOG", "warn")
-        .env("BLYNK_READY_FILE", &ready_file)
-        // The key the data directory was populated with (it is stored hashed, never printed).
-        .env("BLYNK_ADMIN_KEY", ADMIN_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let logs = child.stderr.take().context("child stderr")?;
+        .stderr(Stdio::piped());
+    let ready_file = data.join("ready.json");
     // Shows its first warnings, then keeps draining its logs so the server never blocks on them.
-    std::thread::spawn(move || {
-        for (index, line) in std::io::BufReader::new(logs).lines().enumerate() {
-            let Ok(line) = line else { break };
-            if index < 20 {
-                eprintln!("  server: {line}");
+    let drain = |child: &mut Child| {
+        let Some(logs) = child.stderr.take() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            for (index, line) in std::io::BufReader::new(logs).lines().enumerate() {
+                let Ok(line) = line else { break };
+                if index < 20 {
+                    eprintln!("  server: {line}");
+                }
             }
-        }
-    });
-    match wait_for_ready_file(&mut child, &ready_file) {
-        Ok(ready) => {
-            if args.mqtt && ready.mqtt.is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the child server has no MQTT address (its port was taken?)");
-            }
-            let addresses = ChildAddresses {
-                http: ready.http,
-                native: ready.native,
-                mqtt: ready.mqtt,
-            };
-            Ok((child, addresses, ADMIN_KEY.to_owned()))
-        }
-        Err(error) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(error)
-        }
+        });
+    };
+    let (mut child, ready) =
+        blynk_testbed::server::spawn_then(&mut command, &ready_file, START_WITHIN, drain)
+            .with_context(|| format!("starting {}", binary.display()))?;
+    if args.mqtt && ready.mqtt.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the child server has no MQTT address (its port was taken?)");
     }
+    let addresses = ChildAddresses {
+        http: ready.http,
+        native: ready.native,
+        mqtt: ready.mqtt,
+    };
+    Ok((child, addresses, ADMIN_KEY.to_owned()))
 }
 
-/// Waits (at most 60 s, polling: the server writes the file by a rename) for the child's ready
-/// file.
-fn wait_for_ready_file(child: &mut Child, path: &Path) -> Result<ReadyFile> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("the child server ended before it was ready ({status})");
-        }
-        if let Some(ready) = ReadyFile::read(path).context("reading the ready file")?
-            && ready.pid == child.id()
-        {
-            return Ok(ready);
-        }
-        if Instant::now() >= deadline {
-            bail!("the child server wrote no ready file within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// How long the child server may take to write its ready file (a large data directory).
+const START_WITHIN: Duration = Duration::from_secs(60);

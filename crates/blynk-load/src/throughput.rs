@@ -73,18 +73,9 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
 
     // Native devices log in, then write in a window of unacknowledged writes.
     let (native_devices, classic_devices) = target.devices.split_at(args.devices);
-    let mut logins: JoinSet<Result<NativeConn>> = JoinSet::new();
-    for device in native_devices {
-        let (address, token) = (target.native, device.token.clone());
-        logins.spawn(async move { NativeConn::login(address, &token, false, 600).await });
-    }
-    let natives = join_all_ok(&mut logins, "native logins").await?;
-    let mut classic_logins: JoinSet<Result<TcpStream>> = JoinSet::new();
-    for device in classic_devices {
-        let (address, token) = (target.http, device.token.clone());
-        classic_logins.spawn(async move { classic_login(address, &token).await });
-    }
-    let classics = join_all_ok(&mut classic_logins, "classic logins").await?;
+    let natives =
+        NativeConn::login_many(target.native, native_devices, native_devices.len(), 600).await?;
+    let classics = classic_login_many(target.http, classic_devices, classic_devices.len()).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -205,9 +196,9 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
             }
         })
     });
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.timing.warmup)).await;
     let first = counters.snapshot();
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.timing.seconds)).await;
     let last = counters.snapshot();
     if let Some(progress) = progress {
         progress.abort();
@@ -257,7 +248,7 @@ pub(crate) async fn throughput(target: &Target, args: &ThroughputArgs) -> Result
         durability_of(target),
         target.mode(),
         seconds,
-        args.warmup,
+        args.timing.warmup,
         native_rate,
         if args.classic > 0 {
             format!(" (+ {classic_rate:.0}/s classic)")

@@ -36,6 +36,15 @@ pub struct WatchEnd {
     pub messages: u64,
 }
 
+impl WatchEnd {
+    /// Says on stderr why the system closed `watcher`, if it did.
+    pub fn tell(&self, watcher: &str) {
+        if let Some(closed) = &self.closed {
+            eprintln!("  {watcher} ended: {closed}");
+        }
+    }
+}
+
 /// Receives value changes: `(now in ns since the run's epoch, device index, pin, value,
 /// changes it stands for)`.
 pub trait ValueSink: Send + 'static {

@@ -6,13 +6,12 @@
 //! kills the process named in its pid file and removes its directory when this process ends
 //! without a drop.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Error, free_port, temporary_directory};
+use crate::process::{Error, accepts, on_a_free_port, temporary_directory};
 use crate::watchdog::Watchdog;
 
 /// What to do when the program is missing.
@@ -47,16 +46,11 @@ impl NatsServer {
             child: Mutex::new(None),
             _watchdog: watchdog,
         };
-        // A port found free may be taken before nats-server binds it: try a few.
-        let mut last_error = Error::new("no port tried");
-        for _ in 0..3 {
-            server.port = free_port()?;
-            match server.resume() {
-                Ok(()) => return Ok(server),
-                Err(error) => last_error = error,
-            }
-        }
-        Err(last_error)
+        on_a_free_port(|port| {
+            server.port = port;
+            server.resume()
+        })?;
+        Ok(server)
     }
 
     /// The port it listens on (127.0.0.1).
@@ -166,7 +160,7 @@ fn wait_until_accepting(child: &mut Child, port: u16) -> Result<(), String> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("it exited ({status})"));
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if accepts(port) {
             return Ok(());
         }
         std::thread::sleep(pause);
@@ -179,10 +173,6 @@ fn wait_until_accepting(child: &mut Child, port: u16) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accepts(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }
 
     #[test]
     fn stops_resumes_on_the_same_port_and_leaves_nothing_behind() {

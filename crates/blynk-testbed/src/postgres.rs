@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::process::{Error, free_port, is_root, run, temporary_directory};
+use crate::process::{Error, is_root, on_a_free_port, run, temporary_directory};
 use crate::watchdog::Watchdog;
 
 /// Where Debian's `postgresql` package puts `initdb` (one directory per major version).
@@ -112,16 +112,11 @@ impl Postgres {
                 "-D",
             ])
             .arg(server.root.join("data")))?;
-        // A port found free may be taken before PostgreSQL binds it: try a few.
-        let mut last_error = Error::new("no port tried");
-        for _ in 0..3 {
-            server.port = free_port()?;
-            match server.resume() {
-                Ok(()) => return Ok(server),
-                Err(error) => last_error = error,
-            }
-        }
-        Err(last_error)
+        on_a_free_port(|port| {
+            server.port = port;
+            server.resume()
+        })?;
+        Ok(server)
     }
 
     /// The port it listens on (127.0.0.1).
@@ -253,13 +248,8 @@ fn find_programs() -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpStream;
-
     use super::*;
-
-    fn accepts(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }
+    use crate::process::accepts;
 
     #[test]
     fn creates_databases_stops_resumes_and_leaves_nothing_behind() {

@@ -1,11 +1,11 @@
 //! What starting a server program needs: a free loopback port, a temporary directory of its
-//! own, a command run to its end with its output kept for the error, and whether this process
-//! is root.
+//! own, a command run to its end with its output kept for the error, whether this process is
+//! root, and a child killed when dropped.
 
 use std::fmt;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Why a server could not be started, stopped or used: the command and what it printed, or
@@ -38,6 +38,25 @@ pub(crate) fn free_port() -> Result<u16, Error> {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .map_err(|error| Error::new(format!("finding a free port: {error}")))
+}
+
+/// Whether a server accepts connections on loopback `port`.
+pub(crate) fn accepts(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Runs `start` with a port found free, again with another (three tries in all) when it fails:
+/// another process may take a free port before the server binds it. The last error when every
+/// try failed.
+pub(crate) fn on_a_free_port(mut start: impl FnMut(u16) -> Result<(), Error>) -> Result<(), Error> {
+    let mut last_error = Error::new("no port tried");
+    for _ in 0..3 {
+        match start(free_port()?) {
+            Ok(()) => return Ok(()),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
 }
 
 /// A new directory `blynk-{kind}-{process}-{n}` in the system's temporary directory; the
@@ -77,5 +96,24 @@ pub(crate) fn run(command: &mut Command) -> Result<(), Error> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )))
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that no exit path of the program
+/// that started it (an error, a failed assertion) leaves it running.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// Kills it now and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

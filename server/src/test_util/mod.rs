@@ -1,10 +1,10 @@
 //! Test support for every crate that tests against a real server (feature `test-util`, enabled
 //! only by dev-dependencies): a server in the test's process on 127.0.0.1 with ephemeral ports
-//! over a temporary data directory ([`TestServer`]), the real binary as a child process read
-//! through its ready file ([`process`]), and an HTTP and app WebSocket client ([`http`]).
+//! over a temporary data directory ([`TestServer`]) and an HTTP and app WebSocket client
+//! ([`http`]). The real binary as a child process is `blynk_testbed::server`'s, shared with
+//! xtask and the load generator.
 
 pub mod http;
-pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

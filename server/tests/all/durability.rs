@@ -5,69 +5,53 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use blynk_proto::Pin;
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, START_WITHIN, ServerCommand};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use rumqttc::QoS;
 
 use crate::support::mqtt::{MqttDevice, Options};
 use crate::support::native::{LoginOptions, NativeClient, Received};
-use crate::support::process::ServerProcess;
 use crate::support::{PATIENCE, http};
 
+/// A server process, killed when dropped.
 struct Process {
-    child: Child,
+    child: Killed,
     http: SocketAddr,
     native: SocketAddr,
     mqtt: SocketAddr,
     token: String,
 }
 
-/// A port free a moment ago: `--mqtt-port 0` turns MQTT off rather than picking one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the binary on `data` with ephemeral ports and reads its ready file.
-async fn start(data: &Path) -> Process {
-    start_on(data, None).await
+fn start(data: &Path) -> Process {
+    start_on(data, None)
 }
 
 /// Like [`start`], on the PostgreSQL database `store` when given (through `BLYNK_STORE`, the
 /// setting's environment form).
-async fn start_on(data: &Path, store: Option<&str>) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_blynk-server"));
+fn start_on(data: &Path, store: Option<&str>) -> Process {
+    let mut command = ServerCommand::new(env!("CARGO_BIN_EXE_blynk-server"), data)
+        .mqtt_on_a_free_port()
+        .unwrap()
+        // Its logs go to the test's standard error, which no test captures: errors only (each
+        // crash makes the next start warn of it).
+        .log("error")
+        .command();
     match store {
         Some(url) => command.env("BLYNK_STORE", url),
         None => command.env_remove("BLYNK_STORE"),
     };
-    command
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--native-port",
-            "0",
-            "--mqtt-port",
-            &free_port().to_string(),
-            "--data",
-        ])
-        .arg(data)
-        // Its logs go to the test's standard error, which no test captures: errors only (each
-        // crash makes the next start warn of it).
-        .env("BLYNK_LOG", "error");
-    let server = ServerProcess::start(command, &data.join("ready.json")).await;
+    let (child, ready) = server::spawn(&mut command, &data.join("ready.json"), START_WITHIN)
+        .unwrap_or_else(|error| panic!("{error}"));
     Process {
-        http: server.ready.http,
-        native: server.ready.native,
-        mqtt: server.mqtt(),
-        token: server.demo_token(),
-        child: server.child,
+        http: ready.http,
+        native: ready.native,
+        mqtt: ready.mqtt().unwrap(),
+        token: ready.demo_token().unwrap(),
+        child: Killed(child),
     }
 }
 
@@ -105,7 +89,7 @@ async fn spec_3_10_acknowledged_writes_survive_kill_9_and_restart_on_postgres() 
 
 async fn acknowledged_writes_survive_kill_9_and_restart(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start_on(dir.path(), store).await;
+    let mut server = start_on(dir.path(), store);
     let options = LoginOptions {
         sync_on_connect: false,
         ..LoginOptions::default()
@@ -143,8 +127,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart(store: Option<&str>) {
     .await;
     assert_eq!(update.status, 200);
 
-    server.child.start_kill().unwrap();
-    server.child.wait().await.unwrap();
+    server.child.kill();
 
     // On PostgreSQL, a new data directory: the state is all in the database.
     let other_dir = tempfile::tempdir().unwrap();
@@ -153,7 +136,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart(store: Option<&str>) {
     } else {
         dir.path()
     };
-    let restarted = start_on(data, store).await;
+    let restarted = start_on(data, store);
     let key = admin_key_on(data, store).await;
     let auth = format!("Bearer {key}");
     let values = http::request(
@@ -191,7 +174,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart(store: Option<&str>) {
 #[tokio::test]
 async fn a_device_added_from_the_command_line_logs_in_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let server = start(dir.path());
     let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
         .arg("--data")
         .arg(dir.path())
@@ -295,8 +278,7 @@ async fn crash_mid_stream(mut server: Process, key: &str, known: Option<u64>) ->
             break;
         }
     }
-    server.child.start_kill().unwrap();
-    server.child.wait().await.unwrap();
+    server.child.kill();
     // What the server had already sent before it died counts as seen too.
     while let Ok(Some(message)) = device
         .recv_within(std::time::Duration::from_millis(200))
@@ -315,12 +297,12 @@ async fn spec_3_10_crashes_reuse_no_version_and_a_device_that_saw_a_lost_one_is_
     let key = admin_key(dir.path()).await;
     // Two crashes in a row: the second run's versions, forwarded and lost too, must not
     // collide with the third run's either.
-    let (_, first_seen) = crash_mid_stream(start(dir.path()).await, &key, None).await;
+    let (_, first_seen) = crash_mid_stream(start(dir.path()), &key, None).await;
     let (seen_value, seen_version) =
-        crash_mid_stream(start(dir.path()).await, &key, Some(first_seen)).await;
+        crash_mid_stream(start(dir.path()), &key, Some(first_seen)).await;
     assert!(seen_version > first_seen);
 
-    let restarted = start(dir.path()).await;
+    let restarted = start(dir.path());
     let options = LoginOptions {
         sync_on_connect: true,
         known_version: Some(seen_version),

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 
 use blynk_proto::native::LoginResult;
+use blynk_testbed::server::ServerCommand;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -14,27 +15,14 @@ use crate::support::native::{LoginOptions, NativeClient};
 #[tokio::test]
 async fn json_log_format_prints_one_object_per_line_with_level_message_and_fields() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--native-port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--log-format",
-            "json",
-            "--data",
-        ])
-        .arg(data.path())
-        .env("BLYNK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut command = ServerCommand::new(env!("CARGO_BIN_EXE_blynk-server"), data.path())
+        .log("info")
+        .command();
+    command
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped());
+    // No ready file: the test reads what the logs say, as it comes.
+    let mut child = Command::from(command).kill_on_drop(true).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // Reads lines, each of which must be a JSON log event, up to the one with `message`.
     let mut next_event = async |message: &str| -> Value {

@@ -120,6 +120,39 @@ pub(crate) fn runs_with(label: &'static str, select: Select, field: &'static str
     }
 }
 
+/// A cell of the table: its metrics' figures, `-` when it has none.
+pub(crate) fn cells(metrics: &[Metric], figures: &[Figure]) -> String {
+    if metrics.is_empty() {
+        return "-".to_owned();
+    }
+    metrics
+        .iter()
+        .map(|metric| metric.cell(figures))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The figures most rows show, under their usual label (`labelled` gives another).
+pub(crate) fn p50(select: Select) -> Metric {
+    metric("p50", select, "p50_ms", " ms")
+}
+
+pub(crate) fn p99(select: Select) -> Metric {
+    metric("p99", select, "p99_ms", " ms")
+}
+
+pub(crate) fn ack_p99(select: Select) -> Metric {
+    metric("ack p99", select, "ack_p99_ms", " ms")
+}
+
+pub(crate) fn cpu_per_msg(select: Select) -> Metric {
+    metric("CPU", select, "cpu_us_per_msg", " us/msg")
+}
+
+pub(crate) fn cpu_per_write(select: Select) -> Metric {
+    metric("CPU", select, "cpu_us_per_write", " us/write")
+}
+
 /// Median, min and max of some numbers.
 pub(crate) fn spread(values: &mut [f64]) -> Option<(f64, f64, f64)> {
     if values.is_empty() {
@@ -162,6 +195,11 @@ pub(crate) fn show(value: f64) -> String {
 }
 
 impl Metric {
+    /// The same figure under another label.
+    pub(crate) fn labelled(self, label: &'static str) -> Metric {
+        Metric { label, ..self }
+    }
+
     pub(crate) fn values(&self, figures: &[Figure]) -> (Vec<f64>, usize) {
         let chosen: Vec<&Figure> = figures.iter().filter(|f| self.select.matches(f)).collect();
         let values = chosen.iter().filter_map(|f| f.number(self.field)).collect();

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -227,18 +227,17 @@ pub fn run(extra: &[String]) -> Result<()> {
         report
     };
     if let Some(path) = &options.figures_from {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = read_report(path)?;
         let figures = saved_figures(split_report(&text).0);
-        let report = with_section(render(&options, &rows(&options), &figures));
-        std::fs::write(&options.out, report)
-            .with_context(|| format!("writing {}", options.out.display()))?;
+        write_report(
+            &options,
+            with_section(render(&options, &rows(&options), &figures)),
+        )?;
         println!("wrote {} from {}", options.out.display(), path.display());
         return Ok(());
     }
     build_release()?;
-    let started = Instant::now();
-    let load_before = load_average();
+    let facts = RunFacts::start();
     if let Err(error) = ensure_mosquitto() {
         eprintln!("{error:#}");
     }
@@ -279,28 +278,9 @@ pub fn run(extra: &[String]) -> Result<()> {
         }
     }
     // When and how this run went, kept with the figures (a later `--only` run adds its own).
-    let facts = format!(
-        "figure: row=run system=xtask date={} rows={} took_s={:.0} load_before={load_before} \
-         load_after={}",
-        output_of("date", &["-u", "+%Y-%m-%dT%H:%MZ"]),
-        options
-            .only
-            .as_ref()
-            .map_or_else(|| "all".to_owned(), |only| only.join(",")),
-        started.elapsed().as_secs_f64(),
-        load_average(),
-    );
-    figures.extend(Figure::parse(&facts));
+    figures.extend(facts.figure("run", "", &options));
     let report = with_section(render(&options, &table, &figures));
-    std::fs::write(&options.out, report)
-        .with_context(|| format!("writing {}", options.out.display()))?;
-    println!(
-        "\nwrote {} ({} figures, {:.0} s)",
-        options.out.display(),
-        figures.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    facts.finish(&options, "", report, figures.len())
 }
 
 pub(crate) fn build_release() -> Result<()> {
@@ -335,49 +315,38 @@ mod tests {
 
     #[test]
     pub(crate) fn figures_are_summarized_per_row_system_and_durability() {
-        let figures: Vec<Figure> = [
-            "figure: row=app-to-device system=server durability=full run=1 p99_ms=4.500",
-            "figure: row=app-to-device system=server durability=full run=2 p99_ms=2.500",
-            "figure: row=app-to-device system=server durability=full run=3 p99_ms=nan",
-            "figure: row=app-to-device system=server durability=process run=1 p99_ms=1.000",
-        ]
-        .iter()
-        .filter_map(|line| Figure::parse(line))
-        .collect();
+        let figures = saved_figures(
+            "figure: row=app-to-device system=server durability=full run=1 p99_ms=4.500\n\
+             figure: row=app-to-device system=server durability=full run=2 p99_ms=2.500\n\
+             figure: row=app-to-device system=server durability=full run=3 p99_ms=nan\n\
+             figure: row=app-to-device system=server durability=process run=1 p99_ms=1.000",
+        );
         let full = Select {
             durability: Some("full"),
             ..select("app-to-device", "server")
         };
         assert_eq!(
-            metric("p99", full, "p99_ms", " ms").cell(&figures),
+            p99(full).cell(&figures),
             "p99 3.50 ms (2.50-4.50, 2 of 3 runs)"
         );
-        assert_eq!(
-            metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms").cell(&figures),
-            "p99: not run"
-        );
+        let mosquitto = select("app-to-device", "mosquitto");
+        assert_eq!(p99(mosquitto).cell(&figures), "p99: not run");
     }
 
     #[test]
     pub(crate) fn per_protocol_figures_are_told_apart_by_protocol() {
-        let figures: Vec<Figure> = [
+        let figures = saved_figures(
             "figure: row=protocol-app-to-device system=server protocol=native durability=full \
-             run=1 p99_ms=0.800",
-            "figure: row=protocol-app-to-device system=server protocol=mqtt durability=full \
+             run=1 p99_ms=0.800\n\
+             figure: row=protocol-app-to-device system=server protocol=mqtt durability=full \
              run=1 p99_ms=1.200",
-        ]
-        .iter()
-        .filter_map(|line| Figure::parse(line))
-        .collect();
+        );
         assert!(figures.iter().all(|figure| figure.letter() == Some("i")));
         let mqtt = Select {
             protocol: Some("mqtt"),
             ..select("protocol-app-to-device", "server")
         };
-        assert_eq!(
-            metric("p99", mqtt, "p99_ms", " ms").cell(&figures),
-            "p99 1.20 ms"
-        );
+        assert_eq!(p99(mqtt).cell(&figures), "p99 1.20 ms");
     }
 
     #[test]
@@ -397,6 +366,24 @@ mod tests {
             commands["i"],
             vec![args("per-protocol --seconds 3 --runs 1")]
         );
+    }
+
+    #[test]
+    fn the_facts_of_a_run_are_a_figure_of_their_own() {
+        let options = parse(&["--only".to_owned(), "a,c".to_owned()]).expect("options");
+        let facts = RunFacts::start()
+            .figure("nodes-run", "nodes=2 ", &options)
+            .expect("a figure");
+        assert_eq!(facts.get("row"), Some("nodes-run"));
+        assert_eq!(facts.get("system"), Some("xtask"));
+        assert_eq!(facts.get("nodes"), Some("2"));
+        assert_eq!(facts.get("rows"), Some("a,c"));
+        for field in ["date", "took_s", "load_before", "load_after"] {
+            assert!(facts.get(field).is_some(), "{field}");
+        }
+        let mut shown = String::new();
+        write_runs(&mut shown, &[facts], "nodes-run");
+        assert!(shown.starts_with("- Run at ") && shown.contains(": rows a,c, 0 s;"));
     }
 
     #[test]

@@ -61,29 +61,45 @@ pub(crate) fn node_rows(options: &Options, nodes: usize) -> Vec<Row> {
     let held = nodes_select("nodes-connections");
     // Connections per node: what one process may hold here (20,000 descriptors) less a margin.
     let connections = 19_500 * nodes;
+    // CPU of node A (the devices') and node B per write or message.
+    let cpu_per_node = |select, [device_node, other_node]: [&'static str; 2], unit| {
+        [
+            metric("CPU node A", select, device_node, unit),
+            metric("node B", select, other_node, unit),
+        ]
+    };
+    // What a watcher of the fan-out received: node B's fields start `other_`, node A's `same_`.
+    let watcher = |delivered, [rate, p50, p99, lost]: [&'static str; 4]| {
+        [
+            metric(delivered, fan_out, rate, " msg/s"),
+            metric("p50", fan_out, p50, " ms"),
+            metric("p99", fan_out, p99, " ms"),
+            metric("lost pins", fan_out, lost, ""),
+        ]
+    };
+
     vec![
         Row {
             letter: "n1",
             workload: "app -> device across nodes at 5,000 writes/s (and 1,000): 1,000 classic \
                        devices on node A, one app WebSocket on node B",
             target: "p99 <= 3 ms",
-            server: vec![
-                metric("p50", latency, "p50_ms", " ms"),
-                metric("p99", latency, "p99_ms", " ms"),
-                metric("ack p99", latency, "ack_p99_ms", " ms"),
-                metric(
-                    "CPU node A",
+            server: [
+                [p50(latency), p99(latency), ack_p99(latency)].as_slice(),
+                &cpu_per_node(
                     latency,
-                    "cpu_us_per_write_device_node",
+                    ["cpu_us_per_write_device_node", "cpu_us_per_write_app_node"],
                     " us/write",
                 ),
-                metric("node B", latency, "cpu_us_per_write_app_node", " us/write"),
-                metric("received", latency, "received", ""),
-                metric("sent", latency, "sent", ""),
-                metric("at 1,000 writes/s: p50", gentle, "p50_ms", " ms"),
-                metric("p99", gentle, "p99_ms", " ms"),
-                metric("ack p99", gentle, "ack_p99_ms", " ms"),
-            ],
+                &[
+                    metric("received", latency, "received", ""),
+                    metric("sent", latency, "sent", ""),
+                    p50(gentle).labelled("at 1,000 writes/s: p50"),
+                    p99(gentle),
+                    ack_p99(gentle),
+                ],
+            ]
+            .concat(),
             mosquitto: Vec::new(),
             // The same at 1,000 writes/s: what the path costs when the machine is not saturated.
             commands: vec![
@@ -101,33 +117,33 @@ pub(crate) fn node_rows(options: &Options, nodes: usize) -> Vec<Row> {
                        devices on node A, one app watching every device on node B and one on \
                        node A",
             target: "0 lost; node B close to node A",
-            server: vec![
-                metric(
+            server: [
+                watcher(
                     "node B: delivered",
-                    fan_out,
-                    "other_delivered_rate",
-                    " msg/s",
-                ),
-                metric("p50", fan_out, "other_p50_ms", " ms"),
-                metric("p99", fan_out, "other_p99_ms", " ms"),
-                metric("lost pins", fan_out, "other_lost_pins", ""),
-                metric(
+                    [
+                        "other_delivered_rate",
+                        "other_p50_ms",
+                        "other_p99_ms",
+                        "other_lost_pins",
+                    ],
+                )
+                .as_slice(),
+                &watcher(
                     "node A: delivered",
-                    fan_out,
-                    "same_delivered_rate",
-                    " msg/s",
+                    [
+                        "same_delivered_rate",
+                        "same_p50_ms",
+                        "same_p99_ms",
+                        "same_lost_pins",
+                    ],
                 ),
-                metric("p50", fan_out, "same_p50_ms", " ms"),
-                metric("p99", fan_out, "same_p99_ms", " ms"),
-                metric("lost pins", fan_out, "same_lost_pins", ""),
-                metric(
-                    "CPU node A",
+                &cpu_per_node(
                     fan_out,
-                    "cpu_us_per_msg_device_node",
+                    ["cpu_us_per_msg_device_node", "cpu_us_per_msg_other_node"],
                     " us/msg",
                 ),
-                metric("node B", fan_out, "cpu_us_per_msg_other_node", " us/msg"),
-            ],
+            ]
+            .concat(),
             mosquitto: Vec::new(),
             commands: vec![args(&format!(
                 "nodes-fan-out --nodes {nodes} --rate 10000 --seconds {seconds} --runs {runs}"
@@ -160,16 +176,13 @@ pub(crate) fn node_rows(options: &Options, nodes: usize) -> Vec<Row> {
 /// Runs the rows of several nodes (all, or those of `--only`) and rewrites the report's
 /// section of several nodes.
 pub(crate) fn run_nodes(options: &Options, nodes: usize) -> Result<()> {
-    let started = Instant::now();
-    let load_before = load_average();
+    let facts = RunFacts::start();
     let existing = std::fs::read_to_string(&options.out).unwrap_or_default();
     let (single, section) = split_report(&existing);
     let mut saved = section.map(saved_figures).unwrap_or_default();
     // Figures of an earlier run (its `figure:` lines, as printed), for rows not run now.
     if let Some(path) = &options.figures_from {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        add_new_figures(&mut saved, saved_figures(&text));
+        add_new_figures(&mut saved, saved_figures(&read_report(path)?));
     }
     let table = node_rows(options, nodes);
     let chosen = |letter: &str| {
@@ -189,11 +202,10 @@ pub(crate) fn run_nodes(options: &Options, nodes: usize) -> Result<()> {
     let to_run: Vec<&Row> = table.iter().filter(|row| chosen(row.letter)).collect();
     // `--only` naming no row rewrites the section from the figures it holds (and the reading).
     if to_run.is_empty() {
-        std::fs::write(
-            &options.out,
+        write_report(
+            options,
             format!("{single}{}", render_nodes(&table, &figures, nodes)),
-        )
-        .with_context(|| format!("writing {}", options.out.display()))?;
+        )?;
         println!(
             "rewrote the section of several nodes of {}",
             options.out.display()
@@ -209,32 +221,18 @@ pub(crate) fn run_nodes(options: &Options, nodes: usize) -> Result<()> {
             figures.extend(run_load(command)?);
         }
     }
-    let facts = format!(
-        "figure: row=nodes-run system=xtask date={} nodes={nodes} rows={} took_s={:.0} \
-         load_before={load_before} load_after={}",
-        output_of("date", &["-u", "+%Y-%m-%dT%H:%MZ"]),
-        options
-            .only
-            .as_ref()
-            .map_or_else(|| "all".to_owned(), |only| only.join(",")),
-        started.elapsed().as_secs_f64(),
-        load_average(),
-    );
-    figures.extend(Figure::parse(&facts));
+    figures.extend(facts.figure("nodes-run", &format!("nodes={nodes} "), options));
     let mut report = single.to_owned();
     if !report.is_empty() && !report.ends_with("\n\n") {
         report.push('\n');
     }
     report.push_str(&render_nodes(&table, &figures, nodes));
-    std::fs::write(&options.out, report)
-        .with_context(|| format!("writing {}", options.out.display()))?;
-    println!(
-        "\nwrote the section of several nodes of {} ({} figures, {:.0} s)",
-        options.out.display(),
+    facts.finish(
+        options,
+        "the section of several nodes of ",
+        report,
         figures.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    )
 }
 
 /// The row of a figure of several nodes.
@@ -296,16 +294,13 @@ pub(crate) fn render_nodes(table: &[Row], figures: &[Figure], nodes: usize) -> S
     let _ = writeln!(out, "| workload | figure | target |");
     let _ = writeln!(out, "|---|---|---|");
     for row in table {
-        let cells = row
-            .server
-            .iter()
-            .map(|metric| metric.cell(figures))
-            .collect::<Vec<_>>()
-            .join("; ");
         let _ = writeln!(
             out,
-            "| ({}) {} | {cells} | {} |",
-            row.letter, row.workload, row.target
+            "| ({}) {} | {} | {} |",
+            row.letter,
+            row.workload,
+            cells(&row.server, figures),
+            row.target
         );
     }
     let reading = std::fs::read_to_string(workspace_root().join(READING)).unwrap_or_default();
@@ -324,23 +319,10 @@ pub(crate) fn render_nodes(table: &[Row], figures: &[Figure], nodes: usize) -> S
          blynk-load -- ARGS` with the open-file limit raised); `cargo xtask bench --nodes \
          {nodes} --only n1,n3` runs some rows.\n"
     );
-    for row in table {
-        let _ = writeln!(out, "- ({}):", row.letter);
-        for command in &row.commands {
-            let _ = writeln!(out, "  `cargo xtask bench load {}`", command.join(" "));
-        }
-    }
+    write_commands(&mut out, table);
     let _ = writeln!(out, "\n### Raw figures\n");
     let _ = writeln!(out, "One line per run, as blynk-load printed it.\n");
-    let _ = writeln!(out, "```text");
-    for figure in figures {
-        let mut line = String::from("figure:");
-        for (name, value) in &figure.fields {
-            let _ = write!(line, " {name}={value}");
-        }
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = writeln!(out, "```");
+    write_raw_figures(&mut out, figures);
     out
 }
 

@@ -116,16 +116,6 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
         let _ = writeln!(out, "|---|---|---|---|");
     }
     for row in table {
-        let cells = |metrics: &[Metric], from: &[Figure]| -> String {
-            if metrics.is_empty() {
-                return "-".to_owned();
-            }
-            metrics
-                .iter()
-                .map(|metric| metric.cell(from))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
         let _ = write!(
             out,
             "| ({}) {} | {} | {} | {} |",
@@ -195,12 +185,7 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
          `cargo xtask bench --only a,c` runs some rows, `--seconds` and `--runs` set the \
          durations.\n"
     );
-    for row in table {
-        let _ = writeln!(out, "- ({}):", row.letter);
-        for command in &row.commands {
-            let _ = writeln!(out, "  `cargo xtask bench load {}`", command.join(" "));
-        }
-    }
+    write_commands(&mut out, table);
     let _ = writeln!(out, "\n## Noise\n");
     let _ = writeln!(
         out,
@@ -220,6 +205,84 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
          watcher never saw; `reached_rate`: messages sent / time until the watcher held every \
          final value; `send_rate`: what the generator achieved).\n"
     );
+    write_raw_figures(&mut out, figures);
+    out
+}
+
+/// When a run of `cargo xtask bench` began and how busy the machine was then: with its end, the
+/// facts of the run, kept as a figure of their own beside the rows' (shown by [`write_runs`]).
+pub(crate) struct RunFacts {
+    started: Instant,
+    load_before: String,
+}
+
+impl RunFacts {
+    pub(crate) fn start() -> Self {
+        RunFacts {
+            started: Instant::now(),
+            load_before: load_average(),
+        }
+    }
+
+    /// The facts as a figure of `row` (`run`, `nodes-run`), `extra` (`name=value ` pairs) after
+    /// the date.
+    pub(crate) fn figure(&self, row: &str, extra: &str, options: &Options) -> Option<Figure> {
+        Figure::parse(&format!(
+            "figure: row={row} system=xtask date={} {extra}rows={} took_s={:.0} load_before={} \
+             load_after={}",
+            output_of("date", &["-u", "+%Y-%m-%dT%H:%MZ"]),
+            options
+                .only
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |only| only.join(",")),
+            self.started.elapsed().as_secs_f64(),
+            self.load_before,
+            load_average(),
+        ))
+    }
+
+    /// The end of the run: writes `report` (`what` of the file, `""` for all of it) and says so,
+    /// with the figures it holds and the time the run took.
+    pub(crate) fn finish(
+        &self,
+        options: &Options,
+        what: &str,
+        report: String,
+        figures: usize,
+    ) -> Result<()> {
+        write_report(options, report)?;
+        println!(
+            "\nwrote {what}{} ({figures} figures, {:.0} s)",
+            options.out.display(),
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// Reads the report (or file of figures) at `path`.
+pub(crate) fn read_report(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Writes `report` where the options say.
+pub(crate) fn write_report(options: &Options, report: String) -> Result<()> {
+    std::fs::write(&options.out, report)
+        .with_context(|| format!("writing {}", options.out.display()))
+}
+
+/// The commands of each row of `table`, as `cargo xtask bench load` lines under its letter.
+pub(crate) fn write_commands(out: &mut String, table: &[Row]) {
+    for row in table {
+        let _ = writeln!(out, "- ({}):", row.letter);
+        for command in &row.commands {
+            let _ = writeln!(out, "  `cargo xtask bench load {}`", command.join(" "));
+        }
+    }
+}
+
+/// Every figure, one line each as blynk-load printed it, in a block of text.
+pub(crate) fn write_raw_figures(out: &mut String, figures: &[Figure]) {
     let _ = writeln!(out, "```text");
     for figure in figures {
         let mut line = String::from("figure:");
@@ -229,7 +292,6 @@ pub(crate) fn render(options: &Options, table: &[Row], figures: &[Figure]) -> St
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "```");
-    out
 }
 
 /// A line for each run recorded as a figure of `row` (`run`, `nodes-run`): when, which rows, how

@@ -67,10 +67,8 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
             50_000 => "50k: all delivered in",
             _ => "60k: all delivered in",
         };
-        ladder_server.push(runs_with(label, server, "all_delivered"));
-        ladder_server.push(metric("p99", server, "p99_ms", " ms"));
-        ladder_mosquitto.push(runs_with(label, mosquitto, "all_delivered"));
-        ladder_mosquitto.push(metric("p99", mosquitto, "p99_ms", " ms"));
+        ladder_server.extend([runs_with(label, server, "all_delivered"), p99(server)]);
+        ladder_mosquitto.extend([runs_with(label, mosquitto, "all_delivered"), p99(mosquitto)]);
         for system in ["server", "mosquitto"] {
             ladder_commands.push(args(&format!(
                 "device-to-app-rate --system {system} --rate {step} --seconds 3 --warmup 0.5 --runs 1"
@@ -95,14 +93,21 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
             _ => ("MQTT: device -> app p50", "app -> device p50"),
         };
         per_protocol.extend([
-            metric(to_app_p50, to_app, "p50_ms", " ms"),
-            metric("p99", to_app, "p99_ms", " ms"),
-            metric("CPU", to_app, "cpu_us_per_msg", " us/msg"),
-            metric(to_device_p50, to_device, "p50_ms", " ms"),
-            metric("p99", to_device, "p99_ms", " ms"),
-            metric("CPU", to_device, "cpu_us_per_write", " us/write"),
+            p50(to_app).labelled(to_app_p50),
+            p99(to_app),
+            cpu_per_msg(to_app),
+            p50(to_device).labelled(to_device_p50),
+            p99(to_device),
+            cpu_per_write(to_device),
         ]);
     }
+    let (flood, flood_mosquitto) = (full("device-to-app"), select("device-to-app", "mosquitto"));
+    let at_20k_mosquitto = rate("device-to-app-rate", "mosquitto", 20_000);
+    let (writes, writes_process, writes_mosquitto) = (
+        full("app-to-device"),
+        process("app-to-device"),
+        select("app-to-device", "mosquitto"),
+    );
     vec![
         Row {
             letter: "a",
@@ -111,31 +116,16 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
             target: ">= 100,000 msg/s reach the watcher (coalesced counts when the final value \
                      per pin is right), <= 8 us server CPU per device message, 0 lost",
             server: vec![
-                metric("reached", full("device-to-app"), "reached_rate", " msg/s"),
-                metric("events", full("device-to-app"), "event_rate", "/s"),
-                metric("CPU", full("device-to-app"), "cpu_us_per_msg", " us/msg"),
-                metric("lost pins", full("device-to-app"), "lost_pins", ""),
-                runs_with("watcher closed", full("device-to-app"), "watcher_closed"),
+                metric("reached", flood, "reached_rate", " msg/s"),
+                metric("events", flood, "event_rate", "/s"),
+                cpu_per_msg(flood),
+                metric("lost pins", flood, "lost_pins", ""),
+                runs_with("watcher closed", flood, "watcher_closed"),
             ],
             mosquitto: vec![
-                metric(
-                    "reached",
-                    select("device-to-app", "mosquitto"),
-                    "reached_rate",
-                    " msg/s",
-                ),
-                metric(
-                    "CPU",
-                    select("device-to-app", "mosquitto"),
-                    "cpu_us_per_msg",
-                    " us/msg",
-                ),
-                metric(
-                    "lost pins",
-                    select("device-to-app", "mosquitto"),
-                    "lost_pins",
-                    "",
-                ),
+                metric("reached", flood_mosquitto, "reached_rate", " msg/s"),
+                cpu_per_msg(flood_mosquitto),
+                metric("lost pins", flood_mosquitto, "lost_pins", ""),
             ],
             commands: vec![
                 args(&format!("device-to-app --runs {runs}")),
@@ -147,36 +137,16 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
             workload: "device -> app at 20,000 msg/s (1,000 classic devices, one watcher)",
             target: "p99 <= 2 ms; <= 8 us CPU per message",
             server: vec![
-                metric("p50", at_20k("full"), "p50_ms", " ms"),
-                metric("p99", at_20k("full"), "p99_ms", " ms"),
-                metric("CPU", at_20k("full"), "cpu_us_per_msg", " us/msg"),
-                metric(
-                    "process durability: p99",
-                    at_20k("process"),
-                    "p99_ms",
-                    " ms",
-                ),
-                metric("CPU", at_20k("process"), "cpu_us_per_msg", " us/msg"),
+                p50(at_20k("full")),
+                p99(at_20k("full")),
+                cpu_per_msg(at_20k("full")),
+                p99(at_20k("process")).labelled("process durability: p99"),
+                cpu_per_msg(at_20k("process")),
             ],
             mosquitto: vec![
-                metric(
-                    "p50",
-                    rate("device-to-app-rate", "mosquitto", 20_000),
-                    "p50_ms",
-                    " ms",
-                ),
-                metric(
-                    "p99",
-                    rate("device-to-app-rate", "mosquitto", 20_000),
-                    "p99_ms",
-                    " ms",
-                ),
-                metric(
-                    "CPU",
-                    rate("device-to-app-rate", "mosquitto", 20_000),
-                    "cpu_us_per_msg",
-                    " us/msg",
-                ),
+                p50(at_20k_mosquitto),
+                p99(at_20k_mosquitto),
+                cpu_per_msg(at_20k_mosquitto),
             ],
             commands: vec![
                 args(&format!(
@@ -195,44 +165,19 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
             workload: "app -> device at 10,000 writes/s (one app WebSocket, 1,000 classic devices)",
             target: "p99 <= 1 ms, acks p99 <= fsync + 2 ms; <= 10 us CPU per write",
             server: vec![
-                metric("p50", full("app-to-device"), "p50_ms", " ms"),
-                metric("p99", full("app-to-device"), "p99_ms", " ms"),
-                metric("ack p99", full("app-to-device"), "ack_p99_ms", " ms"),
-                metric(
-                    "CPU",
-                    full("app-to-device"),
-                    "cpu_us_per_write",
-                    " us/write",
-                ),
-                metric(
-                    "process durability: p99",
-                    process("app-to-device"),
-                    "p99_ms",
-                    " ms",
-                ),
-                metric("ack p99", process("app-to-device"), "ack_p99_ms", " ms"),
-                metric(
-                    "CPU",
-                    process("app-to-device"),
-                    "cpu_us_per_write",
-                    " us/write",
-                ),
+                p50(writes),
+                p99(writes),
+                ack_p99(writes),
+                cpu_per_write(writes),
+                p99(writes_process).labelled("process durability: p99"),
+                ack_p99(writes_process),
+                cpu_per_write(writes_process),
             ],
             mosquitto: vec![
-                metric("p50", select("app-to-device", "mosquitto"), "p50_ms", " ms"),
-                metric("p99", select("app-to-device", "mosquitto"), "p99_ms", " ms"),
-                metric(
-                    "PUBACK p99",
-                    select("app-to-device", "mosquitto"),
-                    "ack_p99_ms",
-                    " ms",
-                ),
-                metric(
-                    "CPU",
-                    select("app-to-device", "mosquitto"),
-                    "cpu_us_per_write",
-                    " us/write",
-                ),
+                p50(writes_mosquitto),
+                p99(writes_mosquitto),
+                ack_p99(writes_mosquitto).labelled("PUBACK p99"),
+                cpu_per_write(writes_mosquitto),
             ],
             commands: vec![
                 args(&format!(
@@ -270,10 +215,10 @@ pub(crate) fn rows(options: &Options) -> Vec<Row> {
                        (1,000 devices x 4 pins x 1,000) vs none",
             target: "p99 within 1.5x",
             server: vec![
-                metric("with history: p50", history(4_000_000), "p50_ms", " ms"),
-                metric("p99", history(4_000_000), "p99_ms", " ms"),
-                metric("none: p50", history(0), "p50_ms", " ms"),
-                metric("p99", history(0), "p99_ms", " ms"),
+                p50(history(4_000_000)).labelled("with history: p50"),
+                p99(history(4_000_000)),
+                p50(history(0)).labelled("none: p50"),
+                p99(history(0)),
             ],
             mosquitto: Vec::new(),
             commands: vec![

@@ -42,7 +42,6 @@ pub(crate) mod server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,12 +60,6 @@ pub(super) enum Outcome {
     Pass(Duration),
     Fail(Duration, String),
     NotApplicable(String),
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The next `10.213.N.0/24` network (and TAP device `bconfN`) for a simulated device.
@@ -113,19 +106,8 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("no scenario matches {args:?}");
     }
     println!("\n==> conformance: building blynk-server and host_light");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for build in [
-        &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
-        &["build", "-p", "blynk-device", "--example", "host_light"][..],
-    ] {
-        let status = Command::new(&cargo)
-            .args(build)
-            .current_dir(&root)
-            .status()?;
-        if !status.success() {
-            bail!("cargo {} failed", build.join(" "));
-        }
-    }
+    let debug =
+        crate::blynk_server::build_debug(&[&["-p", "blynk-device", "--example", "host_light"]])?;
     let python = device::ensure_venv(&root)?;
     let (light_sim, sim_unavailable) = if !sim {
         (
@@ -166,7 +148,6 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(postgres) => Topology::Cluster { nodes, postgres },
         None => Topology::Single,
     };
-    let debug = target_dir().join("debug");
     let server_binary = debug.join("blynk-server");
     let scratch = std::env::temp_dir().join(format!("blynk-conformance-{}", std::process::id()));
     let launch = Launch {

@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, ServerCommand, StartError};
 
 use crate::blynk_server;
 
@@ -19,7 +20,7 @@ pub struct Server {
     log: PathBuf,
     /// Arguments added to every start (a node's `--store` and `--bus`).
     extra: Vec<String>,
-    child: Option<Child>,
+    child: Option<Killed>,
     /// HTTP, app API and classic devices.
     pub http: SocketAddr,
     /// Native devices.
@@ -70,7 +71,11 @@ impl Server {
     fn launch(&mut self) -> Result<()> {
         for _ in 0..2 {
             match self.launch_once() {
-                Err(error) if error.downcast_ref::<blynk_server::EndedEarly>().is_some() => {}
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<StartError>(),
+                        Some(StartError::EndedEarly(_))
+                    ) => {}
                 other => return other,
             }
         }
@@ -82,33 +87,20 @@ impl Server {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut command = Command::new(&self.binary);
+        let mut command = ServerCommand::new(&self.binary, &self.data)
+            .mqtt_on_a_free_port()?
+            .log("info")
+            .admin_key(&self.key)
+            .command();
         command
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--native-port",
-                "0",
-                // `--mqtt-port 0` turns MQTT off: a port free a moment ago instead.
-                "--mqtt-port",
-                &free_port()?.to_string(),
-            ])
-            .arg("--data")
-            .arg(&self.data)
             .args(&self.extra)
-            .env("BLYNK_LOG", "info")
-            .env("BLYNK_ADMIN_KEY", &self.key)
-            .stdin(Stdio::null())
             // The banner and the logs both go to the log file.
             .stdout(log.try_clone()?)
             .stderr(log);
         let ready_file = self.data.with_extension("ready.json");
-        let (child, ready) =
-            blynk_server::spawn(&mut command, &ready_file, blynk_server::START_WITHIN)
-                .with_context(|| format!("starting {}", self.binary.display()))?;
-        self.child = Some(child);
+        let (child, ready) = server::spawn(&mut command, &ready_file, server::START_WITHIN)
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(Killed(child));
         self.http = ready.http;
         self.native = ready.native;
         self.mqtt = ready.mqtt()?;
@@ -119,31 +111,15 @@ impl Server {
     /// Stops it gracefully (SIGTERM, SIGKILL after 5 s) and starts it again on the same data.
     pub fn restart(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let mut exited = false;
-            for _ in 0..100 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !exited {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            server::terminate(&mut child.0, Duration::from_secs(5));
         }
         self.launch()
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Dropping it kills it and waits for it.
+        self.child = None;
     }
 
     /// Starts it after [`Server::kill`].
@@ -163,19 +139,6 @@ impl Server {
     pub fn app(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         blynk_server::app_request(self.http, method, path, &self.key, body)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Whether two values read alike: equal text, or equal numbers (`1` and `1.0`).

@@ -19,18 +19,19 @@
 //! see the example's documentation.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use blynk_testbed::Killed;
+use blynk_testbed::server::{self, ServerCommand};
 
 use crate::blynk_server;
 use crate::netns::Netns;
-use crate::sim::{Killed, expect_line, lines};
-use crate::workspace::workspace_root;
+use crate::sim::{expect_line, lines};
 pub use report::Report;
 use report::{packet_counts, print_report};
 
@@ -93,12 +94,6 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// Builds, sets the network up, runs, checks; the report (also printed).
 pub fn soak(options: Options) -> Result<Report> {
     if !crate::netns::available() {
@@ -112,15 +107,7 @@ pub fn soak(options: Options) -> Result<Report> {
         "==> soak: {} devices, {} s of writes, {}% of packets lost each way",
         options.devices, options.seconds, options.loss
     );
-    for build in [
-        &["build", "-p", "blynk-server", "--bin", "blynk-server"][..],
-        &["build", "-p", "blynk-device", "--example", "soak_fleet"][..],
-    ] {
-        if !crate::workspace::cargo().args(build).status()?.success() {
-            bail!("cargo {} failed", build.join(" "));
-        }
-    }
-    let debug = target_dir().join("debug");
+    let debug = blynk_server::build_debug(&[&["-p", "blynk-device", "--example", "soak_fleet"]])?;
     let scratch = std::env::temp_dir().join(format!("blynk-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
@@ -180,36 +167,18 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
     // The server, with the file limit raised for a thousand connections.
     let data = scratch.join("data");
     let server_binary = debug.join("blynk-server");
-    let key = crate::blynk_server::admin_key();
-    let mut command = server_ns.command("sh");
-    command
-        .args([
-            "-c",
-            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
-            "sh",
-        ])
-        .arg(&server_binary)
-        .args([
-            "--bind",
-            SERVER_IP,
-            "--http-port",
-            "8080",
-            "--native-port",
-            "8441",
-        ])
-        .args(["--mqtt-port", "0"])
-        .arg("--data")
-        .arg(&data)
-        .env("BLYNK_LOG", "warn")
-        .env("BLYNK_ADMIN_KEY", &key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.join("server.log"))?);
+    let key = blynk_server::admin_key();
+    let mut command = ServerCommand::new(&server_binary, &data)
+        .bind(SERVER_IP)
+        .ports(8080, 8441)
+        .admin_key(&key)
+        .wrapped_in(server_ns.command_with_all_files());
+    command.stderr(std::fs::File::create(scratch.join("server.log"))?);
     // `ip netns exec` and `sh -c exec` both exec, so the server keeps the child's process id.
-    let (server, ready) = blynk_server::spawn(
+    let (server, ready) = server::spawn(
         &mut command,
         &scratch.join("ready.json"),
-        blynk_server::START_WITHIN,
+        server::START_WITHIN,
     )?;
     let server_pid = server.id();
     let _server = Killed(server);
@@ -237,12 +206,7 @@ fn run_soak(options: Options, debug: &Path, scratch: &Path) -> Result<Report> {
         let from = process * DEVICES_PER_PROCESS;
         let count = DEVICES_PER_PROCESS.min(options.devices - from);
         let mut child = device_ns
-            .command("sh")
-            .args([
-                "-c",
-                "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"",
-                "sh",
-            ])
+            .command_with_all_files()
             .arg(&fleet_binary)
             .args([
                 "run",
