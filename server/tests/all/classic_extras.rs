@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::classic::{ClassicClient, Frame, body, frame};
+use crate::support::classic::{ClassicClient, body, frame, status};
 use crate::support::http::{AppSocket, app_write, offline_write, stored};
 use crate::support::{PATIENCE, TestServer, http};
 
@@ -18,15 +18,6 @@ const DEBUG_PRINT: u8 = 55;
 
 fn now_ms() -> i64 {
     blynk_server::model::now_ms()
-}
-
-fn status(id: u16, code: u16) -> Frame {
-    Frame {
-        command: 0,
-        id,
-        length: code,
-        body: vec![],
-    }
 }
 
 /// The history of a pin of a device, newest first: `(value, at, origin)`.

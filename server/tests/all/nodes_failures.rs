@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::support::cluster::{Store, next_update_or_sync, node, wait_presence};
-use crate::support::http::app;
+use crate::support::http::{Response, app};
 use crate::support::native::{LoginOptions, NativeClient, Received};
 use crate::support::node::NodeProcess;
 use crate::support::{PATIENCE, TestServer, nats_server};
@@ -201,13 +201,7 @@ pub async fn bus_outage(store: Store, database: Option<&blynk_testbed::Postgres>
 
     nats.stop();
     // A write through B cannot reach the device's node: a clear error, not a hang.
-    let response = app(
-        b.http(),
-        "PUT",
-        "/api/devices/demo/values/V1",
-        Some(json!({ "value": 3 })),
-    )
-    .await;
+    let response = put_demo_v1(&b, json!({ "value": 3 })).await;
     assert_ne!(response.status, 200, "{}", response.body);
     assert!(
         response.body.contains("bus") || response.body.contains("node"),
@@ -248,13 +242,7 @@ pub async fn bus_outage(store: Store, database: Option<&blynk_testbed::Postgres>
     };
     database.stop();
     // Nothing is acknowledged while the store is away, and the error says why.
-    let response = app(
-        b.http(),
-        "PUT",
-        "/api/devices/demo/values/V1",
-        Some(json!({ "value": 5 })),
-    )
-    .await;
+    let response = put_demo_v1(&b, json!({ "value": 5 })).await;
     assert_ne!(response.status, 200, "{}", response.body);
     let id = device.write_int(Pin::Virtual(1), 6).await;
     let refused = device
@@ -271,6 +259,17 @@ pub async fn bus_outage(store: Store, database: Option<&blynk_testbed::Postgres>
     wait_presence(&b, "demo", true).await;
 }
 
+/// `PUT /api/devices/demo/values/V1` with `body` through `node`.
+async fn put_demo_v1(node: &TestServer, body: serde_json::Value) -> Response {
+    app(
+        node.http(),
+        "PUT",
+        "/api/devices/demo/values/V1",
+        Some(body),
+    )
+    .await
+}
+
 /// Writes `value` to the demo device's V1 through `node`, again every `pause` while the write is
 /// refused (a bus or store coming back), until it is delivered within `patience`; then the
 /// device must receive it.
@@ -283,13 +282,7 @@ async fn write_until_delivered(
 ) {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let response = app(
-            node.http(),
-            "PUT",
-            "/api/devices/demo/values/V1",
-            Some(json!({ "value": value, "wait_ms": 1000 })),
-        )
-        .await;
+        let response = put_demo_v1(node, json!({ "value": value, "wait_ms": 1000 })).await;
         if response.status == 200 {
             assert_eq!(response.json()["status"], "delivered", "{}", response.body);
             break;

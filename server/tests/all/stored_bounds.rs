@@ -24,20 +24,6 @@ fn quiet() -> LoginOptions {
     }
 }
 
-/// The error a native device gets for request `id`.
-async fn native_error(device: &mut NativeClient, id: u16) -> (ErrorCode, String) {
-    device
-        .expect("error", |m| match m {
-            Received::Error {
-                id: got,
-                code,
-                detail,
-            } if *got == id => Some((*code, detail.clone())),
-            _ => None,
-        })
-        .await
-}
-
 #[tokio::test]
 async fn spec_6_properties_only_on_datastream_pins() {
     let server = TestServer::start().await;
@@ -97,11 +83,11 @@ async fn spec_6_properties_only_on_datastream_pins() {
         })
     };
     device.send(&property(1, Pin::Virtual(200), "color")).await;
-    let (code, detail) = native_error(&mut device, 1).await;
+    let (code, detail) = device.expect_error(1).await;
     assert_eq!(code, ErrorCode::UnknownPin);
     assert!(detail.contains("V200"), "{detail}");
     device.send(&property(2, Pin::Virtual(1), "p5")).await;
-    let (code, detail) = native_error(&mut device, 2).await;
+    let (code, detail) = device.expect_error(2).await;
     assert_eq!(code, ErrorCode::IllegalCommand);
     assert!(detail.contains("p5"), "{detail}");
     drop(device);
@@ -265,7 +251,7 @@ async fn spec_6_nul_inside_a_text_value_is_refused_naming_the_pin() {
     let id = device
         .write(Pin::Virtual(3), Value::text("x\0y").unwrap(), None)
         .await;
-    let (_, detail) = native_error(&mut device, id).await;
+    let (_, detail) = device.expect_error(id).await;
     assert!(detail.contains("V3") && detail.contains("NUL"), "{detail}");
     drop(device);
     let (mut mqtt, _) = MqttDevice::connect(server.mqtt(), &other, Options::default()).await;

@@ -7,29 +7,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::classic::{ClassicClient, Frame, body, frame};
+use crate::support::classic::{ClassicClient, body, frame, ok, status};
 use crate::support::http::{app_write, offline_write, stored};
 use crate::support::{TestServer, http};
 
 const SHORT: Duration = Duration::from_millis(300);
-
-fn ok(id: u16) -> Frame {
-    Frame {
-        command: 0,
-        id,
-        length: 200,
-        body: vec![],
-    }
-}
-
-fn status(id: u16, code: u16) -> Frame {
-    Frame {
-        command: 0,
-        id,
-        length: code,
-        body: vec![],
-    }
-}
 
 #[tokio::test]
 async fn spec_4_classic_login_29_is_answered_200_with_the_same_id() {

@@ -46,16 +46,7 @@ async fn spec_3_1_device_write_is_validated_clamped_stored_and_pushed_to_apps() 
     assert_eq!(stored(&server, "V1").await, Some(json!(255)));
 
     let id = device.write(V0, Value::text("on").unwrap(), None).await;
-    let (code, detail) = device
-        .expect("error", |m| match m {
-            Received::Error {
-                id: got,
-                code,
-                detail,
-            } if *got == id => Some((*code, detail.clone())),
-            _ => None,
-        })
-        .await;
+    let (code, detail) = device.expect_error(id).await;
     assert_eq!(code, ErrorCode::WrongType);
     assert!(detail.contains("V0"), "the error names the pin: {detail}");
     assert_eq!(
@@ -65,12 +56,7 @@ async fn spec_3_1_device_write_is_validated_clamped_stored_and_pushed_to_apps() 
     );
 
     let id = device.write_int(Pin::Virtual(77), 1).await;
-    let code = device
-        .expect("error", |m| match m {
-            Received::Error { id: got, code, .. } if *got == id => Some(*code),
-            _ => None,
-        })
-        .await;
+    let (code, _) = device.expect_error(id).await;
     assert_eq!(code, ErrorCode::UnknownPin);
 }
 

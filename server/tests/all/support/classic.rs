@@ -41,6 +41,21 @@ pub fn body(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
 
+/// A status answer to request `id` (command 0, the code in the length field, no body).
+pub fn status(id: u16, code: u16) -> Frame {
+    Frame {
+        command: 0,
+        id,
+        length: code,
+        body: vec![],
+    }
+}
+
+/// The OK answer (200) to request `id`.
+pub fn ok(id: u16) -> Frame {
+    status(id, 200)
+}
+
 pub struct ClassicClient {
     pub stream: TcpStream,
     buffer: Vec<u8>,
@@ -62,30 +77,12 @@ impl ClassicClient {
     pub async fn login(address: std::net::SocketAddr, token: &str) -> Self {
         let mut client = Self::connect(address).await;
         let id = client.send(29, token.as_bytes()).await;
-        assert_eq!(
-            client.recv().await,
-            Some(Frame {
-                command: 0,
-                id,
-                length: 200,
-                body: vec![]
-            }),
-            "login"
-        );
+        assert_eq!(client.recv().await, Some(ok(id)), "login");
         let info = body(&[
             "ver", "1.4.0", "h-beat", "10", "buff-in", "1024", "dev", "test",
         ]);
         let id = client.send(17, &info).await;
-        assert_eq!(
-            client.recv().await,
-            Some(Frame {
-                command: 0,
-                id,
-                length: 200,
-                body: vec![]
-            }),
-            "info"
-        );
+        assert_eq!(client.recv().await, Some(ok(id)), "info");
         client
     }
 

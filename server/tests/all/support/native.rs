@@ -240,6 +240,19 @@ impl NativeClient {
         }
     }
 
+    /// The error answering request `id`: its code and detail.
+    pub async fn expect_error(&mut self, id: u16) -> (native::ErrorCode, String) {
+        self.expect("an error", |received| match received {
+            Received::Error {
+                id: got,
+                code,
+                detail,
+            } if *got == id => Some((*code, detail.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     /// Receives a whole sync: the values with `id`, up to its completion marker.
     pub async fn collect_sync(&mut self, id: u16) -> (Vec<(Pin, Vec<String>)>, SyncEnd) {
         let mut values = Vec::new();
