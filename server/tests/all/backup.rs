@@ -2,29 +2,17 @@
 //! (SQLite's online backup API), and `blynk-server restore PATH` into an empty data directory
 //! gives a server holding every write acknowledged before the backup began.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use blynk_proto::Pin;
-use tokio::process::Command;
 
 use crate::support::native::{LoginOptions, NativeClient, Received};
-use crate::support::{PATIENCE, TestServer, http, test_config};
+use crate::support::{PATIENCE, TestServer, http, server_command, test_config};
 
 /// Writers, each a native device writing 0, 1, 2, ... to its `V2` one write at a time.
 const WRITERS: usize = 4;
-
-async fn server_command(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_blynk-server"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_under_write_load_restores_every_write_acknowledged_before_it() {

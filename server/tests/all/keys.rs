@@ -6,10 +6,9 @@
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 use crate::support::http::{self, AppSocket, AppSocketEnd};
-use crate::support::{ADMIN_KEY, PATIENCE, TestServer, test_config};
+use crate::support::{ADMIN_KEY, PATIENCE, TestServer, server_command, test_config};
 
 /// Makes a key through the app API and returns its secret.
 async fn create_key(server: &TestServer, body: Value) -> String {
@@ -127,13 +126,7 @@ async fn spec_6_plain_admin_key_of_an_older_data_directory_becomes_a_hash() {
 #[tokio::test]
 async fn spec_6_key_rotate_prints_a_new_key_and_the_old_one_stops_working() {
     let server = TestServer::start().await;
-    let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
-        .arg("--data")
-        .arg(&server.data)
-        .args(["key", "rotate"])
-        .output()
-        .await
-        .unwrap();
+    let output = server_command(&server.data, &["key", "rotate"]).await;
     assert!(output.status.success(), "{output:?}");
     let new_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert!(new_key.len() >= 32, "`{new_key}`");
@@ -152,13 +145,7 @@ async fn spec_6_key_rotate_prints_a_new_key_and_the_old_one_stops_working() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // `blynk-server key` alone cannot print a hashed key; it says what to do instead.
-    let output = Command::new(env!("CARGO_BIN_EXE_blynk-server"))
-        .arg("--data")
-        .arg(&server.data)
-        .arg("key")
-        .output()
-        .await
-        .unwrap();
+    let output = server_command(&server.data, &["key"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("key rotate"));
 }
@@ -412,18 +399,7 @@ async fn admin_manages_keys_and_a_revoked_key_stops_at_once() {
 #[tokio::test]
 async fn key_commands_create_list_and_revoke_keys_for_a_running_server() {
     let server = TestServer::start().await;
-    let run = |args: &'static [&'static str]| {
-        let data = server.data.clone();
-        async move {
-            Command::new(env!("CARGO_BIN_EXE_blynk-server"))
-                .arg("--data")
-                .arg(data)
-                .args(args)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| server_command(&server.data, args);
     let created = run(&[
         "key", "create", "porch", "--scope", "control", "--device", "demo",
     ])

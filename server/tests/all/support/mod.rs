@@ -23,3 +23,15 @@ pub use blynk_server::test_util::*;
 pub fn nats_server() -> blynk_testbed::NatsServer {
     blynk_testbed::NatsServer::start().unwrap_or_else(|error| panic!("{error}"))
 }
+
+/// Runs `blynk-server --data DATA ARGS...` (a command beside a running server, such as `key` or
+/// `backup`) to its end and returns its output.
+pub async fn server_command(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_blynk-server"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
