@@ -141,6 +141,12 @@ pub(crate) fn write(
     }
 }
 
+/// History retention of the count tests: the 10 newest values of each pin.
+const TEN_PER_PIN: Retention = Retention {
+    per_pin: 10,
+    max_age: None,
+};
+
 pub(crate) async fn add_device(store: &dyn Store, name: &str) -> DeviceId {
     let template = match settle(store.create_template(Template {
         id: 0,
@@ -235,12 +241,7 @@ async fn a_batch_applies_a_delete_and_the_values_around_it_in_call_order(fixture
 }
 
 async fn retention_by_count_keeps_the_newest_values_of_each_pin(fixture: Fixture) {
-    let store = fixture
-        .open(Retention {
-            per_pin: 10,
-            max_age: None,
-        })
-        .await;
+    let store = fixture.open(TEN_PER_PIN).await;
     let device = add_device(&*store, "one").await;
     let mut tickets = Vec::new();
     for version in 1..=25 {
@@ -267,12 +268,7 @@ async fn retention_by_count_keeps_the_newest_values_of_each_pin(fixture: Fixture
 }
 
 async fn history_is_trimmed_by_count_in_the_background_after_a_batch(fixture: Fixture) {
-    let store = fixture
-        .open(Retention {
-            per_pin: 10,
-            max_age: None,
-        })
-        .await;
+    let store = fixture.open(TEN_PER_PIN).await;
     let device = add_device(&*store, "one").await;
     let (release, held) = store.hold_writer();
     let tickets: Vec<Ticket> = (1..=30)
