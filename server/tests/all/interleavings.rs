@@ -208,11 +208,12 @@ async fn run(ops: Vec<Op>) {
             }
         }
     }
-    // Every write is queued by now; the views must converge to the store.
+    // Every write is queued by now; the views must converge to the store (read again until
+    // they do, so a short pause between reads only means more rounds).
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         for (socket, view) in watchers.iter_mut().zip(views.iter_mut()) {
-            drain(socket, view, Duration::from_millis(50)).await;
+            drain(socket, view, Duration::from_millis(10)).await;
         }
         let store = stored(&server).await;
         if views.iter().all(|view| view.latest == store) {
