@@ -95,6 +95,8 @@ impl View {
     }
 }
 
+/// An app socket watching both devices, once the server has answered the watch with its
+/// snapshot: every write made after this reaches it as an event.
 async fn watcher(server: &TestServer) -> AppStream {
     let url = format!("ws://{}/api/ws?key={ADMIN_KEY}", server.http());
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -103,7 +105,22 @@ async fn watcher(server: &TestServer) -> AppStream {
         .send(Message::Text(watch.to_string().into()))
         .await
         .unwrap();
-    socket
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no snapshot");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "snapshot" {
+                    return socket;
+                }
+            }
+            // The server's keepalive ping, say.
+            Some(Ok(_)) => {}
+            ended => panic!("the app socket ended before its snapshot: {ended:?}"),
+        }
+    }
 }
 
 /// Reads what a watcher has been sent, for at most `wait`.
