@@ -11,7 +11,7 @@ use blynk_proto::Pin;
 use serde_json::json;
 
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::{DeviceSlot, EngineError};
+use crate::engine::DeviceSlot;
 use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, PropertyRecord};
 
@@ -163,10 +163,7 @@ pub async fn batch_update(
 
 /// The value a pin reads as: its latest, or its datastream's default.
 fn read_pin(slot: &DeviceSlot, pin: Pin) -> Result<OwnedValue, ApiError> {
-    let datastream = slot
-        .template
-        .datastream(pin)
-        .ok_or(EngineError::UnknownPin(pin))?;
+    let datastream = slot.datastream(pin)?;
     if let Some(stored) = slot.value(pin) {
         return Ok((*stored.value).clone());
     }
