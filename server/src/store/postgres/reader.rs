@@ -7,10 +7,10 @@ use tokio_postgres::Error;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
-    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
+    Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
     PropertyRecord, Template, TemplateId,
 };
-use crate::store::Snapshot;
+use crate::store::{Snapshot, push_stored_datastream};
 
 pub(super) async fn setting(client: &ClientWrapper, key: &str) -> Result<Option<String>, Error> {
     let statement = client
@@ -263,12 +263,7 @@ async fn templates_above(
         else {
             continue;
         };
-        match serde_json::from_str::<DatastreamDef>(&definition) {
-            Ok(datastream) => template.datastreams.push(datastream),
-            Err(error) => {
-                tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
-            }
-        }
+        push_stored_datastream(template, &definition);
     }
     Ok(templates)
 }

@@ -5,10 +5,10 @@ use blynk_proto::Pin;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
+    Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
     PropertyRecord, Template, TemplateId,
 };
-use crate::store::{HistoryRange, Snapshot};
+use crate::store::{HistoryRange, Snapshot, push_stored_datastream};
 
 /// The read connection's state.
 pub(super) struct Reader {
@@ -182,13 +182,7 @@ fn templates_above(connection: &Connection, above: TemplateId) -> rusqlite::Resu
     )?;
     for template in &mut templates {
         for definition in statement.query_map([template.id], |row| row.get::<_, String>(0))? {
-            let definition = definition?;
-            match serde_json::from_str::<DatastreamDef>(&definition) {
-                Ok(datastream) => template.datastreams.push(datastream),
-                Err(error) => {
-                    tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
-                }
-            }
+            push_stored_datastream(template, &definition?);
         }
     }
     Ok(templates)
