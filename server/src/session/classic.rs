@@ -157,12 +157,7 @@ impl Protocol for ClassicSession {
         let id = frame.id;
         // Every frame counts, pings included, as on the classic server: a ping flood is a flood.
         if !self.rate.allow() {
-            if self.rate.should_warn() {
-                tracing::warn!(
-                    device = self.slot.device.id,
-                    dropped = self.rate.dropped(),
-                    "device over its message rate; excess dropped"
-                );
+            if self.rate.warn_device(self.slot.device.id) {
                 response(out, id, Status::QuotaLimit);
             }
             return;

@@ -397,12 +397,7 @@ impl NativeSession {
     }
 
     fn rate_limited(&mut self, out: &mut Outgoing, id: u16) {
-        if self.rate.should_warn() {
-            tracing::warn!(
-                device = self.slot.device.id,
-                dropped = self.rate.dropped(),
-                "device over its message rate; excess dropped"
-            );
+        if self.rate.warn_device(self.slot.device.id) {
             error_reply(
                 out,
                 id,
