@@ -76,7 +76,7 @@ impl Snapshot {
     ) {
         let (Ok(pin), Some(stored)) = (
             pin.parse::<Pin>(),
-            StoredValue::from_store_columns(value, version, set_at, origin),
+            HistoryPoint::from_store_columns(value, version, set_at, origin).map(StoredValue::from),
         ) else {
             tracing::error!(device_id, "unreadable stored value skipped");
             return;

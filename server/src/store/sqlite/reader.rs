@@ -5,8 +5,8 @@ use blynk_proto::Pin;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
-    PropertyRecord, Template, TemplateId,
+    Device, DeviceId, EventRecord, HistoryPoint, OwnedValue, PendingCommand, PropertyRecord,
+    Template, TemplateId,
 };
 use crate::store::{HistoryRange, Snapshot, push_stored_datastream};
 
@@ -309,16 +309,9 @@ fn collect_points(
     let mut points = Vec::new();
     for row in rows {
         let (value, version, set_at, origin) = row?;
-        if let (Some(value), Some(origin)) =
-            (OwnedValue::from_store_text(&value), Origin::parse(&origin))
-        {
-            points.push(HistoryPoint {
-                value,
-                version: version as u64,
-                set_at,
-                origin,
-            });
-        }
+        points.extend(HistoryPoint::from_store_columns(
+            &value, version, set_at, &origin,
+        ));
     }
     Ok(points)
 }
