@@ -346,6 +346,23 @@ impl Engine {
         self.token_hasher.hash_one(token)
     }
 
+    /// Takes a device out of the index, marked deleted, its session closed; `None`: not there.
+    fn unindex(&self, id: DeviceId) -> Option<Arc<DeviceSlot>> {
+        let slot = write_lock(&self.devices).remove(&id)?;
+        let key = self.token_key(&slot.device.token);
+        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
+            candidates.retain(|candidate| candidate.device.id != id);
+        }
+        {
+            let mut state = slot.lock();
+            state.deleted = true;
+            if let Some(session) = &state.session {
+                session.close();
+            }
+        }
+        Some(slot)
+    }
+
     /// Indexes a device's slot, unless the device is indexed already: a device created here can
     /// also be picked up by [`Engine::run_refresh`] between its commit and this call, and two
     /// slots of one device would split its sessions from its watchers. Returns the one slot of
@@ -486,24 +503,6 @@ impl Engine {
         let _ = self.global.send(events::device_changed(id, false));
         self.announce_meta(cluster::wire::MetaMessage::Deleted { device: id });
         Ok(())
-    }
-
-    /// Takes a deleted device out of the index, marks it deleted and closes its session;
-    /// `None` when it was not indexed.
-    fn unindex(&self, id: DeviceId) -> Option<Arc<DeviceSlot>> {
-        let slot = write_lock(&self.devices).remove(&id)?;
-        let key = self.token_key(&slot.device.token);
-        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
-            candidates.retain(|candidate| candidate.device.id != id);
-        }
-        {
-            let mut state = slot.lock();
-            state.deleted = true;
-            if let Some(session) = &state.session {
-                session.close();
-            }
-        }
-        Some(slot)
     }
 
     /// Registers `watcher` for events about every device (presence, devices added and
