@@ -159,7 +159,8 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         let free_slots = SLOTS - self.entries.len() + usize::from(replaced.is_some());
         if size > free_bytes || free_slots == 0 {
             self.overflows = self.overflows.saturating_add(1);
-            warn!(
+            log!(
+                warn,
                 "outgoing queue full: message for {}{} dropped ({} dropped so far)",
                 pin_letter(pin),
                 pin.number(),
@@ -268,7 +269,8 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
                 }
                 Err(Full) if pos > 0 => return pos,
                 Err(Full) => {
-                    warn!(
+                    log!(
+                        warn,
                         "message for {}{} does not fit the transmit buffer: dropped",
                         pin_letter(entry.pin),
                         entry.pin.number()

@@ -315,7 +315,7 @@ impl State {
                 code: error.code,
             }),
             other => {
-                warn!("ignored a {} message from the server", other.name());
+                log!(warn, "ignored a {} message from the server", other.name());
             }
         }
         Ok(())
@@ -336,7 +336,8 @@ impl State {
 /// Whether a pin from the server is in range; one that is not is ignored.
 fn checked(pin: Pin) -> bool {
     if !pin.is_valid() {
-        warn!(
+        log!(
+            warn,
             "ignored a value for {}{}: no such pin",
             pin_letter(pin),
             pin.number()
