@@ -87,19 +87,8 @@ async fn spec_3_3_and_3_7_login_restores_sync_datastreams_then_says_sync_complet
     server.app_write(Pin::Virtual(2), 7).await;
     let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
     assert_eq!(device.next().await, Seen::Connected);
-    let (mut writes, done) = device.restored().await;
-    writes.sort_by_key(|seen| format!("{seen:?}"));
-    assert_eq!(
-        writes,
-        [Seen::Write(0, "1".into()), Seen::Write(3, "auto".into())]
-    );
-    assert_eq!(
-        done,
-        SyncDone {
-            automatic: true,
-            count: 2
-        }
-    );
+    let (writes, done) = device.restored().await;
+    assert_v0_and_v3(writes, done, true);
     assert!(device.blynk.status().synced);
 }
 
@@ -121,8 +110,14 @@ async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never
             seen => writes.push(seen),
         }
     };
-    writes.sort_by_key(|seen| format!("{seen:?}"));
     // V0 (stored) and V3 (its default); not V2 (not `sync`), not V1 (never set, no default).
+    assert_v0_and_v3(writes, done, false);
+}
+
+/// Checks a sync that returned V0 (stored, `1`) and V3 (its default, `auto`), in any order, and
+/// nothing else; `automatic` says whether it was the sync of a login.
+fn assert_v0_and_v3(mut writes: Vec<Seen>, done: SyncDone, automatic: bool) {
+    writes.sort_by_key(|seen| format!("{seen:?}"));
     assert_eq!(
         writes,
         [Seen::Write(0, "1".into()), Seen::Write(3, "auto".into())]
@@ -130,7 +125,7 @@ async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never
     assert_eq!(
         done,
         SyncDone {
-            automatic: false,
+            automatic,
             count: 2
         }
     );
