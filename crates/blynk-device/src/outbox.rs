@@ -642,30 +642,16 @@ mod tests {
     #[test]
     fn properties_coalesce_by_pin_and_name_events_do_not() {
         let mut outbox = Outbox::<8, 256>::new();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "color",
-                &Value::text("#FF0000").unwrap(),
-                at(0),
-            )
-            .unwrap();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "label",
-                &Value::text("Lamp").unwrap(),
-                at(0),
-            )
-            .unwrap();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "color",
-                &Value::text("#00FF00").unwrap(),
-                at(0),
-            )
-            .unwrap();
+        for (name, text) in [
+            ("color", "#FF0000"),
+            ("label", "Lamp"),
+            ("color", "#00FF00"),
+        ] {
+            let value = Value::text(text).unwrap();
+            outbox
+                .property(Pin::Virtual(1), name, &value, at(0))
+                .unwrap();
+        }
         outbox.event("overheat", Some("too hot"), at(0)).unwrap();
         outbox.event("overheat", None, at(0)).unwrap();
         assert_eq!(outbox.len(), 4);
