@@ -141,13 +141,9 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(wifi(controller).expect("one Wi-Fi task"));
     spawner.spawn(network(runner).expect("one network task"));
 
-    log::info!("light on ESP32-C3: waiting for an address from DHCP");
+    log::info!("light on ESP32-C3");
     let config = blynk_device::Config::new(BLYNK_TOKEN)
         .with_firmware(concat!("light-esp32c3-", env!("CARGO_PKG_VERSION")))
         .with_seed(rng.random());
-    let error = light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await;
-    log::error!("the server refused the device for good: {error}; check BLYNK_TOKEN");
-    loop {
-        Timer::after(Duration::from_secs(3600)).await;
-    }
+    light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await
 }

@@ -191,8 +191,9 @@ pub async fn run<L: Led, B: Button, K: Connector>(
 }
 
 /// Runs the light over an embassy-net stack whose address comes from DHCP: waits for the
-/// address, connects to `server` (`host:port`, see [`split_server`]) and runs [`run`], whose
-/// error it returns.
+/// address, connects to `server` (`host:port`, see [`split_server`]) and runs [`run`]. When the
+/// server refuses the device for good (a wrong token), logs why and parks: a board has nothing
+/// else to do then.
 #[cfg(feature = "embassy-net")]
 pub async fn run_on_stack<L: Led, B: Button>(
     stack: embassy_net::Stack<'_>,
@@ -200,9 +201,10 @@ pub async fn run_on_stack<L: Led, B: Button>(
     led: L,
     button: B,
     config: Config<'_>,
-) -> Error {
+) -> ! {
     use blynk_device::net::{Host, TcpConnector};
 
+    log!(info, "waiting for an address from DHCP");
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
         log!(info, "address {}", v4.address);
@@ -211,5 +213,13 @@ pub async fn run_on_stack<L: Led, B: Button>(
     let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
     let connector = TcpConnector::new(stack, Host::parse(host), port, &mut rx, &mut tx);
     log!(info, "connecting to {}", server);
-    run(led, button, connector, config).await
+    let error = run(led, button, connector, config).await;
+    log!(
+        error,
+        "the server refused the device for good: {}; check BLYNK_TOKEN",
+        error
+    );
+    loop {
+        Timer::after(Duration::from_secs(3600)).await;
+    }
 }

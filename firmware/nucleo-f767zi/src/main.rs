@@ -18,7 +18,6 @@ use embassy_stm32::peripherals::{ETH, ETH_SMA, RNG};
 use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{Config, bind_interrupts, interrupt};
-use embassy_time::{Duration, Timer};
 use panic_probe as _;
 use static_cell::StaticCell;
 
@@ -131,16 +130,9 @@ async fn main(spawner: Spawner) -> ! {
     );
     spawner.spawn(network(runner).expect("one network task"));
 
-    defmt::info!("waiting for an address from DHCP (is the cable in?)");
+    defmt::info!("light on Nucleo-F767ZI (is the Ethernet cable in?)");
     let config = blynk_device::Config::new(BLYNK_TOKEN)
         .with_firmware(concat!("light-nucleo-f767zi-", env!("CARGO_PKG_VERSION")))
         .with_seed(rng.next_u32());
-    let error = light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await;
-    defmt::error!(
-        "the server refused the device for good: {}; check BLYNK_TOKEN",
-        error
-    );
-    loop {
-        Timer::after(Duration::from_secs(3600)).await;
-    }
+    light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await
 }
