@@ -11,19 +11,15 @@ use libfuzzer_sys::fuzz_target;
 const HW_LOGIN: u8 = 29;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, bytes)) = data.split_first() else {
-        return;
-    };
     let harness = Harness::get();
-    let mut input = Vec::with_capacity(bytes.len() + 40);
-    if mode & 1 == 1 {
-        let token = harness.token.as_bytes();
+    let Some(input) = harness.input(data, |token, input| {
         input.push(HW_LOGIN);
         input.extend_from_slice(&1u16.to_be_bytes());
         input.extend_from_slice(&(token.len() as u16).to_be_bytes());
-        input.extend_from_slice(token);
-    }
-    input.extend_from_slice(bytes);
+        input.extend_from_slice(token.as_bytes());
+    }) else {
+        return;
+    };
     harness.connection(&input, |stream, context| {
         blynk_server::session::classic::serve(StreamIo::new(stream), PEER, context)
     });

@@ -9,21 +9,18 @@ use blynk_proto::Token;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, bytes)) = data.split_first() else {
-        return;
-    };
     let harness = Harness::get();
-    let mut input = Vec::with_capacity(bytes.len() + 128);
-    if mode & 1 == 1 {
+    let Some(input) = harness.input(data, |token, input| {
         let mut rx = [0u8; 1024];
         let mut login = [0u8; 128];
-        let token = Token::new(&harness.token).expect("the demo token");
+        let token = Token::new(token).expect("the demo token");
         let len = Session::new(&mut rx, None)
             .login(token, "fuzz", 45, &mut login)
             .expect("a login frame");
         input.extend_from_slice(&login[..len]);
-    }
-    input.extend_from_slice(bytes);
+    }) else {
+        return;
+    };
     harness.connection(&input, |stream, context| {
         blynk_server::session::native::serve(stream, PEER, context)
     });

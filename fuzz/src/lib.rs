@@ -93,6 +93,19 @@ impl Harness {
         }
     }
 
+    /// What one connection sends, from a target's input: when the first byte's low bit is 1,
+    /// `login` first writes a valid login of the demo device (given its token); then the rest
+    /// of the input. None for an empty input.
+    pub fn input(&self, data: &[u8], login: impl FnOnce(&str, &mut Vec<u8>)) -> Option<Vec<u8>> {
+        let (&mode, bytes) = data.split_first()?;
+        let mut input = Vec::with_capacity(bytes.len() + 128);
+        if mode & 1 == 1 {
+            login(&self.token, &mut input);
+        }
+        input.extend_from_slice(bytes);
+        Some(input)
+    }
+
     /// Runs one device connection: `serve` gets the server's end of an in-memory stream, the
     /// client's end sends `input` and closes, and everything the server sends is read (and
     /// dropped) until it closes too. A session that outlives the deadline is a hang: a panic.

@@ -11,14 +11,12 @@
 //!
 //! [`measure`] is the reusable part: it takes a history size and returns the figures.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+use blynk_client::Endpoint;
 use blynk_proto::Pin;
 use blynk_server::config::{Config, DurabilitySetting};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +82,9 @@ pub async fn measure(setup: Setup) -> Result<Figures> {
     let started = Instant::now();
     let server = blynk_server::start(config).await?;
     let start = started.elapsed();
-    let mut connection = HttpConnection::connect(server.http_address).await?;
+    // The device API takes the token in the query: the client's API key goes unused.
+    let endpoint = Endpoint::parse(&format!("http://{}", server.http_address))?;
+    let mut connection = blynk_client::Client::new(endpoint, "")?.connect().await?;
     let mut latencies = Vec::new();
     let deadline = Instant::now() + setup.duration;
     let mut number = 0usize;
@@ -92,11 +92,9 @@ pub async fn measure(setup: Setup) -> Result<Figures> {
         let token = &tokens[number % tokens.len()];
         let path = format!("/external/api/update?token={token}&V1={}", number % 256);
         let sent = Instant::now();
-        let status = connection.get(&path).await?;
+        let answer = connection.get(&path).await;
         latencies.push(sent.elapsed());
-        if status != 200 {
-            bail!("write {number} answered {status}");
-        }
+        answer.with_context(|| format!("write {number}"))?;
         number += 1;
     }
     server.shutdown().await;
@@ -125,63 +123,6 @@ fn server_config(data: &std::path::Path, durability: DurabilitySetting) -> Confi
     config.limits.messages_per_second = 1_000_000;
     config.limits.message_burst = 1_000_000;
     config
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct HttpConnection {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl HttpConnection {
-    async fn connect(address: SocketAddr) -> Result<Self> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConnection {
-            stream,
-            buffer: Vec::new(),
-        })
-    }
-
-    /// Sends a GET and reads the whole response; returns its status.
-    async fn get(&mut self, path: &str) -> Result<u16> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).await?;
-        loop {
-            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buffer[..end])?.to_owned();
-                let status: u16 = head
-                    .split_whitespace()
-                    .nth(1)
-                    .context("no status")?
-                    .parse()?;
-                let length: usize = head
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                if self.buffer.len() >= end + 4 + length {
-                    self.buffer.drain(..end + 4 + length);
-                    return Ok(status);
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let read = self.stream.read(&mut chunk).await?;
-            if read == 0 {
-                bail!("the server closed the connection");
-            }
-            self.buffer.extend_from_slice(&chunk[..read]);
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
 }
 
 fn flag(arguments: &[String], name: &str, default: u64) -> Result<u64> {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::model::DeviceId;
+
 /// A token bucket: `rate` messages per second on average, `burst` at once.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -46,6 +48,20 @@ impl RateLimiter {
     /// Messages dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// [`should_warn`](Self::should_warn) for a device connection's messages; the drops are
+    /// logged each time the device is to be told.
+    pub fn warn_device(&mut self, device: DeviceId) -> bool {
+        let warn = self.should_warn();
+        if warn {
+            tracing::warn!(
+                device,
+                dropped = self.dropped,
+                "device over its message rate; excess dropped"
+            );
+        }
+        warn
     }
 
     /// Whether the client should be told now (at most once a minute, as the classic server did).

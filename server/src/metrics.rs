@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::model::{Origin, Protocol};
 
@@ -98,28 +98,42 @@ fn protocol_index(protocol: Protocol) -> usize {
     }
 }
 
+/// Registers a family of metrics with one label, and returns its member for each of the label's
+/// `values`, in their order.
+fn labelled<M, const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    (label, values): (&'static str, [&'static str; N]),
+) -> [M; N]
+where
+    M: Default + Clone,
+    Family<Labels, M>: Metric,
+{
+    let family = Family::<Labels, M>::default();
+    let members = values.map(|value| family.get_or_create(&[(label, value)]).clone());
+    registry.register(name, help, family);
+    members
+}
+
 impl Metrics {
     /// Registers every metric; `store` is what the store reports, if it reports anything.
     pub fn new(store: Option<Arc<StoreMetrics>>) -> Self {
         let mut registry = Registry::with_prefix("blynk");
-        let logins = Family::<Labels, Counter>::default();
-        let logins_ok = logins.get_or_create(&[("result", "ok")]).clone();
-        let logins_failed = logins.get_or_create(&[("result", "failed")]).clone();
-        registry.register(
+        let [logins_ok, logins_failed] = labelled(
+            &mut registry,
             "device_logins",
             "Device logins, by result (a wrong or unknown token is `failed`)",
-            logins,
+            ("result", ["ok", "failed"]),
         );
-        let writes_family = Family::<Labels, Counter>::default();
-        let writes = [Origin::Device, Origin::App, Origin::Http, Origin::Bridge].map(|origin| {
-            writes_family
-                .get_or_create(&[("origin", origin.as_str())])
-                .clone()
-        });
-        registry.register(
+        let writes = labelled(
+            &mut registry,
             "writes",
             "Values written, by origin (device, app, http, bridge)",
-            writes_family,
+            (
+                "origin",
+                [Origin::Device, Origin::App, Origin::Http, Origin::Bridge].map(Origin::as_str),
+            ),
         );
         let app_messages = Counter::default();
         registry.register(
@@ -127,13 +141,11 @@ impl Metrics {
             "Events and write replies sent to apps over WebSockets (a batch carries several)",
             app_messages.clone(),
         );
-        let slow = Family::<Labels, Counter>::default();
-        let slow_devices_closed = slow.get_or_create(&[("client", "device")]).clone();
-        let slow_apps_closed = slow.get_or_create(&[("client", "app")]).clone();
-        registry.register(
+        let [slow_devices_closed, slow_apps_closed] = labelled(
+            &mut registry,
             "slow_sessions_closed",
             "Sessions the server closed because they read too slowly, by client",
-            slow,
+            ("client", ["device", "app"]),
         );
         let rate_limited = Counter::default();
         registry.register(
@@ -141,16 +153,11 @@ impl Metrics {
             "Device messages dropped by the per-connection rate limit",
             rate_limited.clone(),
         );
-        let connections_family = Family::<Labels, Gauge>::default();
-        let connections = ["native", "classic", "mqtt", "app"].map(|protocol| {
-            connections_family
-                .get_or_create(&[("protocol", protocol)])
-                .clone()
-        });
-        registry.register(
+        let connections = labelled(
+            &mut registry,
             "connections",
             "Open connections: devices by protocol, and app WebSockets (`app`)",
-            connections_family,
+            ("protocol", ["native", "classic", "mqtt", "app"]),
         );
         let pending_commands = Gauge::default();
         registry.register(

@@ -225,21 +225,15 @@ pub struct StoredValue {
     pub origin: Origin,
 }
 
-impl StoredValue {
-    /// A stored row's columns read back (either store keeps the value and origin as text and
-    /// the version as a signed integer); `None` when a column is unreadable.
-    pub fn from_store_columns(
-        value: &str,
-        version: i64,
-        set_at: i64,
-        origin: &str,
-    ) -> Option<Self> {
-        Some(StoredValue {
-            value: OwnedValue::from_store_text(value)?.into(),
-            version: version as u64,
-            set_at,
-            origin: Origin::parse(origin)?,
-        })
+/// A latest value has the columns of a history point (see [`HistoryPoint::from_store_columns`]).
+impl From<HistoryPoint> for StoredValue {
+    fn from(point: HistoryPoint) -> Self {
+        StoredValue {
+            value: Arc::new(point.value),
+            version: point.version,
+            set_at: point.set_at,
+            origin: point.origin,
+        }
     }
 }
 
@@ -458,6 +452,25 @@ pub struct HistoryPoint {
     pub set_at: i64,
     /// Who set it.
     pub origin: Origin,
+}
+
+impl HistoryPoint {
+    /// A stored row's columns read back, a history row's or a latest value's (either store
+    /// keeps the value and origin as text and the version as a signed integer); `None` when a
+    /// column is unreadable.
+    pub fn from_store_columns(
+        value: &str,
+        version: i64,
+        set_at: i64,
+        origin: &str,
+    ) -> Option<Self> {
+        Some(HistoryPoint {
+            value: OwnedValue::from_store_text(value)?,
+            version: version as u64,
+            set_at,
+            origin: Origin::parse(origin)?,
+        })
+    }
 }
 
 /// An app write to a command datastream waiting for its device.

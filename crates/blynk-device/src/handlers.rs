@@ -93,7 +93,7 @@ impl<C, const N: usize> Handlers<C, N> {
             (Some(handler), _) => handler(context, value),
             (None, Some(default)) => default(context, pin, value),
             (None, None) => {
-                debug!("no handler for V{}", pin);
+                log!(debug, "no handler for V{}", pin);
                 return false;
             }
         }
@@ -131,13 +131,13 @@ pub trait Firmware {
     /// A digital pin's value arrived (from a sync or an app): set the pin.
     fn digital_write(&mut self, pin: u8, high: bool) {
         let _ = high;
-        debug!("digital pin D{} not handled", pin);
+        log!(debug, "digital pin D{} not handled", pin);
     }
 
     /// An analog pin's value arrived: set the pin (PWM, DAC).
     fn analog_write(&mut self, pin: u8, value: i64) {
         let _ = value;
-        debug!("analog pin A{} not handled", pin);
+        log!(debug, "analog pin A{} not handled", pin);
     }
 }
 
@@ -159,7 +159,7 @@ pub(crate) fn apply<C: Firmware, const N: usize>(
         Pin::Digital(number) => context.digital_write(number, value.as_bool()),
         Pin::Analog(number) => match value.as_int() {
             Some(level) => context.analog_write(number, level),
-            None => warn!("{}{}: not a number", pin_letter(pin), number),
+            None => log!(warn, "{}{}: not a number", pin_letter(pin), number),
         },
     }
 }

@@ -88,6 +88,9 @@
 //!
 //! - `embassy-net`: `net::TcpConnector`.
 //! - `defmt`, `log`: log lines through either; without them, logging compiles to nothing.
+//!
+//! Firmware on the library can log the same way with [`log!`], which checks the `defmt` and
+//! `log` features of the crate that calls it.
 #![no_std]
 #![cfg_attr(
     not(test),

@@ -159,7 +159,8 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
         let free_slots = SLOTS - self.entries.len() + usize::from(replaced.is_some());
         if size > free_bytes || free_slots == 0 {
             self.overflows = self.overflows.saturating_add(1);
-            warn!(
+            log!(
+                warn,
                 "outgoing queue full: message for {}{} dropped ({} dropped so far)",
                 pin_letter(pin),
                 pin.number(),
@@ -268,7 +269,8 @@ impl<const SLOTS: usize, const BYTES: usize> Outbox<SLOTS, BYTES> {
                 }
                 Err(Full) if pos > 0 => return pos,
                 Err(Full) => {
-                    warn!(
+                    log!(
+                        warn,
                         "message for {}{} does not fit the transmit buffer: dropped",
                         pin_letter(entry.pin),
                         entry.pin.number()
@@ -507,6 +509,18 @@ mod tests {
         Instant::from_millis(ms)
     }
 
+    /// Queues a write of `int` to virtual pin `pin`, made at `ms`.
+    fn write_int<const S: usize, const B: usize>(
+        outbox: &mut Outbox<S, B>,
+        pin: u8,
+        int: i64,
+        ms: u64,
+    ) {
+        outbox
+            .write(Pin::Virtual(pin), &Value::int(int), at(ms))
+            .unwrap();
+    }
+
     /// Decodes every frame of `bytes`, calling `each` with the message.
     fn frames(mut bytes: &[u8], mut each: impl FnMut(Message<'_>)) {
         while !bytes.is_empty() {
@@ -540,15 +554,9 @@ mod tests {
     #[test]
     fn spec_3_8_writes_coalesce_per_pin_latest_wins_with_their_age() {
         let mut outbox = Outbox::<4, 64>::new();
-        outbox
-            .write(Pin::Virtual(1), &Value::int(1), at(100))
-            .unwrap();
-        outbox
-            .write(Pin::Virtual(2), &Value::int(7), at(150))
-            .unwrap();
-        outbox
-            .write(Pin::Virtual(1), &Value::int(2), at(200))
-            .unwrap();
+        write_int(&mut outbox, 1, 1, 100);
+        write_int(&mut outbox, 2, 7, 150);
+        write_int(&mut outbox, 1, 2, 200);
         assert_eq!(outbox.len(), 2);
         // Connected at 1000, sent at 1500: both were made offline and carry their age.
         let writes = sent_writes(&mut outbox, 1000, 1500);
@@ -571,9 +579,7 @@ mod tests {
     #[test]
     fn online_writes_have_no_age_and_unacked_ones_are_resent_after_a_drop() {
         let mut outbox = Outbox::<4, 64>::new();
-        outbox
-            .write(Pin::Virtual(1), &Value::int(1), at(2000))
-            .unwrap();
+        write_int(&mut outbox, 1, 1, 2000);
         let first = sent_writes(&mut outbox, 1000, 2000);
         assert_eq!(first[0].3, None);
         outbox.connection_lost();
@@ -588,20 +594,14 @@ mod tests {
     #[test]
     fn overflow_is_refused_and_counted() {
         let mut outbox = Outbox::<2, 64>::new();
-        outbox
-            .write(Pin::Virtual(1), &Value::int(1), at(0))
-            .unwrap();
-        outbox
-            .write(Pin::Virtual(2), &Value::int(1), at(0))
-            .unwrap();
+        write_int(&mut outbox, 1, 1, 0);
+        write_int(&mut outbox, 2, 1, 0);
         assert_eq!(
             outbox.write(Pin::Virtual(3), &Value::int(1), at(0)),
             Err(QueueError::Full)
         );
         // Replacing a waiting pin still works when full.
-        outbox
-            .write(Pin::Virtual(2), &Value::int(5), at(0))
-            .unwrap();
+        write_int(&mut outbox, 2, 5, 0);
         assert_eq!(outbox.overflows(), 1);
         let mut small = Outbox::<8, 16>::new();
         let long = "x".repeat(40);
@@ -615,9 +615,7 @@ mod tests {
     #[test]
     fn values_of_a_pin_with_a_waiting_write_are_held_back() {
         let mut outbox = Outbox::<4, 64>::new();
-        outbox
-            .write(Pin::Virtual(1), &Value::int(1), at(0))
-            .unwrap();
+        write_int(&mut outbox, 1, 1, 0);
         assert!(!outbox.should_apply(Pin::Virtual(1), 12));
         assert!(outbox.should_apply(Pin::Virtual(2), 13));
         let writes = sent_writes(&mut outbox, 0, 0);
@@ -640,30 +638,16 @@ mod tests {
     #[test]
     fn properties_coalesce_by_pin_and_name_events_do_not() {
         let mut outbox = Outbox::<8, 256>::new();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "color",
-                &Value::text("#FF0000").unwrap(),
-                at(0),
-            )
-            .unwrap();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "label",
-                &Value::text("Lamp").unwrap(),
-                at(0),
-            )
-            .unwrap();
-        outbox
-            .property(
-                Pin::Virtual(1),
-                "color",
-                &Value::text("#00FF00").unwrap(),
-                at(0),
-            )
-            .unwrap();
+        for (name, text) in [
+            ("color", "#FF0000"),
+            ("label", "Lamp"),
+            ("color", "#00FF00"),
+        ] {
+            let value = Value::text(text).unwrap();
+            outbox
+                .property(Pin::Virtual(1), name, &value, at(0))
+                .unwrap();
+        }
         outbox.event("overheat", Some("too hot"), at(0)).unwrap();
         outbox.event("overheat", None, at(0)).unwrap();
         assert_eq!(outbox.len(), 4);

@@ -155,13 +155,13 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
             {
                 delay = delay.max(Duration::from_secs(u64::from(retry_after_seconds)));
             }
-            info!("reconnecting in {} ms ({})", delay.as_millis(), error);
+            log!(info, "reconnecting in {} ms ({})", delay.as_millis(), error);
             Timer::after(delay).await;
         }
     }
 
     fn stop(&mut self, error: Error) -> Error {
-        warn!("stopped: {}", error);
+        log!(warn, "stopped: {}", error);
         self.link.with(|shared| {
             shared.status.stopped = Some(error);
             shared.status.last_error = Some(error);
@@ -306,10 +306,10 @@ impl<'a, M: RawMutex, const SLOTS: usize, const BYTES: usize> Runner<'a, M, SLOT
             shared.status.synced = false;
         });
         if logged_in {
-            info!("disconnected: {}", error);
+            log!(info, "disconnected: {}", error);
             firmware.disconnected(error);
         } else {
-            info!("connection failed: {}", error);
+            log!(info, "connection failed: {}", error);
         }
         error
     }
@@ -361,7 +361,7 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
                     shared.outbox.request_all();
                 }
             });
-            info!("logged in (server version {})", version);
+            log!(info, "logged in (server version {})", version);
             firmware.connected();
         }
         Event::Value {
@@ -373,7 +373,8 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
             if link.with(|shared| shared.outbox.should_apply(pin, version)) {
                 apply(handlers, firmware, pin, &value);
             } else {
-                debug!(
+                log!(
+                    debug,
                     "{}{}: held back, a write of the device waits for its ack",
                     pin_letter(pin),
                     pin.number()
@@ -395,13 +396,14 @@ fn on_event<M: RawMutex, const SLOTS: usize, const BYTES: usize, C: Firmware, co
         Event::Ack { id, version } => link.with(|shared| shared.outbox.acked(id, version)),
         Event::Refused { id, code } => {
             if code == blynk_proto::native::ErrorCode::RateLimited {
-                warn!(
+                log!(
+                    warn,
                     "message {} dropped by the server's rate limit: sent again later",
                     id
                 );
                 link.with(|shared| shared.outbox.retry(id));
             } else {
-                warn!("message {} refused by the server", id);
+                log!(warn, "message {} refused by the server", id);
                 link.with(|shared| shared.outbox.refused(id));
             }
         }

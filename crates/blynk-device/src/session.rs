@@ -263,26 +263,11 @@ impl State {
             Message::Ping(ping) => self.pong_due = Some(ping.id),
             Message::Pong(_) => {}
             Message::Update(update) => {
-                if checked(update.pin) {
-                    self.saw(update.version);
-                    sink(Event::Value {
-                        pin: update.pin,
-                        value: update.value,
-                        version: update.version,
-                        sync_id: None,
-                    });
-                }
+                self.value(update.pin, update.value, update.version, None, sink);
             }
             Message::SyncedValue(synced) => {
-                if checked(synced.pin) {
-                    self.saw(synced.version);
-                    sink(Event::Value {
-                        pin: synced.pin,
-                        value: synced.value,
-                        version: synced.version,
-                        sync_id: Some(synced.id),
-                    });
-                }
+                let id = Some(synced.id);
+                self.value(synced.pin, synced.value, synced.version, id, sink);
             }
             Message::SyncComplete(complete) => {
                 if complete.id == 0 && !self.restored {
@@ -315,10 +300,31 @@ impl State {
                 code: error.code,
             }),
             other => {
-                warn!("ignored a {} message from the server", other.name());
+                log!(warn, "ignored a {} message from the server", other.name());
             }
         }
         Ok(())
+    }
+
+    /// A pin's value from the server, an app's write (`sync_id` none) or one of a sync: passed
+    /// on when the pin is in range.
+    fn value(
+        &mut self,
+        pin: Pin,
+        value: Value<'_>,
+        version: u64,
+        sync_id: Option<u16>,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        if checked(pin) {
+            self.saw(version);
+            sink(Event::Value {
+                pin,
+                value,
+                version,
+                sync_id,
+            });
+        }
     }
 
     /// Notes a version the device now holds. Before the automatic sync completes the device
@@ -336,7 +342,8 @@ impl State {
 /// Whether a pin from the server is in range; one that is not is ignored.
 fn checked(pin: Pin) -> bool {
     if !pin.is_valid() {
-        warn!(
+        log!(
+            warn,
             "ignored a value for {}{}: no such pin",
             pin_letter(pin),
             pin.number()

@@ -58,25 +58,25 @@ fn codecs(c: &mut Criterion) {
         .expect("three finite parts");
     let id = NonZeroU16::MIN;
 
-    let mut group = c.benchmark_group("write V1=255, encode+decode");
-    let message = write(Pin::Virtual(1), &single);
-    group.bench_function("native", |b| {
-        b.iter(|| native_round_trip(black_box(&message)))
-    });
-    group.bench_function("classic", |b| {
-        b.iter(|| classic_round_trip(black_box(id), black_box(Pin::Virtual(1)), &single))
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("write V2=[1, 2.5, \"abc\"], encode+decode");
-    let message = write(Pin::Virtual(2), &multi);
-    group.bench_function("native", |b| {
-        b.iter(|| native_round_trip(black_box(&message)))
-    });
-    group.bench_function("classic", |b| {
-        b.iter(|| classic_round_trip(black_box(id), black_box(Pin::Virtual(2)), &multi))
-    });
-    group.finish();
+    let cases = [
+        ("write V1=255, encode+decode", Pin::Virtual(1), &single),
+        (
+            "write V2=[1, 2.5, \"abc\"], encode+decode",
+            Pin::Virtual(2),
+            &multi,
+        ),
+    ];
+    for (name, pin, value) in cases {
+        let mut group = c.benchmark_group(name);
+        let message = write(pin, value);
+        group.bench_function("native", |b| {
+            b.iter(|| native_round_trip(black_box(&message)))
+        });
+        group.bench_function("classic", |b| {
+            b.iter(|| classic_round_trip(black_box(id), black_box(pin), value))
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, codecs);

@@ -6,7 +6,6 @@
 #![no_std]
 #![no_main]
 
-use blynk_device::net::{Host, TcpConnector};
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
 use embassy_time::{Duration, Timer};
@@ -21,22 +20,28 @@ use static_cell::StaticCell;
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
-const WIFI_SSID: &str = env!(
-    "WIFI_SSID",
-    "set WIFI_SSID (or write firmware/esp32c3/config.local.toml, see config.local.toml.example)"
-);
-const WIFI_PASSWORD: &str = env!(
-    "WIFI_PASSWORD",
-    "set WIFI_PASSWORD (or write firmware/esp32c3/config.local.toml); empty for an open network"
-);
-const BLYNK_SERVER: &str = env!(
-    "BLYNK_SERVER",
-    "set BLYNK_SERVER to the server's address as the board sees it, e.g. 192.168.1.20:8441"
-);
-const BLYNK_TOKEN: &str = env!(
-    "BLYNK_TOKEN",
-    "set BLYNK_TOKEN to the device token from the dashboard (or the server's demo token)"
-);
+/// A build-time setting, read with `env!`; when it is missing, the build stops and says what
+/// to set it to, and where.
+macro_rules! setting {
+    ($name:literal, $what:literal) => {
+        env!(
+            $name,
+            concat!(
+                "set ",
+                $name,
+                " to ",
+                $what,
+                " (in the environment or in ",
+                "firmware/esp32c3/config.local.toml, see config.local.toml.example)"
+            )
+        )
+    };
+}
+
+const WIFI_SSID: &str = setting!("WIFI_SSID", "the Wi-Fi network's name");
+const WIFI_PASSWORD: &str = setting!("WIFI_PASSWORD", "its password, empty for an open network");
+const BLYNK_SERVER: &str = setting!("BLYNK_SERVER", "the server's address, e.g. 10.0.0.2:8441");
+const BLYNK_TOKEN: &str = setting!("BLYNK_TOKEN", "the device token (dashboard or demo token)");
 
 /// Whether the LED on GPIO8 lights when the pin is low, as the blue LED of SuperMini boards
 /// does (`--features led-active-low`); an LED from GPIO8 to ground lights when it is high.
@@ -136,23 +141,9 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(wifi(controller).expect("one Wi-Fi task"));
     spawner.spawn(network(runner).expect("one network task"));
 
-    log::info!("light on ESP32-C3: waiting for an address from DHCP");
-    stack.wait_config_up().await;
-    if let Some(config) = stack.config_v4() {
-        log::info!("address {}", config.address);
-    }
-
-    let (host, port) = light::split_server(BLYNK_SERVER);
-    let host = Host::parse(host);
-    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
-    let connector = TcpConnector::new(stack, host, port, &mut rx, &mut tx);
-    let settings = light::Settings::new(BLYNK_TOKEN)
+    log::info!("light on ESP32-C3");
+    let config = blynk_device::Config::new(BLYNK_TOKEN)
         .with_firmware(concat!("light-esp32c3-", env!("CARGO_PKG_VERSION")))
         .with_seed(rng.random());
-    log::info!("connecting to {BLYNK_SERVER}");
-    let error = light::run(led, button, connector, settings).await;
-    log::error!("the server refused the device for good: {error}; check BLYNK_TOKEN");
-    loop {
-        Timer::after(Duration::from_secs(3600)).await;
-    }
+    light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await
 }

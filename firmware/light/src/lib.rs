@@ -12,10 +12,12 @@
 //! polling every 50 ms: the two variants of the reference text.
 //!
 //! A board plugs in its pins through two small traits, [`Led`] and [`Button`], and its network
-//! through a [`Connector`], then runs [`run`]:
+//! through a [`Connector`], then runs [`run`] with the device's [`Config`] (token, firmware
+//! name, a seed for the reconnect jitter):
 //!
 //! ```ignore
-//! let error = light::run(led, button, connector, light::Settings::new(TOKEN)).await;
+//! let config = blynk_device::Config::new(TOKEN).with_firmware("light-board-1.0");
+//! let error = light::run(led, button, connector, config).await;
 //! ```
 #![no_std]
 #![deny(missing_docs)]
@@ -23,26 +25,11 @@
 use core::cell::RefCell;
 
 use blynk_device::{
-    Blynk, Config, Connector, Error, Firmware, Handlers, SyncDone, Value, ValueExt,
+    Blynk, Config, Connector, Error, Firmware, Handlers, SyncDone, Value, ValueExt, log,
 };
 use embassy_futures::select::{Either, select};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::{Duration, Ticker, Timer};
-
-#[macro_use]
-mod log {
-    //! Log lines through `defmt` or `log`, whichever feature is on; nothing without either.
-    macro_rules! info {
-        ($s:literal $(, $x:expr)* $(,)?) => {{
-            #[cfg(feature = "log")]
-            ::log::info!($s $(, $x)*);
-            #[cfg(feature = "defmt")]
-            ::defmt::info!($s $(, $x)*);
-            #[cfg(not(any(feature = "log", feature = "defmt")))]
-            let _ = ($(&$x),*);
-        }};
-    }
-}
 
 /// The virtual pin the app switches the light with.
 pub const POWER_PIN: u8 = 0;
@@ -93,49 +80,6 @@ pub fn device() -> &'static Device {
     &BLYNK
 }
 
-/// What differs between devices: the token and the firmware's name.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings<'a> {
-    /// The device's auth token, from the dashboard.
-    pub token: &'a str,
-    /// The firmware's name and version, shown in the dashboard.
-    pub firmware: &'a str,
-    /// A seed for the reconnect jitter (a hardware random number, ideally).
-    pub seed: u32,
-    /// Seconds between heartbeats; 0 keeps the library's default.
-    pub heartbeat: u16,
-}
-
-impl<'a> Settings<'a> {
-    /// Settings with `token`, firmware name `light-0.1.0` and seed 0.
-    pub const fn new(token: &'a str) -> Self {
-        Settings {
-            token,
-            firmware: concat!("light-", env!("CARGO_PKG_VERSION")),
-            seed: 0,
-            heartbeat: 0,
-        }
-    }
-
-    /// The same with another firmware name (the board's, say).
-    pub const fn with_firmware(mut self, firmware: &'a str) -> Self {
-        self.firmware = firmware;
-        self
-    }
-
-    /// The same with another heartbeat, in seconds.
-    pub const fn with_heartbeat(mut self, seconds: u16) -> Self {
-        self.heartbeat = seconds;
-        self
-    }
-
-    /// The same with a seed for the reconnect jitter.
-    pub const fn with_seed(mut self, seed: u32) -> Self {
-        self.seed = seed;
-        self
-    }
-}
-
 /// The light's state and its LED.
 struct Lamp<L> {
     led: L,
@@ -147,7 +91,7 @@ impl<L: Led> Lamp<L> {
     fn set(&mut self, on: bool) {
         self.on = on;
         self.led.set(on);
-        info!("light {}", if on { "on" } else { "off" });
+        log!(info, "light {}", if on { "on" } else { "off" });
         // Queued, never blocking: while offline it goes out after the next login.
         let _ = BLYNK.virtual_write(LED_WIDGET_PIN, if on { 255 } else { 0 });
     }
@@ -160,16 +104,16 @@ struct Light<'a, L> {
 
 impl<L: Led> Firmware for Light<'_, L> {
     fn connected(&mut self) {
-        info!("connected");
+        log!(info, "connected");
     }
 
     fn disconnected(&mut self, reason: Error) {
-        info!("disconnected: {}", reason);
+        log!(info, "disconnected: {}", reason);
     }
 
     fn sync_complete(&mut self, sync: SyncDone) {
         if sync.automatic {
-            info!("restored by state sync ({} values)", sync.count);
+            log!(info, "restored by state sync ({} values)", sync.count);
         }
     }
 }
@@ -223,18 +167,12 @@ pub async fn run<L: Led, B: Button, K: Connector>(
     led: L,
     button: B,
     mut connector: K,
-    settings: Settings<'_>,
+    config: Config<'_>,
 ) -> Error {
     let lamp = RefCell::new(Lamp { led, on: false });
     // Off until the automatic sync says otherwise; not reported, the server's value wins.
     lamp.borrow_mut().led.set(false);
     let handlers = Handlers::<Light<'_, L>, 1>::new().on_write(POWER_PIN, power::<L>);
-    let mut config = Config::new(settings.token)
-        .with_firmware(settings.firmware)
-        .with_seed(settings.seed);
-    if settings.heartbeat > 0 {
-        config = config.with_heartbeat(settings.heartbeat);
-    }
     let (mut rx, mut tx) = ([0u8; 256], [0u8; 128]);
     let mut runner = BLYNK.runner(config, &mut rx, &mut tx);
     let mut light = Light { lamp: &lamp };
@@ -249,5 +187,39 @@ pub async fn run<L: Led, B: Button, K: Connector>(
     match select(connection, button).await {
         Either::First(error) => error,
         Either::Second(never) => never,
+    }
+}
+
+/// Runs the light over an embassy-net stack whose address comes from DHCP: waits for the
+/// address, connects to `server` (`host:port`, see [`split_server`]) and runs [`run`]. When the
+/// server refuses the device for good (a wrong token), logs why and parks: a board has nothing
+/// else to do then.
+#[cfg(feature = "embassy-net")]
+pub async fn run_on_stack<L: Led, B: Button>(
+    stack: embassy_net::Stack<'_>,
+    server: &str,
+    led: L,
+    button: B,
+    config: Config<'_>,
+) -> ! {
+    use blynk_device::net::{Host, TcpConnector};
+
+    log!(info, "waiting for an address from DHCP");
+    stack.wait_config_up().await;
+    if let Some(v4) = stack.config_v4() {
+        log!(info, "address {}", v4.address);
+    }
+    let (host, port) = split_server(server);
+    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+    let connector = TcpConnector::new(stack, Host::parse(host), port, &mut rx, &mut tx);
+    log!(info, "connecting to {}", server);
+    let error = run(led, button, connector, config).await;
+    log!(
+        error,
+        "the server refused the device for good: {}; check BLYNK_TOKEN",
+        error
+    );
+    loop {
+        Timer::after(Duration::from_secs(3600)).await;
     }
 }

@@ -7,7 +7,6 @@
 #![no_std]
 #![no_main]
 
-use blynk_device::net::{Host, TcpConnector};
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
@@ -19,7 +18,6 @@ use embassy_stm32::peripherals::{ETH, ETH_SMA, RNG};
 use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{Config, bind_interrupts, interrupt};
-use embassy_time::{Duration, Timer};
 use panic_probe as _;
 use static_cell::StaticCell;
 
@@ -132,26 +130,9 @@ async fn main(spawner: Spawner) -> ! {
     );
     spawner.spawn(network(runner).expect("one network task"));
 
-    defmt::info!("waiting for an address from DHCP (is the cable in?)");
-    stack.wait_config_up().await;
-    if let Some(config) = stack.config_v4() {
-        defmt::info!("address {}", config.address);
-    }
-
-    let (host, port) = light::split_server(BLYNK_SERVER);
-    let host = Host::parse(host);
-    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
-    let connector = TcpConnector::new(stack, host, port, &mut rx, &mut tx);
-    let settings = light::Settings::new(BLYNK_TOKEN)
+    defmt::info!("light on Nucleo-F767ZI (is the Ethernet cable in?)");
+    let config = blynk_device::Config::new(BLYNK_TOKEN)
         .with_firmware(concat!("light-nucleo-f767zi-", env!("CARGO_PKG_VERSION")))
         .with_seed(rng.next_u32());
-    defmt::info!("connecting to {}", BLYNK_SERVER);
-    let error = light::run(led, button, connector, settings).await;
-    defmt::error!(
-        "the server refused the device for good: {}; check BLYNK_TOKEN",
-        error
-    );
-    loop {
-        Timer::after(Duration::from_secs(3600)).await;
-    }
+    light::run_on_stack(stack, BLYNK_SERVER, led, button, config).await
 }

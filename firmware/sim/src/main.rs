@@ -278,11 +278,13 @@ async fn light_task(spawner: Spawner, args: Args, device: TapDevice) {
         &mut rx,
         &mut tx,
     );
-    let settings = light::Settings::new(&args.token)
+    let mut config = blynk_device::Config::new(&args.token)
         .with_firmware(concat!("light-sim-", env!("CARGO_PKG_VERSION")))
-        .with_seed(seed as u32)
-        .with_heartbeat(args.heartbeat);
-    let error = light::run(ConsoleLed, ConsoleButton, connector, settings).await;
+        .with_seed(seed as u32);
+    if args.heartbeat > 0 {
+        config = config.with_heartbeat(args.heartbeat);
+    }
+    let error = light::run(ConsoleLed, ConsoleButton, connector, config).await;
     println!("stopped: {error}");
     std::process::exit(1);
 }

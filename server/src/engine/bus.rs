@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::cluster::{Bus, BusError, BusSettings, Inbound};
@@ -59,48 +59,25 @@ impl Engine {
     /// reconnection (the bus dropped messages while it was away: read the truth again).
     fn apply_inbound(self: &Arc<Self>, inbound: Inbound, shutdown: &watch::Receiver<bool>) {
         let Inbound {
-            mut events,
-            mut meta,
+            events,
+            meta,
             mut reconnected,
         } = inbound;
         let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    message = events.next() => match message {
-                        Some(message) => engine.on_device_message(&message.subject, &message.payload),
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
+        spawn_consumer(events, shutdown, move |message| {
+            engine.on_device_message(&message.subject, &message.payload);
+            std::future::ready(())
         });
         let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    message = meta.next() => match message {
-                        Some(message) => engine.on_meta_message(&message.payload).await,
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
+        spawn_consumer(meta, shutdown, move |message| {
+            let engine = engine.clone();
+            async move { engine.on_meta_message(&message.payload).await }
         });
         let engine = self.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    back = reconnected.recv() => match back {
-                        Some(()) => engine.resync_from_store().await,
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
+        let reconnected = futures_util::stream::poll_fn(move |cx| reconnected.poll_recv(cx));
+        spawn_consumer(reconnected, shutdown, move |()| {
+            let engine = engine.clone();
+            async move { engine.resync_from_store().await }
         });
     }
 
@@ -190,4 +167,27 @@ impl DeviceSlot {
     fn is_held_here(&self) -> bool {
         self.lock().session.is_some()
     }
+}
+
+/// Spawns a task that hands each item of `source` to `handle`, one at a time, until the source
+/// ends or `shutdown` fires.
+fn spawn_consumer<S, F, Fut>(mut source: S, shutdown: &watch::Receiver<bool>, mut handle: F)
+where
+    S: Stream + Unpin + Send + 'static,
+    S::Item: Send,
+    F: FnMut(S::Item) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                item = source.next() => match item {
+                    Some(item) => handle(item).await,
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }

@@ -11,7 +11,7 @@ use super::cluster::wire::{self, DeviceMessage, MetaMessage};
 use super::delivery::{Delivery, Outbound};
 use super::events::{self, AppEvent};
 use super::membership::Outgoing;
-use super::{DeviceSlot, Engine, lock, write_lock};
+use super::{DeviceSlot, Engine, lock};
 use crate::model::{EventRecord, Origin, OwnedValue, PropertyRecord, StoredValue};
 use crate::store::settle;
 
@@ -328,19 +328,8 @@ impl Engine {
 
     /// Drops a device deleted on another node (the store has already forgotten it).
     fn forget_device(&self, id: i64) {
-        let Some(slot) = write_lock(&self.devices).remove(&id) else {
+        if self.unindex(id).is_none() {
             return;
-        };
-        let key = self.token_key(&slot.device.token);
-        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
-            candidates.retain(|candidate| candidate.device.id != id);
-        }
-        {
-            let mut state = slot.lock();
-            state.deleted = true;
-            if let Some(session) = &state.session {
-                session.close();
-            }
         }
         lock(&self.with_pending_commands).remove(&id);
         let _ = self.global.send(events::device_changed(id, false));

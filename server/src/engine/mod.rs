@@ -43,8 +43,8 @@ pub use writes::{AppWrite, DeviceWriteOutcome};
 
 use crate::clock::Clock;
 use crate::model::{
-    Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue, Template,
-    TemplateId, now_ms,
+    DatastreamDef, Device, DeviceId, EventRecord, PendingCommand, PropertyRecord, StoredValue,
+    Template, TemplateId, now_ms,
 };
 use crate::store::{Store, settle};
 pub use crate::token::constant_time_eq;
@@ -109,6 +109,13 @@ impl DeviceSlot {
     /// Whether a session is attached.
     pub fn is_online(&self) -> bool {
         self.lock().is_online()
+    }
+
+    /// The datastream bound to `pin`, or the error for a pin the template does not bind.
+    pub fn datastream(&self, pin: Pin) -> Result<&DatastreamDef, EngineError> {
+        self.template
+            .datastream(pin)
+            .ok_or(EngineError::UnknownPin(pin))
     }
 
     /// The protocol of the connected session, if any.
@@ -339,6 +346,23 @@ impl Engine {
         self.token_hasher.hash_one(token)
     }
 
+    /// Takes a device out of the index, marked deleted, its session closed; `None`: not there.
+    fn unindex(&self, id: DeviceId) -> Option<Arc<DeviceSlot>> {
+        let slot = write_lock(&self.devices).remove(&id)?;
+        let key = self.token_key(&slot.device.token);
+        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
+            candidates.retain(|candidate| candidate.device.id != id);
+        }
+        {
+            let mut state = slot.lock();
+            state.deleted = true;
+            if let Some(session) = &state.session {
+                session.close();
+            }
+        }
+        Some(slot)
+    }
+
     /// Indexes a device's slot, unless the device is indexed already: a device created here can
     /// also be picked up by [`Engine::run_refresh`] between its commit and this call, and two
     /// slots of one device would split its sessions from its watchers. Returns the one slot of
@@ -473,20 +497,8 @@ impl Engine {
 
     /// Deletes a device, closing its session.
     pub async fn delete_device(&self, id: DeviceId) -> Result<(), EngineError> {
-        let slot = write_lock(&self.devices)
-            .remove(&id)
+        self.unindex(id)
             .ok_or_else(|| EngineError::NotFound(format!("device {id}")))?;
-        let key = self.token_key(&slot.device.token);
-        if let Some(candidates) = write_lock(&self.by_token).get_mut(&key) {
-            candidates.retain(|candidate| candidate.device.id != id);
-        }
-        {
-            let mut state = slot.lock();
-            state.deleted = true;
-            if let Some(session) = &state.session {
-                session.close();
-            }
-        }
         settle(self.store.delete_device(id)).await?;
         let _ = self.global.send(events::device_changed(id, false));
         self.announce_meta(cluster::wire::MetaMessage::Deleted { device: id });

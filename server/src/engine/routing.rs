@@ -14,7 +14,7 @@ use super::membership::Outgoing;
 use super::writes::AppWrite;
 use super::{DeviceSlot, Engine, EngineError, events};
 use crate::model::{Origin, OwnedValue, StoredValue, now_ms};
-use crate::store::{ValueWrite, settle};
+use crate::store::settle;
 
 /// Attempts at reaching a device's holder before the write fails: a node that has just claimed
 /// the device answers "not held" until its session is attached (a few milliseconds).
@@ -32,10 +32,7 @@ impl Engine {
         value: &Value<'_>,
         origin: Origin,
     ) -> Result<AppWrite, EngineError> {
-        let datastream = slot
-            .template
-            .datastream(pin)
-            .ok_or(EngineError::UnknownPin(pin))?;
+        let datastream = slot.datastream(pin)?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, false)? {
@@ -101,39 +98,30 @@ impl Engine {
                         )));
                     }
                 },
-                Err(error) if error.kind() == RequestErrorKind::NoResponders => {
-                    if let Some(version) =
-                        settle(self.store.take_version(device, cluster.node())).await?
+                Err(error) => {
+                    // No responders: no node serves the device on the bus. Timed out: NATS
+                    // drops a request it routed to a subscription just being removed (the
+                    // holder left as it was sent). Either way the write is stored here when the
+                    // store shows the device released (a holder answers every write it serves).
+                    let no_responders = error.kind() == RequestErrorKind::NoResponders;
+                    if (no_responders || error.kind() == RequestErrorKind::TimedOut)
+                        && let Some(version) =
+                            settle(self.store.take_version(device, cluster.node())).await?
                     {
                         return self
                             .store_unheld_write(slot, pin, value, version, is_command, origin)
                             .await;
+                    }
+                    // Any other error: sent, and perhaps stored before the answer was lost; or
+                    // held by the bus client, and then refused by the holder when it arrives
+                    // (expired).
+                    if !no_responders {
+                        return Err(EngineError::Unavailable(format!(
+                            "the device's node did not answer: {error} (the write may have been \
+                             applied before its answer was lost)"
+                        )));
                     }
                     // A node with a live lease holds it but is not on the bus yet (or lost it).
-                }
-                Err(error) if error.kind() == RequestErrorKind::TimedOut => {
-                    // NATS drops a request it routed to a subscription just being removed: the
-                    // holder left as it was sent. Stored here when the store shows the device
-                    // released (the holder never served it: it answers every write it serves).
-                    if let Some(version) =
-                        settle(self.store.take_version(device, cluster.node())).await?
-                    {
-                        return self
-                            .store_unheld_write(slot, pin, value, version, is_command, origin)
-                            .await;
-                    }
-                    return Err(EngineError::Unavailable(format!(
-                        "the device's node did not answer: {error} (the write may have been \
-                         applied before its answer was lost)"
-                    )));
-                }
-                Err(error) => {
-                    // Sent, and perhaps stored before the answer was lost; or held by the bus
-                    // client, and then refused by the holder when it arrives (expired).
-                    return Err(EngineError::Unavailable(format!(
-                        "the device's node did not answer: {error} (the write may have been \
-                         applied before its answer was lost)"
-                    )));
                 }
             }
             tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
@@ -167,12 +155,7 @@ impl Engine {
                 set_at: now_ms(),
                 origin,
             };
-            let ticket = self.store.put_value(ValueWrite {
-                device_id: slot.device.id,
-                pin,
-                stored: stored.clone(),
-                latest: !is_command,
-            });
+            let ticket = self.queue_value(slot, pin, &stored, !is_command);
             if !is_command {
                 let event = events::value(slot.device.id, pin, &stored);
                 // Always on the bus: a node taking the device right now sends it on.

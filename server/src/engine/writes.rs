@@ -15,7 +15,7 @@ use blynk_proto::{Pin, Value};
 use super::delivery::{Delivery, DeliveryReport, Outbound};
 use super::{DeviceSlot, Engine, EngineError, events, lock};
 use crate::model::{Origin, OwnedValue, PendingCommand, StoredValue};
-use crate::store::{ValueWrite, settle};
+use crate::store::{Ticket, ValueWrite, settle};
 
 /// An app write queued to the store, not yet durable.
 pub(super) struct PendingAppWrite {
@@ -93,10 +93,7 @@ impl Engine {
         impl Future<Output = Result<DeviceWriteOutcome, EngineError>> + Send + 'static,
         EngineError,
     > {
-        let datastream = slot
-            .template
-            .datastream(pin)
-            .ok_or(EngineError::UnknownPin(pin))?;
+        let datastream = slot.datastream(pin)?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let timed = made_at.is_some();
         let now = self.clock.unix_ms();
@@ -121,12 +118,7 @@ impl Engine {
                 },
                 _ => DeviceWriteOutcome::Stored { version },
             };
-            let ticket = self.store.put_value(ValueWrite {
-                device_id: slot.device.id,
-                pin,
-                stored: stored.clone(),
-                latest,
-            });
+            let ticket = self.queue_value(slot, pin, &stored, latest);
             if latest {
                 // The device holds this value now: older app writes will not reach it.
                 state
@@ -152,10 +144,7 @@ impl Engine {
         value: &Value<'_>,
         origin: Origin,
     ) -> Result<Option<AppWrite>, EngineError> {
-        let datastream = slot
-            .template
-            .datastream(pin)
-            .ok_or(EngineError::UnknownPin(pin))?;
+        let datastream = slot.datastream(pin)?;
         let normalized = Arc::new(datastream.normalize(value)?);
         let is_command = datastream.is_command();
         match self.app_write_stored(slot, pin, normalized, is_command, origin, true)? {
@@ -192,12 +181,7 @@ impl Engine {
             set_at: self.clock.unix_ms(),
             origin,
         };
-        let ticket = self.store.put_value(ValueWrite {
-            device_id: slot.device.id,
-            pin,
-            stored: stored.clone(),
-            latest: !is_command,
-        });
+        let ticket = self.queue_value(slot, pin, &stored, !is_command);
         if !is_command {
             self.publish(slot, events::value(slot.device.id, pin, &stored));
             state.values.insert(pin, stored.clone());
@@ -222,6 +206,23 @@ impl Engine {
             report,
             device_online,
         }))
+    }
+
+    /// Queues a pin's value to the store: `latest`, as the pin's latest value, else to the
+    /// history only (a superseded device write, a command). The ticket resolves once durable.
+    pub(super) fn queue_value(
+        &self,
+        slot: &DeviceSlot,
+        pin: Pin,
+        stored: &StoredValue,
+        latest: bool,
+    ) -> Ticket {
+        self.store.put_value(ValueWrite {
+            device_id: slot.device.id,
+            pin,
+            stored: stored.clone(),
+            latest,
+        })
     }
 
     /// Waits for an app write to be durable, and parks a command of an offline device.

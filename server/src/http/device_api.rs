@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use blynk_proto::Pin;
 use serde_json::json;
 
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::{DeviceSlot, EngineError};
+use crate::engine::DeviceSlot;
 use crate::login_limiter::Verdict;
 use crate::model::{Origin, OwnedValue, PropertyRecord};
 
@@ -40,6 +41,28 @@ pub(super) fn device_of(
         .allow(slot.device.id)
         .map_err(ApiError::RateLimited)?;
     Ok(slot)
+}
+
+/// A request of the query form, let in by its `token` parameter (see [`device_of`]): the
+/// device, and the query's pairs.
+pub struct TokenQuery {
+    slot: Arc<DeviceSlot>,
+    pairs: Vec<(String, String)>,
+}
+
+impl FromRequestParts<AppState> for TokenQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let ConnectInfo(PeerAddr(peer)) = ConnectInfo::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(pairs) = Pairs::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let slot = device_of(state, peer, token_of(&pairs)).map_err(IntoResponse::into_response)?;
+        Ok(TokenQuery { slot, pairs })
+    }
 }
 
 pub(super) fn token_of(pairs: &[(String, String)]) -> Option<&str> {
@@ -134,10 +157,8 @@ async fn write_all(
 /// `&dataStreamId=1&value=100`.
 pub async fn update(
     State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    Query(pairs): Pairs,
+    TokenQuery { slot, pairs }: TokenQuery,
 ) -> Result<(), ApiError> {
-    let slot = device_of(&state, peer, token_of(&pairs))?;
     let writes = match pin_param(&pairs)? {
         Some(pin) => {
             let parts = pairs
@@ -154,19 +175,14 @@ pub async fn update(
 /// `GET /external/api/batch/update?token=T&v1=1&v2=2`.
 pub async fn batch_update(
     State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    Query(pairs): Pairs,
+    TokenQuery { slot, pairs }: TokenQuery,
 ) -> Result<(), ApiError> {
-    let slot = device_of(&state, peer, token_of(&pairs))?;
     write_all(&state, &slot, pin_values(&pairs)?).await
 }
 
 /// The value a pin reads as: its latest, or its datastream's default.
 fn read_pin(slot: &DeviceSlot, pin: Pin) -> Result<OwnedValue, ApiError> {
-    let datastream = slot
-        .template
-        .datastream(pin)
-        .ok_or(EngineError::UnknownPin(pin))?;
+    let datastream = slot.datastream(pin)?;
     if let Some(stored) = slot.value(pin) {
         return Ok((*stored.value).clone());
     }
@@ -178,12 +194,7 @@ fn read_pin(slot: &DeviceSlot, pin: Pin) -> Result<OwnedValue, ApiError> {
 
 /// `GET /external/api/get?token=T&v1` (or `&dataStreamId=1`): plain text for one pin, a JSON
 /// object for several.
-pub async fn get(
-    State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    Query(pairs): Pairs,
-) -> Result<Response, ApiError> {
-    let slot = device_of(&state, peer, token_of(&pairs))?;
+pub async fn get(TokenQuery { slot, pairs }: TokenQuery) -> Result<Response, ApiError> {
     let pins: Vec<(String, Pin)> = pairs
         .iter()
         .filter(|(key, _)| key != "token")
@@ -226,22 +237,15 @@ pub async fn get(
 }
 
 /// `GET /external/api/isHardwareConnected?token=T`: `true` or `false`.
-pub async fn is_connected(
-    State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    Query(pairs): Pairs,
-) -> Result<String, ApiError> {
-    let slot = device_of(&state, peer, token_of(&pairs))?;
+pub async fn is_connected(TokenQuery { slot, .. }: TokenQuery) -> Result<String, ApiError> {
     Ok(slot.is_online().to_string())
 }
 
 /// `GET /external/api/update/property?token=T&pin=V1&label=x[&color=..]`.
 pub async fn update_property(
     State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    Query(pairs): Pairs,
+    TokenQuery { slot, pairs }: TokenQuery,
 ) -> Result<(), ApiError> {
-    let slot = device_of(&state, peer, token_of(&pairs))?;
     let pin = param(&pairs, "pin");
     let pin =
         parse_pin(pin.ok_or_else(|| ApiError::BadRequest("the pin parameter is missing".into()))?)?;

@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 
 use super::device_api::{device_of, parse_value, pin_param};
 use super::{ApiError, AppState, PeerAddr};
-use crate::engine::{DeviceSlot, EngineError};
+use crate::engine::DeviceSlot;
 use crate::model::{DeviceId, Origin, OwnedValue};
 
 /// The most points one request may carry.
@@ -103,10 +103,7 @@ fn parse_points(
     body: &[u8],
     now: i64,
 ) -> Result<Vec<(i64, OwnedValue)>, ApiError> {
-    let datastream = slot
-        .template
-        .datastream(pin)
-        .ok_or(EngineError::UnknownPin(pin))?;
+    let datastream = slot.datastream(pin)?;
     let json: Json = serde_json::from_slice(body).map_err(|error| {
         ApiError::BadRequest(format!(
             "the body is not JSON `[[unix_ms, value], ...]`: {error}"

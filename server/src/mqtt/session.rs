@@ -332,12 +332,7 @@ impl Session {
         // reconnects; `downlink/error` says why, at most once a minute.
         if counted && !self.rate.allow() {
             self.context.engine.metrics().rate_limited(1);
-            if self.rate.should_warn() {
-                tracing::warn!(
-                    device = self.slot.device.id,
-                    dropped = self.rate.dropped(),
-                    "device over its message rate; excess dropped"
-                );
+            if self.rate.warn_device(self.slot.device.id) {
                 in_flight.push_back(ready(vec![Reply::Error(
                     "message rate limit exceeded; messages are being dropped".into(),
                 )]));

@@ -18,7 +18,7 @@ use blynk_proto::{Pin, Value};
 use super::Context;
 use super::classic_extras::{self, Answers, ClassicExtras};
 use super::classic_reply::{Done, response};
-use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transport};
+use super::connection::{Codec, Connection, Framing, Outgoing, Transport};
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
 use crate::config::Limits;
@@ -97,18 +97,11 @@ impl Protocol for ClassicSession {
         peer: SocketAddr,
         context: &Arc<Context>,
     ) -> Option<(Self, Option<SyncSelection>)> {
-        match connection.fill_frame::<ClassicCodec>().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(ReadError::Io(error)) => {
-                // Over WebSocket, also a message over the size limit.
-                tracing::info!(%peer, %error, "classic connection closed before its login");
-                return None;
-            }
-            Err(ReadError::Frame(error)) => {
-                tracing::info!(%peer, %error, "classic connection refused: bad first frame");
-                return None;
-            }
+        if driver::read_login_frame::<Self, T>(connection, peer)
+            .await
+            .is_err()
+        {
+            return None;
         }
         let Ok(Decoded::Frame { frame, consumed }) =
             classic::decode(connection.inbox.pending(), MAX_BODY)
@@ -164,12 +157,7 @@ impl Protocol for ClassicSession {
         let id = frame.id;
         // Every frame counts, pings included, as on the classic server: a ping flood is a flood.
         if !self.rate.allow() {
-            if self.rate.should_warn() {
-                tracing::warn!(
-                    device = self.slot.device.id,
-                    dropped = self.rate.dropped(),
-                    "device over its message rate; excess dropped"
-                );
+            if self.rate.warn_device(self.slot.device.id) {
                 response(out, id, Status::QuotaLimit);
             }
             return;
@@ -253,24 +241,11 @@ impl Protocol for ClassicSession {
                 Err(error) => self.refuse(out, id, Status::IllegalCommandBody, &error),
             },
             Command::EventClear => response(out, id, Status::Ok),
-            Command::Group => {
+            command @ (Command::Group | Command::Bridge) => {
                 self.extras
                     .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
-                    .group(
-                        &engine,
-                        &self.slot,
-                        id,
-                        frame.body,
-                        &mut Answers {
-                            out: &mut *out,
-                            in_flight: &mut *in_flight,
-                        },
-                    );
-            }
-            Command::Bridge => {
-                self.extras
-                    .get_or_insert_with(|| Box::new(ClassicExtras::new(self.peer)))
-                    .bridge(
+                    .frame(
+                        command,
                         &self.context,
                         &self.slot,
                         id,
@@ -381,7 +356,7 @@ impl ClassicSession {
     ) {
         let engine = &self.context.engine;
         if let Some(extras) = &mut self.extras
-            && extras.grouped_write(
+            && extras.group.write(
                 engine,
                 &self.slot,
                 id,

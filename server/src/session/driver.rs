@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::connection::{Codec, Connection, Framing, Outgoing, Transport};
+use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, Transport};
 use super::in_flight::InFlight;
 use super::{Context, Ending, MAX_IN_FLIGHT};
 use crate::engine::{self, Attached, DeviceSlot, Outbound, OutboundQueue, SyncItem, SyncSelection};
@@ -300,6 +300,28 @@ fn run<'a, P: Protocol, T: Transport>(
                 }
                 _ = shutdown.changed() => return Ending::Shutdown,
             }
+        }
+    }
+}
+
+/// Reads until the login frame is whole, for the protocol to decode from the inbox.
+/// `Err(None)`: the connection ended or failed first; `Err(Some(error))`: the first frame is
+/// malformed. Both are logged.
+pub(super) async fn read_login_frame<P: Protocol, T: Transport>(
+    connection: &mut Connection<T>,
+    peer: SocketAddr,
+) -> Result<(), Option<<P::Codec as Codec>::Error>> {
+    match connection.fill_frame::<P::Codec>().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(None),
+        Err(ReadError::Io(error)) => {
+            // Over WebSocket, also a message over the size limit.
+            tracing::info!(%peer, %error, "{} connection closed before its login", P::NAME);
+            Err(None)
+        }
+        Err(ReadError::Frame(error)) => {
+            tracing::info!(%peer, %error, "{} connection refused: bad first frame", P::NAME);
+            Err(Some(error))
         }
     }
 }

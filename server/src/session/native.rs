@@ -15,7 +15,7 @@ use blynk_proto::{MAX_NAME_LEN, Pin};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Context;
-use super::connection::{Codec, Connection, Framing, Outgoing, ReadError, StreamIo, Transport};
+use super::connection::{Codec, Connection, Framing, Outgoing, StreamIo, Transport};
 use super::driver::{self, Protocol};
 use super::in_flight::InFlight;
 use crate::config::Limits;
@@ -123,8 +123,8 @@ impl Protocol for NativeSession {
         peer: SocketAddr,
         context: &Arc<Context>,
     ) -> Option<(Self, Option<SyncSelection>)> {
-        match connection.fill_frame::<NativeCodec>().await {
-            Ok(true) => {
+        match driver::read_login_frame::<Self, T>(connection, peer).await {
+            Ok(()) => {
                 let admitted = match native::decode(connection.inbox.pending()) {
                     Ok(Decoded::Frame { message, consumed }) => {
                         if let Message::Login(login) = &message {
@@ -140,9 +140,8 @@ impl Protocol for NativeSession {
                     return Some(admitted);
                 }
             }
-            Ok(false) | Err(ReadError::Io(_)) => return None,
-            Err(ReadError::Frame(error)) => {
-                tracing::info!(%peer, %error, "native connection refused: bad first frame");
+            Err(None) => return None,
+            Err(Some(error)) => {
                 if matches!(error, FrameError::BadVersion { .. }) {
                     let rejection = LoginRejection::UnsupportedVersion {
                         server: PROTOCOL_VERSION,
@@ -398,12 +397,7 @@ impl NativeSession {
     }
 
     fn rate_limited(&mut self, out: &mut Outgoing, id: u16) {
-        if self.rate.should_warn() {
-            tracing::warn!(
-                device = self.slot.device.id,
-                dropped = self.rate.dropped(),
-                "device over its message rate; excess dropped"
-            );
+        if self.rate.warn_device(self.slot.device.id) {
             error_reply(
                 out,
                 id,

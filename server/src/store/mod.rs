@@ -16,8 +16,8 @@ use blynk_proto::Pin;
 use tokio::sync::oneshot;
 
 use crate::model::{
-    Device, DeviceId, EventRecord, HistoryPoint, OwnedValue, PendingCommand, PropertyRecord,
-    StoredValue, Template, TemplateId,
+    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, OwnedValue, PendingCommand,
+    PropertyRecord, StoredValue, Template, TemplateId,
 };
 
 /// Why the store failed.
@@ -76,12 +76,23 @@ impl Snapshot {
     ) {
         let (Ok(pin), Some(stored)) = (
             pin.parse::<Pin>(),
-            StoredValue::from_store_columns(value, version, set_at, origin),
+            HistoryPoint::from_store_columns(value, version, set_at, origin).map(StoredValue::from),
         ) else {
             tracing::error!(device_id, "unreadable stored value skipped");
             return;
         };
         self.values.push((device_id, pin, stored));
+    }
+}
+
+/// Adds a datastream definition as either store keeps it (JSON) to its template; an unreadable
+/// one is logged and skipped, so one bad row does not stop a start.
+pub(crate) fn push_stored_datastream(template: &mut Template, definition: &str) {
+    match serde_json::from_str::<DatastreamDef>(definition) {
+        Ok(datastream) => template.datastreams.push(datastream),
+        Err(error) => {
+            tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
+        }
     }
 }
 

@@ -179,6 +179,14 @@ impl Device {
         }
     }
 
+    /// The demo device of `server` (heartbeat 10 s, dialing the server directly), once online
+    /// and restored by the automatic sync.
+    pub async fn online(server: &TestServer) -> Device {
+        let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
+        device.restored().await;
+        device
+    }
+
     /// The next thing the firmware saw.
     pub async fn next(&mut self) -> Seen {
         tokio::time::timeout(PATIENCE, self.seen.recv())

@@ -22,8 +22,7 @@ async fn spec_3_2_app_writes_run_the_pin_handlers() {
 #[tokio::test]
 async fn spec_3_1_virtual_write_reaches_a_watching_app() {
     let server = TestServer::start().await;
-    let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
-    device.restored().await;
+    let device = Device::online(&server).await;
     let slot = server.demo();
     let app = Watcher::new(WatchLimits::default());
     slot.watch(&app);
@@ -58,8 +57,7 @@ async fn spec_3_1_virtual_write_reaches_a_watching_app() {
 #[tokio::test]
 async fn spec_3_1_multi_part_writes_properties_and_events_reach_the_server() {
     let server = TestServer::start().await;
-    let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
-    device.restored().await;
+    let device = Device::online(&server).await;
     let slot = server.demo();
 
     device.blynk.virtual_write(3, ("on", 2, 2.5)).unwrap();
@@ -87,27 +85,15 @@ async fn spec_3_3_and_3_7_login_restores_sync_datastreams_then_says_sync_complet
     server.app_write(Pin::Virtual(2), 7).await;
     let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
     assert_eq!(device.next().await, Seen::Connected);
-    let (mut writes, done) = device.restored().await;
-    writes.sort_by_key(|seen| format!("{seen:?}"));
-    assert_eq!(
-        writes,
-        [Seen::Write(0, "1".into()), Seen::Write(3, "auto".into())]
-    );
-    assert_eq!(
-        done,
-        SyncDone {
-            automatic: true,
-            count: 2
-        }
-    );
+    let (writes, done) = device.restored().await;
+    assert_v0_and_v3(writes, done, true);
     assert!(device.blynk.status().synced);
 }
 
 #[tokio::test]
 async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never_set_ones() {
     let server = TestServer::start().await;
-    let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
-    device.restored().await;
+    let mut device = Device::online(&server).await;
     server.app_write(Pin::Virtual(0), 1).await;
     server.app_write(Pin::Virtual(2), 7).await;
     assert_eq!(device.next().await, Seen::Write(0, "1".into()));
@@ -121,8 +107,14 @@ async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never
             seen => writes.push(seen),
         }
     };
-    writes.sort_by_key(|seen| format!("{seen:?}"));
     // V0 (stored) and V3 (its default); not V2 (not `sync`), not V1 (never set, no default).
+    assert_v0_and_v3(writes, done, false);
+}
+
+/// Checks a sync that returned V0 (stored, `1`) and V3 (its default, `auto`), in any order, and
+/// nothing else; `automatic` says whether it was the sync of a login.
+fn assert_v0_and_v3(mut writes: Vec<Seen>, done: SyncDone, automatic: bool) {
+    writes.sort_by_key(|seen| format!("{seen:?}"));
     assert_eq!(
         writes,
         [Seen::Write(0, "1".into()), Seen::Write(3, "auto".into())]
@@ -130,7 +122,7 @@ async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never
     assert_eq!(
         done,
         SyncDone {
-            automatic: false,
+            automatic,
             count: 2
         }
     );
@@ -140,8 +132,7 @@ async fn spec_3_4_and_3_6_sync_all_returns_only_sync_datastreams_and_skips_never
 async fn spec_3_5_sync_virtual_returns_the_listed_pins_flagged_or_not() {
     let server = TestServer::start().await;
     server.app_write(Pin::Virtual(2), 7).await;
-    let mut device = Device::start(&server.demo_token(), 10, Dialer::to(server.native()));
-    device.restored().await;
+    let mut device = Device::online(&server).await;
 
     // V2 is not `sync` but listed; V1 is listed but was never set and has no default.
     device.blynk.sync_virtual(&[2, 1]);

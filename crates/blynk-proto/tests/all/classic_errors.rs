@@ -59,29 +59,13 @@ fn truncated_classic_frames_need_more() {
 
 #[test]
 fn spec_6_invalid_utf8_is_a_typed_error_with_its_offset() {
-    let body = b"vw\x001\x00\xff";
-    let expected = Err(ClassicError::InvalidUtf8 { offset: 5 });
-    assert_eq!(HardwareCommand::parse(body), expected);
-    assert_eq!(
-        SyncRequest::parse(b"vr\x00\xc3"),
-        Err(ClassicError::InvalidUtf8 { offset: 3 })
-    );
-    assert_eq!(
-        DeviceInfo::parse(b"\xfe"),
-        Err(ClassicError::InvalidUtf8 { offset: 0 })
-    );
-    assert_eq!(
-        PropertyUpdate::parse(b"1\x00color\x00\x80"),
-        Err(ClassicError::InvalidUtf8 { offset: 8 })
-    );
-    assert_eq!(
-        EventLog::parse(b"o\xe2\x82"),
-        Err(ClassicError::InvalidUtf8 { offset: 1 })
-    );
-    assert_eq!(
-        classic::parse_login(b"\xff"),
-        Err(ClassicError::InvalidUtf8 { offset: 0 })
-    );
+    let at = |offset| Some(ClassicError::InvalidUtf8 { offset });
+    assert_eq!(HardwareCommand::parse(b"vw\x001\x00\xff").err(), at(5));
+    assert_eq!(SyncRequest::parse(b"vr\x00\xc3").err(), at(3));
+    assert_eq!(DeviceInfo::parse(b"\xfe").err(), at(0));
+    assert_eq!(PropertyUpdate::parse(b"1\x00color\x00\x80").err(), at(8));
+    assert_eq!(EventLog::parse(b"o\xe2\x82").err(), at(1));
+    assert_eq!(classic::parse_login(b"\xff").err(), at(0));
 }
 
 #[test]

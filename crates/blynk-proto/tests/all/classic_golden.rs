@@ -28,6 +28,13 @@ fn decode_one(bytes: &[u8]) -> ClassicFrame<'_> {
     }
 }
 
+/// Decodes the one frame of `bytes`, checks its command and id, and returns its body.
+fn body_of(bytes: &[u8], command: Command, id: u16) -> &[u8] {
+    let decoded = decode_one(bytes);
+    assert_eq!((decoded.command, decoded.id), (command, id));
+    decoded.body
+}
+
 fn id(id: u16) -> NonZeroU16 {
     NonZeroU16::new(id).unwrap()
 }
@@ -42,10 +49,8 @@ fn token_frame() -> Vec<u8> {
 #[test]
 fn captured_hw_login_carries_the_token() {
     let frame = token_frame();
-    let decoded = decode_one(&frame);
-    assert_eq!(decoded.command, Command::HwLogin);
-    assert_eq!(decoded.id, 1);
-    assert_eq!(classic::parse_login(decoded.body).unwrap().as_str(), TOKEN);
+    let body = body_of(&frame, Command::HwLogin, 1);
+    assert_eq!(classic::parse_login(body).unwrap().as_str(), TOKEN);
     // The legacy LOGIN (2) of the Python library carries the same body, sometimes with a
     // trailing NUL.
     let mut legacy = vec![0x02, 0x00, 0x01, 0x00, 0x21];
@@ -53,7 +58,7 @@ fn captured_hw_login_carries_the_token() {
     legacy.push(0);
     let decoded = decode_one(&legacy);
     assert_eq!(decoded.command, Command::Login);
-    assert_eq!(classic::parse_login(decoded.body).unwrap().as_str(), TOKEN);
+    assert_eq!(classic::parse_login(body).unwrap().as_str(), TOKEN);
 }
 
 #[test]
@@ -69,9 +74,10 @@ fn captured_response_200_to_the_login_is_built_exactly() {
         golden
     );
     let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::Response);
-    assert_eq!(decoded.id, 1);
-    assert_eq!(decoded.status, Some(Status::Ok));
+    assert_eq!(
+        (decoded.command, decoded.id, decoded.status),
+        (Command::Response, 1, Some(Status::Ok))
+    );
     assert!(decoded.body.is_empty());
 }
 
@@ -87,10 +93,8 @@ fn captured_internal_info_gives_heartbeat_and_buffer() {
             // One Linux build of the C++ library ends the info frame with a NUL.
             frame.push(0);
         }
-        let decoded = decode_one(&frame);
-        assert_eq!(decoded.command, Command::Internal);
-        assert_eq!(decoded.id, 2);
-        let info = DeviceInfo::parse(decoded.body).unwrap();
+        let body = body_of(&frame, Command::Internal, 2);
+        let info = DeviceInfo::parse(body).unwrap();
         assert_eq!(info.kind(), Some("ver"));
         assert_eq!(info.get("ver"), Some("1.4.0"));
         assert_eq!(info.heartbeat_seconds(), Some(40));
@@ -109,10 +113,8 @@ fn captured_sync_all_request_is_parsed_and_built() {
         0x00, 0x03, // id 3
         0x00, 0x00, // empty body: sync all
     ];
-    let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::HardwareSync);
-    assert_eq!(decoded.id, 3);
-    let request = SyncRequest::parse(decoded.body).unwrap();
+    let body = body_of(&golden, Command::HardwareSync, 3);
+    let request = SyncRequest::parse(body).unwrap();
     assert_eq!(request, SyncRequest::All);
     assert_eq!(request.pins().count(), 0);
     let mut out = [0u8; OUT];
@@ -154,10 +156,8 @@ fn captured_sync_virtual_request_lists_its_pins() {
         0x00, 0x08, // body length 8
         b'v', b'r', 0, b'0', 0, b'1', 0, b'2', // "vr\0" "0\0" "1\0" "2"
     ];
-    let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::HardwareSync);
-    assert_eq!(decoded.id, 4);
-    let pins: Vec<Pin> = SyncRequest::parse(decoded.body)
+    let body = body_of(&golden, Command::HardwareSync, 4);
+    let pins: Vec<Pin> = SyncRequest::parse(body)
         .unwrap()
         .pins()
         .map(Result::unwrap)
@@ -177,10 +177,8 @@ fn captured_virtual_write_v1_255() {
         0x00, 0x08, // body length 8
         b'v', b'w', 0, b'1', 0, b'2', b'5', b'5', // "vw\0" "1\0" "255"
     ];
-    let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::Hardware);
-    assert_eq!(decoded.id, 5);
-    let command = HardwareCommand::parse(decoded.body).unwrap();
+    let body = body_of(&golden, Command::Hardware, 5);
+    let command = HardwareCommand::parse(body).unwrap();
     assert!(matches!(
         command,
         HardwareCommand::VirtualWrite { pin: 1, .. }
@@ -231,10 +229,8 @@ fn captured_set_property() {
         0x00, 0x0f, // body length 15
     ];
     golden.extend_from_slice(b"1\x00color\x00#FF0000");
-    let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::Property);
-    assert_eq!(decoded.id, 7);
-    let property = PropertyUpdate::parse(decoded.body).unwrap();
+    let body = body_of(&golden, Command::Property, 7);
+    let property = PropertyUpdate::parse(body).unwrap();
     assert_eq!(property.pin, Pin::Virtual(1));
     assert_eq!(property.name.as_str(), "color");
     let value = Value::from_classic_parts(property.values).unwrap();
@@ -259,10 +255,8 @@ fn captured_log_event() {
         0x00, 0x10, // body length 16
     ];
     golden.extend_from_slice(b"overheat\x00too hot");
-    let decoded = decode_one(&golden);
-    assert_eq!(decoded.command, Command::EventLog);
-    assert_eq!(decoded.id, 8);
-    let event = EventLog::parse(decoded.body).unwrap();
+    let body = body_of(&golden, Command::EventLog, 8);
+    let event = EventLog::parse(body).unwrap();
     assert_eq!(event.code.as_str(), "overheat");
     assert_eq!(event.description, Some("too hot"));
     let mut out = [0u8; OUT];

@@ -232,46 +232,17 @@ fn digital_and_analog_writes_use_their_sub_commands() {
 
 #[test]
 fn building_into_a_too_small_buffer_is_a_typed_error() {
-    let mut tiny = [0u8; 4];
-    assert_eq!(
-        classic::encode_write(
-            &mut tiny,
-            id(1),
-            MAX_BODY,
-            Pin::Virtual(1),
-            &Value::int(255)
-        ),
-        Err(BuildError::BufferTooSmall {
-            needed: classic::HEADER_LEN,
-            available: 4
-        })
-    );
-    // The frame needs 13 bytes; both sizes count the header.
-    let mut short = [0u8; 12];
-    assert_eq!(
-        classic::encode_write(
-            &mut short,
-            id(1),
-            MAX_BODY,
-            Pin::Virtual(1),
-            &Value::int(255)
-        ),
-        Err(BuildError::BufferTooSmall {
-            needed: 13,
-            available: 12
-        })
-    );
-    let mut exact = [0u8; 13];
-    assert!(
-        classic::encode_write(
-            &mut exact,
-            id(1),
-            MAX_BODY,
-            Pin::Virtual(1),
-            &Value::int(255)
-        )
-        .is_ok()
-    );
+    // A write of 255 to V1 makes a frame of 13 bytes; both sizes count the header.
+    let write_into = |size: usize| {
+        let mut out = vec![0u8; size];
+        let frame =
+            classic::encode_write(&mut out, id(1), MAX_BODY, Pin::Virtual(1), &Value::int(255));
+        frame.map(|frame| frame.len())
+    };
+    let too_small = |needed, available| Err(BuildError::BufferTooSmall { needed, available });
+    assert_eq!(write_into(4), too_small(classic::HEADER_LEN, 4));
+    assert_eq!(write_into(12), too_small(13, 12));
+    assert_eq!(write_into(13), Ok(13));
 }
 
 #[test]

@@ -11,6 +11,7 @@
     missing_docs
 )]
 
+mod classic_bodies;
 mod classic_errors;
 mod classic_golden;
 mod classic_roundtrip;

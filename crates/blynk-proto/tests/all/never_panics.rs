@@ -4,16 +4,13 @@
 //! headers with random payloads, valid frames with a few bytes changed, and classic bodies
 //! assembled from the words the classic parsers look for.
 
-use blynk_proto::Value;
-use blynk_proto::classic::{
-    self, BridgeCommand, DeviceInfo, EventLog, GroupCommand, HardwareCommand, MAX_BODY,
-    PropertyUpdate, SyncRequest,
-};
+use blynk_proto::classic::{self, MAX_BODY};
 use blynk_proto::native::decoder::Step;
 use blynk_proto::native::{self, Decoded, FrameDecoder, HEADER_LEN, MAX_FRAME, PROTOCOL_VERSION};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use crate::classic_bodies::parse_classic_body;
 use crate::strategies::{FRAME_BUFFER, Sizes, frame_of, message};
 
 /// Decoding garbage is cheap; many cases reach many error paths.
@@ -113,30 +110,6 @@ fn classic_body() -> impl Strategy<Value = Vec<u8>> {
     ];
     let words = vec(prop::sample::select(WORDS), 0..24).prop_map(|words| words.concat());
     prop_oneof![3 => words, 1 => vec(any::<u8>(), 0..64)]
-}
-
-/// Runs every classic body parser over `body`, and every accessor of what they return.
-fn parse_classic_body(body: &[u8]) {
-    if let Ok(command) = HardwareCommand::parse(body) {
-        let _ = command.as_write();
-    }
-    if let Ok(request) = SyncRequest::parse(body) {
-        let _ = request.pins().count();
-    }
-    if let Ok(info) = DeviceInfo::parse(body) {
-        let _ = info.pairs().count();
-        let _ = (info.kind(), info.get("ver"));
-        let _ = (info.heartbeat_seconds(), info.buffer_in());
-    }
-    if let Ok(property) = PropertyUpdate::parse(body) {
-        let _ = Value::from_classic_parts(property.values);
-    }
-    let _ = EventLog::parse(body);
-    let _ = classic::parse_login(body);
-    let _ = GroupCommand::parse(body);
-    if let Ok(bridge) = BridgeCommand::parse(body) {
-        let _ = bridge.as_write();
-    }
 }
 
 proptest! {

@@ -39,7 +39,9 @@ pub struct Answers<'a> {
 /// The per-connection state of the newer classic commands.
 pub struct ClassicExtras {
     peer: IpAddr,
-    group: group::GroupBuffer,
+    /// The open group, which takes the device's writes while it is open
+    /// ([`group::GroupBuffer::write`]).
+    pub(super) group: group::GroupBuffer,
     bridges: bridge::BridgeChannels,
 }
 
@@ -67,29 +69,23 @@ impl ClassicExtras {
         }
     }
 
-    /// A GROUP frame.
-    pub fn group(
+    /// A GROUP or BRIDGE frame (`command`); any other command is not theirs and is ignored.
+    pub fn frame(
         &mut self,
-        engine: &Engine,
+        command: Command,
+        context: &Context,
         slot: &Arc<DeviceSlot>,
         id: u16,
         body: &[u8],
         answers: &mut Answers<'_>,
     ) {
-        self.group.frame(engine, slot, id, body, answers);
-    }
-
-    /// A device write: buffered when a group is open (true), else left to the caller (false).
-    pub fn grouped_write(
-        &mut self,
-        engine: &Engine,
-        slot: &Arc<DeviceSlot>,
-        id: u16,
-        pin: Pin,
-        value: &Value<'_>,
-        answers: &mut Answers<'_>,
-    ) -> bool {
-        self.group.write(engine, slot, id, pin, value, answers)
+        match command {
+            Command::Group => self.group.frame(&context.engine, slot, id, body, answers),
+            Command::Bridge => self
+                .bridges
+                .frame(context, self.peer, slot, id, body, answers),
+            _ => {}
+        }
     }
 
     /// At disconnect: an open group is applied (its writes were received whole).
@@ -101,19 +97,6 @@ impl ClassicExtras {
             in_flight: &mut InFlight::default(),
         };
         self.group.apply_open(engine, slot, &mut answers);
-    }
-
-    /// A BRIDGE frame.
-    pub fn bridge(
-        &mut self,
-        context: &Context,
-        slot: &Arc<DeviceSlot>,
-        id: u16,
-        body: &[u8],
-        answers: &mut Answers<'_>,
-    ) {
-        self.bridges
-            .frame(context, self.peer, slot, id, body, answers);
     }
 }
 

@@ -7,10 +7,10 @@ use tokio_postgres::Error;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
-    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
-    PropertyRecord, Template, TemplateId,
+    Device, DeviceId, EventRecord, HistoryPoint, OwnedValue, PendingCommand, PropertyRecord,
+    Template, TemplateId,
 };
-use crate::store::Snapshot;
+use crate::store::{Snapshot, push_stored_datastream};
 
 pub(super) async fn setting(client: &ClientWrapper, key: &str) -> Result<Option<String>, Error> {
     let statement = client
@@ -54,17 +54,16 @@ pub(super) async fn history(
         .await?;
     let mut points = Vec::with_capacity(rows.len());
     for row in rows {
-        let (value, origin): (String, String) = (row.try_get(0)?, row.try_get(3)?);
-        if let (Some(value), Some(origin)) =
-            (OwnedValue::from_store_text(&value), Origin::parse(&origin))
-        {
-            points.push(HistoryPoint {
-                value,
-                version: row.try_get::<_, i64>(1)? as u64,
-                set_at: row.try_get(2)?,
-                origin,
-            });
-        }
+        let (value, version, set_at, origin): (String, i64, i64, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        // A row this version cannot read is skipped.
+        points.extend(HistoryPoint::from_store_columns(
+            &value, version, set_at, &origin,
+        ));
     }
     Ok(points)
 }
@@ -263,12 +262,7 @@ async fn templates_above(
         else {
             continue;
         };
-        match serde_json::from_str::<DatastreamDef>(&definition) {
-            Ok(datastream) => template.datastreams.push(datastream),
-            Err(error) => {
-                tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
-            }
-        }
+        push_stored_datastream(template, &definition);
     }
     Ok(templates)
 }

@@ -60,14 +60,10 @@ impl Writer {
                 },
             };
             if let Some(first) = first {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(op) => batch.push(op),
-                        Err(_) => break,
-                    }
-                }
-                self.apply(batch).await;
+                // The first op, and the ones already queued behind it.
+                let queued = std::iter::from_fn(|| queue.try_recv().ok());
+                let batch = std::iter::once(first).chain(queued).take(MAX_BATCH);
+                self.apply(batch.collect()).await;
             }
             if self.trimmer.step_due(Instant::now())
                 && let Err(error) = self.trim_step().await

@@ -5,10 +5,10 @@ use blynk_proto::Pin;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    DatastreamDef, Device, DeviceId, EventRecord, HistoryPoint, Origin, OwnedValue, PendingCommand,
-    PropertyRecord, Template, TemplateId,
+    Device, DeviceId, EventRecord, HistoryPoint, OwnedValue, PendingCommand, PropertyRecord,
+    Template, TemplateId,
 };
-use crate::store::{HistoryRange, Snapshot};
+use crate::store::{HistoryRange, Snapshot, push_stored_datastream};
 
 /// The read connection's state.
 pub(super) struct Reader {
@@ -182,13 +182,7 @@ fn templates_above(connection: &Connection, above: TemplateId) -> rusqlite::Resu
     )?;
     for template in &mut templates {
         for definition in statement.query_map([template.id], |row| row.get::<_, String>(0))? {
-            let definition = definition?;
-            match serde_json::from_str::<DatastreamDef>(&definition) {
-                Ok(datastream) => template.datastreams.push(datastream),
-                Err(error) => {
-                    tracing::error!(template = %template.name, %error, "unreadable datastream skipped")
-                }
-            }
+            push_stored_datastream(template, &definition?);
         }
     }
     Ok(templates)
@@ -234,61 +228,34 @@ fn device_rows(
         ""
     };
     let only = rusqlite::params_from_iter(only);
-    let rows = connection
-        .prepare(&format!(
-            "SELECT device_id, pin, value, version, set_at, origin FROM latest_values{filter}"
-        ))?
-        .query_map(only.clone(), |row| {
-            Ok((
-                row.get::<_, DeviceId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, String>(5)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (device_id, pin, value, version, set_at, origin) in rows {
+    let sql =
+        format!("SELECT device_id, pin, value, version, set_at, origin FROM latest_values{filter}");
+    for_each_row(connection, &sql, only.clone(), |row| {
+        let (device_id, pin, value): (DeviceId, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let (version, set_at, origin): (i64, i64, String) = (row.get(3)?, row.get(4)?, row.get(5)?);
         snapshot.push_stored_row(device_id, (&pin, &value, version, set_at, &origin));
-    }
-    let rows = connection
-        .prepare(&format!(
-            "SELECT device_id, pin, name, value FROM properties{filter}"
-        ))?
-        .query_map(only.clone(), |row| {
-            Ok((
-                row.get::<_, DeviceId>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (device_id, pin, name, value) in rows {
+        Ok(())
+    })?;
+    let sql = format!("SELECT device_id, pin, name, value FROM properties{filter}");
+    for_each_row(connection, &sql, only.clone(), |row| {
+        let (device_id, pin, name, value): (DeviceId, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         if let (Ok(pin), Some(value)) = (pin.parse(), OwnedValue::from_store_text(&value)) {
             snapshot
                 .properties
                 .push((device_id, PropertyRecord { pin, name, value }));
         }
-    }
-    let rows = connection
-        .prepare(&format!(
-            "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands{filter} \
-             ORDER BY id"
-        ))?
-        .query_map(only.clone(), |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, DeviceId>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, i64>(5)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (id, device_id, pin, value, version, expires_at) in rows {
+        Ok(())
+    })?;
+    let sql = format!(
+        "SELECT id, device_id, pin, value, version, expires_at FROM pending_commands{filter} \
+         ORDER BY id"
+    );
+    for_each_row(connection, &sql, only.clone(), |row| {
+        let (id, device_id, pin, value): (i64, DeviceId, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let (version, expires_at): (i64, i64) = (row.get(4)?, row.get(5)?);
         if let (Ok(pin), Some(value)) = (pin.parse(), OwnedValue::from_store_text(&value)) {
             snapshot.pending_commands.push(PendingCommand {
                 id,
@@ -299,7 +266,8 @@ fn device_rows(
                 expires_at,
             });
         }
-    }
+        Ok(())
+    })?;
     // Kept up to date by every write (see the writer), so this reads one row per device
     // instead of the whole history.
     snapshot.versions = connection
@@ -310,6 +278,21 @@ fn device_rows(
             Ok((row.get::<_, DeviceId>(0)?, row.get::<_, i64>(1)? as u64))
         })?
         .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+/// Runs `sql` with `params` and hands each row to `on_row`, in order.
+fn for_each_row(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut on_row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare(sql)?;
+    let mut rows = statement.query(params)?;
+    while let Some(row) = rows.next()? {
+        on_row(row)?;
+    }
     Ok(())
 }
 
@@ -326,16 +309,9 @@ fn collect_points(
     let mut points = Vec::new();
     for row in rows {
         let (value, version, set_at, origin) = row?;
-        if let (Some(value), Some(origin)) =
-            (OwnedValue::from_store_text(&value), Origin::parse(&origin))
-        {
-            points.push(HistoryPoint {
-                value,
-                version: version as u64,
-                set_at,
-                origin,
-            });
-        }
+        points.extend(HistoryPoint::from_store_columns(
+            &value, version, set_at, &origin,
+        ));
     }
     Ok(points)
 }

@@ -69,6 +69,20 @@ struct ValueRow {
     origin: &'static str,
 }
 
+impl ValueRow {
+    /// The row's columns in the order both value statements name them.
+    fn bind<'a>(&'a self, params: &mut Vec<&'a dyn ToSql>) {
+        params.extend([
+            &self.device_id as &dyn ToSql,
+            &self.pin,
+            &self.version,
+            &self.value,
+            &self.set_at,
+            &self.origin,
+        ]);
+    }
+}
+
 impl Writer {
     pub(super) fn new(
         connection: Connection,
@@ -86,7 +100,7 @@ impl Writer {
                 "",
             ),
             latest_upsert: MultiRow::new(
-                "INSERT INTO latest_values (device_id, pin, value, version, set_at, origin) VALUES",
+                "INSERT INTO latest_values (device_id, pin, version, value, set_at, origin) VALUES",
                 6,
                 "ON CONFLICT (device_id, pin) DO UPDATE SET
                    value = excluded.value, version = excluded.version,
@@ -117,14 +131,10 @@ impl Writer {
                 },
             };
             if let Some(first) = first {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(op) => batch.push(op),
-                        Err(_) => break,
-                    }
-                }
-                self.apply(batch);
+                // The first op, and the ones already queued behind it.
+                let queued = std::iter::from_fn(|| queue.try_recv().ok());
+                let batch = std::iter::once(first).chain(queued).take(MAX_BATCH);
+                self.apply(batch.collect());
             }
             if self.trimmer.step_due(Instant::now()) {
                 self.trim_step();
@@ -246,28 +256,10 @@ impl Writer {
         connection.execute_batch("SAVEPOINT value_writes")?;
         let written = self
             .history_insert
-            .execute(connection, &rows, |row, params| {
-                params.extend([
-                    &row.device_id as &dyn ToSql,
-                    &row.pin,
-                    &row.version,
-                    &row.value,
-                    &row.set_at,
-                    &row.origin,
-                ])
-            })
+            .execute(connection, &rows, ValueRow::bind)
             .and_then(|()| {
                 self.latest_upsert
-                    .execute(connection, &latest_rows, |row, params| {
-                        params.extend([
-                            &row.device_id as &dyn ToSql,
-                            &row.pin,
-                            &row.value,
-                            &row.version,
-                            &row.set_at,
-                            &row.origin,
-                        ])
-                    })
+                    .execute(connection, &latest_rows, |row, params| row.bind(params))
             })
             .and_then(|()| {
                 self.version_upsert.execute(

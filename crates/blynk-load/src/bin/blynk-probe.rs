@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use blynk_server::ready_file::ReadyFile;
+use blynk_testbed::server::{self, START_WITHIN, ServerCommand};
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -82,7 +82,7 @@ impl Drop for Server {
 impl Server {
     /// Starts the server with `limits` (TOML lines for the `[limits]` table) on top of the
     /// defaults.
-    async fn start(binary: &Path, limits: &str) -> Result<Self> {
+    fn start(binary: &Path, limits: &str) -> Result<Self> {
         let data = std::env::temp_dir().join(format!("blynk-probe-{}", std::process::id()));
         std::fs::create_dir_all(&data)?;
         let data = TempDir(data);
@@ -99,36 +99,16 @@ impl Server {
         }
         let config = data.0.join("probe.toml");
         std::fs::write(&config, format!("[limits]\n{limits}\n"))?;
-        let ready_file = data.0.join("ready.json");
-        let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data.0)
-            .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
-            .args(["--http-port", "0", "--native-port", "0", "serve"])
-            .env("BLYNK_LOG", "error")
-            .env("BLYNK_READY_FILE", &ready_file)
-            .stdout(Stdio::null())
-            .spawn()?;
-        // The server writes its ready file (by a rename, so whole) once it listens.
-        for _ in 0..1500 {
-            if let Some(status) = child.try_wait()? {
-                bail!("the server ended at start ({status})");
-            }
-            if let Some(ready) = ReadyFile::read(&ready_file)? {
-                return Ok(Server {
-                    child,
-                    http: ready.http,
-                    native: ready.native,
-                    token,
-                    _data: data,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        bail!("the server wrote no ready file within 30 s")
+        let mut command = ServerCommand::new(binary, &data.0).log("error").command();
+        command.arg("--config").arg(&config).arg("serve");
+        let (child, ready) = server::spawn(&mut command, &data.0.join("ready.json"), START_WITHIN)?;
+        Ok(Server {
+            child,
+            http: ready.http,
+            native: ready.native,
+            token,
+            _data: data,
+        })
     }
 
     /// Resident memory in MB.
@@ -487,7 +467,7 @@ async fn main() -> Result<()> {
         Probe::PerAddress => "http_header_seconds = 600",
         _ => "",
     };
-    let server = Server::start(&binary, limits).await?;
+    let server = Server::start(&binary, limits)?;
     // Let the start settle, so that the first RSS reading is the idle server's.
     tokio::time::sleep(Duration::from_secs(1)).await;
     match cli.probe {
