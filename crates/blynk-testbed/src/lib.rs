@@ -14,10 +14,12 @@
 //! - [`nats::NatsServer`]: Debian's `nats-server` package; stop and resume for outage tests.
 //! - [`server`]: a `blynk-server` child as every program that starts one starts it (its command
 //!   line, [`server::spawn`] and the wait for its ready file).
+//! - [`python::ensure_venv`]: the Python virtualenv of the Python client tests and device kinds.
 
 pub mod nats;
 pub mod postgres;
 mod process;
+pub mod python;
 pub mod server;
 mod watchdog;
 

@@ -12,7 +12,6 @@
 //! Python 3 with `venv` and pip reaching PyPI is required: without it these tests fail and say so.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -62,87 +61,12 @@ fn workspace_target() -> PathBuf {
 /// cannot be made.
 fn venv_python() -> PathBuf {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    VENV.get_or_init(ensure_venv)
-        .clone()
-        .unwrap_or_else(|problem| panic!("python client tests: {problem}"))
-}
-
-fn ensure_venv() -> Result<PathBuf, String> {
-    let requirements_path = python_dir().join("requirements.txt");
-    let requirements = std::fs::read_to_string(&requirements_path)
-        .map_err(|error| format!("cannot read {}: {error}", requirements_path.display()))?;
-    let target = workspace_target();
-    let venv = target.join("python-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("installed-requirements.txt");
-    std::fs::create_dir_all(&target)
-        .map_err(|error| format!("cannot create {}: {error}", target.display()))?;
-    let lock_path = target.join("python-venv.lock");
-    let lock = File::create(&lock_path)
-        .map_err(|error| format!("cannot create {}: {error}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|error| format!("cannot lock {}: {error}", lock_path.display()))?;
-    if python.exists() && std::fs::read_to_string(&stamp).ok() == Some(requirements.clone()) {
-        return Ok(python);
-    }
-    let python3 = std::env::var("PYTHON3").unwrap_or_else(|_| "python3".to_owned());
-    match std::process::Command::new(&python3)
-        .arg("--version")
-        .output()
-    {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => {
-            return Err(format!(
-                "`{python3} --version` failed ({}): Python 3 is required",
-                output.status
-            ));
-        }
-        Err(error) => {
-            return Err(format!(
-                "`{python3}` not found ({error}): these tests need Python 3 with venv and pip \
-                 (Debian: apt-get install python3 python3-venv), or PYTHON3=/path/to/python3"
-            ));
-        }
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv)
-            .map_err(|error| format!("cannot remove {}: {error}", venv.display()))?;
-    }
-    run(std::process::Command::new(&python3)
-        .args(["-m", "venv"])
-        .arg(&venv))?;
-    run(std::process::Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--require-hashes",
-            "-r",
-        ])
-        .arg(&requirements_path)
-        .env("PIP_CACHE_DIR", target.join("pip-cache")))?;
-    std::fs::write(&stamp, requirements)
-        .map_err(|error| format!("cannot write {}: {error}", stamp.display()))?;
-    Ok(python)
-}
-
-fn run(command: &mut std::process::Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .map_err(|error| format!("{shown} did not start: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{shown} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    VENV.get_or_init(|| {
+        let requirements = python_dir().join("requirements.txt");
+        blynk_testbed::python::ensure_venv(&requirements, &workspace_target())
+    })
+    .clone()
+    .unwrap_or_else(|problem| panic!("python client tests: {problem}"))
 }
 
 /// A device: a driver process running one library against the server.

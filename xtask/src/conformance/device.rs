@@ -512,40 +512,6 @@ fn classic_event(shared: &Shared, stdin: &Arc<Mutex<ChildStdin>>, line: &str) {
 /// it) when missing.
 pub fn ensure_venv(workspace: &Path) -> Result<PathBuf> {
     let requirements = workspace.join("server/tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let venv = workspace.join("target/python-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("installed-requirements.txt");
-    if python.exists() && std::fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
-        return Ok(python);
-    }
-    println!("making the Python virtualenv {}", venv.display());
-    let python3 = std::env::var("PYTHON3").unwrap_or_else(|_| "python3".into());
-    let status = Command::new(&python3)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .with_context(|| format!("`{python3}` is needed for the Python device kinds"))?;
-    if !status.success() {
-        bail!("`{python3} -m venv` failed");
-    }
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--require-hashes",
-            "-r",
-        ])
-        .arg(&requirements)
-        .env("PIP_CACHE_DIR", workspace.join("target/pip-cache"))
-        .status()?;
-    if !status.success() {
-        bail!("pip install -r {} failed", requirements.display());
-    }
-    std::fs::write(&stamp, wanted)?;
-    Ok(python)
+    blynk_testbed::python::ensure_venv(&requirements, &workspace.join("target"))
+        .map_err(anyhow::Error::msg)
 }
