@@ -69,17 +69,6 @@ impl ReadyFile {
         }
         result
     }
-
-    /// Reads the document at `path`; `Ok(None)` while there is none.
-    pub fn read(path: &Path) -> std::io::Result<Option<ReadyFile>> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(std::io::Error::other),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
 }
 
 /// `DIR/.NAME.PID.tmp`: in the same directory, so the rename stays on one file system.
@@ -111,9 +100,10 @@ mod tests {
     fn the_ready_file_reads_back_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
-        assert_eq!(ReadyFile::read(&path).unwrap(), None);
+        assert!(!path.exists());
         sample().write(&path).unwrap();
-        assert_eq!(ReadyFile::read(&path).unwrap(), Some(sample()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(serde_json::from_str::<ReadyFile>(&text).unwrap(), sample());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
